@@ -1,0 +1,120 @@
+//! clap definitions only: parsed by the binaries, rendered into man pages and completions.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes, shown in `--help` and the man pages.
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0    success
+  1    failure not listed below
+  2    bad command line
+  3    invalid send stream (framing, version, CRC, attributes, truncation)
+  4    signature or key verification failed
+  5    stream refused by the receiver (path escape, clone source outside the allowed set, unsafe operation)
+  6    I/O or file-system error (including a full disk)
+  130  interrupted by SIGINT or SIGTERM (partial work removed)";
+
+/// btrfs-native subvolume manager: send-stream codec, hardened atomic receive, signed streams.
+#[derive(Debug, Parser)]
+#[command(name = "subvol", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a send stream's commands as `btrfs receive --dump` does (or as JSON lines)
+    #[command(after_help = "Examples:\n  btrfs send /mnt/snap | subvol dump\n  subvol dump -f snap.stream --json | jq .command\n\nWithout --all, printing stops at the first END, as btrfs receive --dump does.")]
+    Dump(DumpArgs),
+    /// Check a send stream's framing, versions, CRCs and attributes without applying it
+    #[command(after_help = "Examples:\n  subvol verify -f snap.stream\n  btrfs send /mnt/snap | subvol verify\n\nPrints a one-line summary and exits 0, or names the byte offset, command index and reason\nof the first problem and exits 3.")]
+    Verify(VerifyArgs),
+    /// Receive a send stream into a new read-only subvolume under DEST (hardened, atomic)
+    Recv(RecvArgs),
+}
+
+/// Where a stream comes from.
+#[derive(Debug, Args, Clone)]
+pub struct InputArgs {
+    /// Read the stream from FILE instead of stdin
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// `subvol dump`.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input: InputArgs,
+    /// Print one JSON object per header and command instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Continue after the first END through all concatenated streams
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `subvol verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input: InputArgs,
+    /// Print the summary (or the error) as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `subvol recv` and `subvol-recv`: the flags of `btrfs receive`, with the same meaning.
+#[derive(Debug, Args, Clone)]
+pub struct RecvArgs {
+    /// Directory on a btrfs file system where the received subvolume is created
+    #[arg(value_name = "DEST", required_unless_present = "dump")]
+    pub dest: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input: InputArgs,
+    /// Stop after the first END command (for streams made with `btrfs send -e`)
+    #[arg(short = 'e')]
+    pub stop_at_end: bool,
+    /// Stop after N errors (accepted for compatibility; subvol stops at the first error and
+    /// commits nothing, so every value behaves as 1)
+    #[arg(short = 'E', long = "max-errors", value_name = "N", default_value_t = 1)]
+    pub max_errors: u64,
+    /// Confine the receive to DEST (subvol always resolves every stream path beneath the new
+    /// subvolume, so this changes nothing but is accepted)
+    #[arg(short = 'C', long = "chroot")]
+    pub chroot: bool,
+    /// The mount point of DEST's file system (found in /proc/self/mounts otherwise)
+    #[arg(short = 'm', value_name = "ROOTMOUNT")]
+    pub root_mount: Option<PathBuf>,
+    /// Print the stream's commands instead of applying them (same as `subvol dump`)
+    #[arg(long)]
+    pub dump: bool,
+    /// Write file data decompressed instead of with encoded writes
+    #[arg(long = "force-decompress")]
+    pub force_decompress: bool,
+    /// Print less
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Print more (repeat for more detail)
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Show a progress line on stderr even when it is not a terminal
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// `subvol-recv`: the receiver as its own binary.
+#[derive(Debug, Parser)]
+#[command(name = "subvol-recv", version, about = "Receive a btrfs send stream into a new read-only subvolume (hardened, atomic; drop-in for `btrfs receive`)", after_help = EXIT_CODES)]
+pub struct RecvCli {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub args: RecvArgs,
+}

@@ -1,0 +1,281 @@
+//! `btrfs receive --dump` text, byte for byte as btrfs-progs v6.2 prints it.
+//!
+//! Quirks kept on purpose (they are what scripts parsing progs' output expect): titles padded to
+//! 16 columns, paths escaped and padded to 32 columns (at least one space), `chown` printing gid
+//! before uid, `fileattr=0x<decimal>`, `, ` separators in `encoded_write`, xattr names, values and
+//! clone sources printed raw (C strings: cut at the first NUL), times in the local time zone
+//! (honours `TZ`) without nanoseconds.
+
+use super::{Sink, escape_into};
+use crate::Error;
+use crate::stream::{Command, Op, Timespec};
+use std::io::Write;
+
+const PATH_MAX: usize = 4096;
+
+/// Prints the progs `--dump` text.
+pub struct TextDump<W: Write> {
+    out: W,
+    line: Vec<u8>,
+    full_subvol_path: Vec<u8>,
+    tz: jiff::tz::TimeZone,
+}
+
+/// A C string view: progs copies string attributes into NUL-terminated buffers.
+fn cstr(b: &[u8]) -> &[u8] {
+    match b.iter().position(|&c| c == 0) {
+        Some(n) => &b[..n],
+        None => b,
+    }
+}
+
+/// progs' `path_cat_out`: one trailing `/` dropped from each part, joined with `/`.
+fn path_cat(p1: &[u8], p2: &[u8]) -> Option<Vec<u8>> {
+    let (p1, p2) = (cstr(p1), cstr(p2));
+    if p1.len() + p2.len() + 2 >= PATH_MAX {
+        return None;
+    }
+    let p1 = p1.strip_suffix(b"/").unwrap_or(p1);
+    let p2 = p2.strip_suffix(b"/").unwrap_or(p2);
+    let mut out = Vec::with_capacity(p1.len() + p2.len() + 1);
+    out.extend_from_slice(p1);
+    out.push(b'/');
+    out.extend_from_slice(p2);
+    Some(out)
+}
+
+impl<W: Write> TextDump<W> {
+    /// A dump to `out`, with times in the system (or `TZ`) time zone.
+    pub fn new(out: W) -> TextDump<W> {
+        TextDump {
+            out,
+            line: Vec::with_capacity(512),
+            full_subvol_path: b".".to_vec(),
+            tz: jiff::tz::TimeZone::system(),
+        }
+    }
+
+    /// A dump with an explicit time zone (tests).
+    pub fn with_time_zone(out: W, tz: jiff::tz::TimeZone) -> TextDump<W> {
+        TextDump { tz, ..TextDump::new(out) }
+    }
+
+    fn time(&self, t: Timespec) -> Option<String> {
+        let ts = jiff::Timestamp::from_second(t.sec).ok()?;
+        let dt = self.tz.to_datetime(ts);
+        let off = self.tz.to_offset(ts).seconds();
+        let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
+        Some(format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}{:02}{:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second(),
+            sign,
+            off / 3600,
+            (off / 60) % 60
+        ))
+    }
+
+    /// Writes `title`, the escaped path, and (if `fields` is Some) padding and the fields.
+    fn line(&mut self, title: &str, path: &[u8], fields: Option<&[u8]>) {
+        self.line.clear();
+        self.line.extend_from_slice(title.as_bytes());
+        for _ in title.len()..16 {
+            self.line.push(b' ');
+        }
+        let mut n = escape_into(&mut self.line, path);
+        if let Some(f) = fields {
+            loop {
+                self.line.push(b' ');
+                n += 1;
+                if n >= 32 {
+                    break;
+                }
+            }
+            self.line.extend_from_slice(f);
+        }
+        self.line.push(b'\n');
+    }
+}
+
+impl<W: Write> Sink for TextDump<W> {
+    fn header(&mut self, _version: u32, _offset: u64) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn command(&mut self, c: &Command, _offset: u64, index: u64) -> Result<(), Error> {
+        let fail = |reason: String| Error::Dump { index, cmd: c.name(), reason };
+        let op = c.op().map_err(|e| fail(e.to_string()))?;
+        let in_subvol = |p: &[u8], s: &Self| {
+            path_cat(&s.full_subvol_path, p)
+                .ok_or_else(|| fail(format!("path invalid: {}", String::from_utf8_lossy(p))))
+        };
+        let mut f: Vec<u8> = Vec::with_capacity(128);
+        let esc = |f: &mut Vec<u8>, b: &[u8]| {
+            escape_into(f, cstr(b));
+        };
+        let (title, path): (&str, Vec<u8>) = match op {
+            Op::Subvol { path, uuid, ctransid } | Op::Snapshot { path, uuid, ctransid, .. } => {
+                self.full_subvol_path = path_cat(b".", path)
+                    .ok_or_else(|| fail(format!("path invalid: {}", String::from_utf8_lossy(path))))?;
+                write!(f, "uuid={uuid} transid={ctransid}").map_err(Error::output)?;
+                let title = if let Op::Snapshot { clone_uuid, clone_ctransid, .. } = op {
+                    write!(f, " parent_uuid={clone_uuid} parent_transid={clone_ctransid}")
+                        .map_err(Error::output)?;
+                    "snapshot"
+                } else {
+                    "subvol"
+                };
+                let p = self.full_subvol_path.clone();
+                self.line(title, &p, Some(&f));
+                return self.out.write_all(&self.line).map_err(Error::output);
+            }
+            Op::Mkfile { path, .. } => ("mkfile", in_subvol(path, self)?),
+            Op::Mkdir { path, .. } => ("mkdir", in_subvol(path, self)?),
+            Op::Mkfifo { path, .. } => ("mkfifo", in_subvol(path, self)?),
+            Op::Mksock { path, .. } => ("mksock", in_subvol(path, self)?),
+            Op::Unlink { path } => ("unlink", in_subvol(path, self)?),
+            Op::Rmdir { path } => ("rmdir", in_subvol(path, self)?),
+            Op::Mknod { path, mode, rdev, .. } => {
+                write!(f, "mode={mode:o} dev=0x{rdev:x}").map_err(Error::output)?;
+                ("mknod", in_subvol(path, self)?)
+            }
+            Op::Symlink { path, target, .. } => {
+                f.extend_from_slice(b"dest=");
+                esc(&mut f, target);
+                ("symlink", in_subvol(path, self)?)
+            }
+            Op::Rename { from, to } => {
+                let full_to = in_subvol(to, self)?;
+                f.extend_from_slice(b"dest=");
+                esc(&mut f, &full_to);
+                ("rename", in_subvol(from, self)?)
+            }
+            Op::Link { path, target } => {
+                f.extend_from_slice(b"dest=");
+                esc(&mut f, target);
+                ("link", in_subvol(path, self)?)
+            }
+            Op::SetXattr { path, name, data } => {
+                f.extend_from_slice(b"name=");
+                f.extend_from_slice(cstr(name));
+                f.extend_from_slice(b" data=");
+                f.extend_from_slice(cstr(data));
+                write!(f, " len={}", data.len()).map_err(Error::output)?;
+                ("set_xattr", in_subvol(path, self)?)
+            }
+            Op::RemoveXattr { path, name } => {
+                f.extend_from_slice(b"name=");
+                f.extend_from_slice(cstr(name));
+                ("remove_xattr", in_subvol(path, self)?)
+            }
+            Op::Write { path, offset, data } => {
+                write!(f, "offset={offset} len={}", data.len()).map_err(Error::output)?;
+                ("write", in_subvol(path, self)?)
+            }
+            Op::Clone { path, offset, len, clone_path, clone_offset, .. } => {
+                let from = in_subvol(clone_path, self)?;
+                write!(f, "offset={offset} len={len} from=").map_err(Error::output)?;
+                f.extend_from_slice(&from);
+                write!(f, " clone_offset={clone_offset}").map_err(Error::output)?;
+                ("clone", in_subvol(path, self)?)
+            }
+            Op::Truncate { path, size } => {
+                write!(f, "size={size}").map_err(Error::output)?;
+                ("truncate", in_subvol(path, self)?)
+            }
+            Op::Chmod { path, mode } => {
+                write!(f, "mode={mode:o}").map_err(Error::output)?;
+                ("chmod", in_subvol(path, self)?)
+            }
+            Op::Chown { path, uid, gid } => {
+                write!(f, "gid={gid} uid={uid}").map_err(Error::output)?;
+                ("chown", in_subvol(path, self)?)
+            }
+            Op::Utimes { path, atime, mtime, ctime } => {
+                let conv = |t: Timespec| {
+                    self.time(t).ok_or_else(|| {
+                        fail(format!("failed to convert time {}.{:09} to local time", t.sec, t.nsec))
+                    })
+                };
+                let (a, m, ct) = (conv(atime)?, conv(mtime)?, conv(ctime)?);
+                write!(f, "atime={a} mtime={m} ctime={ct}").map_err(Error::output)?;
+                ("utimes", in_subvol(path, self)?)
+            }
+            Op::UpdateExtent { path, offset, len } => {
+                write!(f, "offset={offset} len={len}").map_err(Error::output)?;
+                ("update_extent", in_subvol(path, self)?)
+            }
+            Op::Fallocate { path, mode, offset, len } => {
+                write!(f, "mode={mode} offset={offset} len={len}").map_err(Error::output)?;
+                ("fallocate", in_subvol(path, self)?)
+            }
+            Op::Fileattr { path, attr } => {
+                // progs prints "0x%llu": a hex prefix on a decimal number.
+                write!(f, "fileattr=0x{attr}").map_err(Error::output)?;
+                ("fileattr", in_subvol(path, self)?)
+            }
+            Op::EncodedWrite {
+                path,
+                offset,
+                unencoded_file_len,
+                unencoded_len,
+                unencoded_offset,
+                compression,
+                encryption,
+                data,
+            } => {
+                write!(
+                    f,
+                    "offset={offset} len={}, unencoded_file_len={unencoded_file_len}, \
+                     unencoded_len={unencoded_len}, unencoded_offset={unencoded_offset}, \
+                     compression={compression}, encryption={encryption}",
+                    data.len()
+                )
+                .map_err(Error::output)?;
+                ("encoded_write", in_subvol(path, self)?)
+            }
+            Op::EnableVerity { path, algorithm, block_size, salt, sig } => {
+                write!(
+                    f,
+                    "algorithm={algorithm} block_size={block_size} salt_len={} sig_len={}",
+                    salt.len(),
+                    sig.len()
+                )
+                .map_err(Error::output)?;
+                ("enable_verity", in_subvol(path, self)?)
+            }
+            Op::End | Op::Unknown(_) => return Ok(()),
+        };
+        let fields = matches!(title, "mkfile" | "mkdir" | "mkfifo" | "mksock" | "unlink" | "rmdir");
+        self.line(title, &path, if fields { None } else { Some(&f) });
+        self.out.write_all(&self.line).map_err(Error::output)
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        self.out.flush().map_err(Error::output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_cat_strips_one_trailing_slash() {
+        assert_eq!(path_cat(b"./s", b"").unwrap(), b"./s/");
+        assert_eq!(path_cat(b"./s/", b"a//").unwrap(), b"./s/a/");
+        assert!(path_cat(b"./s", &[b'a'; 4093]).is_none());
+    }
+
+    #[test]
+    fn escaping_matches_progs() {
+        let mut v = Vec::new();
+        let n = escape_into(&mut v, "dir with space/café\n\\".as_bytes());
+        assert_eq!(v, b"dir\\ with\\ space/caf\\303\\251\\n\\\\");
+        assert_eq!(n, v.len());
+    }
+}

@@ -1,0 +1,96 @@
+//! The library's one error type, and the documented exit codes the binaries map it to.
+
+use crate::stream::StreamError;
+use std::io;
+use std::path::PathBuf;
+
+/// Documented exit codes of `subvol` and `subvol-recv` (also listed in the man pages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Success.
+    Ok = 0,
+    /// Any failure not listed below.
+    Failure = 1,
+    /// Bad command line (clap's own code).
+    Usage = 2,
+    /// The input is not a valid send stream (framing, version, CRC, attributes, truncation).
+    InvalidStream = 3,
+    /// A signature or key check failed.
+    Verification = 4,
+    /// The stream asks for something the receiver refuses (path escape, unsafe clone source,
+    /// unsupported operation).
+    Refused = 5,
+    /// An I/O or file-system error (including a full disk).
+    Io = 6,
+    /// Interrupted by SIGINT or SIGTERM (cleanup done).
+    Interrupted = 130,
+}
+
+/// Any error of the library. Variants carry the operation, the path and the OS error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input stream is malformed.
+    #[error("invalid stream: {0}")]
+    Stream(#[from] StreamError),
+    /// An I/O operation on a named file failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("open", "read", ...).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the output (stdout or `-o FILE`) failed.
+    #[error("writing output: {0}")]
+    Output(#[source] io::Error),
+    /// A dump could not format a command (for example a path longer than PATH_MAX).
+    #[error("command {index} ({cmd}): {reason}")]
+    Dump {
+        /// Command index.
+        index: u64,
+        /// Command name.
+        cmd: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Something the caller asked for is not valid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Wraps an output error (lets callers treat a closed pipe as success, see [`Error::is_broken_pipe`]).
+    #[must_use]
+    pub fn output(e: io::Error) -> Error {
+        Error::Output(e)
+    }
+
+    /// An I/O error on a path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io { op, path: path.into(), source }
+    }
+
+    /// True when the output pipe was closed by the reader (`subvol dump | head`): not a failure.
+    #[must_use]
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The exit code a binary should use for this error.
+    #[must_use]
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Stream(e) => match e.kind {
+                crate::stream::StreamErrorKind::Io(_) => ExitCode::Io,
+                _ => ExitCode::InvalidStream,
+            },
+            Error::Dump { .. } => ExitCode::InvalidStream,
+            Error::Io { .. } | Error::Output(_) => ExitCode::Io,
+            Error::Invalid(_) => ExitCode::Failure,
+        }
+    }
+}

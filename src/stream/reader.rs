@@ -1,0 +1,286 @@
+//! Streaming reader: stream headers and commands from any `Read`, CRC-checked, memory bounded.
+
+use super::command::{AttrError, Command};
+use super::proto::{self, cmd};
+use std::io::{self, Read};
+
+/// What went wrong while reading a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamErrorKind {
+    /// Reading the input failed.
+    #[error("read error: {0}")]
+    Io(#[from] io::Error),
+    /// The input is empty.
+    #[error("empty stream is not valid")]
+    Empty,
+    /// The first bytes are not `btrfs-stream\0`.
+    #[error("bad magic: not a btrfs send stream")]
+    BadMagic,
+    /// Bytes after an END that do not start a new stream.
+    #[error("trailing garbage after END (not a stream header)")]
+    TrailingGarbage,
+    /// A stream version this codec does not know.
+    #[error("stream version {0} not supported (this reader knows 0 to {max})", max = proto::MAX_VERSION)]
+    UnsupportedVersion(u32),
+    /// The input ends in the middle of a header, command or stream header.
+    #[error("stream truncated inside {what}: {got} of {need} bytes")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Bytes available.
+        got: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// The input ends at a command boundary without END.
+    #[error("stream ends without an END command")]
+    MissingEnd,
+    /// The payload length is over the cap for the stream's version.
+    #[error("command length {len} exceeds the limit of {max} bytes for stream version {version}")]
+    TooLarge {
+        /// Length field.
+        len: u32,
+        /// Cap.
+        max: u32,
+        /// Stream version.
+        version: u32,
+    },
+    /// The CRC32C in the header does not match the bytes.
+    #[error("crc32c mismatch: header says {expected:#010x}, bytes give {computed:#010x}")]
+    BadCrc {
+        /// CRC stored in the header.
+        expected: u32,
+        /// CRC computed over the bytes.
+        computed: u32,
+    },
+    /// A malformed attribute.
+    #[error("{0}")]
+    Attr(#[from] AttrError),
+}
+
+/// A stream error with its position: the byte offset where the offending header or command
+/// starts, and the 0-based command index (counted over the whole input, stream headers excluded).
+#[derive(Debug, thiserror::Error)]
+#[error("{}at byte {offset}: {kind}", match .index { Some(i) => format!("command {i} ({}) ", .cmd_name.unwrap_or("?")), None => String::new() })]
+pub struct StreamError {
+    /// Byte offset of the start of the header or command.
+    pub offset: u64,
+    /// Command index, if the problem is in a command.
+    pub index: Option<u64>,
+    /// Command name if known.
+    pub cmd_name: Option<&'static str>,
+    /// The problem.
+    #[source]
+    pub kind: StreamErrorKind,
+}
+
+/// One step of reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A stream header with this version was read (the first, or one after an END).
+    Header(u32),
+    /// A command was read into the caller's [`Command`].
+    Command,
+}
+
+/// Reads send streams, including several concatenated ones.
+#[derive(Debug)]
+pub struct Reader<R> {
+    inner: R,
+    offset: u64,
+    /// Version of the stream being read, or None between streams.
+    version: Option<u32>,
+    streams: u64,
+    commands: u64,
+    max_payload: Option<u32>,
+    check_crc: bool,
+    last_crc: u32,
+}
+
+impl<R: Read> Reader<R> {
+    /// A reader over `inner` (wrap files in a `BufReader` of generous size).
+    pub fn new(inner: R) -> Reader<R> {
+        Reader {
+            inner,
+            offset: 0,
+            version: None,
+            streams: 0,
+            commands: 0,
+            max_payload: None,
+            check_crc: true,
+            last_crc: 0,
+        }
+    }
+
+    /// Overrides the per-version payload cap (never raise it for untrusted input).
+    #[must_use]
+    pub fn with_max_payload(mut self, max: u32) -> Reader<R> {
+        self.max_payload = Some(max);
+        self
+    }
+
+    /// Bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Commands read so far (over all streams).
+    pub fn commands(&self) -> u64 {
+        self.commands
+    }
+
+    /// Stream headers read so far.
+    pub fn streams(&self) -> u64 {
+        self.streams
+    }
+
+    /// Version of the current stream, if inside one.
+    pub fn version(&self) -> Option<u32> {
+        self.version
+    }
+
+    /// CRC field of the last command read (as stored, after it was checked).
+    pub fn last_crc(&self) -> u32 {
+        self.last_crc
+    }
+
+    /// The wrapped reader.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    fn err(&self, at: u64, index: Option<u64>, kind: StreamErrorKind) -> StreamError {
+        StreamError { offset: at, index, cmd_name: None, kind }
+    }
+
+    /// Reads up to `buf.len()` bytes; returns how many (less only at EOF).
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.offset += got as u64;
+        Ok(got)
+    }
+
+    /// Reads the next header or command. Returns `Ok(None)` at a clean end of input (after an
+    /// END, or between concatenated streams).
+    ///
+    /// # Errors
+    /// Any framing, version, size, CRC or attribute problem, with its position.
+    pub fn next(&mut self, out: &mut Command) -> Result<Option<Item>, StreamError> {
+        let at = self.offset;
+        let Some(version) = self.version else {
+            return self.read_stream_header(at);
+        };
+        let index = self.commands;
+        let mut hdr = [0u8; proto::CMD_HEADER_LEN];
+        let got = self.fill(&mut hdr).map_err(|e| self.err(at, Some(index), e.into()))?;
+        if got == 0 {
+            return Err(self.err(at, None, StreamErrorKind::MissingEnd));
+        }
+        if got < hdr.len() {
+            return Err(self.err(
+                at,
+                Some(index),
+                StreamErrorKind::Truncated { what: "command header", got, need: hdr.len() },
+            ));
+        }
+        let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let cmd_no = u16::from_le_bytes([hdr[4], hdr[5]]);
+        let crc = u32::from_le_bytes([hdr[6], hdr[7], hdr[8], hdr[9]]);
+        let named = |mut e: StreamError| {
+            e.cmd_name = Some(cmd::name(cmd_no).unwrap_or("unknown"));
+            e
+        };
+        let max = self.max_payload.unwrap_or(proto::max_payload(version));
+        if len > max {
+            return Err(named(self.err(
+                at,
+                Some(index),
+                StreamErrorKind::TooLarge { len, max, version },
+            )));
+        }
+        let buf = out.payload_buf();
+        buf.clear();
+        buf.resize(len as usize, 0);
+        let mut payload = std::mem::take(buf);
+        let got = self.fill(&mut payload);
+        let got = match got {
+            Ok(g) => g,
+            Err(e) => {
+                *out.payload_buf() = payload;
+                return Err(named(self.err(at, Some(index), e.into())));
+            }
+        };
+        if got < len as usize {
+            *out.payload_buf() = payload;
+            return Err(named(self.err(
+                at,
+                Some(index),
+                StreamErrorKind::Truncated { what: "command payload", got, need: len as usize },
+            )));
+        }
+        if self.check_crc {
+            hdr[6..10].fill(0);
+            let computed = proto::crc32c_raw(proto::crc32c_raw(0, &hdr), &payload);
+            if computed != crc {
+                *out.payload_buf() = payload;
+                return Err(named(self.err(
+                    at,
+                    Some(index),
+                    StreamErrorKind::BadCrc { expected: crc, computed },
+                )));
+            }
+        }
+        *out.payload_buf() = payload;
+        out.finish_read(cmd_no, version)
+            .map_err(|e| named(self.err(at, Some(index), e.into())))?;
+        self.commands += 1;
+        self.last_crc = crc;
+        if cmd_no == cmd::END {
+            self.version = None;
+        }
+        Ok(Some(Item::Command))
+    }
+
+    fn read_stream_header(&mut self, at: u64) -> Result<Option<Item>, StreamError> {
+        let mut hdr = [0u8; proto::STREAM_HEADER_LEN];
+        let got = self.fill(&mut hdr).map_err(|e| self.err(at, None, e.into()))?;
+        if got == 0 {
+            return if self.streams == 0 {
+                Err(self.err(at, None, StreamErrorKind::Empty))
+            } else {
+                Ok(None)
+            };
+        }
+        let magic_ok = hdr[..got.min(13)] == proto::MAGIC[..got.min(13)];
+        if !magic_ok {
+            let kind = if self.streams == 0 {
+                StreamErrorKind::BadMagic
+            } else {
+                StreamErrorKind::TrailingGarbage
+            };
+            return Err(self.err(at, None, kind));
+        }
+        if got < hdr.len() {
+            return Err(self.err(
+                at,
+                None,
+                StreamErrorKind::Truncated { what: "stream header", got, need: hdr.len() },
+            ));
+        }
+        let version = u32::from_le_bytes([hdr[13], hdr[14], hdr[15], hdr[16]]);
+        if version > proto::MAX_VERSION {
+            return Err(self.err(at, None, StreamErrorKind::UnsupportedVersion(version)));
+        }
+        self.version = Some(version);
+        self.streams += 1;
+        Ok(Some(Item::Header(version)))
+    }
+}
