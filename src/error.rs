@@ -57,6 +57,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A stream source (kernel send, tree walker) failed.
+    #[error(transparent)]
+    Send(#[from] crate::send::SendError),
+    /// Signing or signature verification failed.
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
+    /// Receiving failed.
+    #[error(transparent)]
+    Recv(#[from] crate::recv::RecvError),
     /// Something the caller asked for is not valid.
     #[error("{0}")]
     Invalid(String),
@@ -90,6 +99,9 @@ impl Error {
             },
             Error::Dump { .. } => ExitCode::InvalidStream,
             Error::Io { .. } | Error::Output(_) => ExitCode::Io,
+            Error::Send(e) => e.exit_code(),
+            Error::Sign(e) => e.exit_code(),
+            Error::Recv(e) => e.exit_code(),
             Error::Invalid(_) => ExitCode::Failure,
         }
     }

@@ -14,6 +14,9 @@ pub mod cli;
 pub mod cmd;
 pub mod dump;
 pub mod error;
+pub mod recv;
+pub mod send;
+pub mod sign;
 pub mod stream;
 pub mod verify;
 

@@ -3,6 +3,12 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod send;
+mod sign;
+
+pub use send::SendArgs;
+pub use sign::{KeygenArgs, SignArgs};
+
 /// Exit codes, shown in `--help` and the man pages.
 pub const EXIT_CODES: &str = "\
 Exit status:
@@ -35,6 +41,12 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Receive a send stream into a new read-only subvolume under DEST (hardened, atomic)
     Recv(RecvArgs),
+    /// Make a send stream from a read-only btrfs subvolume (kernel) or from a plain directory tree
+    Send(SendArgs),
+    /// Add ed25519 signature blocks to a send stream
+    Sign(SignArgs),
+    /// Generate an ed25519 key pair for signing streams
+    Keygen(KeygenArgs),
 }
 
 /// Where a stream comes from.
@@ -68,6 +80,9 @@ pub struct VerifyArgs {
     /// Print the summary (or the error) as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Also check signature blocks against this public key (repeatable: any listed key may sign)
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
 }
 
 /// `subvol recv` and `subvol-recv`: the flags of `btrfs receive`, with the same meaning.
@@ -108,6 +123,10 @@ pub struct RecvArgs {
     /// Show a progress line on stderr even when it is not a terminal
     #[arg(long)]
     pub progress: bool,
+    /// Require every segment to be signed by one of these public keys, and apply nothing before
+    /// its signature verified (repeatable)
+    #[arg(long = "verify", value_name = "PUB")]
+    pub verify_keys: Vec<PathBuf>,
 }
 
 /// `subvol-recv`: the receiver as its own binary.

@@ -1,15 +1,25 @@
 //! The subcommands as the binaries run them: open inputs and outputs, wire a source to a sink,
 //! show progress, print results. This is the only module that prints.
 
+mod dump;
 mod progress;
+mod recv;
+mod send;
+mod sign;
+mod verify;
+
+pub use dump::dump;
+pub use recv::recv;
+pub use send::send;
+pub use sign::{keygen, sign};
+pub use verify::verify;
 
 pub use progress::Progress;
 
 use crate::Error;
-use crate::cli::{self, Command};
-use crate::stream::Reader;
+use crate::cli::Command;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
 /// Input buffer: large reads keep syscalls rare on multi-GB streams.
@@ -39,72 +49,10 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Dump(a) => dump(&a.input, a.json, a.all, false),
         Command::Verify(a) => verify(&a),
         Command::Recv(a) => recv(&a),
+        Command::Send(a) => send(&a),
+        Command::Sign(a) => sign(&a),
+        Command::Keygen(a) => keygen(&a),
     }
-}
-
-/// `subvol dump`.
-///
-/// # Errors
-/// Input, stream or output errors.
-pub fn dump(input: &cli::InputArgs, json: bool, all: bool, force_progress: bool) -> Result<(), Error> {
-    let (inp, size) = open_input(input.file.as_deref())?;
-    let mut reader = Reader::new(inp);
-    let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let mut progress = Progress::new("dump", size, force_progress);
-    let mut tick = |b, c| progress.update(b, c);
-    if json {
-        crate::dump::run(&mut reader, &mut crate::dump::JsonDump::new(out), all, &mut tick)
-    } else {
-        crate::dump::run(&mut reader, &mut crate::dump::TextDump::new(out), all, &mut tick)
-    }
-}
-
-/// `subvol verify`.
-///
-/// # Errors
-/// Input or stream errors.
-pub fn verify(a: &cli::VerifyArgs) -> Result<(), Error> {
-    let (inp, size) = open_input(a.input.file.as_deref())?;
-    let mut reader = Reader::new(inp);
-    let mut progress = Progress::new("verify", size, false);
-    let result = crate::verify::verify(&mut reader, &mut |b, c| progress.update(b, c));
-    progress.finish();
-    let mut out = io::stdout().lock();
-    match (&result, a.json) {
-        (Ok(s), true) => {
-            let v = serde_json::json!({"ok": true, "streams": s.streams, "commands": s.commands, "bytes": s.bytes, "max_version": s.max_version});
-            writeln!(out, "{v}").map_err(Error::output)?;
-        }
-        (Ok(s), false) => {
-            writeln!(
-                out,
-                "OK: {} stream{}, {} commands, {} bytes (max version {})",
-                s.streams,
-                if s.streams == 1 { "" } else { "s" },
-                s.commands,
-                s.bytes,
-                s.max_version
-            )
-            .map_err(Error::output)?;
-        }
-        (Err(Error::Stream(e)), true) => {
-            let v = serde_json::json!({"ok": false, "offset": e.offset, "index": e.index, "command": e.cmd_name, "error": e.kind.to_string()});
-            writeln!(out, "{v}").map_err(Error::output)?;
-        }
-        (Err(_), _) => {}
-    }
-    result.map(|_| ())
-}
-
-/// `subvol recv` / `subvol-recv`.
-///
-/// # Errors
-/// Any receive failure.
-pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
-    if a.dump {
-        return dump(&a.input, false, !a.stop_at_end, a.progress);
-    }
-    Err(Error::Invalid("receiving is not implemented yet".into()))
 }
 
 /// Prints an error the way both binaries do and returns the exit code.
