@@ -1,1 +1,10 @@
-//! Integration tests (one binary).
+//! Integration tests, one binary (ripgrep's layout). Tests that need root, loop devices and btrfs
+//! use `support::btrfs_fixture`; with `CI=true` they fail instead of skipping.
+
+mod support;
+
+mod cli;
+mod codec;
+mod recv;
+mod send_tree;
+mod sign;

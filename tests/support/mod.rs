@@ -1,0 +1,17 @@
+//! Shared test helpers.
+
+#![allow(dead_code)]
+
+#[path = "btrfs_fixture.rs"]
+pub mod btrfs_fixture;
+
+use std::path::PathBuf;
+
+/// Path of a built binary of this package.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "subvol" => PathBuf::from(env!("CARGO_BIN_EXE_subvol")),
+        "subvol-recv" => PathBuf::from(env!("CARGO_BIN_EXE_subvol-recv")),
+        other => panic!("unknown binary {other}"),
+    }
+}
