@@ -80,7 +80,11 @@ impl Error {
 
     /// An I/O error on a path.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// True when the output pipe was closed by the reader (`subvol dump | head`): not a failure.

@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod digest;
 pub mod dump;
 pub mod error;
 pub mod recv;

@@ -51,6 +51,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// All unsafe code is in `sys`, which opts back in with `#![allow(unsafe_code)]`.
+#![deny(unsafe_code)]
 
 mod error;
 mod file;
@@ -76,9 +78,9 @@ pub use send::{
     SEND_FLAG_OMIT_STREAM_HEADER, SEND_FLAG_VERSION, SendArgs, send,
 };
 pub use subvol::{
-    ReceivedResult, SUBVOL_RDONLY, SubvolInfo, set_received_subvol, snapshot_create,
-    subvol_create, subvol_destroy, subvol_destroy_by_id, subvol_get_flags, subvol_info,
-    subvol_set_flags, subvol_set_readonly,
+    ReceivedResult, SUBVOL_RDONLY, SubvolInfo, set_received_subvol, snapshot_create, subvol_create,
+    subvol_destroy, subvol_destroy_by_id, subvol_get_flags, subvol_info, subvol_set_flags,
+    subvol_set_readonly,
 };
 
 /// A btrfs UUID, as the 16 raw bytes stored on disk and in send streams.

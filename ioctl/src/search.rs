@@ -69,8 +69,12 @@ pub(crate) fn parse_items(buf: &[u8], nr_items: u32) -> Result<Vec<Item<'_>>> {
     let mut items = Vec::with_capacity(nr_items.min(4096) as usize);
     let mut pos = 0usize;
     for i in 0..nr_items {
-        let truncated =
-            || Error::malformed(OP, format!("item {i} of {nr_items} overruns the result buffer"));
+        let truncated = || {
+            Error::malformed(
+                OP,
+                format!("item {i} of {nr_items} overruns the result buffer"),
+            )
+        };
         let header = buf
             .get(pos..pos + SEARCH_HEADER_LEN)
             .ok_or_else(truncated)?;
@@ -141,7 +145,10 @@ pub(crate) fn for_each_item(
         for item in &items {
             let key = (item.objectid, item.item_type, item.offset);
             if key < min {
-                return Err(Error::malformed(OP, "search returned a key below the minimum"));
+                return Err(Error::malformed(
+                    OP,
+                    "search returned a key below the minimum",
+                ));
             }
             last = key;
             if key > range.max {
@@ -256,7 +263,7 @@ pub(crate) fn parse_root_ref(data: &[u8]) -> Result<RootRef> {
 
 /// Parses a UUID tree item: a non-empty array of le64 subvolume ids.
 pub(crate) fn parse_uuid_item(data: &[u8]) -> Result<Vec<u64>> {
-    if data.is_empty() || data.len() % 8 != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(8) {
         return Err(Error::malformed(
             "UUID tree",
             format!("item size {} is not a non-zero multiple of 8", data.len()),
@@ -290,14 +297,20 @@ mod tests {
         let items = parse_items(&buf, 2).unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].data, b"abc");
-        assert_eq!((items[1].objectid, items[1].item_type, items[1].offset), (256, 144, 5));
+        assert_eq!(
+            (items[1].objectid, items[1].item_type, items[1].offset),
+            (256, 144, 5)
+        );
         // Asking for more items than present, or a cut buffer, is an error.
         assert!(matches!(parse_items(&buf, 3), Err(Error::Malformed { .. })));
         assert!(matches!(
             parse_items(&buf[..buf.len() - 1], 2),
             Err(Error::Malformed { .. })
         ));
-        assert!(matches!(parse_items(&buf[..20], 1), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            parse_items(&buf[..20], 1),
+            Err(Error::Malformed { .. })
+        ));
         // A huge length must not overflow.
         let mut bad = record(1, 1, 1, b"");
         bad[28..32].copy_from_slice(&u32::MAX.to_ne_bytes());

@@ -39,7 +39,10 @@ fn check_name<'a>(op: &'static str, name: &'a OsStr) -> Result<&'a [u8]> {
         return Err(Error::invalid(op, format!("name {name:?} contains '/'")));
     }
     if bytes.contains(&0) {
-        return Err(Error::invalid(op, format!("name {name:?} contains a NUL byte")));
+        return Err(Error::invalid(
+            op,
+            format!("name {name:?} contains a NUL byte"),
+        ));
     }
     if bytes.len() > NAME_LEN_MAX {
         return Err(Error::NameTooLong {

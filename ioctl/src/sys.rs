@@ -13,6 +13,8 @@
 //! 64-bit Linux (x86_64, aarch64, …); sizes and field offsets are checked at
 //! compile time below, request numbers by unit tests.
 
+#![allow(unsafe_code)]
+
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -21,7 +23,9 @@ use nix::errno::Errno;
 use nix::sys::ioctl::ioctl_num_type;
 
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-compile_error!("subvol-ioctl supports 64-bit Linux only (ioctl structure layouts differ elsewhere)");
+compile_error!(
+    "subvol-ioctl supports 64-bit Linux only (ioctl structure layouts differ elsewhere)"
+);
 
 /// Request number type of `libc::ioctl` on this target.
 type Req = ioctl_num_type;
@@ -240,11 +244,18 @@ pub(crate) struct SearchArgsV2 {
 impl SearchArgsV2 {
     /// A zeroed, heap-allocated argument block (64 KiB, too large for the stack).
     pub(crate) fn new_boxed() -> Box<Self> {
-        let uninit = Box::<Self>::new_zeroed();
-        // SAFETY: `SearchArgsV2` consists only of integers and integer arrays
-        // (no references, pointers, enums or padding-sensitive invariants),
-        // so the all-zero bit pattern is a valid value.
-        unsafe { uninit.assume_init() }
+        // (`Box::new_zeroed` would do, but needs Rust 1.92 > the MSRV.)
+        let layout = std::alloc::Layout::new::<Self>();
+        // SAFETY: `layout` has a non-zero size (checked at compile time below).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Self>();
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: `ptr` is non-null and was allocated by the global allocator
+        // with the layout of `Self`, which is what `Box` requires. The memory
+        // is zeroed, and `SearchArgsV2` consists only of integers and integer
+        // arrays, for which the all-zero bit pattern is a valid value.
+        unsafe { Box::from_raw(ptr) }
     }
 
     /// The search key (input and, for `nr_items`, output).
@@ -783,15 +794,27 @@ mod tests {
         let table: &[(&str, Req, u32)] = &[
             ("BTRFS_IOC_SYNC", IOC_SYNC, 0x9408),
             ("BTRFS_IOC_CLONE/FICLONE", IOC_CLONE, 0x40049409),
-            ("BTRFS_IOC_CLONE_RANGE/FICLONERANGE", IOC_CLONE_RANGE, 0x4020940d),
+            (
+                "BTRFS_IOC_CLONE_RANGE/FICLONERANGE",
+                IOC_CLONE_RANGE,
+                0x4020940d,
+            ),
             ("BTRFS_IOC_TREE_SEARCH", IOC_TREE_SEARCH, 0xd0009411),
             ("BTRFS_IOC_TREE_SEARCH_V2", IOC_TREE_SEARCH_V2, 0xc0709411),
             ("BTRFS_IOC_INO_LOOKUP", IOC_INO_LOOKUP, 0xd0009412),
             ("BTRFS_IOC_SNAP_CREATE_V2", IOC_SNAP_CREATE_V2, 0x50009417),
-            ("BTRFS_IOC_SUBVOL_CREATE_V2", IOC_SUBVOL_CREATE_V2, 0x50009418),
+            (
+                "BTRFS_IOC_SUBVOL_CREATE_V2",
+                IOC_SUBVOL_CREATE_V2,
+                0x50009418,
+            ),
             ("BTRFS_IOC_SUBVOL_GETFLAGS", IOC_SUBVOL_GETFLAGS, 0x80089419),
             ("BTRFS_IOC_SUBVOL_SETFLAGS", IOC_SUBVOL_SETFLAGS, 0x4008941a),
-            ("BTRFS_IOC_SET_RECEIVED_SUBVOL", IOC_SET_RECEIVED_SUBVOL, 0xc0c89425),
+            (
+                "BTRFS_IOC_SET_RECEIVED_SUBVOL",
+                IOC_SET_RECEIVED_SUBVOL,
+                0xc0c89425,
+            ),
             ("BTRFS_IOC_SEND", IOC_SEND, 0x40489426),
             ("FIDEDUPERANGE", IOC_FIDEDUPERANGE, 0xc0189436),
             ("BTRFS_IOC_GET_SUBVOL_INFO", IOC_GET_SUBVOL_INFO, 0x81f8943c),
@@ -801,7 +824,11 @@ mod tests {
             ("FS_IOC_ENABLE_VERITY", FS_IOC_ENABLE_VERITY, 0x40806685),
         ];
         for &(name, got, want) in table {
-            assert_eq!(got as u64, u64::from(want), "{name}: {got:#x} != {want:#x}");
+            assert_eq!(
+                i128::from(got),
+                i128::from(want),
+                "{name}: {got:#x} != {want:#x}"
+            );
         }
     }
 
@@ -822,7 +849,11 @@ mod tests {
                 size_of::<GetSubvolInfoArgs>(),
                 504,
             ),
-            ("btrfs_ioctl_ino_lookup_args", size_of::<InoLookupArgs>(), 4096),
+            (
+                "btrfs_ioctl_ino_lookup_args",
+                size_of::<InoLookupArgs>(),
+                4096,
+            ),
             ("btrfs_ioctl_search_key", size_of::<SearchKey>(), 104),
             ("btrfs_ioctl_search_args", size_of::<SearchArgsV1>(), 4096),
             (
@@ -833,7 +864,11 @@ mod tests {
             ("file_clone_range", size_of::<CloneRangeArgs>(), 32),
             ("file_dedupe_range", size_of::<DedupeRange>(), 24),
             ("file_dedupe_range_info", size_of::<DedupeRangeInfo>(), 32),
-            ("btrfs_ioctl_encoded_io_args", size_of::<EncodedIoArgs>(), 128),
+            (
+                "btrfs_ioctl_encoded_io_args",
+                size_of::<EncodedIoArgs>(),
+                128,
+            ),
             ("fsverity_enable_arg", size_of::<FsverityEnableArg>(), 128),
             ("btrfs_ioctl_search_header", SEARCH_HEADER_LEN, 32),
         ];

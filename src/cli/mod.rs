@@ -34,10 +34,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a send stream's commands as `btrfs receive --dump` does (or as JSON lines)
-    #[command(after_help = "Examples:\n  btrfs send /mnt/snap | subvol dump\n  subvol dump -f snap.stream --json | jq .command\n\nWithout --all, printing stops at the first END, as btrfs receive --dump does.")]
+    #[command(
+        after_help = "Examples:\n  btrfs send /mnt/snap | subvol dump\n  subvol dump -f snap.stream --json | jq .command\n\nWithout --all, printing stops at the first END, as btrfs receive --dump does."
+    )]
     Dump(DumpArgs),
     /// Check a send stream's framing, versions, CRCs and attributes without applying it
-    #[command(after_help = "Examples:\n  subvol verify -f snap.stream\n  btrfs send /mnt/snap | subvol verify\n\nPrints a one-line summary and exits 0, or names the byte offset, command index and reason\nof the first problem and exits 3.")]
+    #[command(
+        after_help = "Examples:\n  subvol verify -f snap.stream\n  btrfs send /mnt/snap | subvol verify\n\nPrints a one-line summary and exits 0, or names the byte offset, command index and reason\nof the first problem and exits 3."
+    )]
     Verify(VerifyArgs),
     /// Receive a send stream into a new read-only subvolume under DEST (hardened, atomic)
     Recv(RecvArgs),
@@ -47,6 +51,12 @@ pub enum Command {
     Sign(SignArgs),
     /// Generate an ed25519 key pair for signing streams
     Keygen(KeygenArgs),
+    /// Print a canonical digest of a directory tree (types, modes, owners, contents, xattrs,
+    /// hard links, holes, times) to compare received trees
+    #[command(
+        after_help = "Examples:\n  subvol digest /mnt/pool/v2\n  diff <(subvol digest --lines a) <(subvol digest --lines b)"
+    )]
+    Digest(DigestArgs),
 }
 
 /// Where a stream comes from.
@@ -99,7 +109,12 @@ pub struct RecvArgs {
     pub stop_at_end: bool,
     /// Stop after N errors (accepted for compatibility; subvol stops at the first error and
     /// commits nothing, so every value behaves as 1)
-    #[arg(short = 'E', long = "max-errors", value_name = "N", default_value_t = 1)]
+    #[arg(
+        short = 'E',
+        long = "max-errors",
+        value_name = "N",
+        default_value_t = 1
+    )]
     pub max_errors: u64,
     /// Confine the receive to DEST (subvol always resolves every stream path beneath the new
     /// subvolume, so this changes nothing but is accepted)
@@ -127,6 +142,20 @@ pub struct RecvArgs {
     /// its signature verified (repeatable)
     #[arg(long = "verify", value_name = "PUB")]
     pub verify_keys: Vec<PathBuf>,
+}
+
+/// `subvol digest`.
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// The tree to digest
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print every line of the digest, not only its SHA-256
+    #[arg(long)]
+    pub lines: bool,
+    /// Leave modification times out
+    #[arg(long = "no-mtime")]
+    pub no_mtime: bool,
 }
 
 /// `subvol-recv`: the receiver as its own binary.

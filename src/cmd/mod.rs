@@ -36,7 +36,10 @@ pub fn open_input(file: Option<&Path>) -> Result<(Box<dyn Read + Send>, Option<u
             let size = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
             Ok((Box::new(BufReader::with_capacity(INPUT_BUF, f)), size))
         }
-        _ => Ok((Box::new(BufReader::with_capacity(INPUT_BUF, io::stdin())), None)),
+        _ => Ok((
+            Box::new(BufReader::with_capacity(INPUT_BUF, io::stdin())),
+            None,
+        )),
     }
 }
 
@@ -52,7 +55,29 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Send(a) => send(&a),
         Command::Sign(a) => sign(&a),
         Command::Keygen(a) => keygen(&a),
+        Command::Digest(a) => digest(&a),
     }
+}
+
+/// `subvol digest`.
+///
+/// # Errors
+/// The tree cannot be read, or output fails.
+pub fn digest(a: &crate::cli::DigestArgs) -> Result<(), Error> {
+    let opts = crate::digest::DigestOptions {
+        mtime: !a.no_mtime,
+        ..Default::default()
+    };
+    let d = crate::digest::digest_tree(&a.dir, &opts)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if a.lines {
+        for l in &d.lines {
+            writeln!(out, "{l}").map_err(Error::output)?;
+        }
+    } else {
+        writeln!(out, "{}  {}", d.hex(), a.dir.display()).map_err(Error::output)?;
+    }
+    out.flush().map_err(Error::output)
 }
 
 /// Prints an error the way both binaries do and returns the exit code.

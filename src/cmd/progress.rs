@@ -56,7 +56,11 @@ impl Progress {
         );
         if let Some(total) = self.total.filter(|&t| t > 0) {
             let pct = (bytes as f64 * 100.0 / total as f64).min(100.0);
-            let eta = if rate > 0.0 { (total.saturating_sub(bytes)) as f64 / rate } else { 0.0 };
+            let eta = if rate > 0.0 {
+                (total.saturating_sub(bytes)) as f64 / rate
+            } else {
+                0.0
+            };
             line.push_str(&format!(" {pct:.0}% ETA {:.0}s", eta));
         }
         line.push_str("\x1b[K");

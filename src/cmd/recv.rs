@@ -1,16 +1,81 @@
 //! `subvol recv` and `subvol-recv`.
 
-use super::dump;
+use super::{Progress, dump, open_input};
+use crate::recv::{self, Event};
+use crate::stream::{Reader, Source};
 use crate::{Error, cli};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// `subvol recv` / `subvol-recv`.
 ///
 /// # Errors
-/// Any receive failure.
+/// Any receive failure (the partial subvolume is removed first).
 pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
     if a.dump {
         return dump(&a.input, false, !a.stop_at_end, a.progress);
     }
-    Err(Error::Invalid("receiving is not implemented yet".into()))
+    let dest = a
+        .dest
+        .clone()
+        .ok_or_else(|| Error::Invalid("DEST is required".into()))?;
+    // SIGINT/SIGTERM set a flag checked between commands; the receiver then removes its staging
+    // subvolume and returns `Interrupted` (exit 130).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&interrupted))
+            .map_err(|e| Error::io("install signal handler for", "SIGINT/SIGTERM", e))?;
+    }
+    let (input, size) = open_input(a.input.file.as_deref())?;
+    let reader = Reader::new(input);
+    let mut source: Box<dyn Source> = if a.verify_keys.is_empty() {
+        Box::new(reader)
+    } else {
+        // Wired to the signature verifier once it lands (issue 4).
+        return Err(Error::Invalid(format!(
+            "--verify is not available yet ({} keys given)",
+            a.verify_keys.len()
+        )));
+    };
+    let opts = recv::Options {
+        dest,
+        root_mount: a.root_mount.clone(),
+        stop_at_end: a.stop_at_end,
+        force_decompress: a.force_decompress,
+        interrupted: Some(interrupted),
+    };
+    let mut progress = Progress::new("recv", size, a.progress);
+    let quiet = a.quiet;
+    let received = recv::receive(source.as_mut(), &opts, &mut |ev| match ev {
+        Event::StaleRemoved(name) => {
+            eprintln!(
+                "removed stale staging subvolume {} left by an interrupted receive",
+                name.to_string_lossy()
+            );
+        }
+        Event::Started { name, snapshot } => {
+            if !quiet {
+                progress.finish();
+                eprintln!(
+                    "At {} {}",
+                    if snapshot { "snapshot" } else { "subvol" },
+                    name.to_string_lossy()
+                );
+            }
+        }
+        Event::Progress { bytes, commands } => progress.update(bytes, commands),
+    });
+    progress.finish();
+    let received = received?;
+    if a.verbose > 0 {
+        for r in &received {
+            eprintln!(
+                "received {} (received UUID {}, stransid {})",
+                r.path.display(),
+                r.uuid,
+                r.ctransid
+            );
+        }
+    }
+    Ok(())
 }
-

@@ -1,6 +1,7 @@
 //! `subvol verify`.
 
 use super::{Progress, open_input};
+use crate::sign::{KeySet, VerifyReport, VerifyingSource, hex_id};
 use crate::stream::Reader;
 use crate::{Error, cli};
 use std::io::{self, Write};
@@ -8,21 +9,40 @@ use std::io::{self, Write};
 /// `subvol verify`.
 ///
 /// # Errors
-/// Input or stream errors.
+/// Input, stream or signature errors.
 pub fn verify(a: &cli::VerifyArgs) -> Result<(), Error> {
+    let keys = if a.keys.is_empty() {
+        None
+    } else {
+        Some(KeySet::load(&a.keys)?)
+    };
     let (inp, size) = open_input(a.input.file.as_deref())?;
-    let mut reader = Reader::new(inp);
+    let reader = Reader::new(inp);
     let mut progress = Progress::new("verify", size, false);
-    let result = crate::verify::verify(&mut reader, &mut |b, c| progress.update(b, c));
+    let mut on_progress = |b, c| progress.update(b, c);
+    let (result, signed) = match keys {
+        None => {
+            let mut reader = reader;
+            (crate::verify::verify(&mut reader, &mut on_progress), None)
+        }
+        Some(keys) => {
+            let mut src = VerifyingSource::new(reader, keys);
+            let r = crate::verify::verify(&mut src, &mut on_progress);
+            (r, Some(src.report()))
+        }
+    };
     progress.finish();
     let mut out = io::stdout().lock();
     match (&result, a.json) {
         (Ok(s), true) => {
-            let v = serde_json::json!({"ok": true, "streams": s.streams, "commands": s.commands, "bytes": s.bytes, "max_version": s.max_version});
+            let mut v = serde_json::json!({"ok": true, "streams": s.streams, "commands": s.commands, "bytes": s.bytes, "max_version": s.max_version});
+            if let Some(r) = signed {
+                v["signed"] = signed_json(&r);
+            }
             writeln!(out, "{v}").map_err(Error::output)?;
         }
         (Ok(s), false) => {
-            writeln!(
+            write!(
                 out,
                 "OK: {} stream{}, {} commands, {} bytes (max version {})",
                 s.streams,
@@ -32,13 +52,52 @@ pub fn verify(a: &cli::VerifyArgs) -> Result<(), Error> {
                 s.max_version
             )
             .map_err(Error::output)?;
+            if let Some(r) = signed {
+                write!(
+                    out,
+                    ", signed by key {} in {} segment{}",
+                    r.key_id.map(|k| k.to_string()).unwrap_or_default(),
+                    r.segments,
+                    if r.segments == 1 { "" } else { "s" }
+                )
+                .map_err(Error::output)?;
+            }
+            writeln!(out).map_err(Error::output)?;
         }
         (Err(Error::Stream(e)), true) => {
             let v = serde_json::json!({"ok": false, "offset": e.offset, "index": e.index, "command": e.cmd_name, "error": e.kind.to_string()});
             writeln!(out, "{v}").map_err(Error::output)?;
         }
-        (Err(_), _) => {}
+        (Err(Error::Sign(crate::sign::SignError::Verify(f))), true) => {
+            let v = serde_json::json!({
+                "ok": false,
+                "offset": f.offset,
+                "index": f.index,
+                "segment": f.segment,
+                "key_id": f.key_id.map(|k| k.to_string()),
+                "segment_commands": f.commands,
+                "segment_paths": f.paths,
+                "error": e_string(&result),
+            });
+            writeln!(out, "{v}").map_err(Error::output)?;
+        }
+        (Err(e), true) => {
+            let v = serde_json::json!({"ok": false, "error": e.to_string()});
+            writeln!(out, "{v}").map_err(Error::output)?;
+        }
+        (Err(_), false) => {}
     }
     result.map(|_| ())
 }
 
+fn e_string<T>(r: &Result<T, Error>) -> Option<String> {
+    r.as_ref().err().map(ToString::to_string)
+}
+
+fn signed_json(r: &VerifyReport) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": r.key_id.map(|k| k.to_string()),
+        "stream_id": r.stream_id.map(|s| hex_id(&s)),
+        "segments": r.segments,
+    })
+}

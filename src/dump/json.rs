@@ -37,7 +37,10 @@ fn string(s: &mut String, b: &[u8]) {
 impl<W: Write> JsonDump<W> {
     /// A JSON dump to `out`.
     pub fn new(out: W) -> JsonDump<W> {
-        JsonDump { out, line: String::with_capacity(256) }
+        JsonDump {
+            out,
+            line: String::with_capacity(256),
+        }
     }
 
     fn value(&mut self, c: &Command, a: u16, v: &[u8]) {
@@ -69,8 +72,11 @@ impl<W: Write> JsonDump<W> {
 
 impl<W: Write> Sink for JsonDump<W> {
     fn header(&mut self, version: u32, offset: u64) -> Result<(), Error> {
-        writeln!(self.out, "{{\"offset\":{offset},\"stream\":{{\"version\":{version}}}}}")
-            .map_err(Error::output)
+        writeln!(
+            self.out,
+            "{{\"offset\":{offset},\"stream\":{{\"version\":{version}}}}}"
+        )
+        .map_err(Error::output)
     }
 
     fn command(&mut self, c: &Command, offset: u64, index: u64) -> Result<(), Error> {
@@ -94,7 +100,9 @@ impl<W: Write> Sink for JsonDump<W> {
             self.line.push(']');
         }
         self.line.push_str("]}\n");
-        self.out.write_all(self.line.as_bytes()).map_err(Error::output)
+        self.out
+            .write_all(self.line.as_bytes())
+            .map_err(Error::output)
     }
 
     fn finish(&mut self) -> Result<(), Error> {

@@ -87,7 +87,12 @@ pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
             b' ' => out.extend_from_slice(b"\\ "),
             b'\\' => out.extend_from_slice(b"\\\\"),
             0x21..=0x7e => out.push(b),
-            _ => out.extend_from_slice(&[b'\\', b'0' + (b >> 6), b'0' + ((b >> 3) & 7), b'0' + (b & 7)]),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'0' + (b >> 6),
+                b'0' + ((b >> 3) & 7),
+                b'0' + (b & 7),
+            ]),
         }
     }
     out.len() - start

@@ -57,7 +57,10 @@ impl<W: Write> TextDump<W> {
 
     /// A dump with an explicit time zone (tests).
     pub fn with_time_zone(out: W, tz: jiff::tz::TimeZone) -> TextDump<W> {
-        TextDump { tz, ..TextDump::new(out) }
+        TextDump {
+            tz,
+            ..TextDump::new(out)
+        }
     }
 
     fn time(&self, t: Timespec) -> Option<String> {
@@ -107,7 +110,11 @@ impl<W: Write> Sink for TextDump<W> {
     }
 
     fn command(&mut self, c: &Command, _offset: u64, index: u64) -> Result<(), Error> {
-        let fail = |reason: String| Error::Dump { index, cmd: c.name(), reason };
+        let fail = |reason: String| Error::Dump {
+            index,
+            cmd: c.name(),
+            reason,
+        };
         let op = c.op().map_err(|e| fail(e.to_string()))?;
         let in_subvol = |p: &[u8], s: &Self| {
             path_cat(&s.full_subvol_path, p)
@@ -118,13 +125,32 @@ impl<W: Write> Sink for TextDump<W> {
             escape_into(f, cstr(b));
         };
         let (title, path): (&str, Vec<u8>) = match op {
-            Op::Subvol { path, uuid, ctransid } | Op::Snapshot { path, uuid, ctransid, .. } => {
-                self.full_subvol_path = path_cat(b".", path)
-                    .ok_or_else(|| fail(format!("path invalid: {}", String::from_utf8_lossy(path))))?;
+            Op::Subvol {
+                path,
+                uuid,
+                ctransid,
+            }
+            | Op::Snapshot {
+                path,
+                uuid,
+                ctransid,
+                ..
+            } => {
+                self.full_subvol_path = path_cat(b".", path).ok_or_else(|| {
+                    fail(format!("path invalid: {}", String::from_utf8_lossy(path)))
+                })?;
                 write!(f, "uuid={uuid} transid={ctransid}").map_err(Error::output)?;
-                let title = if let Op::Snapshot { clone_uuid, clone_ctransid, .. } = op {
-                    write!(f, " parent_uuid={clone_uuid} parent_transid={clone_ctransid}")
-                        .map_err(Error::output)?;
+                let title = if let Op::Snapshot {
+                    clone_uuid,
+                    clone_ctransid,
+                    ..
+                } = op
+                {
+                    write!(
+                        f,
+                        " parent_uuid={clone_uuid} parent_transid={clone_ctransid}"
+                    )
+                    .map_err(Error::output)?;
                     "snapshot"
                 } else {
                     "subvol"
@@ -139,7 +165,9 @@ impl<W: Write> Sink for TextDump<W> {
             Op::Mksock { path, .. } => ("mksock", in_subvol(path, self)?),
             Op::Unlink { path } => ("unlink", in_subvol(path, self)?),
             Op::Rmdir { path } => ("rmdir", in_subvol(path, self)?),
-            Op::Mknod { path, mode, rdev, .. } => {
+            Op::Mknod {
+                path, mode, rdev, ..
+            } => {
                 write!(f, "mode={mode:o} dev=0x{rdev:x}").map_err(Error::output)?;
                 ("mknod", in_subvol(path, self)?)
             }
@@ -176,7 +204,17 @@ impl<W: Write> Sink for TextDump<W> {
                 write!(f, "offset={offset} len={}", data.len()).map_err(Error::output)?;
                 ("write", in_subvol(path, self)?)
             }
-            Op::Clone { path, offset, len, clone_path, clone_offset, .. } => {
+            Op::Clone {
+                path,
+                offset,
+                len,
+                clone_path,
+                clone_offset,
+                ..
+            } => {
+                // progs reads CLONE_LEN into an `int` and passes it on as a u64: the low 32 bits,
+                // sign-extended.
+                let len = i64::from(len as u32 as i32) as u64;
                 let from = in_subvol(clone_path, self)?;
                 write!(f, "offset={offset} len={len} from=").map_err(Error::output)?;
                 f.extend_from_slice(&from);
@@ -195,10 +233,18 @@ impl<W: Write> Sink for TextDump<W> {
                 write!(f, "gid={gid} uid={uid}").map_err(Error::output)?;
                 ("chown", in_subvol(path, self)?)
             }
-            Op::Utimes { path, atime, mtime, ctime } => {
+            Op::Utimes {
+                path,
+                atime,
+                mtime,
+                ctime,
+            } => {
                 let conv = |t: Timespec| {
                     self.time(t).ok_or_else(|| {
-                        fail(format!("failed to convert time {}.{:09} to local time", t.sec, t.nsec))
+                        fail(format!(
+                            "failed to convert time {}.{:09} to local time",
+                            t.sec, t.nsec
+                        ))
                     })
                 };
                 let (a, m, ct) = (conv(atime)?, conv(mtime)?, conv(ctime)?);
@@ -209,7 +255,14 @@ impl<W: Write> Sink for TextDump<W> {
                 write!(f, "offset={offset} len={len}").map_err(Error::output)?;
                 ("update_extent", in_subvol(path, self)?)
             }
-            Op::Fallocate { path, mode, offset, len } => {
+            Op::Fallocate {
+                path,
+                mode,
+                offset,
+                len,
+            } => {
+                // progs keeps the mode in an `int` and prints it with %d.
+                let mode = mode as i32;
                 write!(f, "mode={mode} offset={offset} len={len}").map_err(Error::output)?;
                 ("fallocate", in_subvol(path, self)?)
             }
@@ -238,7 +291,13 @@ impl<W: Write> Sink for TextDump<W> {
                 .map_err(Error::output)?;
                 ("encoded_write", in_subvol(path, self)?)
             }
-            Op::EnableVerity { path, algorithm, block_size, salt, sig } => {
+            Op::EnableVerity {
+                path,
+                algorithm,
+                block_size,
+                salt,
+                sig,
+            } => {
                 write!(
                     f,
                     "algorithm={algorithm} block_size={block_size} salt_len={} sig_len={}",
@@ -250,7 +309,10 @@ impl<W: Write> Sink for TextDump<W> {
             }
             Op::End | Op::Unknown(_) => return Ok(()),
         };
-        let fields = matches!(title, "mkfile" | "mkdir" | "mkfifo" | "mksock" | "unlink" | "rmdir");
+        let fields = matches!(
+            title,
+            "mkfile" | "mkdir" | "mkfifo" | "mksock" | "unlink" | "rmdir"
+        );
         self.line(title, &path, if fields { None } else { Some(&f) });
         self.out.write_all(&self.line).map_err(Error::output)
     }

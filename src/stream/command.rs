@@ -157,8 +157,9 @@ impl Command {
     /// Builds a command from a payload read off the wire, indexing its attributes.
     ///
     /// # Errors
-    /// A malformed TLV. Unknown command numbers are not indexed (their payload is opaque),
-    /// matching progs, which skips them.
+    /// A malformed TLV. The payload of an unknown command number is checked and indexed the
+    /// same way (btrfs-progs parses the TLVs of every command before it looks at the number, then
+    /// skips unknown ones), so what this accepts is exactly what progs accepts.
     pub fn from_payload(cmd: u16, version: u32, payload: Vec<u8>) -> Result<Command, AttrError> {
         let mut c = Command::empty();
         c.set_from_payload(cmd, version, payload)?;
@@ -194,9 +195,6 @@ impl Command {
     fn reindex(&mut self) -> Result<(), AttrError> {
         self.present = 0;
         self.order.clear();
-        if self.cmd == 0 || self.cmd > cmd::MAX {
-            return Ok(());
-        }
         let p = &self.payload;
         let mut pos = 0usize;
         while pos < p.len() {
@@ -374,23 +372,41 @@ impl Command {
                 clone_uuid: self.uuid(a::CLONE_UUID)?,
                 clone_ctransid: self.u64(a::CLONE_CTRANSID)?,
             },
-            cmd::MKFILE => Op::Mkfile { path: path()?, ino: self.u64(a::INO)? },
-            cmd::MKDIR => Op::Mkdir { path: path()?, ino: self.u64(a::INO)? },
+            cmd::MKFILE => Op::Mkfile {
+                path: path()?,
+                ino: self.u64(a::INO)?,
+            },
+            cmd::MKDIR => Op::Mkdir {
+                path: path()?,
+                ino: self.u64(a::INO)?,
+            },
             cmd::MKNOD => Op::Mknod {
                 path: path()?,
                 ino: self.u64(a::INO)?,
                 mode: self.u64(a::MODE)?,
                 rdev: self.u64(a::RDEV)?,
             },
-            cmd::MKFIFO => Op::Mkfifo { path: path()?, ino: self.u64(a::INO)? },
-            cmd::MKSOCK => Op::Mksock { path: path()?, ino: self.u64(a::INO)? },
+            cmd::MKFIFO => Op::Mkfifo {
+                path: path()?,
+                ino: self.u64(a::INO)?,
+            },
+            cmd::MKSOCK => Op::Mksock {
+                path: path()?,
+                ino: self.u64(a::INO)?,
+            },
             cmd::SYMLINK => Op::Symlink {
                 path: path()?,
                 ino: self.u64(a::INO)?,
                 target: self.bytes(a::PATH_LINK)?,
             },
-            cmd::RENAME => Op::Rename { from: path()?, to: self.bytes(a::PATH_TO)? },
-            cmd::LINK => Op::Link { path: path()?, target: self.bytes(a::PATH_LINK)? },
+            cmd::RENAME => Op::Rename {
+                from: path()?,
+                to: self.bytes(a::PATH_TO)?,
+            },
+            cmd::LINK => Op::Link {
+                path: path()?,
+                target: self.bytes(a::PATH_LINK)?,
+            },
             cmd::UNLINK => Op::Unlink { path: path()? },
             cmd::RMDIR => Op::Rmdir { path: path()? },
             cmd::SET_XATTR => Op::SetXattr {
@@ -398,7 +414,10 @@ impl Command {
                 name: self.bytes(a::XATTR_NAME)?,
                 data: self.bytes(a::XATTR_DATA)?,
             },
-            cmd::REMOVE_XATTR => Op::RemoveXattr { path: path()?, name: self.bytes(a::XATTR_NAME)? },
+            cmd::REMOVE_XATTR => Op::RemoveXattr {
+                path: path()?,
+                name: self.bytes(a::XATTR_NAME)?,
+            },
             cmd::WRITE => Op::Write {
                 path: path()?,
                 offset: self.u64(a::FILE_OFFSET)?,
@@ -413,8 +432,14 @@ impl Command {
                 clone_path: self.bytes(a::CLONE_PATH)?,
                 clone_offset: self.u64(a::CLONE_OFFSET)?,
             },
-            cmd::TRUNCATE => Op::Truncate { path: path()?, size: self.u64(a::SIZE)? },
-            cmd::CHMOD => Op::Chmod { path: path()?, mode: self.u64(a::MODE)? },
+            cmd::TRUNCATE => Op::Truncate {
+                path: path()?,
+                size: self.u64(a::SIZE)?,
+            },
+            cmd::CHMOD => Op::Chmod {
+                path: path()?,
+                mode: self.u64(a::MODE)?,
+            },
             cmd::CHOWN => Op::Chown {
                 path: path()?,
                 uid: self.u64(a::UID)?,
@@ -438,7 +463,10 @@ impl Command {
                 offset: self.u64(a::FILE_OFFSET)?,
                 len: self.u64(a::SIZE)?,
             },
-            cmd::FILEATTR => Op::Fileattr { path: path()?, attr: self.u64(a::FILEATTR)? },
+            cmd::FILEATTR => Op::Fileattr {
+                path: path()?,
+                attr: self.u64(a::FILEATTR)?,
+            },
             cmd::ENCODED_WRITE => Op::EncodedWrite {
                 path: path()?,
                 offset: self.u64(a::FILE_OFFSET)?,
@@ -493,22 +521,74 @@ impl Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(missing_docs)] // field names are the attribute names
 pub enum Op<'a> {
-    Subvol { path: &'a [u8], uuid: Uuid, ctransid: u64 },
-    Snapshot { path: &'a [u8], uuid: Uuid, ctransid: u64, clone_uuid: Uuid, clone_ctransid: u64 },
-    Mkfile { path: &'a [u8], ino: u64 },
-    Mkdir { path: &'a [u8], ino: u64 },
-    Mknod { path: &'a [u8], ino: u64, mode: u64, rdev: u64 },
-    Mkfifo { path: &'a [u8], ino: u64 },
-    Mksock { path: &'a [u8], ino: u64 },
-    Symlink { path: &'a [u8], ino: u64, target: &'a [u8] },
-    Rename { from: &'a [u8], to: &'a [u8] },
+    Subvol {
+        path: &'a [u8],
+        uuid: Uuid,
+        ctransid: u64,
+    },
+    Snapshot {
+        path: &'a [u8],
+        uuid: Uuid,
+        ctransid: u64,
+        clone_uuid: Uuid,
+        clone_ctransid: u64,
+    },
+    Mkfile {
+        path: &'a [u8],
+        ino: u64,
+    },
+    Mkdir {
+        path: &'a [u8],
+        ino: u64,
+    },
+    Mknod {
+        path: &'a [u8],
+        ino: u64,
+        mode: u64,
+        rdev: u64,
+    },
+    Mkfifo {
+        path: &'a [u8],
+        ino: u64,
+    },
+    Mksock {
+        path: &'a [u8],
+        ino: u64,
+    },
+    Symlink {
+        path: &'a [u8],
+        ino: u64,
+        target: &'a [u8],
+    },
+    Rename {
+        from: &'a [u8],
+        to: &'a [u8],
+    },
     /// `path` is the new name; `target` the existing file.
-    Link { path: &'a [u8], target: &'a [u8] },
-    Unlink { path: &'a [u8] },
-    Rmdir { path: &'a [u8] },
-    SetXattr { path: &'a [u8], name: &'a [u8], data: &'a [u8] },
-    RemoveXattr { path: &'a [u8], name: &'a [u8] },
-    Write { path: &'a [u8], offset: u64, data: &'a [u8] },
+    Link {
+        path: &'a [u8],
+        target: &'a [u8],
+    },
+    Unlink {
+        path: &'a [u8],
+    },
+    Rmdir {
+        path: &'a [u8],
+    },
+    SetXattr {
+        path: &'a [u8],
+        name: &'a [u8],
+        data: &'a [u8],
+    },
+    RemoveXattr {
+        path: &'a [u8],
+        name: &'a [u8],
+    },
+    Write {
+        path: &'a [u8],
+        offset: u64,
+        data: &'a [u8],
+    },
     /// Clone `len` bytes from `clone_path` at `clone_offset` into `path` at `offset`.
     Clone {
         path: &'a [u8],
@@ -519,14 +599,41 @@ pub enum Op<'a> {
         clone_path: &'a [u8],
         clone_offset: u64,
     },
-    Truncate { path: &'a [u8], size: u64 },
-    Chmod { path: &'a [u8], mode: u64 },
-    Chown { path: &'a [u8], uid: u64, gid: u64 },
-    Utimes { path: &'a [u8], atime: Timespec, mtime: Timespec, ctime: Timespec },
+    Truncate {
+        path: &'a [u8],
+        size: u64,
+    },
+    Chmod {
+        path: &'a [u8],
+        mode: u64,
+    },
+    Chown {
+        path: &'a [u8],
+        uid: u64,
+        gid: u64,
+    },
+    Utimes {
+        path: &'a [u8],
+        atime: Timespec,
+        mtime: Timespec,
+        ctime: Timespec,
+    },
     End,
-    UpdateExtent { path: &'a [u8], offset: u64, len: u64 },
-    Fallocate { path: &'a [u8], mode: u32, offset: u64, len: u64 },
-    Fileattr { path: &'a [u8], attr: u64 },
+    UpdateExtent {
+        path: &'a [u8],
+        offset: u64,
+        len: u64,
+    },
+    Fallocate {
+        path: &'a [u8],
+        mode: u32,
+        offset: u64,
+        len: u64,
+    },
+    Fileattr {
+        path: &'a [u8],
+        attr: u64,
+    },
     EncodedWrite {
         path: &'a [u8],
         offset: u64,
@@ -537,7 +644,13 @@ pub enum Op<'a> {
         encryption: u32,
         data: &'a [u8],
     },
-    EnableVerity { path: &'a [u8], algorithm: u8, block_size: u32, salt: &'a [u8], sig: &'a [u8] },
+    EnableVerity {
+        path: &'a [u8],
+        algorithm: u8,
+        block_size: u32,
+        salt: &'a [u8],
+        sig: &'a [u8],
+    },
     /// A command number progs does not know; skipped by receivers.
     Unknown(u16),
 }
@@ -555,7 +668,12 @@ impl Builder {
     /// Starts a command.
     #[must_use]
     pub fn new(cmd: u16, version: u32) -> Builder {
-        Builder { cmd, version, payload: Vec::with_capacity(64), err: None }
+        Builder {
+            cmd,
+            version,
+            payload: Vec::with_capacity(64),
+            err: None,
+        }
     }
 
     /// Appends a TLV with a u16 length.
@@ -637,5 +755,9 @@ impl Builder {
 /// The END command for any version.
 #[must_use]
 pub fn end_command(version: u32) -> Command {
-    Command { cmd: cmd::END, version, ..Command::empty() }
+    Command {
+        cmd: cmd::END,
+        version,
+        ..Command::empty()
+    }
 }

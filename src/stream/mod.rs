@@ -11,7 +11,6 @@ pub use proto::{attr, cmd};
 pub use reader::{Item, Reader, StreamError, StreamErrorKind};
 pub use writer::{Writer, command_header, stream_header};
 
-
 /// Copies every header and command from `reader` to `writer` unchanged (after checking them),
 /// until the input ends. Returns the number of commands copied.
 ///

@@ -21,7 +21,11 @@ pub const MAX_PAYLOAD_V2: u32 = 512 * 1024;
 /// The payload cap for a stream version (no allocation is ever sized beyond it).
 #[must_use]
 pub const fn max_payload(version: u32) -> u32 {
-    if version >= 2 { MAX_PAYLOAD_V2 } else { MAX_PAYLOAD_V1 }
+    if version >= 2 {
+        MAX_PAYLOAD_V2
+    } else {
+        MAX_PAYLOAD_V1
+    }
 }
 
 /// Most file data one WRITE command carries, as the kernel sends it.

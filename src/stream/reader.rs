@@ -150,7 +150,12 @@ impl<R: Read> Reader<R> {
     }
 
     fn err(&self, at: u64, index: Option<u64>, kind: StreamErrorKind) -> StreamError {
-        StreamError { offset: at, index, cmd_name: None, kind }
+        StreamError {
+            offset: at,
+            index,
+            cmd_name: None,
+            kind,
+        }
     }
 
     /// Reads up to `buf.len()` bytes; returns how many (less only at EOF).
@@ -180,7 +185,9 @@ impl<R: Read> Reader<R> {
         };
         let index = self.commands;
         let mut hdr = [0u8; proto::CMD_HEADER_LEN];
-        let got = self.fill(&mut hdr).map_err(|e| self.err(at, Some(index), e.into()))?;
+        let got = self
+            .fill(&mut hdr)
+            .map_err(|e| self.err(at, Some(index), e.into()))?;
         if got == 0 {
             return Err(self.err(at, None, StreamErrorKind::MissingEnd));
         }
@@ -188,7 +195,11 @@ impl<R: Read> Reader<R> {
             return Err(self.err(
                 at,
                 Some(index),
-                StreamErrorKind::Truncated { what: "command header", got, need: hdr.len() },
+                StreamErrorKind::Truncated {
+                    what: "command header",
+                    got,
+                    need: hdr.len(),
+                },
             ));
         }
         let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
@@ -223,7 +234,11 @@ impl<R: Read> Reader<R> {
             return Err(named(self.err(
                 at,
                 Some(index),
-                StreamErrorKind::Truncated { what: "command payload", got, need: len as usize },
+                StreamErrorKind::Truncated {
+                    what: "command payload",
+                    got,
+                    need: len as usize,
+                },
             )));
         }
         if self.check_crc {
@@ -234,7 +249,10 @@ impl<R: Read> Reader<R> {
                 return Err(named(self.err(
                     at,
                     Some(index),
-                    StreamErrorKind::BadCrc { expected: crc, computed },
+                    StreamErrorKind::BadCrc {
+                        expected: crc,
+                        computed,
+                    },
                 )));
             }
         }
@@ -251,7 +269,9 @@ impl<R: Read> Reader<R> {
 
     fn read_stream_header(&mut self, at: u64) -> Result<Option<Item>, StreamError> {
         let mut hdr = [0u8; proto::STREAM_HEADER_LEN];
-        let got = self.fill(&mut hdr).map_err(|e| self.err(at, None, e.into()))?;
+        let got = self
+            .fill(&mut hdr)
+            .map_err(|e| self.err(at, None, e.into()))?;
         if got == 0 {
             return if self.streams == 0 {
                 Err(self.err(at, None, StreamErrorKind::Empty))
@@ -272,7 +292,11 @@ impl<R: Read> Reader<R> {
             return Err(self.err(
                 at,
                 None,
-                StreamErrorKind::Truncated { what: "stream header", got, need: hdr.len() },
+                StreamErrorKind::Truncated {
+                    what: "stream header",
+                    got,
+                    need: hdr.len(),
+                },
             ));
         }
         let version = u32::from_le_bytes([hdr[13], hdr[14], hdr[15], hdr[16]]);
