@@ -2,7 +2,8 @@
 # Shared helpers for the benchmark scripts in bench/. Source it:   . "$(dirname "$0")/lib.sh"
 #
 #   bench_require_root                  exit unless root (loop devices, mount, btrfs send)
-#   bench_build_release                 cargo build --release; sets SUBVOL (path of the binary)
+#   bench_build_release                 cargo build --release; sets SUBVOL (path of the binary);
+#                                       an already set SUBVOL is used as is
 #   bench_mount_btrfs SIZE              loop-mount a fresh btrfs image of SIZE (e.g. 8G) in
 #                                       $BENCH_WORK; sets BENCH_MNT; unmounted/detached on exit
 #   bench_debian_tree                   builds (once, cached) a Debian minbase tree with debootstrap;
@@ -55,6 +56,10 @@ bench_require_root() {
 }
 
 bench_build_release() {
+  if [ -n "${SUBVOL:-}" ]; then
+    bench_log "using SUBVOL=$SUBVOL (not building)"
+    return
+  fi
   (cd "$BENCH_ROOT" && cargo build --release --quiet --bin subvol)
   SUBVOL=$BENCH_ROOT/target/release/subvol
   export SUBVOL

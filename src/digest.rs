@@ -280,6 +280,9 @@ pub fn digest_tree(root: &Path, opts: &DigestOptions) -> Result<TreeDigest, Erro
             let ranges = data_ranges(&f, md.size()).map_err(|e| Error::io("seek", abs, e))?;
             let mut h = Sha256::new();
             let mut f = f;
+            // data_ranges moved the offset with SEEK_DATA/SEEK_HOLE: hash from the start.
+            io::Seek::seek(&mut f, io::SeekFrom::Start(0))
+                .map_err(|e| Error::io("seek", abs, e))?;
             loop {
                 let n = f.read(&mut buf).map_err(|e| Error::io("read", abs, e))?;
                 if n == 0 {

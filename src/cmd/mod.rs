@@ -2,6 +2,7 @@
 //! show progress, print results. This is the only module that prints.
 
 mod dump;
+mod input;
 mod progress;
 mod recv;
 mod send;
@@ -9,6 +10,7 @@ mod sign;
 mod verify;
 
 pub use dump::dump;
+pub use input::ThreadedInput;
 pub use recv::recv;
 pub use send::send;
 pub use sign::{keygen, sign};

@@ -1,6 +1,6 @@
 //! `subvol recv` and `subvol-recv`.
 
-use super::{Progress, dump, open_input};
+use super::{Progress, ThreadedInput, dump, open_input};
 use crate::recv::{self, Event};
 use crate::stream::{Reader, Source};
 use crate::{Error, cli};
@@ -27,7 +27,7 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
             .map_err(|e| Error::io("install signal handler for", "SIGINT/SIGTERM", e))?;
     }
     let (input, size) = open_input(a.input.file.as_deref())?;
-    let reader = Reader::new(input);
+    let reader = Reader::new(ThreadedInput::spawn(input, Some(Arc::clone(&interrupted))));
     let mut source: Box<dyn Source> = if a.verify_keys.is_empty() {
         Box::new(reader)
     } else {

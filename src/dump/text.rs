@@ -21,6 +21,20 @@ pub struct TextDump<W: Write> {
     tz: jiff::tz::TimeZone,
 }
 
+/// Proleptic Gregorian (year, month, day) of a day number counted from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// A C string view: progs copies string attributes into NUL-terminated buffers.
 fn cstr(b: &[u8]) -> &[u8] {
     match b.iter().position(|&c| c == 0) {
@@ -63,23 +77,44 @@ impl<W: Write> TextDump<W> {
         }
     }
 
+    /// `strftime("%FT%T%z", localtime_r(sec))` as glibc prints it. None where `localtime_r`
+    /// fails (the year does not fit `tm_year`).
     fn time(&self, t: Timespec) -> Option<String> {
-        let ts = jiff::Timestamp::from_second(t.sec).ok()?;
-        let dt = self.tz.to_datetime(ts);
-        let off = self.tz.to_offset(ts).seconds();
+        let off = i128::from(self.utc_offset(t.sec));
+        let local = i128::from(t.sec) + off;
+        let days = i64::try_from(local.div_euclid(86_400)).ok()?;
+        let secs = local.rem_euclid(86_400) as u32;
+        let (year, month, day) = civil_from_days(days);
+        // glibc keeps `tm_year = year - 1900` in an int and prints `tm_year + 1900` in int
+        // arithmetic (it wraps for the largest years), without zero padding.
+        let tm_year = i32::try_from(year - 1900).ok()?;
+        let year = tm_year.wrapping_add(1900);
         let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
         Some(format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}{:02}{:02}",
-            dt.year(),
-            dt.month(),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second(),
-            sign,
+            "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}{sign}{:02}{:02}",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60,
             off / 3600,
             (off / 60) % 60
         ))
+    }
+
+    /// The zone's UTC offset in seconds at `sec`. Outside the range jiff handles (years -9999 to
+    /// 9999) this uses the zone's rule for the same point of the 400-year Gregorian cycle (what
+    /// glibc's POSIX-TZ footer rule gives) in the future, and the earliest offset in the past.
+    fn utc_offset(&self, sec: i64) -> i32 {
+        // 400 Gregorian years, exactly.
+        const CYCLE: i64 = 146_097 * 86_400;
+        // 9000-01-01T00:00:00Z: the cycle starting there lies inside jiff's range.
+        const BASE: i64 = 221_845_392_000;
+        let max = jiff::Timestamp::MAX.as_second();
+        let sec = if sec > max - 2 * 86_400 {
+            BASE + (sec - BASE).rem_euclid(CYCLE)
+        } else {
+            sec.max(jiff::Timestamp::MIN.as_second() + 2 * 86_400)
+        };
+        jiff::Timestamp::from_second(sec).map_or(0, |ts| self.tz.to_offset(ts).seconds())
     }
 
     /// Writes `title`, the escaped path, and (if `fields` is Some) padding and the fields.
@@ -325,6 +360,110 @@ impl<W: Write> Sink for TextDump<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Expected values printed by glibc 2.36 `localtime_r` + `strftime("%FT%T%z")`.
+    #[test]
+    fn times_like_glibc() {
+        let cases: &[(&str, i64, Option<&str>)] = &[
+            ("UTC", 0, Some("1970-01-01T00:00:00+0000")),
+            ("UTC", -1, Some("1969-12-31T23:59:59+0000")),
+            ("UTC", -62_135_596_800, Some("1-01-01T00:00:00+0000")),
+            ("UTC", -62_135_596_801, Some("0-12-31T23:59:59+0000")),
+            ("UTC", -62_198_755_200, Some("-1-01-01T00:00:00+0000")),
+            ("UTC", -65_000_000_000, Some("-90-03-27T04:26:40+0000")),
+            ("UTC", -253_402_300_799, Some("-6060-01-02T00:00:01+0000")),
+            ("UTC", 253_402_300_800, Some("10000-01-01T00:00:00+0000")),
+            (
+                "UTC",
+                99_999_999_999_999,
+                Some("3170843-11-07T09:46:39+0000"),
+            ),
+            (
+                "UTC",
+                67_767_976_233_532_799,
+                Some("2147483647-12-31T23:59:59+0000"),
+            ),
+            (
+                "UTC",
+                67_767_976_233_532_800,
+                Some("-2147483648-01-01T00:00:00+0000"),
+            ),
+            (
+                "UTC",
+                67_768_036_191_676_799,
+                Some("-2147481749-12-31T23:59:59+0000"),
+            ),
+            ("UTC", 67_768_036_191_676_800, None),
+            (
+                "UTC",
+                -67_768_040_609_740_800,
+                Some("-2147481748-01-01T00:00:00+0000"),
+            ),
+            ("UTC", -67_768_040_609_740_801, None),
+            ("UTC", i64::MAX, None),
+            ("UTC", i64::MIN, None),
+            (
+                "Asia/Kolkata",
+                -62_135_596_800,
+                Some("1-01-01T05:53:28+0553"),
+            ),
+            (
+                "Asia/Kolkata",
+                253_402_300_799,
+                Some("10000-01-01T05:29:59+0530"),
+            ),
+            (
+                "Asia/Kolkata",
+                99_999_999_999_999,
+                Some("3170843-11-07T15:16:39+0530"),
+            ),
+            ("Asia/Kolkata", 67_768_036_191_676_799, None),
+            (
+                "Asia/Kolkata",
+                -67_768_040_609_740_801,
+                Some("-2147481748-01-01T05:53:27+0553"),
+            ),
+            (
+                "America/New_York",
+                -62_135_596_800,
+                Some("0-12-31T19:03:58-0456"),
+            ),
+            (
+                "America/New_York",
+                253_402_300_800,
+                Some("9999-12-31T19:00:00-0500"),
+            ),
+            (
+                "America/New_York",
+                4_102_444_800,
+                Some("2099-12-31T19:00:00-0500"),
+            ),
+            (
+                "America/New_York",
+                99_999_999_999_999,
+                Some("3170843-11-07T04:46:39-0500"),
+            ),
+            (
+                "America/New_York",
+                67_768_036_191_676_800,
+                Some("-2147481749-12-31T19:00:00-0500"),
+            ),
+            ("America/New_York", -67_768_040_609_740_800, None),
+            (
+                "America/New_York",
+                -30_000_000_000,
+                Some("1019-05-04T13:43:58-0456"),
+            ),
+        ];
+        for &(zone, sec, want) in cases {
+            let d = TextDump::with_time_zone(Vec::new(), jiff::tz::TimeZone::get(zone).unwrap());
+            assert_eq!(
+                d.time(Timespec { sec, nsec: 0 }).as_deref(),
+                want,
+                "{zone} {sec}"
+            );
+        }
+    }
 
     #[test]
     fn path_cat_strips_one_trailing_slash() {

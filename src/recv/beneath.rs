@@ -95,10 +95,12 @@ pub fn resolve_flags() -> ResolveFlags {
 /// # Errors
 /// The OS error (ELOOP for a symlink on the way, EXDEV for an escape, ENOTDIR, ENOENT...).
 pub fn open_dir(root: BorrowedFd<'_>, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+    // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS already refuses a symlink anywhere, the last component
+    // included, and reports it as ELOOP (O_NOFOLLOW would turn it into ENOTDIR).
     rfs::openat2(
         root,
         rel,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
         resolve_flags(),
     )

@@ -17,7 +17,7 @@ pub enum DecodeError {
     #[error("encrypted extents are not supported (encryption type {0})")]
     Encrypted(u32),
     /// Sizes that do not fit together or exceed the cap.
-    #[error("bad encoded extent geometry: {0}")]
+    #[error("refused encoded extent: {0}")]
     Geometry(String),
     /// Corrupt compressed data.
     #[error("corrupt {alg} data: {reason}")]

@@ -81,6 +81,19 @@ fn os(op: &'static str) -> impl FnOnce(rustix::io::Errno) -> Failure {
     }
 }
 
+/// Errors of resolving a directory beneath the root: a symlink on the way or an escape is a
+/// refusal, anything else an OS error.
+fn dir_err(op: &'static str) -> impl FnOnce(rustix::io::Errno) -> Failure {
+    move |e| match e {
+        rustix::io::Errno::LOOP => Failure::Refused(format!("{op}: a path component is a symlink")),
+        rustix::io::Errno::XDEV => Failure::Refused(format!("{op}: path leaves the subvolume")),
+        other => Failure::Os {
+            op,
+            source: other.into(),
+        },
+    }
+}
+
 fn regular(op: &'static str) -> impl FnOnce(OpenRegularError) -> Failure {
     move |e| match e {
         OpenRegularError::Os(e) => Failure::Os {
@@ -145,7 +158,9 @@ impl RecvError {
         };
         match f {
             Failure::Os { .. } | Failure::Ioctl(_) => ExitCode::Io,
-            Failure::Refused(_) | Failure::Path(_) => ExitCode::Refused,
+            Failure::Refused(_) | Failure::Path(_) | Failure::Decode(DecodeError::Geometry(_)) => {
+                ExitCode::Refused
+            }
             Failure::Attr(_) | Failure::Decode(_) | Failure::Protocol(_) => ExitCode::InvalidStream,
         }
     }
@@ -331,7 +346,7 @@ impl DirCache {
     ) -> Result<BorrowedFd<'a>, Failure> {
         let Some(rel) = rel else { return Ok(root) };
         if self.fd.is_none() || self.key != rel {
-            self.fd = Some(beneath::open_dir(root, rel).map_err(os("open parent directory"))?);
+            self.fd = Some(beneath::open_dir(root, rel).map_err(dir_err("open parent directory"))?);
             self.key.clear();
             self.key.extend_from_slice(rel);
         }
@@ -515,8 +530,18 @@ pub fn receive(
         done: Vec::new(),
         decode_buf: Vec::new(),
     };
-    rx.run(source, on_event)?;
-    Ok(rx.done)
+    let result = rx.run(source, on_event);
+    // Dropping the receiver removes an uncommitted staging subvolume before we return.
+    let done = std::mem::take(&mut rx.done);
+    drop(rx);
+    if opts
+        .interrupted
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::Relaxed))
+    {
+        return Err(RecvError::Interrupted.into());
+    }
+    result.map(|()| done)
 }
 
 struct Receiver<'a> {
@@ -903,7 +928,7 @@ impl Receiver<'_> {
                 // Two parents may be needed at once: the cache holds one, open the other.
                 let from_parent = match fd_dir {
                     Some(d) => {
-                        Some(beneath::open_dir(root, d).map_err(os("open parent directory"))?)
+                        Some(beneath::open_dir(root, d).map_err(dir_err("open parent directory"))?)
                     }
                     None => None,
                 };
@@ -929,7 +954,7 @@ impl Receiver<'_> {
                     .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
                 let tparent = match td {
                     Some(d) => {
-                        Some(beneath::open_dir(root, d).map_err(os("open parent directory"))?)
+                        Some(beneath::open_dir(root, d).map_err(dir_err("open parent directory"))?)
                     }
                     None => None,
                 };
@@ -1284,9 +1309,9 @@ impl Receiver<'_> {
                 .ok_or_else(|| Failure::Protocol("clone source lost".into()))?
         };
         let src_dir = match sd {
-            Some(d) => {
-                Some(beneath::open_dir(src_root, d).map_err(os("open clone source directory"))?)
-            }
+            Some(d) => Some(
+                beneath::open_dir(src_root, d).map_err(dir_err("open clone source directory"))?,
+            ),
             None => None,
         };
         let src =

@@ -22,16 +22,19 @@ impl<'p, W: Write> Emitter<'p, W> {
     ) -> Result<Self, SendError> {
         let mut w = Writer::new(inner);
         w.write_header(version).map_err(SendError::Output)?;
-        Ok(Emitter { w, version, commands: 0, progress })
-    }
-
-    /// Bytes written so far.
-    pub(crate) fn bytes(&self) -> u64 {
-        self.w.bytes()
+        Ok(Emitter {
+            w,
+            version,
+            commands: 0,
+            progress,
+        })
     }
 
     fn put(&mut self, b: Builder, path: &[u8]) -> Result<(), SendError> {
-        let c = b.build().map_err(|source| SendError::Encode { path: lossy(path), source })?;
+        let c = b.build().map_err(|source| SendError::Encode {
+            path: lossy(path),
+            source,
+        })?;
         self.w.write_command(&c).map_err(SendError::Output)?;
         self.tick();
         Ok(())
@@ -39,7 +42,7 @@ impl<'p, W: Write> Emitter<'p, W> {
 
     fn tick(&mut self) {
         self.commands += 1;
-        if self.commands % 256 == 0 {
+        if self.commands.is_multiple_of(256) {
             let (b, c) = (self.w.bytes(), self.commands);
             if let Some(p) = self.progress.as_mut() {
                 p(b, c);
@@ -51,8 +54,17 @@ impl<'p, W: Write> Emitter<'p, W> {
         Builder::new(c, self.version)
     }
 
-    pub(crate) fn subvol(&mut self, name: &[u8], uuid: &Uuid, ctransid: u64) -> Result<(), SendError> {
-        let b = self.b(cmd::SUBVOL).bytes(attr::PATH, name).uuid(attr::UUID, uuid).u64(attr::CTRANSID, ctransid);
+    pub(crate) fn subvol(
+        &mut self,
+        name: &[u8],
+        uuid: &Uuid,
+        ctransid: u64,
+    ) -> Result<(), SendError> {
+        let b = self
+            .b(cmd::SUBVOL)
+            .bytes(attr::PATH, name)
+            .uuid(attr::UUID, uuid)
+            .u64(attr::CTRANSID, ctransid);
         self.put(b, name)
     }
 
@@ -81,24 +93,51 @@ impl<'p, W: Write> Emitter<'p, W> {
     }
 
     /// MKNOD, MKFIFO or MKSOCK: the kernel sends RDEV and MODE (full st_mode) with all three.
-    pub(crate) fn mknod(&mut self, c: u16, path: &[u8], ino: u64, rdev: u64, mode: u64) -> Result<(), SendError> {
-        let b = self.b(c).bytes(attr::PATH, path).u64(attr::INO, ino).u64(attr::RDEV, rdev).u64(attr::MODE, mode);
+    pub(crate) fn mknod(
+        &mut self,
+        c: u16,
+        path: &[u8],
+        ino: u64,
+        rdev: u64,
+        mode: u64,
+    ) -> Result<(), SendError> {
+        let b = self
+            .b(c)
+            .bytes(attr::PATH, path)
+            .u64(attr::INO, ino)
+            .u64(attr::RDEV, rdev)
+            .u64(attr::MODE, mode);
         self.put(b, path)
     }
 
-    pub(crate) fn symlink(&mut self, path: &[u8], ino: u64, target: &[u8]) -> Result<(), SendError> {
-        let b = self.b(cmd::SYMLINK).bytes(attr::PATH, path).u64(attr::INO, ino).bytes(attr::PATH_LINK, target);
+    pub(crate) fn symlink(
+        &mut self,
+        path: &[u8],
+        ino: u64,
+        target: &[u8],
+    ) -> Result<(), SendError> {
+        let b = self
+            .b(cmd::SYMLINK)
+            .bytes(attr::PATH, path)
+            .u64(attr::INO, ino)
+            .bytes(attr::PATH_LINK, target);
         self.put(b, path)
     }
 
     pub(crate) fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<(), SendError> {
-        let b = self.b(cmd::RENAME).bytes(attr::PATH, from).bytes(attr::PATH_TO, to);
+        let b = self
+            .b(cmd::RENAME)
+            .bytes(attr::PATH, from)
+            .bytes(attr::PATH_TO, to);
         self.put(b, from)
     }
 
     /// LINK: creates `path` as a new name of the existing `existing`.
     pub(crate) fn link(&mut self, path: &[u8], existing: &[u8]) -> Result<(), SendError> {
-        let b = self.b(cmd::LINK).bytes(attr::PATH, path).bytes(attr::PATH_LINK, existing);
+        let b = self
+            .b(cmd::LINK)
+            .bytes(attr::PATH, path)
+            .bytes(attr::PATH_LINK, existing);
         self.put(b, path)
     }
 
@@ -112,7 +151,12 @@ impl<'p, W: Write> Emitter<'p, W> {
         self.put(b, path)
     }
 
-    pub(crate) fn set_xattr(&mut self, path: &[u8], name: &[u8], data: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn set_xattr(
+        &mut self,
+        path: &[u8],
+        name: &[u8],
+        data: &[u8],
+    ) -> Result<(), SendError> {
         let b = self
             .b(cmd::SET_XATTR)
             .bytes(attr::PATH, path)
@@ -122,7 +166,10 @@ impl<'p, W: Write> Emitter<'p, W> {
     }
 
     pub(crate) fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), SendError> {
-        let b = self.b(cmd::REMOVE_XATTR).bytes(attr::PATH, path).bytes(attr::XATTR_NAME, name);
+        let b = self
+            .b(cmd::REMOVE_XATTR)
+            .bytes(attr::PATH, path)
+            .bytes(attr::XATTR_NAME, name);
         self.put(b, path)
     }
 
@@ -133,7 +180,10 @@ impl<'p, W: Write> Emitter<'p, W> {
             .bytes(attr::PATH, path)
             .u64(attr::FILE_OFFSET, offset)
             .build()
-            .map_err(|source| SendError::Encode { path: lossy(path), source })?;
+            .map_err(|source| SendError::Encode {
+                path: lossy(path),
+                source,
+            })?;
         let mut data_hdr = [0u8; 4];
         data_hdr[..2].copy_from_slice(&attr::DATA.to_le_bytes());
         let hdr: &[u8] = if self.version >= 2 {
@@ -142,12 +192,17 @@ impl<'p, W: Write> Emitter<'p, W> {
             // v1: DATA carries a u16 length like every other attribute.
             let len = u16::try_from(data.len()).map_err(|_| SendError::Encode {
                 path: lossy(path),
-                source: crate::stream::AttrError::TooLong { attr: "data", len: data.len() },
+                source: crate::stream::AttrError::TooLong {
+                    attr: "data",
+                    len: data.len(),
+                },
             })?;
             data_hdr[2..].copy_from_slice(&len.to_le_bytes());
             &data_hdr[..]
         };
-        self.w.write_parts(cmd::WRITE, &[prefix.payload(), hdr, data]).map_err(SendError::Output)?;
+        self.w
+            .write_parts(cmd::WRITE, &[prefix.payload(), hdr, data])
+            .map_err(SendError::Output)?;
         self.tick();
         Ok(())
     }
@@ -178,12 +233,20 @@ impl<'p, W: Write> Emitter<'p, W> {
     }
 
     pub(crate) fn truncate(&mut self, path: &[u8], size: u64) -> Result<(), SendError> {
-        let b = self.b(cmd::TRUNCATE).bytes(attr::PATH, path).u64(attr::SIZE, size);
+        let b = self
+            .b(cmd::TRUNCATE)
+            .bytes(attr::PATH, path)
+            .u64(attr::SIZE, size);
         self.put(b, path)
     }
 
     /// FALLOCATE with mode 3 (KEEP_SIZE | PUNCH_HOLE), the only mode the kernel emits.
-    pub(crate) fn punch_hole(&mut self, path: &[u8], offset: u64, len: u64) -> Result<(), SendError> {
+    pub(crate) fn punch_hole(
+        &mut self,
+        path: &[u8],
+        offset: u64,
+        len: u64,
+    ) -> Result<(), SendError> {
         let b = self
             .b(cmd::FALLOCATE)
             .bytes(attr::PATH, path)
@@ -194,7 +257,12 @@ impl<'p, W: Write> Emitter<'p, W> {
     }
 
     /// UPDATE_EXTENT: the `--no-data` stand-in for WRITE.
-    pub(crate) fn update_extent(&mut self, path: &[u8], offset: u64, len: u64) -> Result<(), SendError> {
+    pub(crate) fn update_extent(
+        &mut self,
+        path: &[u8],
+        offset: u64,
+        len: u64,
+    ) -> Result<(), SendError> {
         let b = self
             .b(cmd::UPDATE_EXTENT)
             .bytes(attr::PATH, path)
@@ -204,17 +272,30 @@ impl<'p, W: Write> Emitter<'p, W> {
     }
 
     pub(crate) fn chmod(&mut self, path: &[u8], mode: u32) -> Result<(), SendError> {
-        let b = self.b(cmd::CHMOD).bytes(attr::PATH, path).u64(attr::MODE, u64::from(mode & 0o7777));
+        let b = self
+            .b(cmd::CHMOD)
+            .bytes(attr::PATH, path)
+            .u64(attr::MODE, u64::from(mode & 0o7777));
         self.put(b, path)
     }
 
     pub(crate) fn chown(&mut self, path: &[u8], uid: u32, gid: u32) -> Result<(), SendError> {
-        let b = self.b(cmd::CHOWN).bytes(attr::PATH, path).u64(attr::UID, u64::from(uid)).u64(attr::GID, u64::from(gid));
+        let b = self
+            .b(cmd::CHOWN)
+            .bytes(attr::PATH, path)
+            .u64(attr::UID, u64::from(uid))
+            .u64(attr::GID, u64::from(gid));
         self.put(b, path)
     }
 
     /// UTIMES; OTIME (v2+) is sent as the ctime, the closest thing a plain tree has.
-    pub(crate) fn utimes(&mut self, path: &[u8], atime: Timespec, mtime: Timespec, ctime: Timespec) -> Result<(), SendError> {
+    pub(crate) fn utimes(
+        &mut self,
+        path: &[u8],
+        atime: Timespec,
+        mtime: Timespec,
+        ctime: Timespec,
+    ) -> Result<(), SendError> {
         let mut b = self
             .b(cmd::UTIMES)
             .bytes(attr::PATH, path)

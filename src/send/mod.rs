@@ -1,19 +1,210 @@
-//! Stream sources: the kernel send ioctl and the directory-tree walker/differ.
+//! Stream sources: the kernel send ioctl ([`kernel`]) and the directory-tree sources (full and
+//! incremental) that make a standard send stream from plain directories on any file system.
+//!
+//! # Tree streams
+//!
+//! [`send_tree`] walks SOURCE (metadata only, state per file), then writes:
+//!
+//! * **full**: `SUBVOL`, the root's owner and mode, then every entry in depth-first name order,
+//!   created directly under its final name, with the kernel's per-inode command order (create,
+//!   extra hard links as LINK when reached, xattrs, data, TRUNCATE, CHOWN, CHMOD,
+//!   `security.capability`, UTIMES; directory UTIMES once their contents are complete, the root
+//!   last). Data ranges come from SEEK_DATA/SEEK_HOLE, holes are never written. Files of equal
+//!   size are hashed, and a file whose content and hole layout equal an already sent file's is
+//!   sent as one CLONE of the whole file (so the only unaligned part is the tail at EOF).
+//! * **incremental** (with a parent tree OLD): `SNAPSHOT` of OLD, then the operations turning
+//!   OLD into NEW. Inodes of OLD and NEW are matched (same path and type; equal content for
+//!   moved files; most children in common for moved directories); unmatched OLD inodes are
+//!   deleted, unmatched NEW inodes created, matched ones moved and updated. Entries that must
+//!   move first go to a temporary name in the root (`o<ino>-<n>-0`, as the kernel's orphans),
+//!   which makes swaps and cycles (parent/child inversions) safe. Contents of matched files are
+//!   compared block by block: equal blocks are not sent, changed ones written, new holes
+//!   punched (v2 FALLOCATE; v1 truncates to the first new hole and rewrites the rest), sizes
+//!   truncated or extended. New files whose content equals a file of OLD, or one already sent,
+//!   are cloned from it.
+//!
+//! Files that change while they are read (size, mtime or ctime differ from the walk) fail the
+//! send with [`SendError::FileChanged`] naming the path.
+//!
+//! ## The tree UUID rule
+//!
+//! A tree has no UUID of its own, but receivers record the SUBVOL/SNAPSHOT UUID as the received
+//! UUID and find the parent of an incremental stream by it. So the UUID must be a function of
+//! the tree: it is **the first 16 bytes of a SHA-256 over the tree's metadata listing** (every
+//! entry's name, type, mode, owner, size, mtime, device number, symlink target, xattrs and
+//! hard-link structure, in name order), marked as an RFC 9562 version-8 UUID. Sending the same
+//! unchanged tree twice gives the same UUID; the incremental stream from OLD names OLD's UUID
+//! by the same rule, which is what the receiver of OLD's full stream recorded. `--uuid` and
+//! `--parent-uuid` override the rule (for example to chain onto a kernel-made snapshot). The
+//! stream's CTRANSID is the tree's newest mtime in seconds, by the same reasoning.
 
 use crate::ExitCode;
+use std::io;
+use std::path::PathBuf;
 
-/// Errors of the stream sources.
+mod content;
+mod emit;
+mod full;
+mod incr;
+pub mod kernel;
+mod tree;
+
+pub use crate::stream::Uuid;
+
+/// Errors of the stream sources. Each names the operation and the path where it applies.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Placeholder until the sources exist.
+    /// A file-system operation on a source path failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("open", "read", "stat", ...).
+        op: &'static str,
+        /// The source path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file changed between the walk and the end of reading it.
+    #[error("{}: file changed while being sent ({what} differs from the walk)", path.display())]
+    FileChanged {
+        /// The source path.
+        path: PathBuf,
+        /// What differed.
+        what: &'static str,
+    },
+    /// An entry the stream format cannot carry.
+    #[error("{}: {what}", path.display())]
+    Unsupported {
+        /// The source path.
+        path: PathBuf,
+        /// What is not supported.
+        what: &'static str,
+    },
+    /// A command could not be encoded (a path or value longer than a TLV can carry).
+    #[error("{}: {source}", path.display())]
+    Encode {
+        /// The stream path.
+        path: PathBuf,
+        /// The encoding problem.
+        #[source]
+        source: crate::stream::AttrError,
+    },
+    /// Writing the stream failed.
+    #[error("writing the stream: {0}")]
+    Output(#[source] io::Error),
+    /// The kernel send ioctl (or a lookup it needs) failed.
+    #[error("{op} {}: {source}", path.display())]
+    Kernel {
+        /// What was being done.
+        op: &'static str,
+        /// The subvolume.
+        path: PathBuf,
+        /// The ioctl error (with errno).
+        #[source]
+        source: subvol_ioctl::Error,
+    },
+    /// The request itself is not valid (bad option combination, unsupported protocol).
     #[error("{0}")]
-    Other(String),
+    Invalid(String),
 }
 
 impl SendError {
     /// The exit code for this error.
     #[must_use]
     pub fn exit_code(&self) -> ExitCode {
-        ExitCode::Failure
+        match self {
+            SendError::Io { .. } | SendError::FileChanged { .. } | SendError::Output(_) => {
+                ExitCode::Io
+            }
+            SendError::Kernel { .. } => ExitCode::Io,
+            SendError::Unsupported { .. } | SendError::Encode { .. } | SendError::Invalid(_) => {
+                ExitCode::Failure
+            }
+        }
     }
+
+    /// True when the stream's reader went away (`subvol send ... | head`).
+    #[must_use]
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, SendError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// Options of a tree send.
+#[derive(Clone, Debug, Default)]
+pub struct TreeSendOptions {
+    /// Stream protocol version: 1 or 2.
+    pub version: u32,
+    /// Send UPDATE_EXTENT instead of WRITE (metadata-only stream, like `--no-data`).
+    pub no_data: bool,
+    /// The new tree's UUID instead of the derived one.
+    pub uuid: Option<Uuid>,
+    /// The parent tree's UUID instead of the derived one.
+    pub parent_uuid: Option<Uuid>,
+    /// Subvolume name in SUBVOL/SNAPSHOT (default: the source directory's name).
+    pub name: Option<Vec<u8>>,
+}
+
+/// What a send produced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendSummary {
+    /// Bytes of stream written.
+    pub bytes: u64,
+    /// Commands written (END included).
+    pub commands: u64,
+    /// The UUID in SUBVOL/SNAPSHOT.
+    pub uuid: Uuid,
+    /// The parent UUID (CLONE_UUID of SNAPSHOT) of an incremental stream.
+    pub parent_uuid: Option<Uuid>,
+}
+
+/// Makes a send stream from the directory tree `source`: full, or incremental from `parent`.
+/// `progress` is called now and then with (bytes, commands) written so far.
+///
+/// # Errors
+/// A source file that cannot be read or changes while being read, or an output error.
+pub fn send_tree<W: io::Write>(
+    source: &std::path::Path,
+    parent: Option<&std::path::Path>,
+    opts: &TreeSendOptions,
+    out: W,
+    progress: Option<&mut dyn FnMut(u64, u64)>,
+) -> Result<SendSummary, SendError> {
+    if !(1..=2).contains(&opts.version) {
+        return Err(SendError::Invalid(format!(
+            "protocol version {} is not supported for tree sends (use 1 or 2)",
+            opts.version
+        )));
+    }
+    let new = tree::Tree::scan(source)?;
+    match parent {
+        None => full::send_full(&new, opts, out, progress),
+        Some(p) => {
+            let old = tree::Tree::scan(p)?;
+            incr::send_incremental(&old, &new, opts, out, progress)
+        }
+    }
+}
+
+/// The UUID a tree send of `source` would use by the documented rule (see the module docs).
+///
+/// # Errors
+/// The tree cannot be walked.
+pub fn tree_uuid(source: &std::path::Path) -> Result<Uuid, SendError> {
+    Ok(tree::Tree::scan(source)?.derived_uuid())
+}
+
+/// The subvolume name for SUBVOL/SNAPSHOT: the option, else the source's last component.
+fn subvol_name(t: &tree::Tree, opts: &TreeSendOptions) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(n) = &opts.name {
+        return n.clone();
+    }
+    let canon = std::fs::canonicalize(&t.root).unwrap_or_else(|_| t.root.clone());
+    canon
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| b"root".to_vec())
 }

@@ -10,7 +10,7 @@
 
 use super::SendError;
 use crate::stream::{Timespec, Uuid};
-use rustix::fs::{AtFlags, Mode, OFlags, FileType};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -80,7 +80,7 @@ pub(crate) struct Inode {
     pub mtime: Timespec,
     pub ctime: Timespec,
     /// Extended attributes sorted by name.
-    pub xattrs: Vec<(Box<[u8]>, Box<[u8]>)>,
+    pub xattrs: Vec<Xattr>,
     /// Symlink target.
     pub target: Box<[u8]>,
     /// The entries naming this inode (one for directories, none for the root).
@@ -88,6 +88,9 @@ pub(crate) struct Inode {
     /// For directories: the range of their entries in [`Tree::dentries`], sorted by name.
     pub children: (u32, u32),
 }
+
+/// An extended attribute: name and value.
+pub(crate) type Xattr = (Box<[u8]>, Box<[u8]>);
 
 /// One directory entry.
 #[derive(Debug)]
@@ -119,11 +122,18 @@ pub(crate) fn encode_dev(major: u32, minor: u32) -> u64 {
 }
 
 fn ts(sec: i64, nsec: u64) -> Timespec {
-    Timespec { sec, nsec: u32::try_from(nsec).unwrap_or(0) }
+    Timespec {
+        sec,
+        nsec: u32::try_from(nsec).unwrap_or(0),
+    }
 }
 
 fn io_err(op: &'static str, path: &Path, e: rustix::io::Errno) -> SendError {
-    SendError::Io { op, path: path.to_path_buf(), source: e.into() }
+    SendError::Io {
+        op,
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
 }
 
 /// Opens a directory for reading without updating its atime.
@@ -152,7 +162,9 @@ impl Tree {
     /// Finds the entry `name` in directory `d` (entries are sorted by name).
     pub(crate) fn lookup(&self, d: InodeId, name: &[u8]) -> Option<InodeId> {
         let c = self.children(d);
-        c.binary_search_by(|e| (*e.name).cmp(name)).ok().map(|i| c[i].inode)
+        c.binary_search_by(|e| (*e.name).cmp(name))
+            .ok()
+            .map(|i| c[i].inode)
     }
 
     /// The path of entry `de` relative to the root, as stream paths are.
@@ -187,7 +199,11 @@ impl Tree {
 
     /// The absolute source path of a relative stream path.
     pub(crate) fn abs(&self, rel: &[u8]) -> PathBuf {
-        if rel.is_empty() { self.root.clone() } else { self.root.join(OsStr::from_bytes(rel)) }
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(OsStr::from_bytes(rel))
+        }
     }
 
     /// Walks the tree at `root`.
@@ -211,7 +227,8 @@ impl Tree {
         t.inodes.push(root_inode);
         let mut hardlinks: HashMap<(u64, u64), InodeId> = HashMap::new();
         // Directories still to read: (inode, absolute path, fd if already open).
-        let mut stack: Vec<(InodeId, PathBuf, Option<OwnedFd>)> = vec![(ROOT, root.to_path_buf(), Some(root_fd))];
+        let mut stack: Vec<(InodeId, PathBuf, Option<OwnedFd>)> =
+            vec![(ROOT, root.to_path_buf(), Some(root_fd))];
         let mut names: Vec<Vec<u8>> = Vec::new();
         while let Some((dir, dir_path, fd)) = stack.pop() {
             let fd = match fd {
@@ -219,8 +236,9 @@ impl Tree {
                 None => open_dir(&dir_path)?,
             };
             names.clear();
-            let mut rd = rustix::fs::Dir::read_from(&fd).map_err(|e| io_err("read directory", &dir_path, e))?;
-            while let Some(ent) = rd.next() {
+            let rd = rustix::fs::Dir::read_from(&fd)
+                .map_err(|e| io_err("read directory", &dir_path, e))?;
+            for ent in rd {
                 let ent = ent.map_err(|e| io_err("read directory", &dir_path, e))?;
                 let n = ent.file_name().to_bytes();
                 if n != b"." && n != b".." {
@@ -241,7 +259,11 @@ impl Tree {
                 let key = (st.st_dev, st.st_ino);
                 hasher.update((name.len() as u32).to_le_bytes());
                 hasher.update(&name);
-                let existing = if !is_dir && st.st_nlink > 1 { hardlinks.get(&key).copied() } else { None };
+                let existing = if !is_dir && st.st_nlink > 1 {
+                    hardlinks.get(&key).copied()
+                } else {
+                    None
+                };
                 let ino = match existing {
                     Some(i) => {
                         hasher.update(b"L");
@@ -262,7 +284,11 @@ impl Tree {
                     }
                 };
                 t.inodes[ino as usize].links.push(de);
-                t.dentries.push(Dentry { parent: dir, name: name.into_boxed_slice(), inode: ino });
+                t.dentries.push(Dentry {
+                    parent: dir,
+                    name: name.into_boxed_slice(),
+                    inode: ino,
+                });
             }
             t.inodes[dir as usize].children = (start, t.dentries.len() as u32 - start);
             // Reversed so that the walk visits subdirectories in name order.
@@ -290,7 +316,10 @@ impl Tree {
             FileType::CharacterDevice => Kind::Chr,
             FileType::BlockDevice => Kind::Blk,
             FileType::Unknown => {
-                return Err(SendError::Unsupported { path: path.to_path_buf(), what: "unknown file type" });
+                return Err(SendError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: "unknown file type",
+                });
             }
         };
         let target: Box<[u8]> = if kind == Kind::Symlink {
@@ -305,7 +334,11 @@ impl Tree {
             Box::default()
         };
         let xattrs = crate::digest::xattrs(path)
-            .map_err(|source| SendError::Io { op: "read xattrs", path: path.to_path_buf(), source })?
+            .map_err(|source| SendError::Io {
+                op: "read xattrs",
+                path: path.to_path_buf(),
+                source,
+            })?
             .into_iter()
             .map(|(n, v)| (n.into_boxed_slice(), v.into_boxed_slice()))
             .collect::<Vec<_>>();
@@ -319,19 +352,31 @@ impl Tree {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
-            size: if kind == Kind::Dir { 0 } else { u64::try_from(st.st_size).unwrap_or(0) },
+            size: if kind == Kind::Dir {
+                0
+            } else {
+                u64::try_from(st.st_size).unwrap_or(0)
+            },
             rdev,
-            atime: ts(st.st_atime, st.st_atime_nsec as u64),
-            mtime: ts(st.st_mtime, st.st_mtime_nsec as u64),
-            ctime: ts(st.st_ctime, st.st_ctime_nsec as u64),
+            atime: ts(st.st_atime, st.st_atime_nsec),
+            mtime: ts(st.st_mtime, st.st_mtime_nsec),
+            ctime: ts(st.st_ctime, st.st_ctime_nsec),
             xattrs,
             target,
             links: Vec::new(),
             children: (0, 0),
         };
-        self.newest_mtime = self.newest_mtime.max(u64::try_from(inode.mtime.sec).unwrap_or(0));
+        self.newest_mtime = self
+            .newest_mtime
+            .max(u64::try_from(inode.mtime.sec).unwrap_or(0));
         hasher.update([kind.tag()]);
-        for v in [u64::from(inode.mode), u64::from(inode.uid), u64::from(inode.gid), inode.size, rdev] {
+        for v in [
+            u64::from(inode.mode),
+            u64::from(inode.uid),
+            u64::from(inode.gid),
+            inode.size,
+            rdev,
+        ] {
             hasher.update(v.to_le_bytes());
         }
         hasher.update(inode.mtime.sec.to_le_bytes());

@@ -218,8 +218,13 @@ impl<R: Read> Reader<R> {
             )));
         }
         let buf = out.payload_buf();
-        buf.clear();
-        buf.resize(len as usize, 0);
+        // The buffer is reused from command to command: only growth is zero-filled (the bytes
+        // are overwritten by the read below), so a stream of large WRITEs costs no memset.
+        if buf.len() > len as usize {
+            buf.truncate(len as usize);
+        } else {
+            buf.resize(len as usize, 0);
+        }
         let mut payload = std::mem::take(buf);
         let got = self.fill(&mut payload);
         let got = match got {

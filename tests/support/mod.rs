@@ -4,6 +4,8 @@
 
 #[path = "btrfs_fixture.rs"]
 pub mod btrfs_fixture;
+pub mod kernel_streams;
+pub mod tree;
 
 use std::path::PathBuf;
 

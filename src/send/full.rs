@@ -1,0 +1,319 @@
+//! Full stream of one tree, and the parts incremental streams share with it: creating an inode
+//! with the kernel's per-inode command order, and sending a file's contents (with whole-file
+//! clones of identical content).
+
+use super::content::{ContentHasher, MIN_CLONE_SIZE, SourceFile, hash_file};
+use super::emit::Emitter;
+use super::tree::{CAPABILITY, InodeId, Kind, ROOT, Tree};
+use super::{SendError, SendSummary, TreeSendOptions, subvol_name};
+use crate::stream::{Uuid, cmd, proto};
+use std::collections::HashMap;
+use std::io::Write;
+
+/// Where identical content can be cloned from.
+#[derive(Clone, Debug)]
+enum CloneSource {
+    /// A file already complete in the subvolume being received, at this path.
+    Sent(Vec<u8>),
+    /// A file of the parent (incremental streams), at this path in the parent.
+    Parent(Vec<u8>),
+}
+
+/// Sends file contents, remembering content hashes of files whose size another file shares so
+/// that identical files are sent once and cloned. State is per file, never per byte.
+pub(crate) struct ContentSender<'t> {
+    buf: Vec<u8>,
+    no_data: bool,
+    version: u32,
+    uuid: Uuid,
+    ctransid: u64,
+    parent: Option<(&'t Tree, Uuid, u64)>,
+    /// Regular files per size (above the clone threshold), in both trees.
+    size_count: HashMap<u64, u32>,
+    /// Hashed contents per size.
+    known: HashMap<u64, Vec<([u8; 32], CloneSource)>>,
+    /// Parent files of this size not hashed yet (hashed on first need).
+    parent_pending: HashMap<u64, Vec<InodeId>>,
+    /// Files sent as clones, and bytes those clones saved.
+    pub(crate) clones: u64,
+}
+
+impl<'t> ContentSender<'t> {
+    pub(crate) fn new(
+        new: &Tree,
+        opts: &TreeSendOptions,
+        uuid: Uuid,
+        ctransid: u64,
+        parent: Option<(&'t Tree, Uuid, u64)>,
+    ) -> ContentSender<'t> {
+        let mut size_count: HashMap<u64, u32> = HashMap::new();
+        let mut parent_pending: HashMap<u64, Vec<InodeId>> = HashMap::new();
+        for i in &new.inodes {
+            if i.kind == Kind::File && i.size >= MIN_CLONE_SIZE {
+                *size_count.entry(i.size).or_default() += 1;
+            }
+        }
+        if let Some((old, _, _)) = parent {
+            for (id, i) in old.inodes.iter().enumerate() {
+                // Only sizes that occur in the new tree can ever be clone sources.
+                if i.kind == Kind::File
+                    && i.size >= MIN_CLONE_SIZE
+                    && size_count.contains_key(&i.size)
+                {
+                    *size_count.entry(i.size).or_default() += 1;
+                    parent_pending
+                        .entry(i.size)
+                        .or_default()
+                        .push(id as InodeId);
+                }
+            }
+        }
+        ContentSender {
+            buf: Vec::new(),
+            no_data: opts.no_data,
+            version: opts.version,
+            uuid,
+            ctransid,
+            parent,
+            size_count,
+            known: HashMap::new(),
+            parent_pending,
+            clones: 0,
+        }
+    }
+
+    /// Hashes the parent's files of `size` that are not hashed yet.
+    fn hash_parent_files(&mut self, size: u64) -> Result<(), SendError> {
+        let (Some(pending), Some((old, _, _))) = (self.parent_pending.remove(&size), self.parent)
+        else {
+            return Ok(());
+        };
+        for id in pending {
+            let rel = old.inode_path(id);
+            let sf = SourceFile::open(old.abs(&rel), &old.inodes[id as usize])?;
+            let h = hash_file(&sf, &mut self.buf)?;
+            self.known
+                .entry(size)
+                .or_default()
+                .push((h, CloneSource::Parent(rel)));
+        }
+        Ok(())
+    }
+
+    /// Sends the contents of the new file at `rel` (source path `sf`) into an empty file at the
+    /// same stream path: a whole-file CLONE when identical content was seen, else its data
+    /// ranges as WRITEs (holes skipped) and a TRUNCATE when the data stops short of the size.
+    pub(crate) fn send_new_file<W: Write>(
+        &mut self,
+        em: &mut Emitter<'_, W>,
+        rel: &[u8],
+        sf: &SourceFile,
+    ) -> Result<(), SendError> {
+        let size = sf.size;
+        if self.no_data {
+            for &(s, e) in &sf.ranges {
+                em.update_extent(rel, s, e - s)?;
+            }
+            return finish_size(em, rel, sf);
+        }
+        let candidate =
+            size >= MIN_CLONE_SIZE && self.size_count.get(&size).is_some_and(|&n| n > 1);
+        if !candidate {
+            return self.write_ranges(em, rel, sf, None);
+        }
+        if self.known.contains_key(&size) || self.parent_pending.contains_key(&size) {
+            // Something of this size may be identical: hash first, then clone or send.
+            self.hash_parent_files(size)?;
+            let h = hash_file(sf, &mut self.buf)?;
+            let found = self
+                .known
+                .get(&size)
+                .and_then(|v| v.iter().find(|(k, _)| *k == h))
+                .map(|(_, s)| s.clone());
+            if let Some(src) = found {
+                let (uuid, ctransid, path) = match (&src, self.parent) {
+                    (CloneSource::Parent(p), Some((_, u, c))) => (u, c, p),
+                    (CloneSource::Sent(p), _) | (CloneSource::Parent(p), None) => {
+                        (self.uuid, self.ctransid, p)
+                    }
+                };
+                // The whole file: block-aligned except the tail, which is at EOF of both.
+                em.clone_range(rel, 0, size, &uuid, ctransid, path, 0)?;
+                self.clones += 1;
+                return Ok(());
+            }
+            self.write_ranges(em, rel, sf, None)?;
+            self.known
+                .entry(size)
+                .or_default()
+                .push((h, CloneSource::Sent(rel.to_vec())));
+            return Ok(());
+        }
+        // First file of its size: hash while sending, for the ones that follow.
+        let mut h = ContentHasher::new(sf);
+        self.write_ranges(em, rel, sf, Some(&mut h))?;
+        self.known
+            .entry(size)
+            .or_default()
+            .push((h.finish(), CloneSource::Sent(rel.to_vec())));
+        Ok(())
+    }
+
+    fn write_ranges<W: Write>(
+        &mut self,
+        em: &mut Emitter<'_, W>,
+        rel: &[u8],
+        sf: &SourceFile,
+        mut hasher: Option<&mut ContentHasher>,
+    ) -> Result<(), SendError> {
+        let chunk = proto::max_write_chunk(self.version);
+        sf.for_each_chunk(chunk, &mut self.buf, |off, b| {
+            if let Some(h) = hasher.as_mut() {
+                h.update(b);
+            }
+            em.write(rel, off, b)
+        })?;
+        sf.finish()?;
+        finish_size(em, rel, sf)
+    }
+}
+
+/// TRUNCATE to the size when the last data range stops short of it (a hole at the end).
+fn finish_size<W: Write>(
+    em: &mut Emitter<'_, W>,
+    rel: &[u8],
+    sf: &SourceFile,
+) -> Result<(), SendError> {
+    let end = sf.ranges.last().map_or(0, |r| r.1);
+    if end < sf.size {
+        em.truncate(rel, sf.size)?;
+    }
+    Ok(())
+}
+
+/// The INO attribute for an inode (the root is 256, as in btrfs).
+pub(crate) fn ino_of(id: InodeId) -> u64 {
+    256 + u64::from(id)
+}
+
+/// Creates inode `id` of `t` at stream path `rel` with everything but the directory's UTIMES
+/// (sent once its contents are complete): MK*, xattrs, data, CHOWN, CHMOD, capability, UTIMES.
+pub(crate) fn create_inode<W: Write>(
+    em: &mut Emitter<'_, W>,
+    data: &mut ContentSender<'_>,
+    t: &Tree,
+    id: InodeId,
+    ino: u64,
+    rel: &[u8],
+) -> Result<(), SendError> {
+    let i = &t.inodes[id as usize];
+    match i.kind {
+        Kind::File => em.mk(cmd::MKFILE, rel, ino)?,
+        Kind::Dir => em.mk(cmd::MKDIR, rel, ino)?,
+        Kind::Symlink => em.symlink(rel, ino, &i.target)?,
+        Kind::Fifo => em.mknod(cmd::MKFIFO, rel, ino, 0, u64::from(i.kind.ifmt() | i.mode))?,
+        Kind::Socket => em.mknod(cmd::MKSOCK, rel, ino, 0, u64::from(i.kind.ifmt() | i.mode))?,
+        Kind::Chr | Kind::Blk => em.mknod(
+            cmd::MKNOD,
+            rel,
+            ino,
+            i.rdev,
+            u64::from(i.kind.ifmt() | i.mode),
+        )?,
+    }
+    finish_new_inode(em, data, t, id, rel)
+}
+
+/// Everything after MK* for a new inode (also used for the root of a full stream, whose
+/// directory exists already).
+fn finish_new_inode<W: Write>(
+    em: &mut Emitter<'_, W>,
+    data: &mut ContentSender<'_>,
+    t: &Tree,
+    id: InodeId,
+    rel: &[u8],
+) -> Result<(), SendError> {
+    let i = &t.inodes[id as usize];
+    for (n, v) in &i.xattrs {
+        if **n != *CAPABILITY {
+            em.set_xattr(rel, n, v)?;
+        }
+    }
+    if i.kind == Kind::File {
+        let sf = SourceFile::open(t.abs(rel), i)?;
+        data.send_new_file(em, rel, &sf)?;
+    }
+    em.chown(rel, i.uid, i.gid)?;
+    if i.kind != Kind::Symlink {
+        em.chmod(rel, i.mode)?;
+    }
+    if let Some((n, v)) = i.xattrs.iter().find(|(n, _)| **n == *CAPABILITY) {
+        em.set_xattr(rel, n, v)?;
+    }
+    if i.kind != Kind::Dir {
+        em.utimes(rel, i.atime, i.mtime, i.ctime)?;
+    }
+    Ok(())
+}
+
+/// A full stream of `t`.
+pub(crate) fn send_full<W: Write>(
+    t: &Tree,
+    opts: &TreeSendOptions,
+    out: W,
+    progress: Option<&mut dyn FnMut(u64, u64)>,
+) -> Result<SendSummary, SendError> {
+    let uuid = opts.uuid.unwrap_or_else(|| t.derived_uuid());
+    let ctransid = t.newest_mtime;
+    let mut em = Emitter::new(out, opts.version, progress)?;
+    em.subvol(&subvol_name(t, opts), &uuid, ctransid)?;
+    let mut data = ContentSender::new(t, opts, uuid, ctransid, None);
+    // The root exists already: the kernel sends its CHOWN and CHMOD first.
+    finish_new_inode(&mut em, &mut data, t, ROOT, b"")?;
+    let mut first_path: HashMap<InodeId, Vec<u8>> = HashMap::new();
+    let mut path = Vec::new();
+    walk(&mut em, &mut data, t, ROOT, &mut path, &mut first_path)?;
+    let r = &t.inodes[ROOT as usize];
+    em.utimes(b"", r.atime, r.mtime, r.ctime)?;
+    let (bytes, commands) = em.end()?;
+    Ok(SendSummary {
+        bytes,
+        commands,
+        uuid,
+        parent_uuid: None,
+    })
+}
+
+/// Depth-first creation of directory `dir`'s entries; `path` is the directory's stream path.
+fn walk<W: Write>(
+    em: &mut Emitter<'_, W>,
+    data: &mut ContentSender<'_>,
+    t: &Tree,
+    dir: InodeId,
+    path: &mut Vec<u8>,
+    first_path: &mut HashMap<InodeId, Vec<u8>>,
+) -> Result<(), SendError> {
+    let base = path.len();
+    for de in t.children(dir) {
+        path.truncate(base);
+        if base > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&de.name);
+        let i = &t.inodes[de.inode as usize];
+        if let Some(existing) = first_path.get(&de.inode) {
+            em.link(path, existing)?;
+            continue;
+        }
+        create_inode(em, data, t, de.inode, ino_of(de.inode), path)?;
+        if i.links.len() > 1 {
+            first_path.insert(de.inode, path.clone());
+        }
+        if i.kind == Kind::Dir {
+            walk(em, data, t, de.inode, path, first_path)?;
+            em.utimes(path, i.atime, i.mtime, i.ctime)?;
+        }
+    }
+    path.truncate(base);
+    Ok(())
+}
