@@ -359,7 +359,7 @@ fn kernel_streams_dump_and_round_trip() {
             );
         }
     }
-    assert_eq!(n, 10, "make-streams.sh made {n} streams");
+    assert!(n >= 10, "make-streams.sh made only {n} streams");
 }
 
 // ---------------------------------------------------------------------------------------------

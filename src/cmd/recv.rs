@@ -31,11 +31,10 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
     let mut source: Box<dyn Source> = if a.verify_keys.is_empty() {
         Box::new(reader)
     } else {
-        // Wired to the signature verifier once it lands (issue 4).
-        return Err(Error::Invalid(format!(
-            "--verify is not available yet ({} keys given)",
-            a.verify_keys.len()
-        )));
+        // Nothing of a segment reaches the receiver before its signature verified, and END
+        // (hence the commit) only after the block covering it verified.
+        let keys = crate::sign::KeySet::load(&a.verify_keys)?;
+        Box::new(crate::sign::VerifyingSource::new(reader, keys))
     };
     let opts = recv::Options {
         dest,

@@ -58,7 +58,7 @@ pub fn run<R: Read, S: Sink + ?Sized>(
             Item::Command => {
                 let index = reader.commands() - 1;
                 sink.command(&c, at, index)?;
-                if index % 4096 == 0 {
+                if index.is_multiple_of(4096) {
                     on_progress(reader.offset(), reader.commands());
                 }
                 if c.cmd() == crate::stream::cmd::END && !all {

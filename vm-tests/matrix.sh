@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# The send/receive compatibility matrix: streams from several senders, received by `btrfs receive`
+# and `subvol recv` on the kernel this runs on, compared by `subvol digest`. vm-tests/run calls it
+# on the host and inside the 6.1 guest; each step can also be run by hand (as root):
+#
+#   matrix.sh streams-kernel OUT     kernel `btrfs send` streams (tests/fixtures/make-streams.sh)
+#                                    into OUT, and OUT/cases
+#   matrix.sh streams-subvol OUT     `subvol send` streams of directory trees into OUT, OUT/cases,
+#                                    and the source trees' digests in OUT/source.tsv (+ OUT/lines/)
+#   matrix.sh receive STREAMS RESULTS ORIGIN...
+#                                    receives every case of STREAMS/ORIGIN with both receivers, each
+#                                    on its own fresh loop btrfs, and appends one line per received
+#                                    subvolume to RESULTS/<kernel>.tsv:
+#                                      origin case subvolume kernel receiver digest|FAIL
+#                                    (the `subvol digest --lines` output goes to RESULTS/lines/)
+#   matrix.sh compare RESULTS STREAMS
+#                                    prints the table; exits 1 unless every received subvolume has
+#                                    the same digest under every kernel and receiver (and, for
+#                                    `subvol send`, the source tree's)
+#
+# OUT/cases has one line per case: `<case> <stream> [<stream>...]`, received in that order into
+# one destination directory (a full stream, then incrementals on top of it).
+#
+# Environment: SUBVOL_BIN (default target/debug/subvol), TMPDIR (scratch images; default /tmp),
+# MATRIX_MIN_KERNELS (compare: fail unless results from at least this many kernels; default 1).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+subvol=${SUBVOL_BIN:-$root/target/debug/subvol}
+receivers=(btrfs subvol)
+
+kernel_label() { uname -r | cut -d. -f1,2; }
+
+# A loop-mounted btrfs, its mount point in $mnt (not printed: the arrays must stay in this shell).
+# Torn down by cleanup().
+loops=() mounts=() scratch=()
+cleanup() {
+  set +e
+  for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m"; done
+  for l in "${loops[@]}"; do losetup -d "$l"; done
+  for d in "${scratch[@]}"; do rm -rf "$d"; done
+}
+trap cleanup EXIT
+new_btrfs() {
+  local work img loop
+  work=$(mktemp -d "${TMPDIR:-/tmp}/subvol-matrix.XXXXXX")
+  scratch+=("$work")
+  img=$work/img
+  truncate -s 1G "$img"
+  mkfs.btrfs -q "$img" >/dev/null
+  loop=$(losetup --find --show "$img")
+  loops+=("$loop")
+  mkdir "$work/mnt"
+  mount "$loop" "$work/mnt"
+  mounts+=("$work/mnt")
+  mnt=$work/mnt
+}
+
+# A directory tree with every kind of entry `subvol send` must carry (on whatever file system
+# TMPDIR is: ext4 or tmpfs on the host, tmpfs in the guest).
+make_tree() {
+  local t=$1 long
+  mkdir -p "$t"
+  cd "$t"
+  mkdir -p dir/sub "dir with space" deep/a/b/c/d/e empty-dir
+  printf 'hello\n' >small.txt
+  : >empty.txt
+  head -c 300000 /dev/urandom >big.bin
+  head -c 70000 /dev/urandom >self.bin
+  cat self.bin self.bin >selfdup.bin
+  (yes 'compressible line' || true) | head -c 200000 >text.txt
+  ln small.txt dir/hard
+  ln small.txt "dir with space/hard2"
+  ln big.bin deep/a/b/c/d/e/hard3
+  printf x >"dir with space/$(printf 'caf\xc3\xa9')"
+  printf y >"$(printf 'bad\xff\xfename')"
+  printf z >"$(printf 'new\nline')"
+  printf t >"$(printf 'tab\tand\\back')"
+  long=$(printf 'L%.0s' $(seq 1 255))
+  printf long >"$long"
+  mkfifo fifo
+  mknod chardev c 1 3
+  mknod blockdev b 7 0
+  python3 -c "import socket; s=socket.socket(socket.AF_UNIX); s.bind('sock')"
+  ln -s ../../etc/passwd dir/sym
+  ln -s /absolute/dangling dangling
+  ln -s "$(printf 'tgt with\nnl\there')" weird-sym
+  ln -s "$long" longsym
+  truncate -s 10M sparse.bin
+  printf data | dd of=sparse.bin bs=1 seek=5000000 conv=notrunc status=none
+  truncate -s 1M all-hole.bin
+  printf tail | dd of=hole-then-data.bin bs=1 seek=200000 status=none
+  setfattr -n user.foo -v "bar baz" small.txt
+  setfattr -n user.bin -v 0x0001ff0a small.txt
+  setfattr -n user.empty small.txt
+  setfattr -n user.dir -v d dir
+  chown 1234:5678 small.txt big.bin
+  chown -h 42:43 dir/sym
+  setcap cap_net_raw+ep big.bin 2>/dev/null ||
+    setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 big.bin
+  chmod 4755 big.bin
+  chmod 2755 dir
+  chmod 1750 dir/sub
+  chmod 0 text.txt
+  touch -d '1960-01-01 00:00:00 UTC' self.bin
+  touch -d '2030-05-05 05:05:05.123456789 UTC' selfdup.bin
+  touch -h -d '2001-02-03 04:05:06 UTC' dir/sym
+  touch -d '2002-02-02 02:02:02 UTC' deep/a/b/c empty-dir
+  cd - >/dev/null
+}
+
+cmd_streams_kernel() {
+  local out=${1:?OUT}
+  mkdir -p "$out"
+  bash "$root/tests/fixtures/make-streams.sh" "$out" 2>"$out/make-streams.log" ||
+    { cat "$out/make-streams.log" >&2; return 1; }
+  cat >"$out/cases" <<'EOF'
+v1 full-v1 incr-v1
+v2 full-v2 incr-v2
+v2c full-v2c incr-v2c
+concat concat-v2
+EOF
+}
+
+cmd_streams_subvol() {
+  local out=${1:?OUT} work
+  out=$(realpath -m "$out")
+  mkdir -p "$out/lines/tree"
+  work=$(mktemp -d "${TMPDIR:-/tmp}/subvol-tree.XXXXXX")
+  scratch+=("$work")
+  make_tree "$work/tree"
+  "$subvol" send "$work/tree" -f "$out/tree.stream"
+  echo "tree tree" >"$out/cases"
+  printf 'tree\ttree\t%s\n' "$("$subvol" digest "$work/tree" | cut -d' ' -f1)" >"$out/source.tsv"
+  "$subvol" digest --lines "$work/tree" >"$out/lines/tree/tree"
+}
+
+# receive_one RECEIVER DEST STREAM
+receive_one() {
+  case $1 in
+    btrfs) btrfs receive -f "$3" "$2" ;;
+    subvol) "$subvol" recv -f "$3" "$2" ;;
+  esac
+}
+
+cmd_receive() {
+  local streams=${1:?STREAMS} results=${2:?RESULTS} k origin r mnt dest ok s case rest sv out
+  shift 2
+  [ $# -gt 0 ] || { echo "matrix.sh receive: no ORIGIN given" >&2; return 2; }
+  k=$(kernel_label)
+  mkdir -p "$results/logs"
+  out=$results/$k.tsv
+  local failures=0
+  for r in "${receivers[@]}"; do
+    # One file system per receiver: an incremental stream's parent is looked up by received UUID
+    # in the whole file system, so the receivers must not see each other's subvolumes.
+    new_btrfs
+    for origin in "$@"; do
+      [ -f "$streams/$origin/cases" ] || { echo "matrix.sh: $streams/$origin/cases missing" >&2; return 1; }
+      while read -r case rest; do
+        dest=$mnt/$origin/$case
+        mkdir -p "$dest"
+        ok=1
+        for s in $rest; do
+          if ! receive_one "$r" "$dest" "$streams/$origin/$s.stream" \
+            >"$results/logs/$k-$r-$origin-$s.log" 2>&1; then
+            ok=0
+            echo "matrix.sh: $k $r: receiving $origin/$s.stream failed:" >&2
+            tail -n 20 "$results/logs/$k-$r-$origin-$s.log" >&2
+            printf '%s\t%s\t%s\t%s\t%s\tFAIL\n' "$origin" "$case" "$s" "$k" "$r" >>"$out"
+            failures=$((failures + 1))
+            break
+          fi
+        done
+        [ "$ok" = 1 ] || continue
+        for sv in "$dest"/*/; do
+          sv=$(basename "$sv")
+          mkdir -p "$results/lines/$k/$r/$origin/$case"
+          "$subvol" digest --lines "$dest/$sv" >"$results/lines/$k/$r/$origin/$case/$sv"
+          printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$origin" "$case" "$sv" "$k" "$r" \
+            "$("$subvol" digest "$dest/$sv" | cut -d' ' -f1)" >>"$out"
+        done
+      done <"$streams/$origin/cases"
+    done
+  done
+  [ "$failures" = 0 ]
+}
+
+cmd_compare() {
+  python3 - "${1:?RESULTS}" "${2:?STREAMS}" <<'EOF'
+import glob, os, sys
+results, streams = sys.argv[1], sys.argv[2]
+cells = {}      # (origin, case, subvol) -> {(kernel, receiver): digest or FAIL}
+columns = set()
+for f in glob.glob(os.path.join(results, "*.tsv")):
+    for line in open(f):
+        origin, case, sv, k, r, d = line.rstrip("\n").split("\t")
+        cells.setdefault((origin, case, sv), {})[(k, r)] = d
+        columns.add((k, r))
+sources = {}    # (origin, case, subvol) -> digest of the tree that `subvol send` sent
+for f in glob.glob(os.path.join(streams, "*", "source.tsv")):
+    origin = os.path.basename(os.path.dirname(f))
+    for line in open(f):
+        case, sv, d = line.rstrip("\n").split("\t")
+        sources[(origin, case, sv)] = d
+        cells.setdefault((origin, case, sv), {})
+def vkey(k): return tuple(int(x) if x.isdigit() else x for x in k.replace("-", ".").split("."))
+cols = sorted(columns, key=lambda c: (vkey(c[0]), c[1]))
+kernels = sorted({k for k, _ in cols})
+too_few = len(kernels) < int(os.environ.get("MATRIX_MIN_KERNELS", "1"))
+if too_few:
+    print("matrix: FAIL: results from %d kernel(s) only: %s" % (len(kernels), kernels))
+heads = ["origin/case/subvolume"] + ["%s %s" % c for c in cols] + ["source", "result"]
+rows, bad = [], []
+for key in sorted(cells):
+    got = cells[key]
+    vals = [got.get(c, "missing") for c in cols]
+    src = sources.get(key)
+    every = vals + ([src] if src else [])
+    ok = all(v not in ("FAIL", "missing") for v in every) and len(set(every)) == 1
+    short = lambda v: v if v in ("FAIL", "missing") else v[:12]
+    rows.append(["/".join(key)] + [short(v) for v in vals] + [short(src) if src else "-",
+                                                          "same" if ok else "DIFFER"])
+    if not ok:
+        bad.append((key, dict(zip(cols, vals)), src))
+widths = [max(len(str(r[i])) for r in rows + [heads]) for i in range(len(heads))]
+fmt = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
+print("Compatibility matrix: subvol digest of every received subvolume (first 12 hex digits)")
+print(fmt(heads))
+print(fmt(["-" * w for w in widths]))
+for r in rows:
+    print(fmt(r))
+for key, vals, src in bad:
+    origin, case, sv = key
+    print("\n%s: differs:" % "/".join(key))
+    ref = None
+    if src:
+        ref = ("source", os.path.join(streams, origin, "lines", case, sv))
+    for (k, r), v in vals.items():
+        p = os.path.join(results, "lines", k, r, origin, case, sv)
+        if v in ("FAIL", "missing") or not os.path.exists(p):
+            print("  %s %s: %s" % (k, r, v))
+            continue
+        if ref is None:
+            ref = ("%s %s" % (k, r), p)
+            continue
+        a, b = open(ref[1], "rb").read().splitlines(), open(p, "rb").read().splitlines()
+        if a != b:
+            sa, sb = set(a), set(b)
+            print("  %s vs %s:" % (ref[0], "%s %s" % (k, r)))
+            for l in [b"- " + l for l in a if l not in sb][:15] + [b"+ " + l for l in b if l not in sa][:15]:
+                print("    " + l.decode("utf-8", "backslashreplace"))
+n = len(rows)
+print("\nmatrix: %d passed, %d failed" % (n - len(bad), len(bad)))
+sys.exit(1 if bad or not rows or too_few else 0)
+EOF
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+  streams-kernel) cmd_streams_kernel "$@" ;;
+  streams-subvol) cmd_streams_subvol "$@" ;;
+  receive) cmd_receive "$@" ;;
+  compare) cmd_compare "$@" ;;
+  *)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
