@@ -66,6 +66,9 @@ pub enum Error {
     /// Receiving failed.
     #[error(transparent)]
     Recv(#[from] crate::recv::RecvError),
+    /// Publishing or pulling failed.
+    #[error(transparent)]
+    Mirror(#[from] crate::mirror::MirrorError),
     /// Something the caller asked for is not valid.
     #[error("{0}")]
     Invalid(String),
@@ -106,6 +109,7 @@ impl Error {
             Error::Send(e) => e.exit_code(),
             Error::Sign(e) => e.exit_code(),
             Error::Recv(e) => e.exit_code(),
+            Error::Mirror(e) => e.exit_code(),
             Error::Invalid(_) => ExitCode::Failure,
         }
     }

@@ -15,6 +15,8 @@ pub mod cmd;
 pub mod digest;
 pub mod dump;
 pub mod error;
+pub mod mirror;
+pub mod pool;
 pub mod recv;
 pub mod send;
 pub mod sign;

@@ -3,9 +3,11 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod mirror;
 mod send;
 mod sign;
 
+pub use mirror::{DeleteArgs, ListArgs, PoolArgs, PublishArgs, PullArgs, ShowArgs, SnapshotArgs};
 pub use send::SendArgs;
 pub use sign::{KeygenArgs, SignArgs};
 
@@ -57,6 +59,21 @@ pub enum Command {
         after_help = "Examples:\n  subvol digest /mnt/pool/v2\n  diff <(subvol digest --lines a) <(subvol digest --lines b)"
     )]
     Digest(DigestArgs),
+    /// Publish a version to a mirror repository: a signed full stream, signed deltas from earlier
+    /// versions at distances 1, 2, 4, 8, ..., and a signed index, as plain files
+    Publish(PublishArgs),
+    /// Bring a pool to a version from a mirror along the cheapest verified chain of streams
+    Pull(PullArgs),
+    /// Manage pools (directories on btrfs holding received versions)
+    Pool(PoolArgs),
+    /// List the subvolumes under a directory on btrfs
+    List(ListArgs),
+    /// Show one subvolume's identity and state
+    Show(ShowArgs),
+    /// Snapshot a subvolume
+    Snapshot(SnapshotArgs),
+    /// Delete subvolumes
+    Delete(DeleteArgs),
 }
 
 /// Where a stream comes from.

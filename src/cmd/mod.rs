@@ -3,6 +3,7 @@
 
 mod dump;
 mod input;
+mod mirror;
 mod progress;
 mod recv;
 mod send;
@@ -11,6 +12,7 @@ mod verify;
 
 pub use dump::dump;
 pub use input::ThreadedInput;
+pub use mirror::{delete, list, pool, publish, pull, show, snapshot};
 pub use recv::recv;
 pub use send::send;
 pub use sign::{keygen, sign};
@@ -58,6 +60,13 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Sign(a) => sign(&a),
         Command::Keygen(a) => keygen(&a),
         Command::Digest(a) => digest(&a),
+        Command::Publish(a) => publish(&a),
+        Command::Pull(a) => pull(&a),
+        Command::Pool(a) => pool(&a),
+        Command::List(a) => list(&a),
+        Command::Show(a) => show(&a),
+        Command::Snapshot(a) => snapshot(&a),
+        Command::Delete(a) => delete(&a),
     }
 }
 

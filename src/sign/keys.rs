@@ -468,7 +468,7 @@ mod tests {
         let bad = format!("ssh-ed25519 {} me@host", b64(&blob[..blob.len() - 1]));
         assert!(PublicKey::parse_line(&bad).is_err());
         assert!(PublicKey::parse_line("ssh-rsa AAAAB3NzaC1yc2E x").is_err());
-        assert!(PublicKey::parse_line(&k.to_file_text().lines().nth(1).unwrap()).is_err());
+        assert!(PublicKey::parse_line(k.to_file_text().lines().nth(1).unwrap()).is_err());
     }
 
     fn b64(b: &[u8]) -> String {

@@ -90,8 +90,11 @@ fn sign(input: &[u8], k: u8, target: u64, max: u64) -> Vec<u8> {
         .1
 }
 
-/// Everything a source yields, as (header version | command), plus the final result.
-fn drain<S: Source>(src: &mut S) -> (Vec<(Option<u32>, Command)>, Result<(), crate::Error>) {
+/// Items yielded: `(Some(version), _)` for a header, `(None, command)` for a command.
+type Items = Vec<(Option<u32>, Command)>;
+
+/// Everything a source yields, plus the final result.
+fn drain<S: Source>(src: &mut S) -> (Items, Result<(), crate::Error>) {
     let mut out = Vec::new();
     let mut c = Command::empty();
     loop {
