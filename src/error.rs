@@ -93,7 +93,11 @@ impl Error {
     /// True when the output pipe was closed by the reader (`subvol dump | head`): not a failure.
     #[must_use]
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+        match self {
+            Error::Output(e) => e.kind() == io::ErrorKind::BrokenPipe,
+            Error::Send(e) => e.is_broken_pipe(),
+            _ => false,
+        }
     }
 
     /// The exit code a binary should use for this error.

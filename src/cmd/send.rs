@@ -15,11 +15,12 @@ const OUTPUT_BUF: usize = 1 << 20;
 /// # Errors
 /// Invalid option combinations, source read errors, kernel send errors, output errors.
 pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
-    if a.sign.is_some() {
-        // TODO(signing): wrap the output in `crate::sign`'s signer once it offers a Write
-        // filter; until then refuse rather than emit an unsigned stream the user asked to sign.
-        return Err(Error::Invalid("--sign: signing is not available in `subvol send` yet; pipe the stream through `subvol sign --key SECRET`".into()));
-    }
+    // Load the key before any work, so a bad key fails fast.
+    let key = a
+        .sign
+        .as_deref()
+        .map(crate::sign::SecretKey::load)
+        .transpose()?;
     let tree = a.from_tree || !is_subvolume(&a.source);
     if tree {
         if !a.clone_sources.is_empty() {
@@ -49,7 +50,60 @@ pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
         }
     };
     let mut progress = Progress::new("send", None, false);
-    let w = BufWriter::with_capacity(OUTPUT_BUF, &mut out);
+    let r = match key {
+        None => produce(
+            a,
+            tree,
+            BufWriter::with_capacity(OUTPUT_BUF, &mut out),
+            &mut progress,
+        ),
+        Some(key) => {
+            // The source writes into a pipe on its own thread; the signer reads it back as
+            // commands and adds a block after each segment. Memory stays bounded by the pipe
+            // and the signer's segment.
+            let (pipe_r, pipe_w) = io::pipe().map_err(|e| Error::io("create", "pipe", e))?;
+            let signer =
+                crate::sign::Signer::new(BufWriter::with_capacity(OUTPUT_BUF, &mut out), key)?;
+            std::thread::scope(|scope| {
+                let producer = scope.spawn(|| {
+                    let mut quiet = Progress::new("send", None, false);
+                    produce(
+                        a,
+                        tree,
+                        BufWriter::with_capacity(OUTPUT_BUF, pipe_w),
+                        &mut quiet,
+                    )
+                });
+                let mut reader =
+                    crate::stream::Reader::new(io::BufReader::with_capacity(OUTPUT_BUF, pipe_r));
+                let signed = crate::sign::sign_stream(&mut reader, signer, &mut |b, c| {
+                    progress.update(b, c)
+                });
+                drop(reader); // unblocks the producer if signing failed early
+                let produced = producer
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Invalid("send thread panicked".into())));
+                // A source error explains a truncated stream better than the signer's view of it.
+                produced?;
+                let (_, mut w) = signed?;
+                w.flush().map_err(Error::output)
+            })
+        }
+    };
+    progress.finish();
+    match r {
+        Err(e) if e.is_broken_pipe() => Ok(()),
+        r => r,
+    }
+}
+
+/// Runs the kernel or tree source into `w`.
+fn produce<W: Write>(
+    a: &cli::SendArgs,
+    tree: bool,
+    mut w: W,
+    progress: &mut Progress,
+) -> Result<(), Error> {
     let r = if tree {
         let version = match a.proto {
             None => 1,
@@ -64,7 +118,14 @@ pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
             name: None,
         };
         let mut tick = |b, c| progress.update(b, c);
-        send_tree(&a.source, a.parent.as_deref(), &opts, w, Some(&mut tick)).map(|_| ())
+        send_tree(
+            &a.source,
+            a.parent.as_deref(),
+            &opts,
+            &mut w,
+            Some(&mut tick),
+        )
+        .map(|_| ())
     } else {
         let opts = KernelSendOptions {
             parent: a.parent.clone(),
@@ -74,11 +135,8 @@ pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
             no_data: a.no_data,
         };
         let mut tick = |b| progress.update(b, 0);
-        send_kernel(&a.source, &opts, w, Some(&mut tick)).map(|_| ())
+        send_kernel(&a.source, &opts, &mut w, Some(&mut tick)).map(|_| ())
     };
-    progress.finish();
-    match r {
-        Err(e) if e.is_broken_pipe() => Ok(()),
-        r => r.map_err(Error::from),
-    }
+    r.map_err(Error::from)?;
+    w.flush().map_err(Error::output)
 }

@@ -36,7 +36,7 @@ pub fn sign(a: &cli::SignArgs) -> Result<(), Error> {
     progress.finish();
     let result = result.and_then(|(_, w)| {
         let f = w.into_inner().map_err(|e| Error::output(e.into_error()))?;
-        if a.output.is_some() {
+        if a.output.is_some() && f.metadata().is_ok_and(|m| m.is_file()) {
             f.sync_all().map_err(Error::output)?;
         }
         Ok(())
