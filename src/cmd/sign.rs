@@ -1,15 +1,95 @@
 //! `subvol sign` and `subvol keygen`.
 
-use super::{Progress, open_input};
+use super::{Progress, ThreadedInput, open_input};
 use crate::sign::{SecretKey, Signer, keygen as make_key, sign_stream};
 use crate::stream::Reader;
 use crate::{Error, cli};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
-/// Output buffer of `subvol sign`.
-const OUTPUT_BUF: usize = 1 << 20;
+/// Output chunk of `subvol sign`.
+const OUTPUT_CHUNK: usize = 1 << 20;
+/// Chunks queued for the output thread.
+const OUTPUT_DEPTH: usize = 4;
+
+/// Output written on its own thread, so that hashing and signing overlap the `write` syscalls
+/// (the input is read on another thread, [`ThreadedInput`]).
+struct ThreadedOutput {
+    tx: Option<SyncSender<Vec<u8>>>,
+    spare: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    thread: Option<JoinHandle<io::Result<File>>>,
+}
+
+impl ThreadedOutput {
+    fn spawn(mut f: File) -> ThreadedOutput {
+        let (tx, rx) = sync_channel::<Vec<u8>>(OUTPUT_DEPTH);
+        let (spare_tx, spare) = sync_channel::<Vec<u8>>(OUTPUT_DEPTH + 1);
+        let thread = std::thread::spawn(move || {
+            for mut chunk in rx {
+                f.write_all(&chunk)?;
+                chunk.clear();
+                let _ = spare_tx.try_send(chunk);
+            }
+            Ok(f)
+        });
+        ThreadedOutput {
+            tx: Some(tx),
+            spare,
+            buf: Vec::with_capacity(OUTPUT_CHUNK),
+            thread: Some(thread),
+        }
+    }
+
+    /// The writer thread's error, after it stopped.
+    fn thread_error(&mut self) -> io::Error {
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            _ => io::Error::other("output thread stopped"),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(OUTPUT_CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, next);
+        match &self.tx {
+            Some(tx) if tx.send(chunk).is_ok() => Ok(()),
+            _ => Err(self.thread_error()),
+        }
+    }
+
+    /// Writes what is left and returns the file.
+    fn finish(mut self) -> io::Result<File> {
+        self.send()?;
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("output thread panicked")),
+        }
+    }
+}
+
+impl Write for ThreadedOutput {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= OUTPUT_CHUNK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Data is handed to the thread in chunks; `finish` writes the rest.
+        Ok(())
+    }
+}
 
 /// `subvol sign`.
 ///
@@ -18,7 +98,7 @@ const OUTPUT_BUF: usize = 1 << 20;
 pub fn sign(a: &cli::SignArgs) -> Result<(), Error> {
     let key = SecretKey::load(&a.key)?;
     let (inp, size) = open_input(a.file.as_deref())?;
-    let mut reader = Reader::new(inp);
+    let mut reader = Reader::new(ThreadedInput::spawn(inp, None));
     let out: File = match &a.output {
         Some(p) => File::create(p).map_err(|e| Error::io("create", p, e))?,
         // A File on a duplicate of fd 1: no line buffering (stdout's LineWriter scans every
@@ -30,12 +110,12 @@ pub fn sign(a: &cli::SignArgs) -> Result<(), Error> {
                 .map_err(Error::output)?,
         ),
     };
-    let signer = Signer::new(BufWriter::with_capacity(OUTPUT_BUF, out), key)?;
+    let signer = Signer::new(ThreadedOutput::spawn(out), key)?;
     let mut progress = Progress::new("sign", size, false);
     let result = sign_stream(&mut reader, signer, &mut |b, c| progress.update(b, c));
     progress.finish();
     let result = result.and_then(|(_, w)| {
-        let f = w.into_inner().map_err(|e| Error::output(e.into_error()))?;
+        let f = w.finish().map_err(Error::output)?;
         if a.output.is_some() && f.metadata().is_ok_and(|m| m.is_file()) {
             f.sync_all().map_err(Error::output)?;
         }

@@ -42,12 +42,15 @@ pub enum PathRefusal {
     Root,
 }
 
+/// A path split into its parent directory (None for the subvolume root) and last component.
+pub type ParentAndName<'a> = (Option<&'a [u8]>, &'a [u8]);
+
 /// Checks a stream path; `Ok(None)` is the subvolume root (empty path), otherwise the parent
 /// part (None for the root directory) and the last component.
 ///
 /// # Errors
 /// The path is not a plain relative path of safe components.
-pub fn split(path: &[u8]) -> Result<Option<(Option<&[u8]>, &[u8])>, PathRefusal> {
+pub fn split(path: &[u8]) -> Result<Option<ParentAndName<'_>>, PathRefusal> {
     if path.is_empty() {
         return Ok(None);
     }
