@@ -73,12 +73,12 @@ for kind in debian small; do
   bench_time "$RUNS" d "$SUBVOL" dump -f "$s"
   bench_time "$RUNS" p btrfs receive --dump -f "$s"
   speedup=$(awk -v a="$p_secs" -v b="$d_secs" 'BEGIN { printf "%.1f", a / b }')
-  rows+=("| $label | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1e6 }') MB, $commands cmds | \`subvol verify\` | $v_secs s | $(bench_mbps "$bytes" "$v_secs") MB/s | $((v_rss / 1024)) MiB | $v_all |")
-  rows+=("| | | \`subvol dump\` | $d_secs s | $(bench_mbps "$bytes" "$d_secs") MB/s | $((d_rss / 1024)) MiB | $d_all |")
-  rows+=("| | | \`btrfs receive --dump\` | $p_secs s | $(bench_mbps "$bytes" "$p_secs") MB/s | $((p_rss / 1024)) MiB | $p_all |")
+  rows+=("| $label | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1e6 }') MB, $commands cmds | \`subvol verify\` | $v_secs s | $(bench_mbps "$bytes" "$v_secs") MB/s | $v_cpu s | $((v_rss / 1024)) MiB | $v_all |")
+  rows+=("| | | \`subvol dump\` | $d_secs s | $(bench_mbps "$bytes" "$d_secs") MB/s | $d_cpu s | $((d_rss / 1024)) MiB | $d_all |")
+  rows+=("| | | \`btrfs receive --dump\` | $p_secs s | $(bench_mbps "$bytes" "$p_secs") MB/s | $p_cpu s | $((p_rss / 1024)) MiB | $p_all |")
   verify_ok=$(awk -v b="$bytes" -v s="$v_secs" 'BEGIN { print (b / s >= 3e9) ? "yes" : "NO" }')
   dump_ok=$(awk -v a="$p_secs" -v b="$d_secs" 'BEGIN { print (a / b >= 2) ? "yes" : "NO" }')
-  check+=("- $label: verify ≥ 3 GB/s: **$verify_ok** ($(bench_mbps "$bytes" "$v_secs") MB/s); dump ≥ 2x btrfs: **$dump_ok** (${speedup}x)")
+  check+=("- $label: verify ≥ 3 GB/s: **$verify_ok** ($(bench_mbps "$bytes" "$v_secs") MB/s wall, $(bench_mbps "$bytes" "$v_cpu") MB/s by CPU time); dump ≥ 2x btrfs: **$dump_ok** (${speedup}x wall, $(awk -v a="$p_cpu" -v b="$d_cpu" 'BEGIN { printf "%.1f", a / b }')x by CPU time)")
 done
 
 out=$BENCH_DIR/results/codec.md
@@ -89,10 +89,11 @@ mkdir -p "$(dirname "$out")"
   echo "$(date -u +%Y-%m-%d), $(uname -r), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)),"
   echo "$(btrfs --version), subvol $(git -C "$BENCH_ROOT" describe --always --dirty 2>/dev/null || echo '?') (release build)."
   echo "Warm page cache, output to /dev/null, TZ=UTC, median of $RUNS runs (all runs listed); MB = 10^6 bytes."
-  echo "The machine is shared (other builds may run concurrently), so single runs vary."
+  echo "The machine is shared (other builds may run concurrently): wall times include waiting for a CPU"
+  echo "(load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)); CPU time does not."
   echo
-  echo "| Stream | Size | Command | Median | Throughput | Peak RSS | Runs (s) |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| Stream | Size | Command | Median wall | Throughput (wall) | Median CPU (user+sys) | Peak RSS | Runs, wall (s) |"
+  echo "|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
   printf '%s\n' "${check[@]}"

@@ -14,7 +14,8 @@
 #   bench_on_exit CMD...                 runs CMD at exit (in reverse order of registration)
 #   bench_time N OUTVAR CMD...          runs CMD N times under /usr/bin/time -v (stdout to
 #                                       /dev/null unless CMD redirects itself); sets
-#                                       OUTVAR_secs (median wall seconds), OUTVAR_rss (max peak RSS
+#                                       OUTVAR_secs (median wall seconds), OUTVAR_cpu (median user+sys
+#                                       CPU seconds, 10 ms steps), OUTVAR_rss (max peak RSS
 #                                       KiB), OUTVAR_all (all wall times); fails if CMD fails
 #   bench_mbps BYTES SECS               prints BYTES/SECS in MB/s (10^6)
 #
@@ -123,7 +124,7 @@ PY
 bench_time() {
   local n=$1 var=$2
   shift 2
-  local i times=() rss=0 log
+  local i times=() cpus=() rss=0 log
   log=$(mktemp)
   for ((i = 0; i < n; i++)); do
     local t0 t1 wall r
@@ -139,10 +140,12 @@ bench_time() {
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
     r=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
     times+=("$wall")
+    cpus+=("$(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.4f", s }' "$log")")
     ((r > rss)) && rss=$r
   done
   rm -f "$log"
   printf -v "${var}_secs" '%s' "$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')"
+  printf -v "${var}_cpu" '%s' "$(printf '%s\n' "${cpus[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')"
   printf -v "${var}_rss" '%s' "$rss"
   printf -v "${var}_all" '%s' "${times[*]}"
 }

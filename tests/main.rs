@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod codec;
+mod man;
 mod mirror;
 mod recv;
 mod send_tree;

@@ -1,1 +1,977 @@
-//! Tests: mirrors and pools.
+//! Tests: mirrors and pools, end to end through the `subvol` binary.
+//!
+//! One repository of five versions of a generated tree is published once per test run (plain
+//! directories on the build machine's file system, as a build host would). Tests serve it (or a
+//! copy they alter) with a real HTTP server on 127.0.0.1: a small Range-capable static server
+//! in Python, written by the test, which logs every request (path, Range header, status, bytes
+//! sent) and can cut one response short on request. Every version received is compared by tree
+//! digest with the tree it was published from.
+
+use crate::support::bin;
+use crate::support::btrfs_fixture::{BtrfsFs, find_tool, skip_or_panic};
+use crate::support::tree::{Rng, assert_same_tree, bytes, copy_tree, run, write, write_at};
+use serde_json::Value;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+const VERSIONS: usize = 5;
+
+/// The published repository, shared by all tests (read-only: tests copy it to alter it).
+struct Fixture {
+    dir: PathBuf,
+    repo: PathBuf,
+    key: PathBuf,
+    public: PathBuf,
+    /// Source trees, index 0 = version "1".
+    trees: Vec<PathBuf>,
+    /// The index as it was after each publish (index i = after version i+1).
+    saved_index: Vec<PathBuf>,
+}
+
+fn subvol() -> Command {
+    Command::new(bin("subvol"))
+}
+
+/// Generates version 1, then each next version from the previous one: changed blocks of a big
+/// file, rewritten, added, removed and renamed files, a renamed directory, mode changes.
+fn make_trees(base: &Path) -> Vec<PathBuf> {
+    let mut rng = Rng(0x5eed_1234);
+    let v1 = base.join("v1");
+    for d in 0..6 {
+        for f in 0..25 {
+            let len = 200 + rng.below(16 << 10) as usize;
+            write(&v1.join(format!("dir{d}/file{f}")), &bytes(rng.next(), len));
+        }
+    }
+    write(&v1.join("big.bin"), &bytes(7, 2 << 20));
+    write(&v1.join("etc/config"), b"version=1\n");
+    std::os::unix::fs::symlink("etc/config", v1.join("config-link")).unwrap();
+    fs::hard_link(v1.join("dir0/file0"), v1.join("hardlink0")).unwrap();
+    let mut out = vec![v1];
+    for v in 2..=VERSIONS {
+        let prev = out.last().unwrap().clone();
+        let next = base.join(format!("v{v}"));
+        copy_tree(&prev, &next);
+        // A few changed blocks in the big file, and some appended data.
+        for _ in 0..3 {
+            let off = rng.below(2 << 20) & !4095;
+            write_at(&next.join("big.bin"), off, &bytes(rng.next(), 4096));
+        }
+        write_at(
+            &next.join("big.bin"),
+            (2 << 20) + (v as u64 - 2) * 65536,
+            &bytes(rng.next(), 65536),
+        );
+        write(
+            &next.join("etc/config"),
+            format!("version={v}\n").as_bytes(),
+        );
+        for _ in 0..6 {
+            let d = rng.below(6);
+            let f = rng.below(25);
+            let p = next.join(format!("dir{d}/file{f}"));
+            if p.exists() {
+                let len = 200 + rng.below(16 << 10) as usize;
+                write(&p, &bytes(rng.next(), len));
+            }
+        }
+        for i in 0..5 {
+            write(
+                &next.join(format!("new{v}/added{i}")),
+                &bytes(rng.next(), 3000),
+            );
+        }
+        let victim = next.join(format!("dir{}/file{}", rng.below(6), rng.below(25)));
+        let _ = fs::remove_file(victim);
+        // Rename a directory (moves are detected by the tree differ).
+        let _ = fs::rename(
+            next.join(format!("dir{}", v - 1)),
+            next.join(format!("moved{v}")),
+        );
+        if let Ok(m) = fs::metadata(next.join("dir0/file1")) {
+            use std::os::unix::fs::PermissionsExt;
+            let mut p = m.permissions();
+            p.set_mode(if v % 2 == 0 { 0o600 } else { 0o644 });
+            fs::set_permissions(next.join("dir0/file1"), p).unwrap();
+        }
+        out.push(next);
+    }
+    out
+}
+
+fn fixture() -> Option<&'static Fixture> {
+    static F: OnceLock<Option<Fixture>> = OnceLock::new();
+    F.get_or_init(|| {
+        if find_tool("python3").is_none() {
+            skip_or_panic("python3 is needed for the HTTP server");
+            return None;
+        }
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        // Leftovers of earlier runs (the fixture lives as long as the test process).
+        if let Ok(rd) = fs::read_dir(&base) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = n.strip_prefix("mirror-fixture-")
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = base.join(format!("mirror-fixture-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let trees = make_trees(&dir.join("src"));
+        let key = dir.join("vendor.key");
+        run(subvol().arg("keygen").arg("-o").arg(&key));
+        let repo = dir.join("repo");
+        let mut saved_index = Vec::new();
+        for (i, t) in trees.iter().enumerate() {
+            run(subvol()
+                .arg("publish")
+                .arg("--repo")
+                .arg(&repo)
+                .arg("--key")
+                .arg(&key)
+                .arg(t)
+                .arg("--version")
+                .arg((i + 1).to_string())
+                .arg("--level")
+                .arg("3"));
+            let saved = dir.join(format!("index-{}.json", i + 1));
+            fs::copy(repo.join("index.json"), &saved).unwrap();
+            saved_index.push(saved);
+        }
+        Some(Fixture {
+            public: dir.join("vendor.key.pub"),
+            dir,
+            repo,
+            key,
+            trees,
+            saved_index,
+        })
+    })
+    .as_ref()
+}
+
+fn index_of(repo: &Path) -> Value {
+    let env: Value = serde_json::from_slice(&fs::read(repo.join("index.json")).unwrap()).unwrap();
+    serde_json::from_str(env["index"].as_str().unwrap()).unwrap()
+}
+
+/// The stream file `from` → `to` (None: full) of an index.
+fn stream(index: &Value, from: Option<&str>, to: &str) -> (String, u64) {
+    let s = index["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["to"] == to && s["from"].as_str() == from)
+        .unwrap_or_else(|| panic!("no stream {from:?} -> {to}"));
+    (
+        s["path"].as_str().unwrap().to_string(),
+        s["size"].as_u64().unwrap(),
+    )
+}
+
+const SERVER: &str = r#"
+import http.server, os, re, socket, sys, threading
+root, log_path, ctl = sys.argv[1], sys.argv[2], sys.argv[3]
+lock = threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def note(self, rel, rng, status, sent):
+        with lock, open(log_path, "a") as f:
+            f.write("%s\t%s\t%d\t%d\n" % (rel, rng or "-", status, sent))
+    def do_GET(self):
+        rel = self.path.split("?")[0].lstrip("/")
+        real = os.path.realpath(os.path.join(root, rel))
+        if not real.startswith(os.path.realpath(root) + "/") or not os.path.isfile(real):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.note(rel, None, 404, 0)
+            return
+        size = os.path.getsize(real)
+        rng = self.headers.get("Range")
+        start, status = 0, 200
+        if rng:
+            m = re.match(r"bytes=(\d+)-$", rng)
+            start = int(m.group(1)) if m else 0
+            if start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", "bytes */%d" % size)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                self.note(rel, rng, 416, 0)
+                return
+            status = 206
+        self.send_response(status)
+        if status == 206:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(size - start))
+        self.end_headers()
+        cut = None
+        cut_file = os.path.join(ctl, "cut")
+        with lock:
+            if os.path.exists(cut_file):
+                want, n = open(cut_file).read().split()
+                if want == rel:
+                    os.remove(cut_file)
+                    cut = int(n)
+        limit = size - start if cut is None else min(size - start, cut)
+        sent = 0
+        with open(real, "rb") as f:
+            f.seek(start)
+            while sent < limit:
+                b = f.read(min(65536, limit - sent))
+                if not b:
+                    break
+                self.wfile.write(b)
+                sent += len(b)
+        self.wfile.flush()
+        self.note(rel, rng, status, sent)
+        if cut is not None:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// A static HTTP server on 127.0.0.1 serving `root`, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    ctl: tempfile::TempDir,
+}
+
+/// One logged request.
+#[derive(Debug)]
+struct Req {
+    path: String,
+    range: Option<String>,
+    status: u16,
+    sent: u64,
+}
+
+impl Server {
+    fn start(root: &Path) -> Server {
+        let ctl = tempfile::tempdir().unwrap();
+        let script = ctl.path().join("server.py");
+        fs::write(&script, SERVER).unwrap();
+        let log = ctl.path().join("requests.log");
+        fs::write(&log, "").unwrap();
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(root)
+            .arg(&log)
+            .arg(ctl.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("server port");
+        Server {
+            child,
+            port,
+            log,
+            ctl,
+        }
+    }
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+    fn requests(&self) -> Vec<Req> {
+        fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                Req {
+                    path: f[0].to_string(),
+                    range: (f[1] != "-").then(|| f[1].to_string()),
+                    status: f[2].parse().unwrap(),
+                    sent: f[3].parse().unwrap(),
+                }
+            })
+            .collect()
+    }
+    fn clear_log(&self) {
+        fs::write(&self.log, "").unwrap();
+    }
+    /// The next response for `rel` stops after `n` bytes and the connection is closed.
+    fn cut_next(&self, rel: &str, n: u64) {
+        fs::write(self.ctl.path().join("cut"), format!("{rel} {n}")).unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `subvol pull SOURCE --into POOL --verify PUB --json [extra]`.
+fn pull(f: &Fixture, source: &str, pool: &Path, extra: &[&str]) -> Output {
+    subvol()
+        .arg("pull")
+        .arg(source)
+        .arg("--into")
+        .arg(pool)
+        .arg("--verify")
+        .arg(&f.public)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn pull_ok(f: &Fixture, source: &str, pool: &Path, extra: &[&str]) -> Value {
+    let out = pull(f, source, pool, extra);
+    assert!(
+        out.status.success(),
+        "pull {source} {extra:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "pull --json output: {e}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn pull_fails(f: &Fixture, source: &str, pool: &Path, extra: &[&str], code: i32) -> String {
+    let out = pull(f, source, pool, extra);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "pull {source} {extra:?}: expected exit {code}:\n{err}"
+    );
+    err
+}
+
+/// Subvolume names directly in the pool.
+fn pool_versions(pool: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(pool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+fn check_version(f: &Fixture, pool: &Path, v: usize) {
+    assert_same_tree(
+        &f.trees[v - 1],
+        &pool.join(v.to_string()),
+        &format!("pulled version {v}"),
+    );
+}
+
+fn new_pool(fs: &BtrfsFs, name: &str) -> PathBuf {
+    let p = fs.path().join(name);
+    fs::create_dir(&p).unwrap();
+    p
+}
+
+/// A copy of the repository that a test may alter.
+fn repo_copy(f: &Fixture, dir: &Path) -> PathBuf {
+    let r = dir.join("repo");
+    copy_tree(&f.repo, &r);
+    r
+}
+
+#[test]
+fn publish_writes_log_distance_deltas_and_a_signed_index() {
+    let Some(f) = fixture() else { return };
+    let idx = index_of(&f.repo);
+    assert_eq!(idx["serial"], VERSIONS as u64);
+    assert_eq!(idx["versions"].as_array().unwrap().len(), VERSIONS);
+    // Version k (1-based, position k-1) has a full and deltas from positions k-1-1, -2, -4.
+    for k in 1..=VERSIONS {
+        let to = k.to_string();
+        stream(&idx, None, &to);
+        let mut d = 1;
+        while d < k {
+            stream(&idx, Some(&(k - d).to_string()), &to);
+            d *= 2;
+        }
+    }
+    let n = idx["streams"].as_array().unwrap().len();
+    assert_eq!(
+        n,
+        5 + (1 + 2 + 2 + 3),
+        "fulls + deltas into versions 2, 3, 4, 5"
+    );
+    // Every file is named by its content and has the listed size.
+    for s in idx["streams"].as_array().unwrap() {
+        let p = f.repo.join(s["path"].as_str().unwrap());
+        let data = fs::read(&p).unwrap();
+        assert_eq!(data.len() as u64, s["size"].as_u64().unwrap());
+        use sha2::Digest;
+        let h = subvol::sign::hex_id(&sha2::Sha256::digest(&data));
+        assert_eq!(h, s["sha256"].as_str().unwrap());
+    }
+    // A delta is much smaller than a full.
+    let (_, full) = stream(&idx, None, "5");
+    let (_, delta) = stream(&idx, Some("4"), "5");
+    assert!(delta * 4 < full, "delta {delta} vs full {full}");
+    // Publishing the same tree again is refused; so is a published version name.
+    let out = subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&f.repo)
+        .arg("--key")
+        .arg(&f.key)
+        .arg(&f.trees[4])
+        .arg("--trees")
+        .arg(f.dir.join("no-trees"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("identical"));
+    // The stream files verify with `subvol verify --key` after decompression.
+    let (path, _) = stream(&idx, Some("3"), "5");
+    let raw = f.dir.join("check.stream");
+    run(Command::new("zstd")
+        .args(["-d", "-q", "-f", "-o"])
+        .arg(&raw)
+        .arg(f.repo.join(path)));
+    run(subvol()
+        .arg("verify")
+        .arg("-f")
+        .arg(&raw)
+        .arg("--key")
+        .arg(&f.public));
+    let _ = fs::remove_file(raw);
+}
+
+#[test]
+fn pull_over_http_from_empty_and_from_every_older_version() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::with_size_or_skip(1 << 30) else {
+        return;
+    };
+    let srv = Server::start(&f.repo);
+    // From empty: one full stream of the newest.
+    let pool = new_pool(&btrfs, "empty");
+    let r = pull_ok(f, &srv.url(), &pool, &[]);
+    assert_eq!(r["target"], "5");
+    assert_eq!(r["steps"].as_array().unwrap().len(), 1);
+    assert!(r["steps"][0]["from"].is_null());
+    check_version(f, &pool, 5);
+    // Pulling again does nothing.
+    let r = pull_ok(f, &srv.url(), &pool, &[]);
+    assert_eq!(r["already"], true);
+
+    let idx = index_of(&f.repo);
+    let (_, full5) = stream(&idx, None, "5");
+    for old in 1..VERSIONS {
+        let pool = new_pool(&btrfs, &format!("from{old}"));
+        let r = pull_ok(f, &srv.url(), &pool, &["--version", &old.to_string()]);
+        assert_eq!(r["target"], old.to_string());
+        check_version(f, &pool, old);
+        let r = pull_ok(f, &srv.url(), &pool, &[]);
+        let steps = r["steps"].as_array().unwrap();
+        // Deltas only, at most popcount(distance) steps, cheaper than the full.
+        assert!(steps.iter().all(|s| !s["from"].is_null()), "{r}");
+        assert!(
+            steps.len() <= (VERSIONS - old).count_ones() as usize,
+            "{old} -> 5 in {} steps",
+            steps.len()
+        );
+        assert!(r["bytes"].as_u64().unwrap() < full5);
+        assert_eq!(steps[0]["from"], old.to_string());
+        check_version(f, &pool, 5);
+        // Intermediate versions are gone; the old one stays.
+        assert_eq!(pool_versions(&pool), vec![old.to_string(), "5".to_string()]);
+    }
+    // The requests were plain GETs of index and stream files.
+    assert!(srv.requests().iter().all(|r| r.status == 200));
+}
+
+#[test]
+fn pull_from_a_directory_with_dry_run_and_retention() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let pool = new_pool(&btrfs, "pool");
+    let src = f.repo.to_str().unwrap();
+    pull_ok(f, src, &pool, &["--version", "1"]);
+    pull_ok(f, src, &pool, &["--version", "2"]);
+    check_version(f, &pool, 2);
+    // Dry run: the plan, nothing changes.
+    let out = subvol()
+        .arg("pull")
+        .arg(src)
+        .arg("--into")
+        .arg(&pool)
+        .arg("--verify")
+        .arg(&f.public)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("plan: 2 → 5 in 2 step(s)"), "{text}");
+    assert!(text.contains("  1. delta 2 → "), "{text}");
+    assert_eq!(pool_versions(&pool), vec!["1", "2"]);
+    // --keep 2: the oldest pulled version goes, the target stays.
+    let r = pull_ok(f, src, &pool, &["--keep", "2"]);
+    assert_eq!(
+        r["steps"].as_array().unwrap().len(),
+        2,
+        "2 -> 3|4 -> 5: {r}"
+    );
+    assert_eq!(pool_versions(&pool), vec!["2", "5"]);
+    check_version(f, &pool, 5);
+
+    // list / show / snapshot / delete.
+    let out = run(subvol().arg("list").arg(&pool).arg("--json"));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let idx = index_of(&f.repo);
+    let uuid5 = idx["versions"][4]["uuid"].as_str().unwrap();
+    let e5 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "5")
+        .unwrap();
+    assert_eq!(e5["received_uuid"], uuid5);
+    assert_eq!(e5["readonly"], true);
+    assert_eq!(e5["version"], "5");
+    let snap = pool.join("work");
+    run(subvol().arg("snapshot").arg(pool.join("5")).arg(&snap));
+    let out = run(subvol().arg("show").arg(&snap).arg("--json"));
+    let show: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(show["readonly"], false);
+    assert_eq!(show["parent_uuid"], e5["uuid"]);
+    assert!(show["received_uuid"].is_null());
+    let text = String::from_utf8_lossy(&run(subvol().arg("list").arg(&pool)).stdout).into_owned();
+    assert!(text.contains("work") && text.contains(uuid5), "{text}");
+    // Retention never deletes subvolumes it did not pull.
+    pull_ok(f, src, &pool, &["--keep", "1"]);
+    assert_eq!(pool_versions(&pool), vec!["5", "work"]);
+    run(subvol().arg("delete").arg(&snap));
+    assert_eq!(pool_versions(&pool), vec!["5"]);
+}
+
+#[test]
+fn interrupted_download_resumes_with_range() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let srv = Server::start(&f.repo);
+    let idx = index_of(&f.repo);
+    let (full, size) = stream(&idx, None, "5");
+    // 1. The connection drops in the middle: the same pull resumes with a Range request.
+    let pool = new_pool(&btrfs, "cut");
+    let cut = size / 2 + 123;
+    srv.cut_next(&full, cut);
+    pull_ok(f, &srv.url(), &pool, &[]);
+    check_version(f, &pool, 5);
+    let reqs: Vec<Req> = srv
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == full)
+        .collect();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!((reqs[0].range.as_deref(), reqs[0].sent), (None, cut));
+    assert_eq!(
+        reqs[1].range.as_deref(),
+        Some(format!("bytes={cut}-").as_str())
+    );
+    assert_eq!(reqs[1].status, 206);
+    assert_eq!(reqs[0].sent + reqs[1].sent, size, "not restarted");
+
+    // 2. A pull killed mid-download leaves `<sha>.part` in the pool's cache; the next pull
+    //    fetches only the rest.
+    srv.clear_log();
+    let pool = new_pool(&btrfs, "killed");
+    let sha = full.trim_start_matches("streams/").trim_end_matches(".zst");
+    let cache = pool.join(".subvol/cache");
+    fs::create_dir_all(&cache).unwrap();
+    let have = size / 3;
+    let data = fs::read(f.repo.join(&full)).unwrap();
+    fs::write(cache.join(format!("{sha}.part")), &data[..have as usize]).unwrap();
+    pull_ok(f, &srv.url(), &pool, &[]);
+    check_version(f, &pool, 5);
+    let reqs: Vec<Req> = srv
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == full)
+        .collect();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        reqs[0].range.as_deref(),
+        Some(format!("bytes={have}-").as_str())
+    );
+    assert_eq!(reqs[0].sent, size - have);
+    assert!(
+        fs::read_dir(&cache).unwrap().next().is_none(),
+        "cache emptied"
+    );
+}
+
+#[test]
+fn tampered_or_missing_files_make_pull_use_another_chain() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let idx = index_of(&repo);
+    let srv = Server::start(&repo);
+
+    // Tampered delta 4 -> 5 (one byte in the middle): refused by its hash, full of 5 used.
+    let pool = new_pool(&btrfs, "tampered");
+    pull_ok(f, &srv.url(), &pool, &["--version", "4"]);
+    let (d45, _) = stream(&idx, Some("4"), "5");
+    let p = repo.join(&d45);
+    let mut data = fs::read(&p).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x40;
+    fs::write(&p, &data).unwrap();
+    let r = pull_ok(f, &srv.url(), &pool, &[]);
+    let refused = r["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{r}");
+    assert!(refused[0].as_str().unwrap().contains("SHA-256"), "{r}");
+    assert!(
+        r["steps"][0]["from"].is_null(),
+        "fell back to the full: {r}"
+    );
+    check_version(f, &pool, 5);
+
+    // Missing delta 3 -> 5: another chain (3 -> 4 -> 5 is gone too, since 4 -> 5 is bad, so
+    // the full again, or 3 -> 4 then the full: whichever is cheaper, but never the missing one).
+    let pool = new_pool(&btrfs, "missing");
+    pull_ok(f, &srv.url(), &pool, &["--version", "3"]);
+    let (d35, _) = stream(&idx, Some("3"), "5");
+    fs::remove_file(repo.join(&d35)).unwrap();
+    let r = pull_ok(f, &srv.url(), &pool, &[]);
+    let refused: Vec<&str> = r["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(refused.iter().any(|s| s.contains("404")), "{r}");
+    assert!(
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["path"] != d35.as_str() && s["path"] != d45.as_str())
+    );
+    check_version(f, &pool, 5);
+
+    // No usable chain at all (every stream into 5 missing or tampered; note that "full of 1,
+    // then 1 -> 5" is a chain too): a clear error (exit 4) and nothing committed.
+    let pool = new_pool(&btrfs, "nochain");
+    pull_ok(f, &srv.url(), &pool, &["--version", "4"]);
+    for from in [None, Some("1")] {
+        let (path, _) = stream(&idx, from, "5");
+        let p = repo.join(&path);
+        let mut data = fs::read(&p).unwrap();
+        let last = data.len() - 10;
+        data[last] ^= 1;
+        fs::write(&p, &data).unwrap();
+    }
+    let err = pull_fails(f, &srv.url(), &pool, &[], 4);
+    assert!(err.contains("no usable chain"), "{err}");
+    assert_eq!(pool_versions(&pool), vec!["4"]);
+    // Repaired mirror: the failed pull left nothing in the way.
+    let _ = fs::remove_dir_all(repo.join("streams"));
+    copy_tree(&f.repo.join("streams"), &repo.join("streams"));
+    let r = pull_ok(f, &srv.url(), &pool, &[]);
+    assert!(r["refused"].as_array().unwrap().is_empty(), "{r}");
+    check_version(f, &pool, 5);
+}
+
+#[test]
+fn rolled_back_expired_or_forged_index_is_refused() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let srv = Server::start(&repo);
+    let pool = new_pool(&btrfs, "pool");
+    pull_ok(f, &srv.url(), &pool, &["--version", "2"]);
+
+    // Rolled back: the mirror serves the index of serial 3 after the pool saw serial 5.
+    fs::copy(&f.saved_index[2], repo.join("index.json")).unwrap();
+    let err = pull_fails(f, &srv.url(), &pool, &[], 4);
+    assert!(err.contains("serial 3 is older than serial 5"), "{err}");
+    assert_eq!(pool_versions(&pool), vec!["2"]);
+    // Another pool never saw serial 5 and accepts it.
+    let other = new_pool(&btrfs, "other");
+    pull_ok(f, &srv.url(), &other, &["--version", "1"]);
+
+    // Expired: re-signed by the right key, but past its expiry.
+    let key = subvol::sign::SecretKey::load(&f.key).unwrap();
+    let mut keys = subvol::sign::KeySet::new();
+    keys.add(key.public().clone());
+    let (mut index, _) =
+        subvol::mirror::Index::open(&fs::read(f.repo.join("index.json")).unwrap(), &keys).unwrap();
+    index.expires = index.created.saturating_sub(3600);
+    index.serial += 1;
+    fs::write(repo.join("index.json"), index.sign(&key).unwrap()).unwrap();
+    let err = pull_fails(f, &srv.url(), &pool, &[], 4);
+    assert!(err.contains("expired"), "{err}");
+
+    // Forged: the index text altered without the key.
+    let text = fs::read_to_string(f.repo.join("index.json")).unwrap();
+    let forged = text.replace("\\\"serial\\\": 5", "\\\"serial\\\": 99");
+    assert_ne!(forged, text);
+    fs::write(repo.join("index.json"), forged).unwrap();
+    let err = pull_fails(f, &srv.url(), &pool, &[], 4);
+    assert!(err.contains("does not verify"), "{err}");
+
+    // Signed by another key.
+    let other_key = work.path().join("other.key");
+    run(subvol().arg("keygen").arg("-o").arg(&other_key));
+    let other = subvol::sign::SecretKey::load(&other_key).unwrap();
+    index.expires = u64::MAX / 2;
+    fs::write(repo.join("index.json"), index.sign(&other).unwrap()).unwrap();
+    let err = pull_fails(f, &srv.url(), &pool, &[], 4);
+    assert!(err.contains("not an accepted key"), "{err}");
+    assert_eq!(pool_versions(&pool), vec!["2"]);
+
+    // The real index again: the pull goes on.
+    fs::copy(f.repo.join("index.json"), repo.join("index.json")).unwrap();
+    pull_ok(f, &srv.url(), &pool, &[]);
+    check_version(f, &pool, 5);
+}
+
+#[test]
+fn publish_prune_keeps_chains_valid() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let trees = work.path().join("trees");
+    // The copy needs its own tree store: the fixture's `repo.trees`.
+    copy_tree(&f.dir.join("repo.trees"), &trees);
+    let pool = new_pool(&btrfs, "pool");
+    let srv = Server::start(&repo);
+    pull_ok(f, &srv.url(), &pool, &["--version", "3"]);
+    let before: Vec<String> = fs::read_dir(repo.join("streams"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    // Re-sign and prune to 3 versions: 1 and 2 retired.
+    let out = run(subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--trees")
+        .arg(&trees)
+        .arg("--prune")
+        .arg("3")
+        .arg("--json"));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["pruned"], serde_json::json!(["1", "2"]));
+    assert_eq!(r["serial"], VERSIONS as u64 + 1);
+    let idx = index_of(&repo);
+    let names: Vec<&str> = idx["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["3", "4", "5"]);
+    for s in idx["streams"].as_array().unwrap() {
+        assert!(names.contains(&s["to"].as_str().unwrap()));
+        if let Some(from) = s["from"].as_str() {
+            assert!(names.contains(&from), "{s}");
+        }
+        assert!(repo.join(s["path"].as_str().unwrap()).is_file());
+    }
+    // Files of retired versions stay while the previous index names them (mirror clients
+    // that read it can still fetch), and go with the next publish.
+    let after1 = fs::read_dir(repo.join("streams")).unwrap().count();
+    assert_eq!(after1, before.len());
+    assert!(!trees.join("1").exists() && !trees.join("2").exists());
+    run(subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--trees")
+        .arg(&trees));
+    let after2 = fs::read_dir(repo.join("streams")).unwrap().count();
+    assert_eq!(after2, idx["streams"].as_array().unwrap().len());
+    // A new version after pruning gets deltas from the remaining ones, and pools still update.
+    let v6 = work.path().join("v6");
+    copy_tree(&f.trees[4], &v6);
+    write(&v6.join("etc/config"), b"version=6\n");
+    run(subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--trees")
+        .arg(&trees)
+        .arg(&v6));
+    let idx = index_of(&repo);
+    stream(&idx, Some("5"), "6");
+    stream(&idx, Some("4"), "6");
+    let r = pull_ok(f, &srv.url(), &pool, &[]);
+    assert_eq!(r["target"], "6");
+    assert!(
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| !s["from"].is_null())
+    );
+    assert_same_tree(&v6, &pool.join("6"), "pulled version 6");
+}
+
+#[test]
+fn pool_init_makes_a_loopback_btrfs_pool_idempotently() {
+    if !crate::support::btrfs_fixture::require_root_or_skip() {
+        return;
+    }
+    let Some(tmp) = crate::support::tree::Tmpfs::new() else {
+        skip_or_panic("cannot mount a tmpfs");
+        return;
+    };
+    /// Unmounts the pool if the test fails half-way.
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let pool = tmp.path().join("pool");
+    let _guard = Umount(pool.clone());
+    let out = run(subvol()
+        .args(["pool", "init"])
+        .arg(&pool)
+        .args(["--size", "300M", "--json"]));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mounted"], true);
+    assert_eq!(r["created_image"], true);
+    let image = tmp.path().join("pool.img");
+    assert_eq!(r["image"], image.to_str().unwrap());
+    assert!(subvol::pool::is_btrfs(&pool));
+    // Again: nothing to do.
+    let out = run(subvol().args(["pool", "init"]).arg(&pool).arg("--json"));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mounted"], false);
+    assert_eq!(r["image"], image.to_str().unwrap());
+    // After an unmount (a reboot), init mounts the same image again.
+    run(Command::new("umount").arg(&pool));
+    assert!(!subvol::pool::is_btrfs(&pool));
+    let out = run(subvol().args(["pool", "init"]).arg(&pool).arg("--json"));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["mounted"].as_bool(), r["created_image"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert!(subvol::pool::is_btrfs(&pool));
+    let list: Value =
+        serde_json::from_slice(&run(subvol().arg("list").arg(&pool).arg("--json")).stdout).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    // A pull into it works like into any btrfs directory.
+    if let Some(f) = fixture() {
+        pull_ok(f, f.repo.to_str().unwrap(), &pool, &[]);
+        check_version(f, &pool, 5);
+    }
+    // A non-empty directory not on btrfs is refused.
+    let busy = tmp.path().join("busy");
+    write(&busy.join("x"), b"x");
+    let out = subvol().args(["pool", "init"]).arg(&busy).output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn stream_signed_by_another_key_is_refused_while_receiving() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    // A publisher mistake (or a stolen index key without the stream key): the index lists, with
+    // the right hash, a full stream of 5 signed by a key the pool does not accept. The hash
+    // matches, so only the signature check while receiving can catch it.
+    let other_key = work.path().join("other.key");
+    run(subvol().arg("keygen").arg("-o").arg(&other_key));
+    let signed = work.path().join("signed.stream");
+    run(subvol()
+        .arg("send")
+        .arg(&f.trees[4])
+        .args(["--proto", "2", "--sign"])
+        .arg(&other_key)
+        .arg("-f")
+        .arg(&signed));
+    let zst = work.path().join("signed.zst");
+    run(Command::new("zstd")
+        .args(["-q", "-o"])
+        .arg(&zst)
+        .arg(&signed));
+    let data = fs::read(&zst).unwrap();
+    use sha2::Digest;
+    let sha = subvol::sign::hex_id(&sha2::Sha256::digest(&data));
+    fs::write(repo.join(format!("streams/{sha}.zst")), &data).unwrap();
+    let key = subvol::sign::SecretKey::load(&f.key).unwrap();
+    let mut keys = subvol::sign::KeySet::new();
+    keys.add(key.public().clone());
+    let (mut index, _) =
+        subvol::mirror::Index::open(&fs::read(f.repo.join("index.json")).unwrap(), &keys).unwrap();
+    // Only the forged full leads to 5.
+    index.streams.retain(|s| s.to != "5");
+    index.streams.push(subvol::mirror::StreamFile {
+        path: format!("streams/{sha}.zst"),
+        sha256: sha.clone(),
+        size: data.len() as u64,
+        stream_bytes: fs::metadata(&signed).unwrap().len(),
+        from: None,
+        to: "5".into(),
+    });
+    index.serial += 1;
+    fs::write(repo.join("index.json"), index.sign(&key).unwrap()).unwrap();
+    let pool = new_pool(&btrfs, "pool");
+    let err = pull_fails(f, repo.to_str().unwrap(), &pool, &[], 4);
+    assert!(err.contains("not an accepted key"), "{err}");
+    // Nothing committed, no staging subvolume left behind.
+    let names: Vec<String> = fs::read_dir(&pool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![".subvol"], "{names:?}");
+}

@@ -1,38 +1,182 @@
 //! `subvol publish`, `subvol pull`, `subvol pool`, `subvol list|show|snapshot|delete` arguments.
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
-/// `subvol publish`.
+fn duration(s: &str) -> Result<u64, String> {
+    crate::mirror::parse_duration(s)
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    crate::mirror::parse_size(s)
+}
+
+/// `subvol publish`: add a version to a mirror repository (a directory of plain files that any
+/// static web server or rsync mirror can serve).
+///
+/// Writes a signed, zstd-compressed full stream of SOURCE and signed deltas from the versions
+/// published 1, 2, 4, 8, ... versions earlier (so any old version reaches the newest in about
+/// log2(n) steps while the repository keeps O(n log n) deltas), each one file named by its
+/// SHA-256, then replaces the signed index (serial + 1, new expiry) in one rename.
+///
+/// SOURCE is a directory tree on any file system, or a read-only subvolume (read as a tree).
+/// Deltas need the earlier trees: each published version is kept in the tree store
+/// (--trees, default REPO.trees next to the repository) as a read-only subvolume when the
+/// store is on btrfs, else as a directory copy (`cp -a --reflink=auto`). Without SOURCE,
+/// publish only re-signs the index (new serial and expiry) and applies --prune.
 #[derive(Debug, Args, Clone)]
+#[command(
+    after_help = "\
+Examples:
+  subvol keygen -o vendor.key
+  subvol publish --repo /srv/repo --key vendor.key ./build-1 --version 1.0
+  subvol publish --repo /srv/repo --key vendor.key ./build-2 --version 1.1 --prune 20
+  subvol publish --repo /srv/repo --key vendor.key            # re-sign before it expires
+
+Repository layout: REPO/index.json (signed index) and REPO/streams/<sha256>.zst.
+See docs/mirrors.md.",
+    disable_version_flag = true
+)]
 pub struct PublishArgs {
-    /// Repository directory
+    /// Repository directory (created if missing)
     #[arg(long, value_name = "DIR")]
     pub repo: PathBuf,
+    /// Secret signing key (from `subvol keygen`)
+    #[arg(long, value_name = "SECRET")]
+    pub key: PathBuf,
+    /// The tree to publish (a directory or read-only subvolume); omit to only re-sign/prune
+    #[arg(value_name = "SOURCE")]
+    pub source: Option<PathBuf>,
+    /// Version name (default: one more than the highest numeric version, or 1); it becomes the
+    /// subvolume name in pools
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+    /// Tree store holding each published version's tree for later deltas
+    /// [default: REPO.trees]
+    #[arg(long, value_name = "DIR")]
+    pub trees: Option<PathBuf>,
+    /// Retire all but the newest N versions (their streams, deltas from and to them, and
+    /// their stored trees)
+    #[arg(long, value_name = "N")]
+    pub prune: Option<usize>,
+    /// How long the index stays valid (pulls refuse an expired index): 3600, 90m, 12h, 30d, 2w
+    #[arg(long = "valid-for", value_name = "DURATION", default_value = "30d", value_parser = duration)]
+    pub valid_for: u64,
+    /// zstd compression level (1-19)
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Send stream protocol version of the streams (1 or 2)
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub proto: u32,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// `subvol pull`.
+/// `subvol pull`: bring a pool to a version from a mirror repository.
+///
+/// Reads the index and refuses it when its signature does not verify with a --verify key, when
+/// it expired, or when its serial is older than one this pool already saw. Finds the versions
+/// the pool holds (by received UUID), plans the cheapest chain of files to the target (fewest
+/// bytes, then fewest steps), downloads it (HTTP(S), resuming partial downloads with Range
+/// requests, or from a directory), checks every file's SHA-256, and receives each step
+/// through the signature-verifying receiver: each version appears as POOL/VERSION only once
+/// complete and verified. A missing or bad file makes it try another chain.
 #[derive(Debug, Args, Clone)]
+#[command(
+    after_help = "\
+Examples:
+  subvol pull https://mirror.example/repo --into /var/lib/pool --verify vendor.key.pub
+  subvol pull /mnt/usb/repo --into /var/lib/pool --verify vendor.key.pub --version 1.0
+  subvol pull http://127.0.0.1:8080/ --into /pool --verify k.pub --dry-run
+  subvol pull URL --into /pool --verify k.pub --keep 2
+
+Versions received only as intermediate steps are deleted afterwards. --keep N deletes the
+oldest versions this pool pulled beyond N (never the target, never other subvolumes).",
+    disable_version_flag = true
+)]
 pub struct PullArgs {
-    /// Repository URL or directory
+    /// Repository URL (http:// or https://) or directory
     #[arg(value_name = "URL|DIR")]
     pub source: String,
+    /// The pool: a directory on btrfs (see `subvol pool init`)
+    #[arg(long, value_name = "POOL")]
+    pub into: PathBuf,
+    /// Accepted public key for the index and the streams (repeatable)
+    #[arg(long = "verify", value_name = "PUB", required = true)]
+    pub verify: Vec<PathBuf>,
+    /// Target version (default: the newest)
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+    /// Keep at most N pulled versions in the pool
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+    /// Print the plan (steps and sizes) and change nothing
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Show progress on stderr even when it is not a terminal
+    #[arg(long)]
+    pub progress: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// `subvol pool`.
+/// `subvol pool`: manage pools.
 #[derive(Debug, Args, Clone)]
 pub struct PoolArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: PoolCommand,
+}
+
+/// `subvol pool` subcommands.
+#[derive(Debug, Subcommand, Clone)]
+pub enum PoolCommand {
+    /// Make PATH a pool; when PATH is not on btrfs, create a btrfs image file and loop-mount it
+    /// on PATH (the default for hosts without a btrfs partition)
+    #[command(after_help = "\
+Examples:
+  subvol pool init /var/lib/pool                 # image /var/lib/pool.img, 8 GiB sparse
+  subvol pool init /var/lib/pool --size 2G --image /data/pool.img
+
+Idempotent: an initialized pool is left alone; after a reboot it mounts the image again.
+The image is sparse and grows as data is written. The mount does not persist across reboots
+by itself: run `subvol pool init` again at boot, or add to /etc/fstab
+  /var/lib/pool.img  /var/lib/pool  btrfs  loop  0 0
+To remove the pool: umount /var/lib/pool && rm /var/lib/pool.img")]
+    Init(PoolInitArgs),
+}
+
+/// `subvol pool init`.
+#[derive(Debug, Args, Clone)]
+pub struct PoolInitArgs {
     /// Pool directory
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+    /// Size of a new image (sparse): 512M, 8G, ...
+    #[arg(long, value_name = "SIZE", default_value = "8G", value_parser = size)]
+    pub size: u64,
+    /// Image file [default: PATH.img]
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `subvol list`.
 #[derive(Debug, Args, Clone)]
+#[command(after_help = "\
+Columns: name, read-only (ro/rw), creation time, UUID, received UUID, parent (snapshot source)
+and the mirror version for pulled subvolumes. --json prints one array of objects.")]
 pub struct ListArgs {
     /// Pool or any directory on btrfs
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `subvol show`.
@@ -41,6 +185,9 @@ pub struct ShowArgs {
     /// Subvolume
     #[arg(value_name = "SUBVOL")]
     pub path: PathBuf,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `subvol snapshot`.
@@ -52,6 +199,12 @@ pub struct SnapshotArgs {
     /// New snapshot path
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+    /// Make the snapshot read-only
+    #[arg(short = 'r', long = "readonly")]
+    pub readonly: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `subvol delete`.
@@ -60,4 +213,18 @@ pub struct DeleteArgs {
     /// Subvolumes to delete
     #[arg(value_name = "SUBVOL", required = true)]
     pub paths: Vec<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PoolArgs {
+    /// The `pool init` arguments, if that is the subcommand (lets `cmd` reach them without
+    /// naming the subcommand enum, which `cli` does not re-export).
+    #[must_use]
+    pub fn init(&self) -> Option<&PoolInitArgs> {
+        match &self.command {
+            PoolCommand::Init(a) => Some(a),
+        }
+    }
 }

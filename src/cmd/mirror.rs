@@ -1,16 +1,494 @@
 //! `subvol publish`, `pull`, `pool`, `list`, `show`, `snapshot`, `delete`.
 
-use crate::{Error, cli};
+use crate::mirror::{
+    self, PublishEvent, PublishOptions, PullEvent, PullOptions, StreamFile, human,
+};
+use crate::sign::{KeySet, SecretKey};
+use crate::{Error, cli, pool};
+use std::io::{self, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
-macro_rules! todo_cmd {
-    ($($name:ident: $args:ty),*) => {$(
-        /// Not implemented yet.
-        ///
-        /// # Errors
-        /// Always.
-        pub fn $name(_a: &$args) -> Result<(), Error> {
-            Err(Error::Invalid(concat!(stringify!($name), " is not implemented yet").into()))
-        }
-    )*};
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).map_err(|e| Error::output(io::Error::other(e)))?;
+    writeln!(out).map_err(Error::output)
 }
-todo_cmd!(publish: cli::PublishArgs, pull: cli::PullArgs, pool: cli::PoolArgs, list: cli::ListArgs, show: cli::ShowArgs, snapshot: cli::SnapshotArgs, delete: cli::DeleteArgs);
+
+fn time(sec: u64) -> String {
+    jiff::Timestamp::from_second(i64::try_from(sec).unwrap_or(i64::MAX))
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| sec.to_string())
+}
+
+fn short(f: &StreamFile) -> String {
+    let what = match &f.from {
+        None => format!("full {}", f.to),
+        Some(from) => format!("delta {from} → {}", f.to),
+    };
+    format!("{what:<24} {:>10}  {}", human(f.size), f.path)
+}
+
+/// A rate-limited status line on stderr.
+struct Line {
+    enabled: bool,
+    last: Instant,
+    drawn: bool,
+}
+
+impl Line {
+    fn new(force: bool) -> Line {
+        Line {
+            enabled: force || io::stderr().is_terminal(),
+            last: Instant::now() - Duration::from_secs(1),
+            drawn: false,
+        }
+    }
+    fn show(&mut self, text: impl FnOnce() -> String) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        let _ = write!(io::stderr(), "\r{}\x1b[K", text());
+        self.drawn = true;
+    }
+    fn clear(&mut self) {
+        if self.drawn {
+            let _ = write!(io::stderr(), "\r\x1b[K");
+            self.drawn = false;
+        }
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .map_err(|e| Error::io("install signal handler for", "SIGINT/SIGTERM", e))?;
+    }
+    Ok(flag)
+}
+
+/// `subvol publish`.
+///
+/// # Errors
+/// Key, tree, send, signing or repository errors.
+pub fn publish(a: &cli::PublishArgs) -> Result<(), Error> {
+    let key = SecretKey::load(&a.key)?;
+    let o = PublishOptions {
+        repo: a.repo.clone(),
+        key,
+        source: a.source.clone(),
+        version: a.version.clone(),
+        trees: a.trees.clone(),
+        prune_keep: a.prune,
+        valid_for: a.valid_for,
+        level: a.level,
+        proto: a.proto,
+    };
+    let mut line = Line::new(false);
+    let json = a.json;
+    let report = mirror::publish(&o, &mut |ev| match ev {
+        PublishEvent::StoringTree { path } => {
+            line.show(|| format!("publish: copying the tree to {}", path.display()));
+        }
+        PublishEvent::Stream { from, to, bytes } => line.show(|| match from {
+            None => format!("publish: full {to}: {}", human(bytes)),
+            Some(f) => format!("publish: delta {f} → {to}: {}", human(bytes)),
+        }),
+        PublishEvent::StreamDone(f) => {
+            line.clear();
+            if !json {
+                eprintln!("  wrote {}", short(f));
+            }
+        }
+        PublishEvent::MissingTree { version, path } => {
+            line.clear();
+            eprintln!(
+                "warning: no delta from version {version}: its tree {} is not in the store",
+                path.display()
+            );
+        }
+    });
+    line.clear();
+    let r = report?;
+    if a.json {
+        return print_json(&r);
+    }
+    let mut out = io::stdout().lock();
+    let w = |e| Error::output(e);
+    if let Some(v) = &r.version {
+        writeln!(
+            out,
+            "published version {} (UUID {}) to {}: {} file(s), {}",
+            v.name,
+            v.uuid,
+            r.repo.display(),
+            r.streams.len(),
+            human(r.streams.iter().map(|s| s.size).sum())
+        )
+        .map_err(w)?;
+    }
+    for p in &r.pruned {
+        writeln!(out, "retired version {p}").map_err(w)?;
+    }
+    if !r.removed_files.is_empty() {
+        writeln!(
+            out,
+            "deleted {} unreferenced file(s)",
+            r.removed_files.len()
+        )
+        .map_err(w)?;
+    }
+    writeln!(
+        out,
+        "index serial {}, valid until {}; {} version(s), {} in stream files; trees in {}",
+        r.serial,
+        time(r.expires),
+        r.versions,
+        human(r.repo_bytes),
+        r.trees.display()
+    )
+    .map_err(w)
+}
+
+/// `subvol pull`.
+///
+/// # Errors
+/// Refused index, no chain, download or receive errors.
+pub fn pull(a: &cli::PullArgs) -> Result<(), Error> {
+    let keys = KeySet::load(&a.verify)?;
+    let interrupted = interrupt_flag()?;
+    let o = PullOptions {
+        source: a.source.clone(),
+        pool: a.into.clone(),
+        keys,
+        version: a.version.clone(),
+        keep: a.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+        dry_run: a.dry_run,
+        interrupted: Some(interrupted),
+    };
+    let json = a.json;
+    let mut line = Line::new(a.progress);
+    let start = Instant::now();
+    let mut dl_start: Option<(Instant, u64)> = None;
+    let say = |line: &mut Line, s: String| {
+        line.clear();
+        if !json {
+            eprintln!("{s}");
+        }
+    };
+    let report = mirror::pull(&o, &mut |ev| match ev {
+        PullEvent::Index {
+            serial,
+            expires,
+            versions,
+            key,
+        } => say(
+            &mut line,
+            format!(
+                "index serial {serial} signed by key {key}: {versions} version(s), valid until {}",
+                time(expires)
+            ),
+        ),
+        PullEvent::Held(names) => say(
+            &mut line,
+            if names.is_empty() {
+                "pool holds no version yet".into()
+            } else {
+                format!("pool holds: {}", names.join(", "))
+            },
+        ),
+        PullEvent::Plan(p) => {
+            if !json {
+                line.clear();
+                eprintln!(
+                    "plan: {} → {} in {} step(s), {} to fetch",
+                    p.start.as_deref().unwrap_or("empty"),
+                    p.target,
+                    p.steps.len(),
+                    human(p.bytes)
+                );
+                for (i, s) in p.steps.iter().enumerate() {
+                    eprintln!("  {}. {}", i + 1, short(&s.file));
+                }
+            }
+        }
+        PullEvent::Download {
+            step,
+            steps,
+            done,
+            total,
+            ..
+        } => {
+            let (t0, b0) = *dl_start.get_or_insert((Instant::now(), done));
+            line.show(|| {
+                let secs = t0.elapsed().as_secs_f64().max(1e-3);
+                let rate = done.saturating_sub(b0) as f64 / secs;
+                let eta = if rate > 0.0 {
+                    format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
+                } else {
+                    "?".into()
+                };
+                format!(
+                    "pull: step {step}/{steps} downloading {} of {} ({:.0}%) {}/s ETA {eta}",
+                    human(done),
+                    human(total),
+                    done as f64 * 100.0 / total.max(1) as f64,
+                    human(rate as u64)
+                )
+            });
+        }
+        PullEvent::Resume { file, offset } => say(
+            &mut line,
+            format!("resuming {} at byte {offset} of {}", file.path, file.size),
+        ),
+        PullEvent::Refused { file, reason } => say(
+            &mut line,
+            format!("refused {}: {reason}; trying another chain", file.path),
+        ),
+        PullEvent::Receiving {
+            step,
+            steps,
+            file,
+            bytes,
+        } => line.show(|| {
+            format!(
+                "pull: step {step}/{steps} receiving {}: {} of {} ({:.0}%)",
+                file.to,
+                human(bytes),
+                human(file.stream_bytes),
+                bytes as f64 * 100.0 / file.stream_bytes.max(1) as f64
+            )
+        }),
+        PullEvent::Received {
+            step,
+            steps,
+            version,
+            path,
+        } => say(
+            &mut line,
+            format!(
+                "step {step}/{steps}: received version {version} as {}",
+                path.display()
+            ),
+        ),
+        PullEvent::Removed { name, reason } => {
+            say(&mut line, format!("deleted {name} ({reason})"));
+        }
+        PullEvent::StaleRemoved(n) => say(
+            &mut line,
+            format!(
+                "removed stale staging subvolume {} left by an interrupted receive",
+                n.to_string_lossy()
+            ),
+        ),
+    });
+    line.clear();
+    let r = report?;
+    if a.json {
+        return print_json(&r);
+    }
+    let mut out = io::stdout().lock();
+    let w = |e| Error::output(e);
+    if let Some(p) = &r.plan {
+        writeln!(
+            out,
+            "plan: {} → {} in {} step(s), {} to fetch",
+            p.start.as_deref().unwrap_or("empty"),
+            p.target,
+            p.steps.len(),
+            human(p.bytes)
+        )
+        .map_err(w)?;
+        for (i, s) in p.steps.iter().enumerate() {
+            writeln!(out, "  {}. {}", i + 1, short(&s.file)).map_err(w)?;
+        }
+        return writeln!(out, "dry run: nothing fetched or changed").map_err(w);
+    }
+    if r.already {
+        return writeln!(
+            out,
+            "{} is version {} already; nothing to do",
+            r.path.display(),
+            r.target
+        )
+        .map_err(w);
+    }
+    writeln!(
+        out,
+        "{} is version {}: {} step(s), {} fetched in {:.1}s",
+        r.path.display(),
+        r.target,
+        r.steps.len(),
+        human(r.bytes),
+        start.elapsed().as_secs_f64()
+    )
+    .map_err(w)
+}
+
+/// `subvol pool ...`.
+///
+/// # Errors
+/// Image, mkfs or mount failures.
+pub fn pool(a: &cli::PoolArgs) -> Result<(), Error> {
+    let Some(i) = a.init() else {
+        return Err(Error::Invalid("unknown pool subcommand".into()));
+    };
+    let r = pool::init(&i.path, i.size, i.image.as_deref())?;
+    if i.json {
+        return print_json(&r);
+    }
+    let mut out = io::stdout().lock();
+    let w = |e| Error::output(e);
+    match (&r.image, r.mounted) {
+        (None, _) => writeln!(out, "{} is a pool (on btrfs)", r.path.display()),
+        (Some(img), true) => writeln!(
+            out,
+            "{} is a pool: {}btrfs image {} ({}) mounted there\n  remove with: umount {} && rm {}",
+            r.path.display(),
+            if r.created_image { "new " } else { "" },
+            img.display(),
+            human(r.size.unwrap_or(0)),
+            r.path.display(),
+            img.display()
+        ),
+        (Some(img), false) => writeln!(
+            out,
+            "{} is a pool already (image {} mounted)",
+            r.path.display(),
+            img.display()
+        ),
+    }
+    .map_err(w)
+}
+
+fn opt(s: Option<&String>) -> &str {
+    s.map_or("-", String::as_str)
+}
+
+/// `subvol list`.
+///
+/// # Errors
+/// Not on btrfs; ioctl errors.
+pub fn list(a: &cli::ListArgs) -> Result<(), Error> {
+    let l = pool::list(&a.path)?;
+    if a.json {
+        return print_json(&l);
+    }
+    let mut out = io::stdout().lock();
+    let w = |e| Error::output(e);
+    let width = l.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
+    writeln!(
+        out,
+        "{:<width$}  MODE  CREATED               UUID                                  RECEIVED UUID                         PARENT  VERSION",
+        "NAME"
+    )
+    .map_err(w)?;
+    for e in &l {
+        let rel = e.path.strip_prefix(&a.path).map_or_else(
+            |_| e.path.display().to_string(),
+            |p| p.display().to_string(),
+        );
+        writeln!(
+            out,
+            "{:<width$}  {}    {}  {}  {:<36}  {}  {}",
+            rel,
+            if e.readonly { "ro" } else { "rw" },
+            e.created,
+            e.uuid,
+            opt(e.received_uuid.as_ref()),
+            opt(e.parent.as_ref()),
+            opt(e.version.as_ref())
+        )
+        .map_err(w)?;
+    }
+    Ok(())
+}
+
+/// `subvol show`.
+///
+/// # Errors
+/// Not a subvolume; ioctl errors.
+pub fn show(a: &cli::ShowArgs) -> Result<(), Error> {
+    let d = pool::show(&a.path)?;
+    if a.json {
+        return print_json(&d);
+    }
+    let e = &d.entry;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{}\n  name:           {}\n  path in fs:     {}\n  id:             {}\n  uuid:           {}\n  parent uuid:    {}\n  parent:         {}\n  received uuid:  {}\n  received:       {}\n  read-only:      {}\n  created:        {}\n  generation:     {}\n  snapshots:      {}",
+        e.path.display(),
+        e.name,
+        d.fs_path,
+        e.id,
+        e.uuid,
+        opt(e.parent_uuid.as_ref()),
+        opt(e.parent.as_ref()),
+        opt(e.received_uuid.as_ref()),
+        opt(d.received.as_ref()),
+        if e.readonly { "yes" } else { "no" },
+        e.created,
+        e.generation,
+        if d.snapshots.is_empty() {
+            "-".to_string()
+        } else {
+            d.snapshots.join(", ")
+        }
+    )
+    .map_err(Error::output)
+}
+
+/// `subvol snapshot`.
+///
+/// # Errors
+/// Not a subvolume, DEST exists, ioctl errors.
+pub fn snapshot(a: &cli::SnapshotArgs) -> Result<(), Error> {
+    let e = pool::snapshot(&a.source, &a.dest, a.readonly)?;
+    if a.json {
+        return print_json(&e);
+    }
+    writeln!(
+        io::stdout().lock(),
+        "created {}snapshot {} of {} (UUID {})",
+        if a.readonly { "read-only " } else { "" },
+        a.dest.display(),
+        a.source.display(),
+        e.uuid
+    )
+    .map_err(Error::output)
+}
+
+/// `subvol delete`.
+///
+/// # Errors
+/// The first subvolume that cannot be deleted (earlier ones are deleted).
+pub fn delete(a: &cli::DeleteArgs) -> Result<(), Error> {
+    let mut done = Vec::new();
+    for p in &a.paths {
+        let e = pool::delete(p)?;
+        if !a.json {
+            writeln!(
+                io::stdout().lock(),
+                "deleted {} (UUID {})",
+                p.display(),
+                e.uuid
+            )
+            .map_err(Error::output)?;
+        }
+        done.push(e);
+    }
+    if a.json {
+        return print_json(&done);
+    }
+    Ok(())
+}

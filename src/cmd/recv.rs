@@ -2,7 +2,7 @@
 
 use super::{Progress, ThreadedInput, dump, open_input};
 use crate::recv::{self, Event};
-use crate::stream::{Reader, Source};
+use crate::stream::{Reader, ThreadedSource};
 use crate::{Error, cli};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -28,13 +28,14 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
     }
     let (input, size) = open_input(a.input.file.as_deref())?;
     let reader = Reader::new(ThreadedInput::spawn(input, Some(Arc::clone(&interrupted))));
-    let mut source: Box<dyn Source> = if a.verify_keys.is_empty() {
-        Box::new(reader)
+    // Parsing, CRC checks and signature verification run on their own thread.
+    let mut source = if a.verify_keys.is_empty() {
+        ThreadedSource::spawn(reader)
     } else {
         // Nothing of a segment reaches the receiver before its signature verified, and END
         // (hence the commit) only after the block covering it verified.
         let keys = crate::sign::KeySet::load(&a.verify_keys)?;
-        Box::new(crate::sign::VerifyingSource::new(reader, keys))
+        ThreadedSource::spawn(crate::sign::VerifyingSource::new(reader, keys))
     };
     let opts = recv::Options {
         dest,
@@ -45,7 +46,7 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
     };
     let mut progress = Progress::new("recv", size, a.progress);
     let quiet = a.quiet;
-    let received = recv::receive(source.as_mut(), &opts, &mut |ev| match ev {
+    let received = recv::receive(&mut source, &opts, &mut |ev| match ev {
         Event::StaleRemoved(name) => {
             eprintln!(
                 "removed stale staging subvolume {} left by an interrupted receive",

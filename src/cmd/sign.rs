@@ -57,7 +57,10 @@ impl ThreadedOutput {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let next = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(OUTPUT_CHUNK));
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(OUTPUT_CHUNK));
         let chunk = std::mem::replace(&mut self.buf, next);
         match &self.tx {
             Some(tx) if tx.send(chunk).is_ok() => Ok(()),

@@ -2,9 +2,10 @@
 //! with the kernel's per-inode command order, and sending a file's contents (with whole-file
 //! clones of identical content).
 
-use super::content::{ContentHasher, MIN_CLONE_SIZE, SourceFile, hash_file};
+use super::content::{BLOCK, ContentHasher, MIN_CLONE_SIZE, SourceFile, hash_file};
+use super::dedupe::{Dedupe, Source};
 use super::emit::Emitter;
-use super::tree::{CAPABILITY, InodeId, Kind, ROOT, Tree};
+use super::tree::{CAPABILITY, DentryId, InodeId, Kind, ROOT, Tree};
 use super::{SendError, SendSummary, TreeSendOptions, subvol_name};
 use crate::stream::{Uuid, cmd, proto};
 use std::collections::HashMap;
@@ -20,7 +21,8 @@ enum CloneSource {
 }
 
 /// Sends file contents, remembering content hashes of files whose size another file shares so
-/// that identical files are sent once and cloned. State is per file, never per byte.
+/// that identical files are sent once and cloned whole, and indexing blocks so that identical
+/// blocks are cloned (see [`super::dedupe`]). State is per file and a bounded block index.
 pub(crate) struct ContentSender<'t> {
     buf: Vec<u8>,
     no_data: bool,
@@ -36,11 +38,13 @@ pub(crate) struct ContentSender<'t> {
     parent_pending: HashMap<u64, Vec<InodeId>>,
     /// Files sent as clones, and bytes those clones saved.
     pub(crate) clones: u64,
+    /// Block-level dedupe.
+    pub(crate) dedupe: Dedupe<'t>,
 }
 
 impl<'t> ContentSender<'t> {
     pub(crate) fn new(
-        new: &Tree,
+        new: &'t Tree,
         opts: &TreeSendOptions,
         uuid: Uuid,
         ctransid: u64,
@@ -79,6 +83,7 @@ impl<'t> ContentSender<'t> {
             known: HashMap::new(),
             parent_pending,
             clones: 0,
+            dedupe: Dedupe::new(new, uuid, ctransid, parent),
         }
     }
 
@@ -100,14 +105,16 @@ impl<'t> ContentSender<'t> {
         Ok(())
     }
 
-    /// Sends the contents of the new file at `rel` (source path `sf`) into an empty file at the
-    /// same stream path: a whole-file CLONE when identical content was seen, else its data
-    /// ranges as WRITEs (holes skipped) and a TRUNCATE when the data stops short of the size.
+    /// Sends the contents of the new file at `rel` (source path `sf`, known as `me` in the
+    /// subvolume being received) into an empty file at the same stream path: a whole-file
+    /// CLONE when identical content was seen, else its data ranges (holes skipped) as WRITEs
+    /// and CLONEs of blocks seen before, and a TRUNCATE when the data stops short of the size.
     pub(crate) fn send_new_file<W: Write>(
         &mut self,
         em: &mut Emitter<'_, W>,
         rel: &[u8],
         sf: &SourceFile,
+        me: Source,
     ) -> Result<(), SendError> {
         let size = sf.size;
         if self.no_data {
@@ -119,7 +126,7 @@ impl<'t> ContentSender<'t> {
         let candidate =
             size >= MIN_CLONE_SIZE && self.size_count.get(&size).is_some_and(|&n| n > 1);
         if !candidate {
-            return self.write_ranges(em, rel, sf, None);
+            return self.write_ranges(em, rel, sf, me, None);
         }
         if self.known.contains_key(&size) || self.parent_pending.contains_key(&size) {
             // Something of this size may be identical: hash first, then clone or send.
@@ -142,7 +149,7 @@ impl<'t> ContentSender<'t> {
                 self.clones += 1;
                 return Ok(());
             }
-            self.write_ranges(em, rel, sf, None)?;
+            self.write_ranges(em, rel, sf, me, None)?;
             self.known
                 .entry(size)
                 .or_default()
@@ -151,7 +158,7 @@ impl<'t> ContentSender<'t> {
         }
         // First file of its size: hash while sending, for the ones that follow.
         let mut h = ContentHasher::new(sf);
-        self.write_ranges(em, rel, sf, Some(&mut h))?;
+        self.write_ranges(em, rel, sf, me, Some(&mut h))?;
         self.known
             .entry(size)
             .or_default()
@@ -159,20 +166,46 @@ impl<'t> ContentSender<'t> {
         Ok(())
     }
 
+    /// Sends the data ranges in chunks of at most one WRITE, block by block through the
+    /// dedupe (which gathers WRITEs and CLONEs), feeding `hasher` with every byte.
     fn write_ranges<W: Write>(
         &mut self,
         em: &mut Emitter<'_, W>,
         rel: &[u8],
         sf: &SourceFile,
+        me: Source,
         mut hasher: Option<&mut ContentHasher>,
     ) -> Result<(), SendError> {
-        let chunk = proto::max_write_chunk(self.version);
-        sf.for_each_chunk(chunk, &mut self.buf, |off, b| {
-            if let Some(h) = hasher.as_mut() {
-                h.update(b);
+        let chunk = proto::max_write_chunk(self.version) as u64;
+        let mut d = self.dedupe.dest(rel, sf, Some(me), 0, false);
+        let buf = &mut self.buf;
+        for &(s, e) in &sf.ranges {
+            let mut off = s;
+            while off < e {
+                // Chunk ends on block boundaries (chunk is a multiple of the block size).
+                let mut end = (off + chunk).min(e);
+                if end < e && !end.is_multiple_of(BLOCK) && end / BLOCK * BLOCK > off {
+                    end = end / BLOCK * BLOCK;
+                }
+                let n = (end - off) as usize;
+                buf.resize(n, 0);
+                sf.read_at(&mut buf[..n], off)?;
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                let mut p = 0usize;
+                while p < n {
+                    let next = ((off + p as u64) / BLOCK + 1) * BLOCK;
+                    let q = ((next - off) as usize).min(n);
+                    self.dedupe.piece(em, &mut d, off, &buf[..n], p, q)?;
+                    p = q;
+                }
+                self.dedupe.end_chunk(em, &mut d, off, &buf[..n])?;
+                off = end;
             }
-            em.write(rel, off, b)
-        })?;
+            self.dedupe.gap(em, &mut d, off, &[])?;
+        }
+        self.dedupe.finish(em, &mut d)?;
         sf.finish()?;
         finish_size(em, rel, sf)
     }
@@ -202,10 +235,11 @@ pub(crate) fn create_inode<W: Write>(
     em: &mut Emitter<'_, W>,
     data: &mut ContentSender<'_>,
     t: &Tree,
-    id: InodeId,
+    de: DentryId,
     ino: u64,
     rel: &[u8],
 ) -> Result<(), SendError> {
+    let id = t.dentries[de as usize].inode;
     let i = &t.inodes[id as usize];
     match i.kind {
         Kind::File => em.mk(cmd::MKFILE, rel, ino)?,
@@ -221,16 +255,17 @@ pub(crate) fn create_inode<W: Write>(
             u64::from(i.kind.ifmt() | i.mode),
         )?,
     }
-    finish_new_inode(em, data, t, id, rel)
+    finish_new_inode(em, data, t, id, Some(de), rel)
 }
 
-/// Everything after MK* for a new inode (also used for the root of a full stream, whose
-/// directory exists already).
+/// Everything after MK* for a new inode made at entry `de` (also used for the root of a full
+/// stream, whose directory exists already).
 fn finish_new_inode<W: Write>(
     em: &mut Emitter<'_, W>,
     data: &mut ContentSender<'_>,
     t: &Tree,
     id: InodeId,
+    de: Option<DentryId>,
     rel: &[u8],
 ) -> Result<(), SendError> {
     let i = &t.inodes[id as usize];
@@ -239,9 +274,11 @@ fn finish_new_inode<W: Write>(
             em.set_xattr(rel, n, v)?;
         }
     }
-    if i.kind == Kind::File {
+    if i.kind == Kind::File
+        && let Some(dentry) = de
+    {
         let sf = SourceFile::open(t.abs(rel), i)?;
-        data.send_new_file(em, rel, &sf)?;
+        data.send_new_file(em, rel, &sf, Source::New { dentry, inode: id })?;
     }
     em.chown(rel, i.uid, i.gid)?;
     if i.kind != Kind::Symlink {
@@ -269,12 +306,13 @@ pub(crate) fn send_full<W: Write>(
     em.subvol(&subvol_name(t, opts), &uuid, ctransid)?;
     let mut data = ContentSender::new(t, opts, uuid, ctransid, None);
     // The root exists already: the kernel sends its CHOWN and CHMOD first.
-    finish_new_inode(&mut em, &mut data, t, ROOT, b"")?;
+    finish_new_inode(&mut em, &mut data, t, ROOT, None, b"")?;
     let mut first_path: HashMap<InodeId, Vec<u8>> = HashMap::new();
     let mut path = Vec::new();
     walk(&mut em, &mut data, t, ROOT, &mut path, &mut first_path)?;
     let r = &t.inodes[ROOT as usize];
     em.utimes(b"", r.atime, r.mtime, r.ctime)?;
+    data.dedupe.close()?;
     let (bytes, commands) = em.end()?;
     Ok(SendSummary {
         bytes,
@@ -294,7 +332,8 @@ fn walk<W: Write>(
     first_path: &mut HashMap<InodeId, Vec<u8>>,
 ) -> Result<(), SendError> {
     let base = path.len();
-    for de in t.children(dir) {
+    for de_id in t.child_ids(dir) {
+        let de = &t.dentries[de_id as usize];
         path.truncate(base);
         if base > 0 {
             path.push(b'/');
@@ -305,7 +344,7 @@ fn walk<W: Write>(
             em.link(path, existing)?;
             continue;
         }
-        create_inode(em, data, t, de.inode, ino_of(de.inode), path)?;
+        create_inode(em, data, t, de_id, ino_of(de.inode), path)?;
         if i.links.len() > 1 {
             first_path.insert(de.inode, path.clone());
         }

@@ -20,6 +20,7 @@
 //! A model of the receiver's tree (each inode's current names) gives the path of every command.
 
 use super::content::{BLOCK, SourceFile, block_is_data, hash_file};
+use super::dedupe::Source;
 use super::emit::Emitter;
 use super::full::{ContentSender, create_inode, ino_of};
 use super::tree::{CAPABILITY, Inode, InodeId, Kind, ROOT, Tree, Xattr};
@@ -27,6 +28,9 @@ use super::{SendError, SendSummary, TreeSendOptions, subvol_name};
 use crate::stream::proto;
 use std::collections::HashMap;
 use std::io::Write;
+
+/// OLD bytes always worth reading to index clone sources (see `Incr::index_old`).
+const OLD_INDEX_MIN: u64 = 256 << 20;
 
 /// The pairing of OLD and NEW inodes.
 struct Matching {
@@ -399,7 +403,7 @@ impl<W: Write> Incr<'_, '_, W> {
                     let existing = self.live.path(lid);
                     self.em.link(&to, &existing)?;
                 } else {
-                    create_inode(&mut self.em, &mut self.data, self.new, nj, ino_of(lid), &to)?;
+                    create_inode(&mut self.em, &mut self.data, self.new, de, ino_of(lid), &to)?;
                     self.created[nj as usize] = true;
                 }
                 self.live.add_name(lid, dir_live, &d.name);
@@ -497,6 +501,13 @@ impl<W: Write> Incr<'_, '_, W> {
             self.em.truncate(path, ns.size)?;
             (old_limit, cur_size, changed) = (ns.size, ns.size, true);
         }
+        let eof_block = cur_size / BLOCK * BLOCK;
+        if ns.size > cur_size && eof_block < cur_size && !ns.is_data(eof_block) {
+            // Growing a file zero-fills its partial EOF block, which would make it data again
+            // after a hole is punched there: cut that block off first (NEW has no data in it).
+            self.em.truncate(path, eof_block)?;
+            (old_limit, cur_size, changed) = (eof_block, eof_block, true);
+        }
         let old_ranges: Vec<(u64, u64)> = os
             .ranges
             .iter()
@@ -544,6 +555,15 @@ impl<W: Write> Incr<'_, '_, W> {
         }
         let chunk = proto::max_write_chunk(self.version) as u64;
         let mut punch: Option<(u64, u64)> = None;
+        // Blocks to send go through the dedupe: WRITE, or CLONE of a block the receiver has.
+        let me = Source::New {
+            dentry: n.links[0],
+            inode: nj,
+        };
+        let mut d = self
+            .data
+            .dedupe
+            .dest(path, &ns, Some(me), cur_size, self.no_data);
         for (s, e) in merged {
             let mut off = s;
             while off < e {
@@ -554,8 +574,6 @@ impl<W: Write> Incr<'_, '_, W> {
                 let olen = usize::try_from(old_limit.saturating_sub(off).min(len)).unwrap_or(0);
                 self.buf_old.resize(olen, 0);
                 os.read_at(&mut self.buf_old[..olen], off)?;
-                // A run of blocks to write, relative to `off`.
-                let mut run: Option<(usize, usize)> = None;
                 let mut b = 0usize;
                 while b < nlen {
                     let bend = (b + BLOCK as usize).min(nlen);
@@ -569,15 +587,18 @@ impl<W: Write> Incr<'_, '_, W> {
                         && self.buf_old[b..oend] == self.buf_new[b..bend];
                     let write = n_data && !same;
                     let hole = !n_data && o_data;
+                    let chunk_buf = &self.buf_new[..nlen];
                     if write {
-                        run = Some(run.map_or((b, bend), |(rs, _)| (rs, bend)));
-                    } else if let Some((rs, re)) = run.take() {
-                        self.write_run(path, off, rs, re)?;
-                        cur_size = cur_size.max(off + re as u64);
-                        changed = true;
+                        self.data
+                            .dedupe
+                            .piece(&mut self.em, &mut d, off, chunk_buf, b, bend)?;
+                    } else {
+                        self.data.dedupe.gap(&mut self.em, &mut d, off, chunk_buf)?;
                     }
                     if hole {
-                        let pe = off + bend as u64;
+                        // A hole in the partial block at EOF: punch the whole block (a partial
+                        // punch only zeroes).
+                        let pe = (off + bend as u64).next_multiple_of(BLOCK);
                         punch = match punch {
                             Some((s0, e0)) if e0 == pos => Some((s0, pe)),
                             Some((s0, e0)) => {
@@ -592,11 +613,9 @@ impl<W: Write> Incr<'_, '_, W> {
                     }
                     b = bend;
                 }
-                if let Some((rs, re)) = run.take() {
-                    self.write_run(path, off, rs, re)?;
-                    cur_size = cur_size.max(off + re as u64);
-                    changed = true;
-                }
+                self.data
+                    .dedupe
+                    .end_chunk(&mut self.em, &mut d, off, &self.buf_new[..nlen])?;
                 off += len;
             }
             if let Some((s0, e0)) = punch.take() {
@@ -604,6 +623,9 @@ impl<W: Write> Incr<'_, '_, W> {
                 changed = true;
             }
         }
+        self.data.dedupe.finish(&mut self.em, &mut d)?;
+        cur_size = cur_size.max(d.sent_end);
+        changed |= d.sent;
         if cur_size != ns.size {
             self.em.truncate(path, ns.size)?;
             changed = true;
@@ -613,13 +635,71 @@ impl<W: Write> Incr<'_, '_, W> {
         Ok(changed)
     }
 
-    fn write_run(&mut self, path: &[u8], off: u64, rs: usize, re: usize) -> Result<(), SendError> {
-        let at = off + rs as u64;
+    /// Indexes blocks of OLD files as clone sources (from the parent snapshot), the likeliest
+    /// first: files deleted or changed in NEW, then unchanged files in directories where NEW
+    /// has new or changed files, then the rest; while the bytes read stay within
+    /// max([`OLD_INDEX_MIN`], 2 × the size of the NEW files to send). Nothing when there is
+    /// nothing to send.
+    fn index_old(&mut self) -> Result<(), SendError> {
         if self.no_data {
-            self.em.update_extent(path, at, (re - rs) as u64)
-        } else {
-            self.em.write(path, at, &self.buf_new[rs..re])
+            return Ok(());
         }
+        let (old, new) = (self.old, self.new);
+        let m = &self.m;
+        let changed = |oi: InodeId, nj: InodeId| {
+            let (o, n) = (&old.inodes[oi as usize], &new.inodes[nj as usize]);
+            o.size != n.size || o.mtime != n.mtime
+        };
+        let mut to_send = 0u64;
+        let mut hot = vec![false; old.inodes.len()];
+        for (nj, n) in new.inodes.iter().enumerate() {
+            if n.kind != Kind::File || n.size < BLOCK {
+                continue;
+            }
+            if m.new_to_old[nj].is_none_or(|oi| changed(oi, nj as InodeId)) {
+                to_send = to_send.saturating_add(n.size);
+                for &de in &n.links {
+                    if let Some(od) = m.new_to_old[new.dentries[de as usize].parent as usize] {
+                        hot[od as usize] = true;
+                    }
+                }
+            }
+        }
+        if to_send == 0 {
+            return Ok(());
+        }
+        let budget = OLD_INDEX_MIN.max(to_send.saturating_mul(2));
+        let mut tiers: [Vec<InodeId>; 3] = Default::default();
+        for (oi, o) in old.inodes.iter().enumerate() {
+            if o.kind != Kind::File || o.size <= BLOCK {
+                continue;
+            }
+            let tier = match m.old_to_new[oi] {
+                Some(nj) if !changed(oi as InodeId, nj) => {
+                    if o.links
+                        .iter()
+                        .any(|&de| hot[old.dentries[de as usize].parent as usize])
+                    {
+                        1
+                    } else {
+                        2
+                    }
+                }
+                _ => 0,
+            };
+            tiers[tier].push(oi as InodeId);
+        }
+        let mut used = 0u64;
+        for oi in tiers.into_iter().flatten() {
+            let o = &old.inodes[oi as usize];
+            if used.saturating_add(o.size) > budget {
+                continue;
+            }
+            used += o.size;
+            let sf = SourceFile::open(old.abs(&old.inode_path(oi)), o)?;
+            self.data.dedupe.index_file(Source::Parent(oi), &sf)?;
+        }
+        Ok(())
     }
 }
 
@@ -673,11 +753,13 @@ pub(crate) fn send_incremental<W: Write>(
         buf_old: Vec::new(),
         buf_new: buf,
     };
+    s.index_old()?;
     s.free_names()?;
     s.delete(ROOT)?;
     s.place(ROOT)?;
     s.update()?;
     s.dir_times(ROOT)?;
+    s.data.dedupe.close()?;
     let (bytes, commands) = s.em.end()?;
     Ok(SendSummary {
         bytes,

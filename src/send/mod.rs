@@ -43,6 +43,7 @@ use std::io;
 use std::path::PathBuf;
 
 mod content;
+mod dedupe;
 mod emit;
 mod full;
 mod incr;

@@ -6,7 +6,6 @@ use super::{MAX_SEGMENT_BYTES, SignError, TARGET_SEGMENT_BYTES};
 use crate::Error;
 use crate::stream::{Command, Item, Reader, attr, cmd, command_header, end_command, stream_header};
 use ed25519_dalek::Signer as _;
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 
 /// What signing produced.
@@ -31,7 +30,7 @@ pub struct Signer<W: Write> {
     out: W,
     key: SecretKey,
     stream_id: [u8; 16],
-    hasher: Sha256,
+    hasher: blake3::Hasher,
     segment: u64,
     seg_bytes: u64,
     seg_cmds: u64,
@@ -71,7 +70,7 @@ impl<W: Write> Signer<W> {
             out,
             key,
             stream_id,
-            hasher: Sha256::new(),
+            hasher: blake3::Hasher::new(),
             segment: 0,
             seg_bytes: 0,
             seg_cmds: 0,
@@ -212,7 +211,8 @@ impl<W: Write> Signer<W> {
 
     /// Closes the current segment with a block of `kind`.
     fn close(&mut self, kind: Kind) -> Result<(), Error> {
-        let digest: [u8; 32] = self.hasher.finalize_reset().into();
+        let digest: [u8; 32] = *self.hasher.finalize().as_bytes();
+        self.hasher.reset();
         let mut b = Block {
             kind,
             key_id: self.key.public().id(),

@@ -7,7 +7,6 @@ use super::{Failure, FailureKind, MAX_SEGMENT_BYTES, SignError, show_path};
 use crate::Error;
 use crate::stream::{Command, Item, Reader, Source, attr, cmd, proto, stream_header};
 use ed25519_dalek::Signature;
-use sha2::{Digest, Sha256};
 use std::io::Read;
 
 /// What a verification saw (so far).
@@ -356,7 +355,7 @@ impl<R: Read> VerifyingSource<R> {
             };
             return Err(self.fail(at, index, kid, k));
         }
-        let digest: [u8; 32] = Sha256::digest(&self.buf).into();
+        let digest: [u8; 32] = *blake3::hash(&self.buf).as_bytes();
         if digest != b.digest {
             return Err(self.fail(at, index, kid, FailureKind::Digest));
         }

@@ -4,11 +4,13 @@
 mod command;
 pub mod proto;
 mod reader;
+mod threaded;
 mod writer;
 
 pub use command::{AttrError, Builder, Command, Op, Timespec, Uuid, end_command};
 pub use proto::{attr, cmd};
 pub use reader::{Item, Reader, StreamError, StreamErrorKind};
+pub use threaded::ThreadedSource;
 pub use writer::{Writer, command_header, stream_header};
 
 /// Copies every header and command from `reader` to `writer` unchanged (after checking them),

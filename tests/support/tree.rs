@@ -313,3 +313,110 @@ impl Drop for Ext4 {
         let _ = Command::new("umount").arg(&self.mnt).status();
     }
 }
+
+/// One CLONE command of a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloneCmd {
+    pub path: Vec<u8>,
+    pub offset: u64,
+    pub len: u64,
+    pub clone_uuid: subvol::stream::Uuid,
+    pub clone_path: Vec<u8>,
+    pub clone_offset: u64,
+}
+
+/// What a stream carries: the SUBVOL/SNAPSHOT UUIDs, WRITE payload bytes and the CLONEs.
+#[derive(Clone, Debug, Default)]
+pub struct StreamStats {
+    pub uuid: Option<subvol::stream::Uuid>,
+    pub parent_uuid: Option<subvol::stream::Uuid>,
+    pub write_bytes: u64,
+    pub writes: u64,
+    pub clones: Vec<CloneCmd>,
+}
+
+impl StreamStats {
+    /// Bytes the CLONEs cover.
+    pub fn cloned_bytes(&self) -> u64 {
+        self.clones.iter().map(|c| c.len).sum()
+    }
+
+    /// The CLONEs into `path`.
+    pub fn clones_into(&self, path: &str) -> Vec<&CloneCmd> {
+        self.clones
+            .iter()
+            .filter(|c| c.path == path.as_bytes())
+            .collect()
+    }
+}
+
+/// Reads a stream file with `subvol::stream::Reader` and counts WRITE bytes and CLONEs.
+pub fn stream_stats(stream: &Path) -> StreamStats {
+    use subvol::stream::{Command, Item, Op, Reader};
+    let f = std::io::BufReader::with_capacity(1 << 20, fs::File::open(stream).unwrap());
+    let mut r = Reader::new(f);
+    let mut c = Command::empty();
+    let mut st = StreamStats::default();
+    loop {
+        match r.next(&mut c) {
+            Ok(Some(Item::Header(_))) => {}
+            Ok(Some(Item::Command)) => match c.op().unwrap() {
+                Op::Subvol { uuid, .. } => st.uuid = Some(uuid),
+                Op::Snapshot {
+                    uuid, clone_uuid, ..
+                } => {
+                    st.uuid = Some(uuid);
+                    st.parent_uuid = Some(clone_uuid);
+                }
+                Op::Write { data, .. } => {
+                    st.write_bytes += data.len() as u64;
+                    st.writes += 1;
+                }
+                Op::Clone {
+                    path,
+                    offset,
+                    len,
+                    clone_uuid,
+                    clone_path,
+                    clone_offset,
+                    ..
+                } => st.clones.push(CloneCmd {
+                    path: path.to_vec(),
+                    offset,
+                    len,
+                    clone_uuid,
+                    clone_path: clone_path.to_vec(),
+                    clone_offset,
+                }),
+                Op::End => break,
+                _ => {}
+            },
+            Ok(None) => break,
+            Err(e) => panic!("{}: {e}", stream.display()),
+        }
+    }
+    st
+}
+
+/// Bytes of `path` (a file or a tree) whose extents are shared with other files or snapshots:
+/// total minus exclusive from `btrfs filesystem du -s --raw` (sync first).
+pub fn shared_bytes(path: &Path) -> u64 {
+    let out = run(Command::new("btrfs")
+        .args(["filesystem", "du", "-s", "--raw"])
+        .arg(path));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rfind(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<u64>().is_ok())
+        })
+        .unwrap_or_else(|| panic!("btrfs filesystem du output: {text}"));
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .take(2)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    v[0] - v[1]
+}

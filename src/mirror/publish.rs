@@ -1,0 +1,454 @@
+//! `subvol publish`: adds a version to a repository directory.
+//!
+//! 1. Lock the repository (`flock` on the directory), read its index.
+//! 2. Copy SOURCE into the tree store (`TREES/<version>`: a read-only subvolume when the store
+//!    is on btrfs, else a directory; `cp -a --reflink=auto`), and check the copy has the same
+//!    tree UUID as SOURCE. Streams are made from the copy, which nothing changes afterwards.
+//! 3. Write a full stream and deltas from the versions 1, 2, 4, 8, ... positions back (those
+//!    whose tree is still in the store): tree send → sign → zstd → `streams/<sha256>.zst`
+//!    (temporary name, fsync, rename).
+//! 4. Retire versions beyond `--prune N` (their index entries, streams from and to them, their
+//!    trees).
+//! 5. Write the index with serial + 1 and a new expiry atomically; only then delete stream
+//!    files referenced neither by the new index nor by the previous one (a mirror client that
+//!    read the previous index can still fetch what it names).
+
+use super::index::{INDEX_FILE, Index, STREAMS_DIR, StreamFile, Version, valid_version_name};
+use super::plan::delta_sources;
+use super::{MirrorError, nonce, now, sync_dir, write_atomic};
+use crate::Error;
+use crate::send::{TreeSendOptions, Uuid, send_tree, tree_uuid};
+use crate::sign::{SecretKey, Signer, sign_stream};
+use crate::stream::Reader;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+/// What to publish.
+#[derive(Debug)]
+pub struct PublishOptions {
+    /// Repository directory (created if missing).
+    pub repo: PathBuf,
+    /// Signing key.
+    pub key: SecretKey,
+    /// The tree to publish (None: only prune and/or re-sign the index).
+    pub source: Option<PathBuf>,
+    /// Version name (default: one more than the highest numeric version name, or 1).
+    pub version: Option<String>,
+    /// Tree store (default: `REPO.trees` next to the repository).
+    pub trees: Option<PathBuf>,
+    /// Keep only the newest N versions.
+    pub prune_keep: Option<usize>,
+    /// Seconds until the index expires.
+    pub valid_for: u64,
+    /// zstd level.
+    pub level: i32,
+    /// Send stream protocol version (1 or 2).
+    pub proto: u32,
+}
+
+/// Progress of a publish.
+#[derive(Debug)]
+pub enum PublishEvent<'a> {
+    /// The tree copy is being made.
+    StoringTree {
+        /// Where.
+        path: &'a Path,
+    },
+    /// A stream is being written.
+    Stream {
+        /// From version (None: full).
+        from: Option<&'a str>,
+        /// To version.
+        to: &'a str,
+        /// Stream bytes so far.
+        bytes: u64,
+    },
+    /// A stream file was written.
+    StreamDone(&'a StreamFile),
+    /// A delta could not be made because the old version's tree is not in the store.
+    MissingTree {
+        /// The version.
+        version: &'a str,
+        /// Expected path.
+        path: &'a Path,
+    },
+}
+
+/// What a publish did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PublishReport {
+    /// The repository.
+    pub repo: PathBuf,
+    /// The new index serial.
+    pub serial: u64,
+    /// Its expiry (Unix seconds).
+    pub expires: u64,
+    /// The version added, if any.
+    pub version: Option<Version>,
+    /// Stream files written.
+    pub streams: Vec<StreamFile>,
+    /// Versions retired.
+    pub pruned: Vec<String>,
+    /// Stream files deleted.
+    pub removed_files: Vec<String>,
+    /// The tree store.
+    pub trees: PathBuf,
+    /// Total size of the stream files the index lists.
+    pub repo_bytes: u64,
+    /// Versions now listed.
+    pub versions: usize,
+}
+
+/// Where the tree store is by default: `REPO.trees` next to the repository.
+#[must_use]
+pub fn default_trees(repo: &Path) -> PathBuf {
+    let canon = fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+    let name = canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "repo".into());
+    canon
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!("{name}.trees"))
+}
+
+/// A held `flock` on a directory.
+pub(crate) struct DirLock(#[allow(dead_code)] File);
+
+/// Takes an exclusive, non-blocking `flock` on `dir`.
+pub(crate) fn lock_dir(dir: &Path, what: &str) -> Result<DirLock, MirrorError> {
+    let f = File::open(dir).map_err(|e| MirrorError::io("open", dir, e))?;
+    match rustix::fs::flock(
+        f.as_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    ) {
+        Ok(()) => Ok(DirLock(f)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(MirrorError::Busy(format!(
+            "{} is busy: another {what} is running",
+            dir.display()
+        ))),
+        Err(e) => Err(MirrorError::io("lock", dir, e.into())),
+    }
+}
+
+/// Counts and hashes what passes.
+struct HashWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Publishes (see the module docs).
+///
+/// # Errors
+/// Key, tree, send, signing and I/O errors; nothing is half-visible: stream files appear under
+/// their final names only complete, and the index is replaced in one rename.
+pub fn publish(
+    o: &PublishOptions,
+    on_event: &mut dyn FnMut(PublishEvent<'_>),
+) -> Result<PublishReport, Error> {
+    let repo = &o.repo;
+    fs::create_dir_all(repo.join(STREAMS_DIR))
+        .map_err(|e| MirrorError::io("create", repo.join(STREAMS_DIR), e))?;
+    let _lock = lock_dir(repo, "publish")?;
+    let index_path = repo.join(INDEX_FILE);
+    let previous = match fs::read(&index_path) {
+        Ok(b) => Some(Index::open_unverified(&b)?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(MirrorError::io("read", &index_path, e).into()),
+    };
+    let mut index = previous.clone().unwrap_or(Index {
+        serial: 0,
+        created: 0,
+        expires: 0,
+        versions: Vec::new(),
+        streams: Vec::new(),
+    });
+    let trees = o.trees.clone().unwrap_or_else(|| default_trees(repo));
+    let mut written = Vec::new();
+    let mut added = None;
+
+    if let Some(source) = &o.source {
+        if !source.is_dir() {
+            return Err(
+                MirrorError::Invalid(format!("{} is not a directory", source.display())).into(),
+            );
+        }
+        let name = match &o.version {
+            Some(v) => v.clone(),
+            None => {
+                let max = index
+                    .versions
+                    .iter()
+                    .filter_map(|v| v.name.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0);
+                (max + 1).to_string()
+            }
+        };
+        if !valid_version_name(&name) {
+            return Err(MirrorError::Invalid(format!(
+                "invalid version name {name:?}: use 1 to 128 of A-Z a-z 0-9 . _ + - @ ~, not starting with . or -"
+            ))
+            .into());
+        }
+        if index.position(&name).is_some() {
+            return Err(MirrorError::Invalid(format!(
+                "version {name} is already published in {}",
+                repo.display()
+            ))
+            .into());
+        }
+        let uuid = tree_uuid(source)?;
+        if let Some(p) = index.by_uuid(&uuid) {
+            return Err(MirrorError::Invalid(format!(
+                "{} is identical to the published version {} (same tree UUID {uuid}): nothing to publish",
+                source.display(),
+                index.versions[p].name
+            ))
+            .into());
+        }
+        fs::create_dir_all(&trees).map_err(|e| MirrorError::io("create", &trees, e))?;
+        let stored = trees.join(&name);
+        on_event(PublishEvent::StoringTree { path: &stored });
+        crate::pool::store_tree(source, &trees, &name)?;
+        let stored_uuid = tree_uuid(&stored)?;
+        if stored_uuid != uuid {
+            let _ = crate::pool::remove_tree(&trees, &name);
+            return Err(MirrorError::Invalid(format!(
+                "the copy {} of {} differs in metadata (tree UUID {stored_uuid} vs {uuid}); was SOURCE modified during publish?",
+                stored.display(),
+                source.display()
+            ))
+            .into());
+        }
+        let n = index.versions.len();
+        let version = Version {
+            name: name.clone(),
+            uuid: uuid.to_string(),
+            published: now(),
+        };
+        let r = (|| -> Result<(), Error> {
+            let f = write_stream(o, None, &stored, uuid, &name, on_event)?;
+            on_event(PublishEvent::StreamDone(&f));
+            written.push(f);
+            for s in delta_sources(n) {
+                let old = &index.versions[s];
+                let old_tree = trees.join(&old.name);
+                if !old_tree.is_dir() {
+                    on_event(PublishEvent::MissingTree {
+                        version: &old.name,
+                        path: &old_tree,
+                    });
+                    continue;
+                }
+                let old_uuid = Uuid::parse(&old.uuid).unwrap_or_default();
+                let f = write_stream(
+                    o,
+                    Some((&old_tree, old_uuid, &old.name)),
+                    &stored,
+                    uuid,
+                    &name,
+                    on_event,
+                )?;
+                on_event(PublishEvent::StreamDone(&f));
+                written.push(f);
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            // The index never named them: remove what was written and the stored tree.
+            for f in &written {
+                let _ = fs::remove_file(repo.join(&f.path));
+            }
+            let _ = crate::pool::remove_tree(&trees, &name);
+            return Err(e);
+        }
+        index.versions.push(version.clone());
+        index.streams.extend(written.iter().cloned());
+        added = Some(version);
+    }
+
+    let mut pruned = Vec::new();
+    if let Some(keep) = o.prune_keep {
+        let keep = keep.max(1);
+        if index.versions.len() > keep {
+            let cut = index.versions.len() - keep;
+            pruned = index
+                .versions
+                .drain(..cut)
+                .map(|v| v.name)
+                .collect::<Vec<_>>();
+            let gone: HashSet<&str> = pruned.iter().map(String::as_str).collect();
+            index.streams.retain(|s| {
+                !gone.contains(s.to.as_str())
+                    && !s.from.as_deref().is_some_and(|f| gone.contains(f))
+            });
+        }
+    }
+
+    let t = now();
+    index.serial = previous.as_ref().map_or(0, |p| p.serial) + 1;
+    index.created = t;
+    index.expires = t.saturating_add(o.valid_for);
+    index.validate()?;
+    let text = index.sign(&o.key)?;
+    write_atomic(repo, INDEX_FILE, text.as_bytes())?;
+
+    // Garbage: files named by neither the new nor the previous index, and stale temporaries.
+    let mut keep: HashSet<String> = index.streams.iter().map(|s| s.path.clone()).collect();
+    if let Some(p) = &previous {
+        keep.extend(p.streams.iter().map(|s| s.path.clone()));
+    }
+    let mut removed_files = Vec::new();
+    let dir = repo.join(STREAMS_DIR);
+    if let Ok(rd) = fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = format!("{STREAMS_DIR}/{name}");
+            if keep.contains(&rel) {
+                continue;
+            }
+            if fs::remove_file(e.path()).is_ok() && !name.starts_with('.') {
+                removed_files.push(rel);
+            }
+        }
+    }
+    for v in &pruned {
+        let _ = crate::pool::remove_tree(&trees, v);
+    }
+    Ok(PublishReport {
+        repo: repo.clone(),
+        serial: index.serial,
+        expires: index.expires,
+        version: added,
+        streams: written,
+        pruned,
+        removed_files,
+        trees,
+        repo_bytes: index.streams.iter().map(|s| s.size).sum(),
+        versions: index.versions.len(),
+    })
+}
+
+/// Tree send (full, or incremental from `parent`) → sign → zstd → `streams/<sha256>.zst`.
+fn write_stream(
+    o: &PublishOptions,
+    parent: Option<(&Path, Uuid, &str)>,
+    source: &Path,
+    uuid: Uuid,
+    name: &str,
+    on_event: &mut dyn FnMut(PublishEvent<'_>),
+) -> Result<StreamFile, Error> {
+    let dir = o.repo.join(STREAMS_DIR);
+    let tmp = dir.join(format!(".tmp-{}-{}.zst", std::process::id(), nonce()));
+    let r = write_stream_to(o, parent, source, uuid, name, &tmp, on_event);
+    match r {
+        Ok((sha, size, stream_bytes)) => {
+            let rel = format!("{STREAMS_DIR}/{sha}.zst");
+            let fin = o.repo.join(&rel);
+            fs::rename(&tmp, &fin).map_err(|e| MirrorError::io("rename", &fin, e))?;
+            sync_dir(&dir)?;
+            Ok(StreamFile {
+                path: rel,
+                sha256: sha,
+                size,
+                stream_bytes,
+                from: parent.map(|p| p.2.to_string()),
+                to: name.to_string(),
+            })
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write_stream_to(
+    o: &PublishOptions,
+    parent: Option<(&Path, Uuid, &str)>,
+    source: &Path,
+    uuid: Uuid,
+    name: &str,
+    tmp: &Path,
+    on_event: &mut dyn FnMut(PublishEvent<'_>),
+) -> Result<(String, u64, u64), Error> {
+    let file = File::create(tmp).map_err(|e| MirrorError::io("create", tmp, e))?;
+    let hw = HashWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let enc = zstd::stream::write::Encoder::new(hw, o.level)
+        .map_err(|e| MirrorError::io("start zstd for", tmp, e))?;
+    let key = SecretKey::from_seed(&o.key.signing_key().to_bytes());
+    let signer = Signer::new(enc, key)?;
+    let opts = TreeSendOptions {
+        version: o.proto,
+        no_data: false,
+        uuid: Some(uuid),
+        parent_uuid: parent.map(|p| p.1),
+        name: Some(name.as_bytes().to_vec()),
+    };
+    let (rd, wr) = io::pipe().map_err(|e| MirrorError::io("pipe", tmp, e))?;
+    let from = parent.map(|p| p.2);
+    let (signed, sent) = std::thread::scope(|s| {
+        let sender = s.spawn(move || {
+            let out = BufWriter::with_capacity(1 << 20, wr);
+            send_tree(source, parent.map(|p| p.0), &opts, out, None)
+        });
+        let mut reader = Reader::new(BufReader::with_capacity(1 << 20, rd));
+        let signed = sign_stream(&mut reader, signer, &mut |bytes, _| {
+            on_event(PublishEvent::Stream {
+                from,
+                to: name,
+                bytes,
+            });
+        });
+        // Closing the read end stops a sender still writing (EPIPE) after a signing failure.
+        drop(reader);
+        let sent = sender.join();
+        (signed, sent)
+    });
+    let Ok(sent) = sent else {
+        return Err(MirrorError::Invalid("the tree sender thread panicked".into()).into());
+    };
+    let (summary, enc) = match (signed, sent) {
+        // The sender stopped because signing failed and closed the pipe.
+        (Err(e), Err(se)) if se.is_broken_pipe() => return Err(e),
+        // A send error explains a truncated stream better than the reader's error does.
+        (_, Err(se)) => return Err(se.into()),
+        (Err(e), Ok(_)) => return Err(e),
+        (Ok(r), Ok(_)) => r,
+    };
+    let hw = enc
+        .finish()
+        .map_err(|e| MirrorError::io("compress into", tmp, e))?;
+    let sha = crate::sign::hex_id(&hw.hasher.finalize());
+    let size = hw.bytes;
+    let file = hw
+        .inner
+        .into_inner()
+        .map_err(|e| MirrorError::io("write", tmp, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| MirrorError::io("fsync", tmp, e))?;
+    Ok((sha, size, summary.bytes))
+}

@@ -1,0 +1,513 @@
+//! `subvol pull`: brings a pool to a version along the cheapest verified chain.
+//!
+//! 1. Read the index; refuse it unless signed by an accepted key, unexpired, and with a serial
+//!    no older than the newest this pool saw from that key (`POOL/.subvol/state.json`).
+//! 2. Find the versions the pool holds: read-only subvolumes directly in the pool whose
+//!    received UUID is a version's UUID.
+//! 3. Plan the cheapest chain ([`super::plan`]), download every file of it (checking size and
+//!    SHA-256), then receive step by step through [`VerifyingSource`] over a zstd decoder:
+//!    nothing of a segment is applied before its signature verified, and each version appears
+//!    under its name only after its END verified.
+//! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
+//!    chain planned again from what the pool holds now; versions received as steps stay valid.
+//! 5. Intermediate versions received only as steps are deleted; `--keep N` deletes the oldest
+//!    pulled versions beyond N (the target always stays; subvolumes not pulled are never
+//!    touched).
+
+use super::fetch::{FetchError, Progress, Remote};
+use super::index::{INDEX_FILE, Index, StreamFile};
+use super::plan::{Plan, plan};
+use super::publish::lock_dir;
+use super::{MirrorError, now};
+use crate::pool::{META_DIR, PoolState, PulledVersion, SeenIndex, is_btrfs, received_in};
+use crate::recv::{self, Event};
+use crate::sign::{KeyId, KeySet, VerifyingSource};
+use crate::stream::{Reader, Uuid};
+use crate::{Error, ExitCode};
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What to pull.
+#[derive(Debug)]
+pub struct PullOptions {
+    /// `http(s)://...` or a directory.
+    pub source: String,
+    /// The pool (a directory on btrfs).
+    pub pool: PathBuf,
+    /// Accepted signing keys (index and streams).
+    pub keys: KeySet,
+    /// Target version (default: the newest).
+    pub version: Option<String>,
+    /// Keep at most N pulled versions.
+    pub keep: Option<usize>,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Set by a signal handler.
+    pub interrupted: Option<Arc<AtomicBool>>,
+}
+
+/// Progress of a pull.
+#[derive(Debug)]
+pub enum PullEvent<'a> {
+    /// The index verified.
+    Index {
+        /// Serial.
+        serial: u64,
+        /// Expiry.
+        expires: u64,
+        /// Number of versions.
+        versions: usize,
+        /// Signing key.
+        key: KeyId,
+    },
+    /// Versions the pool holds (names in the pool).
+    Held(&'a [String]),
+    /// The chain about to be fetched.
+    Plan(&'a Plan),
+    /// Download progress.
+    Download {
+        /// Step (1-based).
+        step: usize,
+        /// Steps.
+        steps: usize,
+        /// The file.
+        file: &'a StreamFile,
+        /// Bytes of this file.
+        bytes: u64,
+        /// Bytes of the whole plan done.
+        done: u64,
+        /// Bytes of the whole plan.
+        total: u64,
+    },
+    /// A partial download is resumed with a Range request.
+    Resume {
+        /// The file.
+        file: &'a StreamFile,
+        /// From this offset.
+        offset: u64,
+    },
+    /// A file was given up; another chain will be tried.
+    Refused {
+        /// The file.
+        file: &'a StreamFile,
+        /// Why.
+        reason: &'a str,
+    },
+    /// Receiving progress.
+    Receiving {
+        /// Step (1-based).
+        step: usize,
+        /// Steps.
+        steps: usize,
+        /// The file.
+        file: &'a StreamFile,
+        /// Stream bytes applied.
+        bytes: u64,
+    },
+    /// A version was committed.
+    Received {
+        /// Step (1-based).
+        step: usize,
+        /// Steps.
+        steps: usize,
+        /// The version.
+        version: &'a str,
+        /// Its path.
+        path: &'a Path,
+    },
+    /// A subvolume was deleted (intermediate step or retention).
+    Removed {
+        /// Name in the pool.
+        name: &'a str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A stale staging subvolume of an interrupted receive was removed.
+    StaleRemoved(&'a OsStr),
+}
+
+/// What a pull did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PullReport {
+    /// Target version.
+    pub target: String,
+    /// Its subvolume.
+    pub path: PathBuf,
+    /// The index serial.
+    pub serial: u64,
+    /// The pool held the target already.
+    pub already: bool,
+    /// Dry run: the plan (nothing fetched).
+    pub plan: Option<Plan>,
+    /// Files received, in order.
+    pub steps: Vec<StreamFile>,
+    /// Bytes downloaded (or read from the directory).
+    pub bytes: u64,
+    /// Files given up, with reasons.
+    pub refused: Vec<String>,
+    /// Subvolumes deleted.
+    pub removed: Vec<String>,
+}
+
+fn is_bad_stream(e: &Error) -> bool {
+    match e {
+        Error::Sign(_) | Error::Stream(_) => true,
+        Error::Recv(r) => matches!(
+            r.exit_code(),
+            ExitCode::Refused | ExitCode::InvalidStream | ExitCode::Verification
+        ),
+        _ => false,
+    }
+}
+
+/// Pulls (see the module docs).
+///
+/// # Errors
+/// Refused index, no usable chain, network/I/O/receive errors. Versions committed before an
+/// error stay (each is complete and verified); a partial download stays in the cache.
+pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<PullReport, Error> {
+    let pool = fs::canonicalize(&o.pool).map_err(|e| MirrorError::io("open pool", &o.pool, e))?;
+    if !is_btrfs(&pool) {
+        return Err(MirrorError::Invalid(format!(
+            "{} is not on btrfs; make it a pool with `subvol pool init {}`",
+            pool.display(),
+            pool.display()
+        ))
+        .into());
+    }
+    if o.keys.is_empty() {
+        return Err(MirrorError::Invalid("no --verify key given".into()).into());
+    }
+    let stop = || {
+        o.interrupted
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    };
+    let meta = pool.join(META_DIR);
+    let cache = meta.join("cache");
+    let _lock = if o.dry_run {
+        None
+    } else {
+        fs::create_dir_all(&cache).map_err(|e| MirrorError::io("create", &cache, e))?;
+        Some(lock_dir(&meta, "pull into this pool")?)
+    };
+
+    let remote = Remote::new(&o.source);
+    let bytes = remote.read_small(INDEX_FILE)?;
+    let (index, key) = Index::open(&bytes, &o.keys)?;
+    let t = now();
+    if t > index.expires {
+        return Err(MirrorError::Expired {
+            expires: index.expires,
+            now: t,
+        }
+        .into());
+    }
+    let mut state = PoolState::load(&pool)?;
+    let key_hex = key.to_string();
+    if let Some(seen) = state.indexes.get(&key_hex)
+        && index.serial < seen.serial
+    {
+        return Err(MirrorError::Rollback {
+            serial: index.serial,
+            seen: seen.serial,
+        }
+        .into());
+    }
+    if !o.dry_run {
+        state.indexes.insert(
+            key_hex,
+            SeenIndex {
+                serial: index.serial,
+                source: o.source.clone(),
+                seen: t,
+            },
+        );
+        state.save(&pool)?;
+    }
+    on_event(PullEvent::Index {
+        serial: index.serial,
+        expires: index.expires,
+        versions: index.versions.len(),
+        key,
+    });
+    let target = match &o.version {
+        Some(v) => index.position(v).ok_or_else(|| {
+            MirrorError::NotFound(format!(
+                "version {v} is not in the index (versions: {})",
+                index
+                    .versions
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+        None => index
+            .versions
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| MirrorError::NotFound("the repository has no versions".into()))?,
+    };
+    let target_name = index.versions[target].name.clone();
+
+    let held_at_start: HashSet<String> = received_in(&pool)?.into_iter().map(|h| h.0).collect();
+    let mut excluded: HashSet<String> = HashSet::new();
+    let mut refused: Vec<String> = Vec::new();
+    let mut received_files: Vec<StreamFile> = Vec::new();
+    let mut received_names: Vec<String> = Vec::new();
+    let mut downloaded = 0u64;
+    let mut first = true;
+    let keys = o.keys.clone();
+
+    let already = loop {
+        if stop() {
+            return Err(MirrorError::Interrupted.into());
+        }
+        // What the pool holds now, by received UUID (read-only subvolumes only).
+        let held_list = received_in(&pool)?;
+        let mut held = HashSet::new();
+        let mut held_names = Vec::new();
+        for (name, uuid, ro) in &held_list {
+            if let Some(p) = index.by_uuid(uuid)
+                && *ro
+            {
+                held.insert(p);
+                held_names.push(name.clone());
+            }
+        }
+        if first {
+            on_event(PullEvent::Held(&held_names));
+        }
+        if held.contains(&target) {
+            break first;
+        }
+        let Some(p) = plan(&index, &held, target, &excluded) else {
+            return Err(MirrorError::NoChain {
+                target: target_name,
+                failures: refused,
+            }
+            .into());
+        };
+        if o.dry_run {
+            return Ok(PullReport {
+                target: target_name,
+                path: pool.join(&index.versions[target].name),
+                serial: index.serial,
+                already: false,
+                plan: Some(p),
+                steps: Vec::new(),
+                bytes: 0,
+                refused,
+                removed: Vec::new(),
+            });
+        }
+        first = false;
+        on_event(PullEvent::Plan(&p));
+        let steps = p.steps.len();
+        // Download (or check, for a directory) every file of the chain first: a missing or
+        // bad file is found before anything is received.
+        let mut files = Vec::new();
+        let mut done_before = 0u64;
+        let mut failed = false;
+        for (i, s) in p.steps.iter().enumerate() {
+            let f = &s.file;
+            let r = remote.fetch(
+                f,
+                &cache,
+                &mut |pr| match pr {
+                    Progress::Bytes(b) => on_event(PullEvent::Download {
+                        step: i + 1,
+                        steps,
+                        file: f,
+                        bytes: b,
+                        done: done_before + b,
+                        total: p.bytes,
+                    }),
+                    Progress::Resume(offset) => on_event(PullEvent::Resume { file: f, offset }),
+                },
+                &stop,
+            );
+            match r {
+                Ok(file) => {
+                    files.push(file);
+                    done_before += f.size;
+                    downloaded += f.size;
+                }
+                Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
+                    on_event(PullEvent::Refused {
+                        file: f,
+                        reason: &reason,
+                    });
+                    refused.push(format!("{}: {reason}", f.path));
+                    excluded.insert(f.path.clone());
+                    failed = true;
+                    break;
+                }
+                Err(FetchError::Fatal(e)) => return Err(e.into()),
+            }
+        }
+        if failed {
+            continue;
+        }
+        // Receive step by step.
+        for (i, (s, file)) in p.steps.iter().zip(files).enumerate() {
+            let f = &s.file;
+            if stop() {
+                return Err(MirrorError::Interrupted.into());
+            }
+            let dec = zstd::stream::read::Decoder::new(file)
+                .map_err(|e| MirrorError::io("start zstd for", remote.location(&f.path), e))?;
+            let reader = Reader::new(BufReader::with_capacity(1 << 20, dec.take(f.stream_bytes)));
+            let mut source = VerifyingSource::new(reader, keys.clone());
+            let opts = recv::Options {
+                dest: pool.clone(),
+                root_mount: None,
+                stop_at_end: false,
+                force_decompress: false,
+                interrupted: o.interrupted.clone(),
+            };
+            let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
+                Event::StaleRemoved(n) => on_event(PullEvent::StaleRemoved(n)),
+                Event::Progress { bytes, .. } => on_event(PullEvent::Receiving {
+                    step: i + 1,
+                    steps,
+                    file: f,
+                    bytes,
+                }),
+                Event::Started { .. } => {}
+            });
+            let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
+            let got = match r {
+                Ok(got) => got,
+                Err(e) if is_bad_stream(&e) => {
+                    let reason = e.to_string();
+                    on_event(PullEvent::Refused {
+                        file: f,
+                        reason: &reason,
+                    });
+                    refused.push(format!("{}: {reason}", f.path));
+                    excluded.insert(f.path.clone());
+                    failed = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let want = Uuid::parse(&index.versions[index.position(&f.to).unwrap_or(0)].uuid)
+                .unwrap_or_default();
+            let ok = got.len() == 1 && got[0].uuid == want && got[0].name == OsStr::new(&f.to);
+            if !ok {
+                // Signed and hashed, yet not what the index says: the publisher's mistake.
+                for g in &got {
+                    let _ = crate::pool::delete(&g.path);
+                }
+                let reason = format!(
+                    "the stream does not produce version {} (UUID {want}) as the index says",
+                    f.to
+                );
+                on_event(PullEvent::Refused {
+                    file: f,
+                    reason: &reason,
+                });
+                refused.push(format!("{}: {reason}", f.path));
+                excluded.insert(f.path.clone());
+                failed = true;
+                break;
+            }
+            state.versions.retain(|v| v.name != f.to);
+            state.versions.push(PulledVersion {
+                name: f.to.clone(),
+                uuid: want.to_string(),
+                pulled: now(),
+            });
+            state.save(&pool)?;
+            received_files.push(f.clone());
+            received_names.push(f.to.clone());
+            on_event(PullEvent::Received {
+                step: i + 1,
+                steps,
+                version: &f.to,
+                path: &got[0].path,
+            });
+        }
+        if failed {
+            continue;
+        }
+    };
+
+    // Intermediate versions received only as steps.
+    let mut removed = Vec::new();
+    for n in &received_names {
+        if *n != target_name
+            && !held_at_start.contains(n)
+            && crate::pool::delete(&pool.join(n)).is_ok()
+        {
+            on_event(PullEvent::Removed {
+                name: n,
+                reason: "intermediate step",
+            });
+            removed.push(n.clone());
+        }
+    }
+    // Retention.
+    if let Some(keep) = o.keep {
+        let present = received_in(&pool)?;
+        let mut pulled: Vec<(usize, u64, String)> = Vec::new();
+        for (name, uuid, _) in &present {
+            let Some(rec) = state
+                .versions
+                .iter()
+                .find(|v| &v.name == name && v.uuid == uuid.to_string())
+            else {
+                continue;
+            };
+            // Order: position in the index (versions no longer listed count as oldest), then
+            // pull time.
+            let pos = index.by_uuid(uuid).map_or(0, |p| p + 1);
+            pulled.push((pos, rec.pulled, name.clone()));
+        }
+        pulled.sort();
+        let keep = keep.max(1);
+        let mut excess = pulled.len().saturating_sub(keep);
+        for (_, _, name) in &pulled {
+            if excess == 0 {
+                break;
+            }
+            if *name == target_name {
+                continue;
+            }
+            crate::pool::delete(&pool.join(name))?;
+            on_event(PullEvent::Removed {
+                name,
+                reason: "retention (--keep)",
+            });
+            removed.push(name.clone());
+            excess -= 1;
+        }
+    }
+    let live: HashSet<String> = received_in(&pool)?.into_iter().map(|h| h.0).collect();
+    state.versions.retain(|v| live.contains(&v.name));
+    state.save(&pool)?;
+    // The cache holds nothing useful once the target is in.
+    if let Ok(rd) = fs::read_dir(&cache) {
+        for e in rd.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    Ok(PullReport {
+        path: pool.join(&target_name),
+        target: target_name,
+        serial: index.serial,
+        already,
+        plan: None,
+        steps: received_files,
+        bytes: downloaded,
+        refused,
+        removed,
+    })
+}

@@ -1,0 +1,738 @@
+//! Man pages (`man/*.1`) and shell completions (`completions/`), generated from the clap
+//! definitions (`subvol::cli::Cli`, `subvol::cli::RecvCli`) and committed. The tests fail when a
+//! committed file differs from what the CLI generates now;
+//! `UPDATE_MAN=1 cargo test --test integration man::` rewrites them (and removes stale ones).
+//!
+//! # Page names
+//! `subvol.1`, and `subvol-<subcommand>.1` for each subcommand (clap_mangen's naming, like
+//! git's). The one clash, the `subvol recv` subcommand and the separate `subvol-recv` binary, is
+//! resolved by giving both one page, `subvol-recv.1`: they take the same arguments (`RecvArgs`;
+//! [`recv_subcommand_and_binary_take_the_same_arguments`] keeps it so), and its SYNOPSIS shows
+//! both forms. `man subvol-recv` therefore answers for either spelling. `subvol help` gets no page.
+//!
+//! # Sections
+//! clap_mangen renders NAME, SYNOPSIS, DESCRIPTION, OPTIONS, SUBCOMMANDS and VERSION. This
+//! generator adds, for every page:
+//! - EXAMPLES: the `Examples:` block of the command's `after_help`, then the examples of
+//!   [`PAGES`] (each with a sentence saying what it does);
+//! - NOTES: the rest of the `after_help` text (exit-code tables excepted);
+//! - SECURITY: from [`PAGES`]: what the command guarantees and what it does not;
+//! - EXIT STATUS: parsed from [`subvol::cli::EXIT_CODES`], with the page's own remark;
+//! - SEE ALSO.
+//!
+//! So a page stays complete when help texts change, and a new subcommand fails
+//! [`every_subcommand_has_a_documented_page`] until it has an entry in [`PAGES`].
+//!
+//! Completions: `completions/subvol.bash`, `_subvol` (zsh), `subvol.fish`, and the same three for
+//! `subvol-recv`. `scripts/install-completions.sh` installs pages and completions.
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+use clap_mangen::Man;
+use clap_mangen::roff::{Roff, bold, roman};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use subvol::cli::{Cli, EXIT_CODES, RecvCli};
+
+/// What a page has besides what clap knows.
+struct Page {
+    /// `subvol` or `subvol-<subcommand>`.
+    name: &'static str,
+    /// Paragraphs appended to DESCRIPTION.
+    description: &'static [&'static str],
+    /// `(what it does, command lines)`.
+    examples: &'static [(&'static str, &'static [&'static str])],
+    /// SECURITY paragraphs (empty: no section).
+    security: &'static [&'static str],
+    /// Said before the exit-code list.
+    exit: &'static str,
+    /// SEE ALSO entries besides `subvol(1)`.
+    see_also: &'static [&'static str],
+}
+
+const VERIFY_GUARANTEE: &str = "With --key, subvol verify (and subvol recv --verify) accepts a \
+stream only if every byte of it is covered by a signature block that verifies against one of the \
+listed public keys. The blocks form a chain: each signs the SHA-256 of its segment together with \
+the stream's random id, the segment number, the segment's byte and command counts, what follows \
+it (more commands, END and the end of input, or END and another stream) and the previous block's \
+signature. So a modified, reordered, duplicated, dropped, truncated or appended segment, and a \
+segment spliced in from another stream signed by the same key, is rejected (exit status 4), and so \
+is a stream without signature blocks.";
+
+const PROVENANCE_NOT_SAFETY: &str = "A valid signature says who produced the stream and that it \
+arrived unchanged; it does not make the stream harmless. subvol recv applies the same confinement \
+to signed and unsigned streams (see subvol-recv(1)).";
+
+const CRC_IS_NOT_A_SIGNATURE: &str = "Without --key, only the stream's well-formedness is checked \
+(framing, versions, CRC32C, attribute sizes). A CRC detects accidents, not tampering: anyone can \
+make a stream that passes.";
+
+/// Everything a page needs beyond clap's own text, by page name.
+const PAGES: &[Page] = &[
+    Page {
+        name: "subvol",
+        description: &[
+            "Every subcommand has its own page, subvol-SUBCOMMAND(1). The subvol recv subcommand \
+             and the separate subvol-recv binary (a drop-in for btrfs receive) share \
+             subvol-recv(1).",
+        ],
+        examples: &[
+            (
+                "Receive a kernel send stream, refusing anything that would reach outside the new \
+                 subvolume:",
+                &["btrfs send /mnt/snaps/today | subvol recv /mnt/backup"],
+            ),
+            (
+                "Make a stream from a plain directory tree (no btrfs needed on the sending side), \
+                 sign it, and receive it only if the signature verifies:",
+                &[
+                    "subvol send /srv/www -f www.stream",
+                    "subvol sign --key vendor.key -f www.stream -o www.signed",
+                    "subvol recv --verify vendor.key.pub -f www.signed /mnt/pool",
+                ],
+            ),
+            (
+                "Check that two trees are identical:",
+                &["subvol digest /srv/www", "subvol digest /mnt/pool/www"],
+            ),
+        ],
+        security: &[
+            "subvol recv and subvol-recv treat every send stream as hostile input: paths are \
+             resolved only beneath the subvolume being received, and the subvolume appears only \
+             when complete (see subvol-recv(1)).",
+            CRC_IS_NOT_A_SIGNATURE,
+            "Signatures (subvol-sign(1), subvol verify --key, subvol recv --verify) establish \
+             who made a stream; see subvol-verify(1) for exactly what is checked.",
+        ],
+        exit: "subvol exits with the first failure's status:",
+        see_also: &[
+            "subvol-dump(1)",
+            "subvol-verify(1)",
+            "subvol-recv(1)",
+            "subvol-send(1)",
+            "subvol-sign(1)",
+            "subvol-keygen(1)",
+            "subvol-digest(1)",
+            "btrfs-send(8)",
+            "btrfs-receive(8)",
+        ],
+    },
+    Page {
+        name: "subvol-dump",
+        description: &[],
+        examples: &[(
+            "Print every stream of a file holding several concatenated streams:",
+            &["subvol dump --all -f backups.streams"],
+        )],
+        security: &[
+            "dump only reads and prints: it applies nothing and checks no signature (use \
+             subvol verify --key for that). Names are printed escaped as btrfs receive --dump \
+             prints them (control characters, spaces and bytes outside printable ASCII as \
+             backslash escapes), so a hostile stream cannot send terminal control sequences \
+             through the text output.",
+        ],
+        exit: "Status 3 means the stream is malformed; the commands before the problem have \
+               been printed.",
+        see_also: &["subvol-verify(1)", "btrfs-receive(8)"],
+    },
+    Page {
+        name: "subvol-verify",
+        description: &[],
+        examples: &[
+            (
+                "Check a stream's signatures against two trusted keys (either may have signed):",
+                &["subvol verify --key vendor.key.pub --key backup.key.pub -f snap.signed"],
+            ),
+            (
+                "Machine-readable result:",
+                &["subvol verify --json -f snap.stream"],
+            ),
+        ],
+        security: &[
+            CRC_IS_NOT_A_SIGNATURE,
+            VERIFY_GUARANTEE,
+            PROVENANCE_NOT_SAFETY,
+            "Verifying a file and receiving it afterwards leaves a window in which the file can \
+             be replaced. subvol recv --verify checks the very bytes it applies and commits \
+             nothing unless the whole stream verified: prefer it to a separate verify step.",
+        ],
+        exit: "Status 3: the stream is malformed. Status 4: a signature, key or signature-chain \
+               check failed.",
+        see_also: &["subvol-sign(1)", "subvol-keygen(1)", "subvol-recv(1)"],
+    },
+    Page {
+        name: "subvol-recv",
+        description: &[
+            "subvol-recv is the receiver as a binary of its own, a drop-in for btrfs receive: the \
+             same options with the same meaning. subvol recv is the same command; this page \
+             documents both.",
+        ],
+        examples: &[
+            (
+                "Receive a stream from a file into the btrfs directory /mnt/backup:",
+                &["subvol recv -f snap.stream /mnt/backup"],
+            ),
+            (
+                "Receive an incremental stream from another machine (the parent, received \
+                 earlier, is found by its received UUID):",
+                &["ssh src btrfs send -p /snaps/mon /snaps/tue | subvol-recv /mnt/backup"],
+            ),
+            (
+                "Apply a stream only if a trusted key signed it:",
+                &["subvol recv --verify vendor.key.pub -f update.signed /mnt/pool"],
+            ),
+            (
+                "Use it where scripts call btrfs receive:",
+                &["btrfs send -e /snaps/a /snaps/b | subvol-recv -e /mnt/backup"],
+            ),
+        ],
+        security: &[
+            "Confinement: every path in the stream is resolved beneath the subvolume being \
+             received, component by component, without following symbolic links; absolute \
+             paths and .. cannot leave it. Nothing outside the new subvolume is created, \
+             written, renamed, removed or changed, whatever the stream says; a stream that tries \
+             is refused (exit status 5). Data is written only into files checked to be regular \
+             files. Clone sources must be the subvolume being received, its parent, or a \
+             subvolume on DEST's file system found by UUID, with the source path resolved beneath \
+             that subvolume. Fallocate modes are whitelisted and decoded (compressed) extents \
+             are capped, so no allocation is sized by an unchecked number from the stream.",
+            "Atomicity: the subvolume is received under a hidden staging name \
+             (.subvol-recv-staging.PID.NONCE) in DEST and gets its final name only after END, \
+             once its received UUID is set and it is read-only. An existing subvolume is never \
+             overwritten. On any error, or on SIGINT or SIGTERM (exit status 130), the staging \
+             subvolume is deleted. After kill -9 or a power loss, the next receive into the same \
+             DEST deletes staging subvolumes that no receive holds any more, and says so.",
+            "With --verify, nothing of a segment (at most 8 MiB) is applied before its \
+             signature verified, and the subvolume is committed only if the whole stream \
+             verified up to its signed end; otherwise nothing is left behind (exit status 4). \
+             What the signature check covers is described in subvol-verify(1).",
+            PROVENANCE_NOT_SAFETY,
+            "Like btrfs receive, receiving needs root (the btrfs ioctls need CAP_SYS_ADMIN), and \
+             the received tree may contain setuid files and file capabilities exactly as sent: \
+             receive streams from sources you trust, or require signatures with --verify.",
+        ],
+        exit: "Whatever the status other than 0, no new subvolume is left in DEST.",
+        see_also: &[
+            "subvol-verify(1)",
+            "subvol-dump(1)",
+            "btrfs-receive(8)",
+            "btrfs-send(8)",
+        ],
+    },
+    Page {
+        name: "subvol-send",
+        description: &[],
+        examples: &[
+            (
+                "Send a read-only btrfs snapshot (through the kernel's send ioctl, like btrfs \
+                 send):",
+                &["subvol send /mnt/snaps/today -f today.stream"],
+            ),
+            (
+                "Send a plain directory tree, on any file system, straight into a receiver:",
+                &["subvol send /srv/www | ssh backup subvol-recv /mnt/backup"],
+            ),
+        ],
+        security: &[
+            "The stream carries owners, modes (setuid and setgid included), extended attributes \
+             (security.capability included), device numbers and file contents as found. Send a \
+             tree that nobody can change meanwhile (a read-only snapshot): a file that changes \
+             size or modification time while it is read makes send fail rather than produce a \
+             stream mixing two states of it, and an unreadable entry is an error, not a silent \
+             omission.",
+            "A stream is not encrypted or authenticated: sign it (subvol-sign(1)) when the \
+             receiver must know it came from you.",
+        ],
+        exit: "Status 6: a file could not be read or changed while it was read.",
+        see_also: &["subvol-recv(1)", "subvol-sign(1)", "btrfs-send(8)"],
+    },
+    Page {
+        name: "subvol-sign",
+        description: &[
+            "The output is still an ordinary send stream: btrfs receive skips the signature \
+             blocks and builds the same tree, while subvol verify --key and subvol recv --verify \
+             check every byte and apply nothing that did not verify. Concatenated streams (btrfs \
+             send A B) are signed as one chain. A stream that already carries signature blocks \
+             is refused.",
+        ],
+        examples: &[],
+        security: &[
+            "The secret key file must not be readable by group or others; sign refuses it \
+             otherwise. Keep it on the machine that signs.",
+            "Stock btrfs receive ignores the signature blocks and checks nothing: the guarantees \
+             hold only where the receiver runs subvol recv --verify (or subvol verify --key on \
+             the same bytes).",
+            VERIFY_GUARANTEE,
+            "Signing does not encrypt: anyone who can read the stream can read the files in it.",
+        ],
+        exit: "Status 3: the input is not a valid send stream. Status 4: the key file is not \
+               acceptable.",
+        see_also: &["subvol-keygen(1)", "subvol-verify(1)", "subvol-recv(1)"],
+    },
+    Page {
+        name: "subvol-keygen",
+        description: &[
+            "Writes the secret key to PATH (mode 0600) and the public key to PATH.pub, and prints \
+             the key id (the first 8 bytes of the SHA-256 of the public key, as 16 hex digits), \
+             which every signature block names. Existing files are never overwritten.",
+        ],
+        examples: &[],
+        security: &[
+            "The secret key is created with mode 0600 and never replaces an existing file. Give \
+             receivers only PATH.pub, over a channel you trust, and let them compare the key id.",
+            "Anyone holding the secret key can sign streams that every receiver trusting \
+             PATH.pub will apply: keep it off the machines that only receive.",
+        ],
+        exit: "Status 6: a key file exists already or cannot be written.",
+        see_also: &["subvol-sign(1)", "subvol-verify(1)"],
+    },
+    Page {
+        name: "subvol-digest",
+        description: &[
+            "One line per entry (the root directory included, as .), sorted by path bytes: type, \
+             mode including setuid/setgid/sticky, owner, size, SHA-256 and data ranges of \
+             regular files (holes are visible), symlink targets, device numbers, every extended \
+             attribute, hard-link groups and modification times. Directory sizes and access \
+             times are left out. Two trees are equal when their digests are.",
+        ],
+        examples: &[(
+            "Check that a received subvolume reproduces the tree it was sent from:",
+            &[
+                "subvol send /srv/www | subvol recv /mnt/pool",
+                "subvol digest /srv/www",
+                "subvol digest /mnt/pool/www",
+            ],
+        )],
+        security: &[
+            "digest does not follow symbolic links (it records their targets) and opens files \
+             with O_NOATIME. A digest compares trees; it is not a signature.",
+        ],
+        exit: "",
+        see_also: &["subvol-send(1)", "subvol-recv(1)"],
+    },
+];
+
+/// The top-level command as the pages see it: built (so subcommands know their `subvol-<sub>`
+/// display names and `subvol <sub>` bin names) and without the `help` subcommand.
+fn cli() -> clap::Command {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    cmd
+}
+
+fn recv_cli() -> clap::Command {
+    let mut cmd = RecvCli::command();
+    cmd.build();
+    cmd
+}
+
+fn page(name: &str) -> &'static Page {
+    PAGES
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no entry for {name} in PAGES (tests/man.rs): add one"))
+}
+
+/// The roff that `Roff::render` puts before every document.
+fn preamble() -> String {
+    Roff::new().render()
+}
+
+/// One of clap_mangen's section renderers, as text without the preamble.
+fn section(f: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+    let mut buf = Vec::new();
+    f(&mut buf).expect("render to memory");
+    let s = String::from_utf8(buf).expect("roff is UTF-8");
+    s.strip_prefix(&preamble())
+        .expect("clap_mangen section starts with the roff preamble")
+        .to_string()
+}
+
+/// A paragraph of the table, reflowed by roff.
+fn para(r: &mut Roff, text: &str) {
+    r.control("PP", []);
+    r.text([roman(text.split_whitespace().collect::<Vec<_>>().join(" "))]);
+}
+
+/// Command lines, set unfilled and indented.
+fn commands(r: &mut Roff, lines: &[&str]) {
+    r.control("RS", ["4"]);
+    r.control("nf", []);
+    for l in lines {
+        r.text([bold(*l)]);
+    }
+    r.control("fi", []);
+    r.control("RE", []);
+}
+
+/// `after_help` split into its `Examples:` command lines, its `Exit status:` block (dropped: EXIT
+/// STATUS comes from EXIT_CODES) and the other paragraphs.
+fn split_after_help(cmd: &clap::Command) -> (Vec<String>, Vec<Vec<String>>) {
+    let Some(text) = cmd.get_after_long_help().or_else(|| cmd.get_after_help()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let text = text.to_string();
+    let (mut examples, mut other) = (Vec::new(), Vec::new());
+    for block in text.split("\n\n") {
+        let mut lines = block.lines();
+        let Some(first) = lines.next() else { continue };
+        match first.trim() {
+            "Examples:" => examples.extend(lines.map(|l| l.trim().to_string())),
+            "Exit status:" => {}
+            _ => other.push(block.lines().map(str::to_string).collect()),
+        }
+    }
+    (examples, other)
+}
+
+/// `(code, meaning)` from EXIT_CODES.
+fn exit_codes() -> Vec<(String, String)> {
+    EXIT_CODES
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (code, text) = l.split_once(char::is_whitespace)?;
+            code.parse::<u8>().ok()?;
+            Some((code.to_string(), text.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The page for `cmd` (already built). `also` is a second command rendered into SYNOPSIS (the
+/// `subvol recv` subcommand on the `subvol-recv` page).
+fn render_page(name: &str, cmd: clap::Command, also: Option<clap::Command>) -> String {
+    let p = page(name);
+    let (after_examples, notes) = split_after_help(&cmd);
+    let man = Man::new(cmd.clone())
+        .title(name.to_uppercase())
+        .manual("subvol manual");
+    let mut out = preamble();
+    out += &section(|w| man.render_title(w));
+    out += &section(|w| man.render_name_section(w));
+    out += &section(|w| man.render_synopsis_section(w));
+    if let Some(also) = also {
+        let s = section(|w| Man::new(also).render_synopsis_section(w));
+        out += ".br\n";
+        out += s.strip_prefix(".SH SYNOPSIS\n").expect("synopsis heading");
+    }
+    out += &section(|w| man.render_description_section(w));
+    let mut r = Roff::new();
+    for d in p.description {
+        para(&mut r, d);
+    }
+    out += &r.to_roff_body();
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        out += &section(|w| man.render_options_section(w));
+    }
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        out += &section(|w| man.render_subcommands_section(w));
+    }
+
+    let mut r = Roff::new();
+    assert!(
+        !after_examples.is_empty() || !p.examples.is_empty(),
+        "{name}: no examples in its after_help nor in PAGES (tests/man.rs)"
+    );
+    r.control("SH", ["EXAMPLES"]);
+    if !after_examples.is_empty() {
+        r.control("PP", []);
+        let lines: Vec<&str> = after_examples.iter().map(String::as_str).collect();
+        commands(&mut r, &lines);
+    }
+    for (what, lines) in p.examples {
+        para(&mut r, what);
+        commands(&mut r, lines);
+    }
+    if !notes.is_empty() {
+        r.control("SH", ["NOTES"]);
+        for block in &notes {
+            // Indented lines are laid out by hand (tables, key formats): keep them as they are.
+            if block.iter().any(|l| l.starts_with(' ')) {
+                r.control("PP", []);
+                r.control("nf", []);
+                for l in block {
+                    r.text([roman(l.as_str())]);
+                }
+                r.control("fi", []);
+            } else {
+                para(&mut r, &block.join(" "));
+            }
+        }
+    }
+    if !p.security.is_empty() {
+        r.control("SH", ["SECURITY"]);
+        for s in p.security {
+            para(&mut r, s);
+        }
+    }
+    r.control("SH", ["EXIT STATUS"]);
+    if !p.exit.is_empty() {
+        para(&mut r, p.exit);
+    }
+    for (code, text) in exit_codes() {
+        r.control("TP", []);
+        r.text([bold(code)]);
+        r.text([roman(text)]);
+    }
+    r.control("SH", ["SEE ALSO"]);
+    let mut see: Vec<&str> = Vec::new();
+    if name != "subvol" {
+        see.push("subvol(1)");
+    }
+    see.extend(p.see_also.iter().copied());
+    let mut line = Vec::new();
+    for (i, s) in see.iter().enumerate() {
+        let (page_name, sect) = s
+            .split_once('(')
+            .expect("see_also entries look like name(N)");
+        line.push(bold(page_name));
+        line.push(roman(format!(
+            "({sect}{}",
+            if i + 1 < see.len() { ", " } else { "" }
+        )));
+    }
+    r.text(line);
+    out += &r.to_roff_body();
+    out += &section(|w| man.render_version_section(w));
+    out
+}
+
+/// Roff without the preamble (the page has it once, at the top).
+trait Body {
+    fn to_roff_body(&self) -> String;
+}
+impl Body for Roff {
+    fn to_roff_body(&self) -> String {
+        self.render()
+            .strip_prefix(&preamble())
+            .expect("preamble")
+            .to_string()
+    }
+}
+
+/// Every generated file, by path relative to the repository root.
+fn generate() -> BTreeMap<PathBuf, String> {
+    let mut files = BTreeMap::new();
+    let top = cli();
+    files.insert(
+        PathBuf::from("man/subvol.1"),
+        render_page("subvol", top.clone(), None),
+    );
+    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("subvol-{}", sub.get_name());
+        if sub.get_name() == "recv" {
+            // One page for `subvol-recv` and `subvol recv` (see the module doc).
+            files.insert(
+                PathBuf::from(format!("man/{name}.1")),
+                render_page(&name, recv_cli(), Some(sub.clone())),
+            );
+        } else {
+            files.insert(
+                PathBuf::from(format!("man/{name}.1")),
+                render_page(&name, sub.clone(), None),
+            );
+        }
+    }
+    for (bin, mut cmd) in [
+        ("subvol", Cli::command()),
+        ("subvol-recv", RecvCli::command()),
+    ] {
+        for (shell, file) in [
+            (Shell::Bash, format!("{bin}.bash")),
+            (Shell::Zsh, format!("_{bin}")),
+            (Shell::Fish, format!("{bin}.fish")),
+        ] {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, bin, &mut buf);
+            files.insert(
+                PathBuf::from("completions").join(file),
+                String::from_utf8(buf).expect("completion script is UTF-8"),
+            );
+        }
+    }
+    files
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Files now in the generated directories (`man/`, `completions/`), relative to the repository.
+fn committed() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in ["man", "completions"] {
+        let Ok(entries) = std::fs::read_dir(repo().join(dir)) else {
+            continue;
+        };
+        for e in entries {
+            let e = e.expect("read_dir");
+            if e.file_type().expect("file type").is_file() {
+                found.push(Path::new(dir).join(e.file_name()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn pages_and_completions_match_the_cli() {
+    let files = generate();
+    if std::env::var_os("UPDATE_MAN").is_some_and(|v| v != "0") {
+        for (rel, text) in &files {
+            let path = repo().join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+                std::fs::write(&path, text).expect("write generated file");
+                eprintln!("updated {}", rel.display());
+            }
+        }
+        for rel in committed() {
+            if !files.contains_key(&rel) {
+                std::fs::remove_file(repo().join(&rel)).expect("remove stale file");
+                eprintln!("removed {}", rel.display());
+            }
+        }
+        return;
+    }
+    let mut problems = Vec::new();
+    for (rel, text) in &files {
+        match std::fs::read_to_string(repo().join(rel)) {
+            Ok(old) if &old == text => {}
+            Ok(_) => problems.push(format!(
+                "{} differs from what the CLI generates",
+                rel.display()
+            )),
+            Err(e) => problems.push(format!("{}: {e}", rel.display())),
+        }
+    }
+    for rel in committed() {
+        if !files.contains_key(&rel) {
+            problems.push(format!("{} is not generated any more", rel.display()));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "man pages / completions are out of date:\n  {}\nRegenerate them with \
+         `UPDATE_MAN=1 cargo test --test integration man::` and commit the result.",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn every_subcommand_has_a_documented_page() {
+    let top = cli();
+    let mut names = vec!["subvol".to_string()];
+    names.extend(
+        top.get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .map(|s| format!("subvol-{}", s.get_name())),
+    );
+    for n in &names {
+        page(n); // panics with a hint when missing
+    }
+    for p in PAGES {
+        assert!(
+            names.iter().any(|n| n == p.name),
+            "PAGES has an entry for {}, which is no subcommand any more",
+            p.name
+        );
+    }
+    let files = generate();
+    for n in &names {
+        let text = &files[&PathBuf::from(format!("man/{n}.1"))];
+        for heading in [
+            ".SH NAME",
+            ".SH SYNOPSIS",
+            ".SH DESCRIPTION",
+            ".SH EXAMPLES",
+            ".SH \"EXIT STATUS\"",
+            ".SH \"SEE ALSO\"",
+        ] {
+            assert!(text.contains(heading), "{n}.1 has no {heading}");
+        }
+        for (code, _) in exit_codes() {
+            assert!(
+                text.contains(&format!(".TP\n\\fB{code}\\fR\n")),
+                "{n}.1 does not list exit status {code}"
+            );
+        }
+    }
+    // The pages where a user's safety depends on knowing the guarantees.
+    for n in [
+        "subvol",
+        "subvol-recv",
+        "subvol-verify",
+        "subvol-sign",
+        "subvol-keygen",
+    ] {
+        assert!(
+            files[&PathBuf::from(format!("man/{n}.1"))].contains(".SH SECURITY"),
+            "{n}.1 has no SECURITY section"
+        );
+    }
+    assert!(exit_codes().len() >= 7, "EXIT_CODES no longer parses");
+}
+
+/// `subvol recv` and `subvol-recv` share a page, which is only right while they take the same
+/// arguments.
+#[test]
+fn recv_subcommand_and_binary_take_the_same_arguments() {
+    let describe = |cmd: &clap::Command| {
+        let mut v: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_id() != "version" && a.get_id() != "help")
+            .map(|a| {
+                format!(
+                    "{} {:?} {:?} {:?} {:?}",
+                    a.get_id(),
+                    a.get_short(),
+                    a.get_long(),
+                    a.get_value_names(),
+                    a.get_help().map(ToString::to_string)
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let top = cli();
+    let sub = top.find_subcommand("recv").expect("subvol recv exists");
+    assert_eq!(describe(sub), describe(&recv_cli()));
+    let text = &generate()[&PathBuf::from("man/subvol-recv.1")];
+    assert!(text.contains("\\fBsubvol\\-recv\\fR"), "binary synopsis");
+    assert!(text.contains("\\fBsubvol recv\\fR"), "subcommand synopsis");
+}
+
+/// The pages are valid roff: groff renders them without a warning (when groff is installed).
+#[test]
+fn pages_render_without_warnings() {
+    let Some(groff) = ["/usr/bin/groff", "/bin/groff"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("SKIP man::pages_render_without_warnings: groff not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (rel, text) in generate() {
+        if rel.extension().is_none_or(|e| e != "1") {
+            continue;
+        }
+        let path = dir.path().join(rel.file_name().expect("name"));
+        std::fs::write(&path, &text).expect("write page");
+        let out = Command::new(groff)
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&path)
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .expect("run groff");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "groff warns about {}:\n{stderr}",
+            rel.display()
+        );
+    }
+}
