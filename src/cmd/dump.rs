@@ -17,6 +17,7 @@ pub fn dump(
 ) -> Result<(), Error> {
     let (inp, size) = open_input(input.file.as_deref())?;
     let mut reader = Reader::new(inp);
+    super::enlarge_pipe(io::stdout());
     let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut progress = Progress::new("dump", size, force_progress);
     let mut tick = |b, c| progress.update(b, c);

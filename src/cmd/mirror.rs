@@ -385,22 +385,30 @@ pub fn list(a: &cli::ListArgs) -> Result<(), Error> {
     }
     let mut out = io::stdout().lock();
     let w = |e| Error::output(e);
-    let width = l.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
+    let rel = |e: &pool::SubvolEntry| {
+        e.path.strip_prefix(&a.path).map_or_else(
+            |_| e.path.display().to_string(),
+            |p| p.display().to_string(),
+        )
+    };
+    let width = l.iter().map(|e| rel(e).len()).max().unwrap_or(4).max(4);
+    let pw = l
+        .iter()
+        .map(|e| opt(e.parent.as_ref()).len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     writeln!(
         out,
-        "{:<width$}  MODE  CREATED               UUID                                  RECEIVED UUID                         PARENT  VERSION",
-        "NAME"
+        "{:<width$}  MODE  CREATED               UUID                                  RECEIVED UUID                         {:<pw$}  VERSION",
+        "NAME", "PARENT"
     )
     .map_err(w)?;
     for e in &l {
-        let rel = e.path.strip_prefix(&a.path).map_or_else(
-            |_| e.path.display().to_string(),
-            |p| p.display().to_string(),
-        );
         writeln!(
             out,
-            "{:<width$}  {}    {}  {}  {:<36}  {}  {}",
-            rel,
+            "{:<width$}  {}    {}  {}  {:<36}  {:<pw$}  {}",
+            rel(e),
             if e.readonly { "ro" } else { "rw" },
             e.created,
             e.uuid,

@@ -29,6 +29,16 @@ use std::path::Path;
 /// Input buffer: large reads keep syscalls rare on multi-GB streams.
 const INPUT_BUF: usize = 1 << 20;
 
+/// Pipe buffer size for stdin/stdout when they are pipes: fewer context switches between the
+/// processes of a pipeline (`btrfs send | subvol sign | ssh ...`). Best effort.
+const PIPE_BUF: usize = 1 << 20;
+
+/// Enlarges a pipe's buffer if `fd` is a pipe (errors ignored: an unprivileged user may be
+/// capped by /proc/sys/fs/pipe-max-size, and other file types do not have one).
+pub fn enlarge_pipe(fd: impl std::os::fd::AsFd) {
+    let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_BUF);
+}
+
 /// Opens `-f FILE` or stdin; returns the reader and the input size when it is a regular file.
 ///
 /// # Errors

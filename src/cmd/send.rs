@@ -46,6 +46,7 @@ pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
                     "not writing a send stream to a terminal: redirect it or use -f FILE".into(),
                 ));
             }
+            super::enlarge_pipe(io::stdout());
             Box::new(io::stdout().lock())
         }
     };

@@ -113,6 +113,7 @@ pub fn sign(a: &cli::SignArgs) -> Result<(), Error> {
                 .map_err(Error::output)?,
         ),
     };
+    super::enlarge_pipe(&out);
     let signer = Signer::new(ThreadedOutput::spawn(out), key)?;
     let mut progress = Progress::new("sign", size, false);
     let result = sign_stream(&mut reader, signer, &mut |b, c| progress.update(b, c));

@@ -227,6 +227,9 @@ pub fn publish(
         }
         fs::create_dir_all(&trees).map_err(|e| MirrorError::io("create", &trees, e))?;
         let stored = trees.join(&name);
+        // A tree under this name that the index does not list is left over from a publish
+        // that failed before writing its index.
+        crate::pool::remove_tree(&trees, &name)?;
         on_event(PublishEvent::StoringTree { path: &stored });
         crate::pool::store_tree(source, &trees, &name)?;
         let stored_uuid = tree_uuid(&stored)?;

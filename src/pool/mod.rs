@@ -8,8 +8,9 @@
 //! POOL/.subvol/state.json   newest index serial seen per signing key, versions pulled
 //! POOL/.subvol/pool.json    written by `subvol pool init`: the backing image, if any
 //! POOL/.subvol/cache/       downloads in progress (`<sha256>.part`, resumed with Range)
-//! POOL/.subvol/lock         flock'ed by a running pull
 //! ```
+//!
+//! A running pull holds an exclusive `flock` on `POOL/.subvol`.
 
 use crate::Error;
 use crate::mirror::{MirrorError, nonce, write_atomic};

@@ -631,6 +631,15 @@ impl<'t> Dedupe<'t> {
         Ok(())
     }
 
+    pub(crate) fn index_slots(&self) -> usize {
+        self.index.slots.len()
+    }
+    pub(crate) fn index_len(&self) -> usize {
+        self.index.len
+    }
+    pub(crate) fn sources_len(&self) -> usize {
+        self.sources.len()
+    }
     /// Closes the open source files, checking that none changed while the stream was made.
     pub(crate) fn close(&mut self) -> Result<(), SendError> {
         for (_, sf) in self.open.drain(..) {

@@ -760,6 +760,13 @@ pub(crate) fn send_incremental<W: Write>(
     s.update()?;
     s.dir_times(ROOT)?;
     s.data.dedupe.close()?;
+    eprintln!(
+        "DEBUG {:?} slots {} len {} sources {}",
+        s.data.dedupe.stats,
+        s.data.dedupe.index_slots(),
+        s.data.dedupe.index_len(),
+        s.data.dedupe.sources_len()
+    );
     let (bytes, commands) = s.em.end()?;
     Ok(SendSummary {
         bytes,
