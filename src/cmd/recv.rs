@@ -13,7 +13,8 @@ use std::sync::atomic::AtomicBool;
 /// Any receive failure (the partial subvolume is removed first).
 pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
     if a.dump {
-        return dump(&a.input, false, !a.stop_at_end, a.progress);
+        // Like `btrfs receive --dump`: the first stream only (up to its END).
+        return dump(&a.input, false, false, a.progress);
     }
     let dest = a
         .dest
