@@ -213,9 +213,9 @@ if pairwise and len(pair) >= npairs:
     pw = sum(pair.values())
     print(f"| every pairwise delta (no fulls) | {npairs} | {mib(pw)} |")
     print(f"| fulls + every pairwise delta | {npairs + len(full)} | {mib(pw + fulls)} |")
-print(f"\nThe deltas cost {deltas_total / fulls * 100:.1f}% of the fulls they sit beside; "
-      f"a repository with deltas only into the newest version from every older one would need "
-      f"{n - 1} deltas per release instead of at most {int(math.log2(n - 1)) + 1}.\n")
+print(f"\nThe log-distance deltas add {deltas_total / fulls * 100:.1f}% to the fulls. Making every "
+      f"older version one step from the newest instead would take {n - 1} new deltas per release "
+      f"(and all pairwise deltas over the history) instead of at most {int(math.log2(n - 1)) + 1}.\n")
 print("## Publish\n")
 print("| version | tree size | publish time | files written | bytes written |")
 print("|---|---|---|---|---|")

@@ -61,8 +61,8 @@ segment spliced in from another stream signed by the same key, is rejected (exit
 is a stream without signature blocks.";
 
 const PROVENANCE_NOT_SAFETY: &str = "A valid signature says who produced the stream and that it \
-arrived unchanged; it does not make the stream harmless. subvol recv applies the same confinement \
-to signed and unsigned streams (see subvol-recv(1)).";
+arrived unchanged; it does not make the stream harmless. The receiver confines signed and \
+unsigned streams alike.";
 
 const CRC_IS_NOT_A_SIGNATURE: &str = "Without --key, only the stream's well-formedness is checked \
 (framing, versions, CRC32C, attribute sizes). A CRC detects accidents, not tampering: anyone can \
@@ -106,17 +106,8 @@ const PAGES: &[Page] = &[
              who made a stream; see subvol-verify(1) for exactly what is checked.",
         ],
         exit: "subvol exits with the first failure's status:",
-        see_also: &[
-            "subvol-dump(1)",
-            "subvol-verify(1)",
-            "subvol-recv(1)",
-            "subvol-send(1)",
-            "subvol-sign(1)",
-            "subvol-keygen(1)",
-            "subvol-digest(1)",
-            "btrfs-send(8)",
-            "btrfs-receive(8)",
-        ],
+        // The subcommands' pages are added by `render_page`.
+        see_also: &["btrfs-send(8)", "btrfs-receive(8)"],
     },
     Page {
         name: "subvol-dump",
@@ -208,11 +199,11 @@ const PAGES: &[Page] = &[
              verified up to its signed end; otherwise nothing is left behind (exit status 4). \
              What the signature check covers is described in subvol-verify(1).",
             PROVENANCE_NOT_SAFETY,
-            "Like btrfs receive, receiving needs root (the btrfs ioctls need CAP_SYS_ADMIN), and \
-             the received tree may contain setuid files and file capabilities exactly as sent: \
-             receive streams from sources you trust, or require signatures with --verify.",
+            "Receiving normally runs as root, like btrfs receive, and the received tree may \
+             contain setuid-root files and file capabilities exactly as they were sent: receive \
+             streams only from sources you trust, or require signatures with --verify.",
         ],
-        exit: "Whatever the status other than 0, no new subvolume is left in DEST.",
+        exit: "With any status but 0, no new subvolume is left in DEST.",
         see_also: &[
             "subvol-verify(1)",
             "subvol-dump(1)",
@@ -223,17 +214,10 @@ const PAGES: &[Page] = &[
     Page {
         name: "subvol-send",
         description: &[],
-        examples: &[
-            (
-                "Send a read-only btrfs snapshot (through the kernel's send ioctl, like btrfs \
-                 send):",
-                &["subvol send /mnt/snaps/today -f today.stream"],
-            ),
-            (
-                "Send a plain directory tree, on any file system, straight into a receiver:",
-                &["subvol send /srv/www | ssh backup subvol-recv /mnt/backup"],
-            ),
-        ],
+        examples: &[(
+            "Send a plain directory tree straight into a receiver on another machine:",
+            &["subvol send /srv/www | ssh backup subvol-recv /mnt/backup"],
+        )],
         security: &[
             "The stream carries owners, modes (setuid and setgid included), extended attributes \
              (security.capability included), device numbers and file contents as found. Send a \
@@ -241,8 +225,8 @@ const PAGES: &[Page] = &[
              size or modification time while it is read makes send fail rather than produce a \
              stream mixing two states of it, and an unreadable entry is an error, not a silent \
              omission.",
-            "A stream is not encrypted or authenticated: sign it (subvol-sign(1)) when the \
-             receiver must know it came from you.",
+            "A stream is neither encrypted nor authenticated: sign it (--sign, or \
+             subvol-sign(1)) when the receiver must know that it came from you.",
         ],
         exit: "Status 6: a file could not be read or changed while it was read.",
         see_also: &["subvol-recv(1)", "subvol-sign(1)", "btrfs-send(8)"],
@@ -311,14 +295,159 @@ const PAGES: &[Page] = &[
         exit: "",
         see_also: &["subvol-send(1)", "subvol-recv(1)"],
     },
+    Page {
+        name: "subvol-publish",
+        description: &[],
+        examples: &[],
+        security: &[
+            "Everything a client trusts is signed with the secret key: the index (which names \
+             every version, its files and their SHA-256) and every stream. Keep the key on the \
+             publishing machine; the repository itself can be served by any untrusted static \
+             web server or mirror.",
+            "The index expires (--valid-for, 30 days by default) so that a mirror cannot keep \
+             clients on an old version forever by replaying an old index: publish (without \
+             SOURCE) before it expires, or clients stop pulling. Its serial grows with every \
+             publish, and clients refuse a serial older than one they saw.",
+            "The tree store (--trees) keeps every published tree so that later deltas can be \
+             made from it; it holds the full contents of every version: protect it like the \
+             sources.",
+        ],
+        exit: "Status 4: the secret key is not acceptable.",
+        see_also: &["subvol-pull(1)", "subvol-keygen(1)", "subvol-send(1)"],
+    },
+    Page {
+        name: "subvol-pull",
+        description: &[],
+        examples: &[],
+        security: &[
+            "Nothing from the mirror is trusted before it verified. The index must be signed by \
+             a --verify key (required), unexpired, and not older (by serial) than one this pool \
+             already saw, so a mirror can neither forge versions nor roll a pool back nor \
+             replay an expired index. Every downloaded file must have the SHA-256 that the \
+             signed index names, and every stream is received by the signature-verifying \
+             receiver (as subvol recv --verify does): a version appears as POOL/VERSION only \
+             complete and verified, and the hardened receiver's confinement applies (see \
+             subvol-recv(1)).",
+            "HTTP without TLS is therefore safe against tampering, but not private: an observer \
+             sees which versions are fetched. A mirror that withholds new versions is noticed \
+             only when the index expires.",
+            "--keep deletes only versions this pool pulled, never the target and never other \
+             subvolumes.",
+        ],
+        exit: "Status 4: the index or a stream failed verification (or expired, or rolled \
+               back). Status 6: a download or the pool failed.",
+        see_also: &["subvol-publish(1)", "subvol-pool(1)", "subvol-recv(1)"],
+    },
+    Page {
+        name: "subvol-pool",
+        description: &[
+            "A pool is a directory on btrfs that holds received versions as read-only \
+             subvolumes; subvol pull fills it.",
+        ],
+        examples: &[(
+            "Create a pool backed by an image file, then pull into it:",
+            &[
+                "subvol pool init /var/lib/pool",
+                "subvol pull https://mirror.example/repo --into /var/lib/pool --verify vendor.key.pub",
+            ],
+        )],
+        security: &[],
+        exit: "",
+        see_also: &["subvol-pull(1)", "subvol-list(1)"],
+    },
+    Page {
+        name: "subvol-pool-init",
+        description: &[],
+        examples: &[],
+        security: &[
+            "Needs root when it creates and mounts an image (loop device). Anyone who can write \
+             the image file can change the pool's contents behind the file system's back: keep \
+             it readable and writable by root only.",
+        ],
+        exit: "Status 6: the image cannot be created or mounted.",
+        see_also: &["subvol-pull(1)"],
+    },
+    Page {
+        name: "subvol-list",
+        description: &[],
+        examples: &[
+            ("List a pool's versions:", &["subvol list /var/lib/pool"]),
+            (
+                "The names of read-only subvolumes, with jq:",
+                &["subvol list --json /mnt/pool | jq -r '.[] | select(.readonly) | .name'"],
+            ),
+        ],
+        security: &[],
+        exit: "",
+        see_also: &["subvol-show(1)", "btrfs-subvolume(8)"],
+    },
+    Page {
+        name: "subvol-show",
+        description: &[],
+        examples: &[(
+            "Show a received subvolume's UUIDs (its received UUID is what incremental streams \
+             are matched against):",
+            &["subvol show /var/lib/pool/1.1"],
+        )],
+        security: &[],
+        exit: "",
+        see_also: &["subvol-list(1)", "btrfs-subvolume(8)"],
+    },
+    Page {
+        name: "subvol-snapshot",
+        description: &[],
+        examples: &[(
+            "Take a read-only snapshot to send from:",
+            &[
+                "subvol snapshot -r /mnt/data /mnt/snaps/today",
+                "subvol send /mnt/snaps/today -p /mnt/snaps/yesterday -f today.stream",
+            ],
+        )],
+        security: &[],
+        exit: "",
+        see_also: &["subvol-send(1)", "btrfs-subvolume(8)"],
+    },
+    Page {
+        name: "subvol-delete",
+        description: &[],
+        examples: &[(
+            "Delete two old snapshots:",
+            &["subvol delete /mnt/snaps/2025-01-01 /mnt/snaps/2025-01-02"],
+        )],
+        security: &[
+            "Deletion is immediate and cannot be undone; read-only subvolumes are deleted too.",
+        ],
+        exit: "",
+        see_also: &["subvol-list(1)", "btrfs-subvolume(8)"],
+    },
 ];
 
-/// The top-level command as the pages see it: built (so subcommands know their `subvol-<sub>`
-/// display names and `subvol <sub>` bin names) and without the `help` subcommand.
+/// No `help` subcommand at any level (it gets no page and is no entry of SUBCOMMANDS).
+fn without_help(cmd: clap::Command) -> clap::Command {
+    cmd.disable_help_subcommand(true)
+        .mut_subcommands(without_help)
+}
+
+/// The top-level command as the pages see it: built (so that subcommands know their
+/// `subvol <sub>` bin names) and without `help` subcommands.
 fn cli() -> clap::Command {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    let mut cmd = without_help(Cli::command());
     cmd.build();
     cmd
+}
+
+/// Every command that gets a page, with its page name: `subvol`, then `subvol-<sub>` and
+/// `subvol-<sub>-<subsub>` for nested subcommands, depth first.
+fn page_commands() -> Vec<(String, clap::Command)> {
+    fn walk(name: String, cmd: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+        out.push((name.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(format!("{name}-{}", sub.get_name()), sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk("subvol".to_string(), &cli(), &mut out);
+    out
 }
 
 fn recv_cli() -> clap::Command {
@@ -366,9 +495,13 @@ fn commands(r: &mut Roff, lines: &[&str]) {
     r.control("RE", []);
 }
 
-/// `after_help` split into its `Examples:` command lines, its `Exit status:` block (dropped: EXIT
-/// STATUS comes from EXIT_CODES) and the other paragraphs.
-fn split_after_help(cmd: &clap::Command) -> (Vec<String>, Vec<Vec<String>>) {
+/// One example from an `Examples:` block: an optional sentence and its command lines.
+type Example = (Option<String>, Vec<String>);
+
+/// `after_help` split into its `Examples:` block, its `Exit status:` block (dropped: EXIT STATUS
+/// comes from EXIT_CODES) and the other paragraphs. An `Examples:` block is either command lines
+/// only, or sentences with the command lines indented below each.
+fn split_after_help(cmd: &clap::Command) -> (Vec<Example>, Vec<Vec<String>>) {
     let Some(text) = cmd.get_after_long_help().or_else(|| cmd.get_after_help()) else {
         return (Vec::new(), Vec::new());
     };
@@ -378,7 +511,25 @@ fn split_after_help(cmd: &clap::Command) -> (Vec<String>, Vec<Vec<String>>) {
         let mut lines = block.lines();
         let Some(first) = lines.next() else { continue };
         match first.trim() {
-            "Examples:" => examples.extend(lines.map(|l| l.trim().to_string())),
+            "Examples:" => {
+                let lines: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
+                let indent = |l: &str| l.len() - l.trim_start().len();
+                let base = lines.iter().map(|l| indent(l)).min().unwrap_or(0);
+                let nested = lines.iter().any(|l| indent(l) > base);
+                let mut current: Option<Example> = None;
+                for l in lines {
+                    if nested && indent(l) == base {
+                        examples.extend(current.take());
+                        current = Some((Some(l.trim().to_string()), Vec::new()));
+                    } else {
+                        current
+                            .get_or_insert((None, Vec::new()))
+                            .1
+                            .push(l.trim().to_string());
+                    }
+                }
+                examples.extend(current);
+            }
             "Exit status:" => {}
             _ => other.push(block.lines().map(str::to_string).collect()),
         }
@@ -435,9 +586,14 @@ fn render_page(name: &str, cmd: clap::Command, also: Option<clap::Command>) -> S
         "{name}: no examples in its after_help nor in PAGES (tests/man.rs)"
     );
     r.control("SH", ["EXAMPLES"]);
-    if !after_examples.is_empty() {
-        r.control("PP", []);
-        let lines: Vec<&str> = after_examples.iter().map(String::as_str).collect();
+    for (what, lines) in &after_examples {
+        match what {
+            Some(what) => para(&mut r, what),
+            None => {
+                r.control("PP", []);
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         commands(&mut r, &lines);
     }
     for (what, lines) in p.examples {
@@ -476,11 +632,22 @@ fn render_page(name: &str, cmd: clap::Command, also: Option<clap::Command>) -> S
         r.text([roman(text)]);
     }
     r.control("SH", ["SEE ALSO"]);
-    let mut see: Vec<&str> = Vec::new();
-    if name != "subvol" {
-        see.push("subvol(1)");
+    let mut see: Vec<String> = Vec::new();
+    if name == "subvol" {
+        see.extend(
+            page_commands()
+                .into_iter()
+                .skip(1)
+                .map(|(n, _)| format!("{n}(1)")),
+        );
+    } else {
+        see.push("subvol(1)".into());
+        // A nested subcommand's page names its parent's.
+        if let Some((parent, _)) = name.rsplit_once('-').filter(|(p, _)| p.contains('-')) {
+            see.push(format!("{parent}(1)"));
+        }
     }
-    see.extend(p.see_also.iter().copied());
+    see.extend(p.see_also.iter().map(|s| s.to_string()));
     let mut line = Vec::new();
     for (i, s) in see.iter().enumerate() {
         let (page_name, sect) = s
@@ -514,25 +681,14 @@ impl Body for Roff {
 /// Every generated file, by path relative to the repository root.
 fn generate() -> BTreeMap<PathBuf, String> {
     let mut files = BTreeMap::new();
-    let top = cli();
-    files.insert(
-        PathBuf::from("man/subvol.1"),
-        render_page("subvol", top.clone(), None),
-    );
-    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("subvol-{}", sub.get_name());
-        if sub.get_name() == "recv" {
+    for (name, cmd) in page_commands() {
+        let text = if name == "subvol-recv" {
             // One page for `subvol-recv` and `subvol recv` (see the module doc).
-            files.insert(
-                PathBuf::from(format!("man/{name}.1")),
-                render_page(&name, recv_cli(), Some(sub.clone())),
-            );
+            render_page(&name, recv_cli(), Some(cmd))
         } else {
-            files.insert(
-                PathBuf::from(format!("man/{name}.1")),
-                render_page(&name, sub.clone(), None),
-            );
-        }
+            render_page(&name, cmd, None)
+        };
+        files.insert(PathBuf::from(format!("man/{name}.1")), text);
     }
     for (bin, mut cmd) in [
         ("subvol", Cli::command()),
@@ -622,13 +778,7 @@ fn pages_and_completions_match_the_cli() {
 
 #[test]
 fn every_subcommand_has_a_documented_page() {
-    let top = cli();
-    let mut names = vec!["subvol".to_string()];
-    names.extend(
-        top.get_subcommands()
-            .filter(|s| !s.is_hide_set())
-            .map(|s| format!("subvol-{}", s.get_name())),
-    );
+    let names: Vec<String> = page_commands().into_iter().map(|(n, _)| n).collect();
     for n in &names {
         page(n); // panics with a hint when missing
     }
@@ -666,6 +816,9 @@ fn every_subcommand_has_a_documented_page() {
         "subvol-verify",
         "subvol-sign",
         "subvol-keygen",
+        "subvol-send",
+        "subvol-publish",
+        "subvol-pull",
     ] {
         assert!(
             files[&PathBuf::from(format!("man/{n}.1"))].contains(".SH SECURITY"),

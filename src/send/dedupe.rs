@@ -39,8 +39,8 @@ use super::tree::{DentryId, InodeId, Tree};
 use crate::stream::Uuid;
 use std::io::Write;
 
-/// The largest index: 2^21 slots of 16 bytes (32 MiB), enough for 6 million distinct blocks
-/// (24 GiB) before it starts forgetting.
+/// The largest index: 2^21 slots of 16 bytes (32 MiB), enough for 1.5 million distinct blocks
+/// (6 GiB) before it starts forgetting.
 pub(crate) const MAX_SLOTS: usize = 1 << 21;
 const MIN_SLOTS: usize = 1 << 10;
 /// Bytes read ahead from a source while a clone run extends.
@@ -251,14 +251,6 @@ impl Dest<'_> {
     }
 }
 
-/// Counters of what dedupe did.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct DedupeStats {
-    pub clones: u64,
-    pub cloned_bytes: u64,
-    pub indexed_blocks: u64,
-}
-
 /// The block index, its sources, and the open source files used to verify candidates.
 pub(crate) struct Dedupe<'t> {
     new: &'t Tree,
@@ -272,7 +264,6 @@ pub(crate) struct Dedupe<'t> {
     window: Window,
     zero_key: u64,
     buf: Vec<u8>,
-    pub(crate) stats: DedupeStats,
 }
 
 /// True when `[s, e)` lies inside one of `ranges` (sorted, disjoint, maximal).
@@ -288,22 +279,12 @@ impl<'t> Dedupe<'t> {
         ctransid: u64,
         parent: Option<(&'t Tree, Uuid, u64)>,
     ) -> Dedupe<'t> {
-        Dedupe::with_capacity(new, uuid, ctransid, parent, MAX_SLOTS)
-    }
-
-    fn with_capacity(
-        new: &'t Tree,
-        uuid: Uuid,
-        ctransid: u64,
-        parent: Option<(&'t Tree, Uuid, u64)>,
-        max_slots: usize,
-    ) -> Dedupe<'t> {
         Dedupe {
             new,
             uuid,
             ctransid,
             parent,
-            index: BlockIndex::new(max_slots),
+            index: BlockIndex::new(MAX_SLOTS),
             sources: Vec::new(),
             open: Vec::new(),
             evict: 0,
@@ -315,7 +296,6 @@ impl<'t> Dedupe<'t> {
             },
             zero_key: block_key(&[0u8; BLOCK as usize]),
             buf: Vec::new(),
-            stats: DedupeStats::default(),
         }
     }
 
@@ -352,7 +332,6 @@ impl<'t> Dedupe<'t> {
                     let key = block_key(piece);
                     if !self.is_zero(key, piece) {
                         self.index.insert(key, id, blk);
-                        self.stats.indexed_blocks += 1;
                     }
                 }
                 p = e;
@@ -528,7 +507,6 @@ impl<'t> Dedupe<'t> {
                 && let Ok(blk) = u32::try_from(pos / BLOCK)
             {
                 self.index.insert(key, me, blk);
-                self.stats.indexed_blocks += 1;
             }
         }
         self.flush_run(em, d)?;
@@ -625,21 +603,9 @@ impl<'t> Dedupe<'t> {
             },
             Source::New { dentry, .. } => (self.uuid, self.ctransid, self.new.dentry_path(dentry)),
         };
-        em.clone_range(d.path, r.dst, r.len, &uuid, ctransid, &path, r.src_off)?;
-        self.stats.clones += 1;
-        self.stats.cloned_bytes += r.len;
-        Ok(())
+        em.clone_range(d.path, r.dst, r.len, &uuid, ctransid, &path, r.src_off)
     }
 
-    pub(crate) fn index_slots(&self) -> usize {
-        self.index.slots.len()
-    }
-    pub(crate) fn index_len(&self) -> usize {
-        self.index.len
-    }
-    pub(crate) fn sources_len(&self) -> usize {
-        self.sources.len()
-    }
     /// Closes the open source files, checking that none changed while the stream was made.
     pub(crate) fn close(&mut self) -> Result<(), SendError> {
         for (_, sf) in self.open.drain(..) {

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 /// OLD bytes always worth reading to index clone sources (see `Incr::index_old`).
-const OLD_INDEX_MIN: u64 = 256 << 20;
+const OLD_INDEX_MIN: u64 = 64 << 20;
 
 /// The pairing of OLD and NEW inodes.
 struct Matching {
@@ -760,13 +760,6 @@ pub(crate) fn send_incremental<W: Write>(
     s.update()?;
     s.dir_times(ROOT)?;
     s.data.dedupe.close()?;
-    eprintln!(
-        "DEBUG {:?} slots {} len {} sources {}",
-        s.data.dedupe.stats,
-        s.data.dedupe.index_slots(),
-        s.data.dedupe.index_len(),
-        s.data.dedupe.sources_len()
-    );
     let (bytes, commands) = s.em.end()?;
     Ok(SendSummary {
         bytes,

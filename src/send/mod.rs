@@ -12,16 +12,23 @@
 //!   last). Data ranges come from SEEK_DATA/SEEK_HOLE, holes are never written. Files of equal
 //!   size are hashed, and a file whose content and hole layout equal an already sent file's is
 //!   sent as one CLONE of the whole file (so the only unaligned part is the tail at EOF).
+//!   Otherwise content is deduplicated block by block: a 4 KiB block at an aligned offset (or
+//!   a tail at EOF) whose content an already sent file holds at an aligned offset is cloned
+//!   from there, adjacent blocks merged into one CLONE (see `dedupe.rs`: a bounded index of
+//!   block hashes, every candidate verified byte for byte before it is used).
 //! * **incremental** (with a parent tree OLD): `SNAPSHOT` of OLD, then the operations turning
 //!   OLD into NEW. Inodes of OLD and NEW are matched (same path and type; equal content for
 //!   moved files; most children in common for moved directories); unmatched OLD inodes are
 //!   deleted, unmatched NEW inodes created, matched ones moved and updated. Entries that must
 //!   move first go to a temporary name in the root (`o<ino>-<n>-0`, as the kernel's orphans),
 //!   which makes swaps and cycles (parent/child inversions) safe. Contents of matched files are
-//!   compared block by block: equal blocks are not sent, changed ones written, new holes
-//!   punched (v2 FALLOCATE; v1 truncates to the first new hole and rewrites the rest), sizes
-//!   truncated or extended. New files whose content equals a file of OLD, or one already sent,
-//!   are cloned from it.
+//!   compared block by block: equal blocks are not sent, new holes punched (v2 FALLOCATE; v1
+//!   truncates to the first new hole and rewrites the rest), sizes truncated or extended, and
+//!   changed blocks cloned when OLD (from the parent snapshot) or NEW (a file already sent)
+//!   holds their content at an aligned offset, else written. New files whose content equals a
+//!   file of OLD, or one already sent, are cloned from it whole; other new files block by block
+//!   like changed ones. Blocks of OLD files are indexed before the first command (the likeliest
+//!   sources first, within a read budget proportional to what is to be sent).
 //!
 //! Files that change while they are read (size, mtime or ctime differ from the walk) fail the
 //! send with [`SendError::FileChanged`] naming the path.

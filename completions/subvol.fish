@@ -1,0 +1,148 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_subvol_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_subvol_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_subvol_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_subvol_using_subcommand
+    set -l cmd (__fish_subvol_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c subvol -n "__fish_subvol_needs_command" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_needs_command" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "dump" -d 'Print a send stream\'s commands as `btrfs receive --dump` does (or as JSON lines)'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "verify" -d 'Check a send stream\'s framing, versions, CRCs and attributes without applying it'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "recv" -d 'Receive a send stream into a new read-only subvolume under DEST (hardened, atomic)'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "send" -d 'Make a send stream from a read-only btrfs subvolume (kernel) or from a plain directory tree'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "sign" -d 'Add ed25519 signature blocks to a send stream'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "keygen" -d 'Generate an ed25519 key pair for signing streams'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "digest" -d 'Print a canonical digest of a directory tree (types, modes, owners, contents, xattrs, hard links, holes, times) to compare received trees'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "publish" -d 'Publish a version to a mirror repository: a signed full stream, signed deltas from earlier versions at distances 1, 2, 4, 8, ..., and a signed index, as plain files'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "pull" -d 'Bring a pool to a version from a mirror along the cheapest verified chain of streams'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "pool" -d 'Manage pools (directories on btrfs holding received versions)'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "list" -d 'List the subvolumes under a directory on btrfs'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "show" -d 'Show one subvolume\'s identity and state'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "snapshot" -d 'Snapshot a subvolume'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "delete" -d 'Delete subvolumes'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c subvol -n "__fish_subvol_using_subcommand dump" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand dump" -l json -d 'Print one JSON object per header and command instead of text'
+complete -c subvol -n "__fish_subvol_using_subcommand dump" -l all -d 'Continue after the first END through all concatenated streams'
+complete -c subvol -n "__fish_subvol_using_subcommand dump" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand dump" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand verify" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand verify" -l key -d 'Also check signature blocks against this public key (repeatable: any listed key may sign)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand verify" -l json -d 'Print the summary (or the error) as one JSON object'
+complete -c subvol -n "__fish_subvol_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand verify" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s E -l max-errors -d 'Stop after N errors (accepted for compatibility; subvol stops at the first error and commits nothing, so every value behaves as 1)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s m -d 'The mount point of DEST\'s file system (found in /proc/self/mounts otherwise)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l verify -d 'Require every segment to be signed by one of these public keys, and apply nothing before its signature verified (repeatable)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s e -d 'Stop after the first END command (for streams made with `btrfs send -e`)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s C -l chroot -d 'Confine the receive to DEST (subvol always resolves every stream path beneath the new subvolume, so this changes nothing but is accepted)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dump -d 'Print the stream\'s commands instead of applying them (same as `subvol dump`)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l force-decompress -d 'Write file data decompressed instead of with encoded writes'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s q -l quiet -d 'Print less'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s v -l verbose -d 'Print more (repeat for more detail)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l progress -d 'Show a progress line on stderr even when it is not a terminal'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand send" -s p -l parent -d 'Send incrementally from PARENT (a read-only subvolume, or a directory tree with a tree SOURCE)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand send" -s c -l clone-src -d 'Let the kernel clone data from this read-only subvolume (repeatable; kernel send only)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand send" -l proto -d 'Stream protocol version: 1 (default), 2, or 0 for the highest supported' -r
+complete -c subvol -n "__fish_subvol_using_subcommand send" -s f -d 'Write the stream to FILE instead of stdout' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand send" -l uuid -d 'UUID of the tree stream instead of the one derived from the tree\'s metadata' -r
+complete -c subvol -n "__fish_subvol_using_subcommand send" -l parent-uuid -d 'UUID of the parent tree instead of the one derived from its metadata (what the receiver of the parent\'s stream recorded)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand send" -l sign -d 'Sign the stream with this secret key (see `subvol keygen`)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand send" -l compressed-data -d 'Send compressed extents as they are stored (implies --proto 2; kernel send only)'
+complete -c subvol -n "__fish_subvol_using_subcommand send" -l no-data -d 'Send no file data: offsets and lengths only (UPDATE_EXTENT instead of WRITE)'
+complete -c subvol -n "__fish_subvol_using_subcommand send" -l from-tree -d 'Read SOURCE as a directory tree even when it is a btrfs subvolume'
+complete -c subvol -n "__fish_subvol_using_subcommand send" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand send" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand sign" -l key -d 'Secret key file, as written by `subvol keygen` (must not be readable by group or others)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand sign" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand sign" -s o -l output -d 'Write the signed stream to FILE instead of stdout (removed again if signing fails)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand sign" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand sign" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand keygen" -s o -l output -d 'Where to write the secret key (the public key goes to PATH.pub)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand keygen" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand keygen" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand digest" -l lines -d 'Print every line of the digest, not only its SHA-256'
+complete -c subvol -n "__fish_subvol_using_subcommand digest" -l no-mtime -d 'Leave modification times out'
+complete -c subvol -n "__fish_subvol_using_subcommand digest" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand digest" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l repo -d 'Repository directory (created if missing)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l key -d 'Secret signing key (from `subvol keygen`)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l version -d 'Version name (default: one more than the highest numeric version, or 1); it becomes the subvolume name in pools' -r
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l trees -d 'Tree store holding each published version\'s tree for later deltas [default: REPO.trees]' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l prune -d 'Retire all but the newest N versions (their streams, deltas from and to them, and their stored trees)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l valid-for -d 'How long the index stays valid (pulls refuse an expired index): 3600, 90m, 12h, 30d, 2w' -r
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l level -d 'zstd compression level (1-19)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l proto -d 'Send stream protocol version of the streams (1 or 2)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l json -d 'Print the result as JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l into -d 'The pool: a directory on btrfs (see `subvol pool init`)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l verify -d 'Accepted public key for the index and the streams (repeatable)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l version -d 'Target version (default: the newest)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l keep -d 'Keep at most N pulled versions in the pool' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l dry-run -d 'Print the plan (steps and sizes) and change nothing'
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l progress -d 'Show progress on stderr even when it is not a terminal'
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l json -d 'Print the result as JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and not __fish_seen_subcommand_from init help" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and not __fish_seen_subcommand_from init help" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and not __fish_seen_subcommand_from init help" -f -a "init" -d 'Make PATH a pool; when PATH is not on btrfs, create a btrfs image file and loop-mount it on PATH (the default for hosts without a btrfs partition)'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and not __fish_seen_subcommand_from init help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and __fish_seen_subcommand_from init" -l size -d 'Size of a new image (sparse): 512M, 8G, ...' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and __fish_seen_subcommand_from init" -l image -d 'Image file [default: PATH.img]' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and __fish_seen_subcommand_from init" -l json -d 'Print the result as JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and __fish_seen_subcommand_from init" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and __fish_seen_subcommand_from init" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and __fish_seen_subcommand_from help" -f -a "init" -d 'Make PATH a pool; when PATH is not on btrfs, create a btrfs image file and loop-mount it on PATH (the default for hosts without a btrfs partition)'
+complete -c subvol -n "__fish_subvol_using_subcommand pool; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c subvol -n "__fish_subvol_using_subcommand list" -l json -d 'Print JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand list" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand list" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand show" -l json -d 'Print JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand show" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand show" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand snapshot" -s r -l readonly -d 'Make the snapshot read-only'
+complete -c subvol -n "__fish_subvol_using_subcommand snapshot" -l json -d 'Print JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand snapshot" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand snapshot" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand delete" -l json -d 'Print JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand delete" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand delete" -s V -l version -d 'Print version'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "dump" -d 'Print a send stream\'s commands as `btrfs receive --dump` does (or as JSON lines)'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "verify" -d 'Check a send stream\'s framing, versions, CRCs and attributes without applying it'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "recv" -d 'Receive a send stream into a new read-only subvolume under DEST (hardened, atomic)'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "send" -d 'Make a send stream from a read-only btrfs subvolume (kernel) or from a plain directory tree'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "sign" -d 'Add ed25519 signature blocks to a send stream'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "keygen" -d 'Generate an ed25519 key pair for signing streams'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "digest" -d 'Print a canonical digest of a directory tree (types, modes, owners, contents, xattrs, hard links, holes, times) to compare received trees'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "publish" -d 'Publish a version to a mirror repository: a signed full stream, signed deltas from earlier versions at distances 1, 2, 4, 8, ..., and a signed index, as plain files'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "pull" -d 'Bring a pool to a version from a mirror along the cheapest verified chain of streams'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "pool" -d 'Manage pools (directories on btrfs holding received versions)'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "list" -d 'List the subvolumes under a directory on btrfs'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "show" -d 'Show one subvolume\'s identity and state'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "snapshot" -d 'Snapshot a subvolume'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "delete" -d 'Delete subvolumes'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and __fish_seen_subcommand_from pool" -f -a "init" -d 'Make PATH a pool; when PATH is not on btrfs, create a btrfs image file and loop-mount it on PATH (the default for hosts without a btrfs partition)'
