@@ -250,7 +250,8 @@ fn bad_input_exit_code_3_with_position() {
     garbage.extend_from_slice(b"\0\0\0\0junk");
     let path = tlv(attr::PATH, b"p");
     // (name, input, message part, position: Some((offset, index)), dump also fails)
-    let cases: Vec<(&str, Vec<u8>, &str, Option<(usize, u64)>, bool)> = vec![
+    type Case<'a> = (&'a str, Vec<u8>, &'a str, Option<(usize, u64)>, bool);
+    let cases: Vec<Case> = vec![
         ("empty", Vec::new(), "empty", None, true),
         (
             "bad magic",
