@@ -54,6 +54,19 @@ bench_time "$N" s_deb "$SUBVOL" send --from-tree "$MNT/deb-old.ro" -f /dev/null
 row "full, Debian minbase ($(du -sh "$OLD_SRC" | cut -f1), $(find "$OLD_SRC" | wc -l) entries)" \
   "btrfs send: ${k_deb_secs}s (${k_deb_rss} KiB)" "subvol send --from-tree: ${s_deb_secs}s (${s_deb_rss} KiB)" \
   "$(awk -v a="$k_deb_secs" -v b="$s_deb_secs" 'BEGIN{printf "%.2fx", a/b}')"
+# Sizes of the same full streams (untimed runs into files), and how many CLONE commands they hold.
+F=$BENCH_WORK/send-full
+rm -rf "$F"; mkdir -p "$F"
+btrfs -q send -f "$F/kernel.stream" "$MNT/deb-old.ro"
+"$SUBVOL" send --from-tree "$MNT/deb-old.ro" -f "$F/subvol.stream"
+stream_size() { # FILE -> "raw R B, zstd -3 Z B, C clones"
+  printf 'raw %s B, zstd -3 %s B, %s CLONEs' "$(stat -c %s "$1")" "$(zstd -3 -q -c "$1" | wc -c)" \
+    "$("$SUBVOL" dump -f "$1" | grep -c '^clone' || true)"
+}
+row "full, Debian minbase: stream size" "btrfs send: $(stream_size "$F/kernel.stream")" \
+  "subvol send --from-tree: $(stream_size "$F/subvol.stream")" \
+  "$(awk -v a="$(stat -c %s "$F/kernel.stream")" -v b="$(stat -c %s "$F/subvol.stream")" 'BEGIN{printf "%.2fx smaller (raw)", a/b}')"
+rm -rf "$F"
 
 # --- 3. Debian incremental ------------------------------------------------------------------
 # Plain trees on the work file system (not btrfs), as a vendor's build machine has them.
@@ -77,7 +90,7 @@ row "incremental Debian minbase → +$PKGS: generation" \
   "subvol send -p: ${s_inc_secs}s (${s_inc_rss} KiB)" \
   "$(awk -v a="$r_inc_secs" -v b="$s_inc_secs" 'BEGIN{printf "%.2fx vs rsync", a/b}')"
 row "incremental: size after zstd -3" "rsync batch: $r_size B; btrfs send -p: $k_size B" \
-  "subvol stream: $s_size B (raw $(stat -c %s "$W/incr.stream") B)" \
+  "subvol stream: $s_size B (raw $(stat -c %s "$W/incr.stream") B, $("$SUBVOL" dump -f "$W/incr.stream" | grep -c '^clone' || true) CLONEs)" \
   "$(awk -v a="$r_size" -v b="$s_size" 'BEGIN{printf "%.2fx smaller than rsync", a/b}')"
 
 # Correctness on real OS trees: stock btrfs receive of full(old) + incr(old→new) equals new.

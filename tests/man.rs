@@ -148,8 +148,9 @@ const PAGES: &[Page] = &[
              be replaced. subvol recv --verify checks the very bytes it applies and commits \
              nothing unless the whole stream verified: prefer it to a separate verify step.",
         ],
-        exit: "Status 3: the stream is malformed. Status 4: a signature, key or signature-chain \
-               check failed.",
+        exit: "Status 3: the stream is malformed. Status 4: a signature or the signature chain \
+               did not verify, or a block names a key that is not listed. Status 1: a --key file \
+               is malformed.",
         see_also: &["subvol-sign(1)", "subvol-keygen(1)", "subvol-recv(1)"],
     },
     Page {
@@ -250,8 +251,9 @@ const PAGES: &[Page] = &[
             VERIFY_GUARANTEE,
             "Signing does not encrypt: anyone who can read the stream can read the files in it.",
         ],
-        exit: "Status 3: the input is not a valid send stream. Status 4: the key file is not \
-               acceptable.",
+        exit: "Status 3: the input is not a valid send stream. Status 1: the key file is not \
+               acceptable (malformed, or readable by group or others); status 6: it cannot be \
+               read.",
         see_also: &["subvol-keygen(1)", "subvol-verify(1)", "subvol-recv(1)"],
     },
     Page {
@@ -268,7 +270,7 @@ const PAGES: &[Page] = &[
             "Anyone holding the secret key can sign streams that every receiver trusting \
              PATH.pub will apply: keep it off the machines that only receive.",
         ],
-        exit: "Status 6: a key file exists already or cannot be written.",
+        exit: "Status 1: a key file exists already. Status 6: it cannot be written.",
         see_also: &["subvol-sign(1)", "subvol-verify(1)"],
     },
     Page {
@@ -312,7 +314,8 @@ const PAGES: &[Page] = &[
              made from it; it holds the full contents of every version: protect it like the \
              sources.",
         ],
-        exit: "Status 4: the secret key is not acceptable.",
+        exit: "Status 1: the secret key is not acceptable. Status 6: the repository or the tree \
+               store cannot be written.",
         see_also: &["subvol-pull(1)", "subvol-keygen(1)", "subvol-send(1)"],
     },
     Page {
@@ -569,8 +572,19 @@ fn render_page(name: &str, cmd: clap::Command, also: Option<clap::Command>) -> S
     }
     out += &section(|w| man.render_description_section(w));
     let mut r = Roff::new();
+    // Table paragraphs that the CLI's own long help already says (once it carries them) are
+    // left out rather than printed twice.
+    let words = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let clap_text = words(
+        &cmd.get_long_about()
+            .or_else(|| cmd.get_about())
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    );
     for d in p.description {
-        para(&mut r, d);
+        if !clap_text.contains(&words(d)) {
+            para(&mut r, d);
+        }
     }
     out += &r.to_roff_body();
     if cmd.get_arguments().any(|a| !a.is_hide_set()) {

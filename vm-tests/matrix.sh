@@ -16,7 +16,8 @@
 #   matrix.sh compare RESULTS STREAMS
 #                                    prints the table; exits 1 unless every received subvolume has
 #                                    the same digest under every kernel and receiver (and, for
-#                                    `subvol send`, the source tree's)
+#                                    `subvol send`, the source tree's), apart from the differences
+#                                    listed in QUIRKS (flagged with ~ in the table)
 #
 # OUT/cases has one line per case: `<case> <stream> [<stream>...]`, received in that order into
 # one destination directory (a full stream, then incrementals on top of it).
@@ -56,8 +57,8 @@ new_btrfs() {
   mnt=$work/mnt
 }
 
-# A directory tree with every kind of entry `subvol send` must carry (on whatever file system
-# TMPDIR is: ext4 or tmpfs on the host, tmpfs in the guest).
+# A directory tree with every kind of entry `subvol send` must carry, made under TMPDIR (on the
+# host: whatever file system that is).
 make_tree() {
   local t=$1 long
   mkdir -p "$t"
@@ -378,6 +379,7 @@ case $cmd in
   streams-subvol) cmd_streams_subvol "$@" ;;
   receive) cmd_receive "$@" ;;
   compare) cmd_compare "$@" ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
