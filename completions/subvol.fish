@@ -33,7 +33,7 @@ complete -c subvol -n "__fish_subvol_needs_command" -f -a "send" -d 'Make a send
 complete -c subvol -n "__fish_subvol_needs_command" -f -a "sign" -d 'Add ed25519 signature blocks to a send stream'
 complete -c subvol -n "__fish_subvol_needs_command" -f -a "keygen" -d 'Generate an ed25519 key pair for signing streams'
 complete -c subvol -n "__fish_subvol_needs_command" -f -a "digest" -d 'Print a canonical digest of a directory tree (types, modes, owners, contents, xattrs, hard links, holes, times) to compare received trees'
-complete -c subvol -n "__fish_subvol_needs_command" -f -a "publish" -d 'Publish a version to a mirror repository: a signed full stream, signed deltas from earlier versions at distances 1, 2, 4, 8, ..., and a signed index, as plain files'
+complete -c subvol -n "__fish_subvol_needs_command" -f -a "publish" -d 'Publish a version to a mirror repository of plain files'
 complete -c subvol -n "__fish_subvol_needs_command" -f -a "pull" -d 'Bring a pool to a version from a mirror along the cheapest verified chain of streams'
 complete -c subvol -n "__fish_subvol_needs_command" -f -a "pool" -d 'Manage pools (directories on btrfs holding received versions)'
 complete -c subvol -n "__fish_subvol_needs_command" -f -a "list" -d 'List the subvolumes under a directory on btrfs'
@@ -79,10 +79,10 @@ complete -c subvol -n "__fish_subvol_using_subcommand send" -s V -l version -d '
 complete -c subvol -n "__fish_subvol_using_subcommand sign" -l key -d 'Secret key file, as written by `subvol keygen` (must not be readable by group or others)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand sign" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand sign" -s o -l output -d 'Write the signed stream to FILE instead of stdout (removed again if signing fails)' -r -F
-complete -c subvol -n "__fish_subvol_using_subcommand sign" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand sign" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand sign" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand keygen" -s o -l output -d 'Where to write the secret key (the public key goes to PATH.pub)' -r -F
-complete -c subvol -n "__fish_subvol_using_subcommand keygen" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand keygen" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand keygen" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand digest" -l lines -d 'Print every line of the digest, not only its SHA-256'
 complete -c subvol -n "__fish_subvol_using_subcommand digest" -l no-mtime -d 'Leave modification times out'
@@ -97,7 +97,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand publish" -l valid-for -d '
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l level -d 'zstd compression level (1-19)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l proto -d 'Send stream protocol version of the streams (1 or 2)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l json -d 'Print the result as JSON'
-complete -c subvol -n "__fish_subvol_using_subcommand publish" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l into -d 'The pool: a directory on btrfs (see `subvol pool init`)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l verify -d 'Accepted public key for the index and the streams (repeatable)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l version -d 'Target version (default: the newest)' -r
@@ -105,7 +105,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand pull" -l keep -d 'Keep at 
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l dry-run -d 'Print the plan (steps and sizes) and change nothing'
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l progress -d 'Show progress on stderr even when it is not a terminal'
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l json -d 'Print the result as JSON'
-complete -c subvol -n "__fish_subvol_using_subcommand pull" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand pool; and not __fish_seen_subcommand_from init help" -s h -l help -d 'Print help'
 complete -c subvol -n "__fish_subvol_using_subcommand pool; and not __fish_seen_subcommand_from init help" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand pool; and not __fish_seen_subcommand_from init help" -f -a "init" -d 'Make PATH a pool; when PATH is not on btrfs, create a btrfs image file and loop-mount it on PATH (the default for hosts without a btrfs partition)'
@@ -137,7 +137,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_
 complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "sign" -d 'Add ed25519 signature blocks to a send stream'
 complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "keygen" -d 'Generate an ed25519 key pair for signing streams'
 complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "digest" -d 'Print a canonical digest of a directory tree (types, modes, owners, contents, xattrs, hard links, holes, times) to compare received trees'
-complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "publish" -d 'Publish a version to a mirror repository: a signed full stream, signed deltas from earlier versions at distances 1, 2, 4, 8, ..., and a signed index, as plain files'
+complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "publish" -d 'Publish a version to a mirror repository of plain files'
 complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "pull" -d 'Bring a pool to a version from a mirror along the cheapest verified chain of streams'
 complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "pool" -d 'Manage pools (directories on btrfs holding received versions)'
 complete -c subvol -n "__fish_subvol_using_subcommand help; and not __fish_seen_subcommand_from dump verify recv send sign keygen digest publish pull pool list show snapshot delete help" -f -a "list" -d 'List the subvolumes under a directory on btrfs'

@@ -234,13 +234,7 @@ const PAGES: &[Page] = &[
     },
     Page {
         name: "subvol-sign",
-        description: &[
-            "The output is still an ordinary send stream: btrfs receive skips the signature \
-             blocks and builds the same tree, while subvol verify --key and subvol recv --verify \
-             check every byte and apply nothing that did not verify. Concatenated streams (btrfs \
-             send A B) are signed as one chain. A stream that already carries signature blocks \
-             is refused.",
-        ],
+        description: &[],
         examples: &[],
         security: &[
             "The secret key file must not be readable by group or others; sign refuses it \
@@ -258,11 +252,7 @@ const PAGES: &[Page] = &[
     },
     Page {
         name: "subvol-keygen",
-        description: &[
-            "Writes the secret key to PATH (mode 0600) and the public key to PATH.pub, and prints \
-             the key id (the first 8 bytes of the SHA-256 of the public key, as 16 hex digits), \
-             which every signature block names. Existing files are never overwritten.",
-        ],
+        description: &[],
         examples: &[],
         security: &[
             "The secret key is created with mode 0600 and never replaces an existing file. Give \

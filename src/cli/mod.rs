@@ -50,8 +50,17 @@ pub enum Command {
     /// Make a send stream from a read-only btrfs subvolume (kernel) or from a plain directory tree
     Send(SendArgs),
     /// Add ed25519 signature blocks to a send stream
+    ///
+    /// The output is still an ordinary send stream: `btrfs receive` skips the blocks and builds
+    /// the same tree, while `subvol verify --key` and `subvol recv --verify` check every byte and
+    /// apply nothing that did not verify. Concatenated streams (`btrfs send A B`) are signed as
+    /// one chain. A stream that already carries signature blocks is refused.
     Sign(SignArgs),
     /// Generate an ed25519 key pair for signing streams
+    ///
+    /// Writes the secret key to PATH (mode 0600) and the public key to PATH.pub, and prints the
+    /// key id (the first 8 bytes of SHA-256 of the public key, as 16 hex digits), which every
+    /// signature block names. Existing files are never overwritten.
     Keygen(KeygenArgs),
     /// Print a canonical digest of a directory tree (types, modes, owners, contents, xattrs,
     /// hard links, holes, times) to compare received trees
@@ -59,10 +68,30 @@ pub enum Command {
         after_help = "Examples:\n  subvol digest /mnt/pool/v2\n  diff <(subvol digest --lines a) <(subvol digest --lines b)"
     )]
     Digest(DigestArgs),
-    /// Publish a version to a mirror repository: a signed full stream, signed deltas from earlier
-    /// versions at distances 1, 2, 4, 8, ..., and a signed index, as plain files
+    /// Publish a version to a mirror repository of plain files
+    ///
+    /// Writes a signed, zstd-compressed full stream of SOURCE and signed deltas from the versions
+    /// published 1, 2, 4, 8, ... versions earlier (so any old version reaches the newest in about
+    /// log2(n) steps while the repository keeps O(n log n) deltas), each one file named by its
+    /// SHA-256, then replaces the signed index (serial + 1, new expiry) in one rename. Any static
+    /// web server or rsync mirror can serve the repository.
+    ///
+    /// SOURCE is a directory tree on any file system, or a read-only subvolume (read as a tree).
+    /// Deltas need the earlier trees: each published version is kept in the tree store
+    /// (--trees, default REPO.trees next to the repository) as a read-only subvolume when the
+    /// store is on btrfs, else as a directory copy (`cp -a --reflink=auto`). Without SOURCE,
+    /// publish only re-signs the index (new serial and expiry) and applies --prune.
     Publish(PublishArgs),
     /// Bring a pool to a version from a mirror along the cheapest verified chain of streams
+    ///
+    /// Reads the index and refuses it when its signature does not verify with a --verify key,
+    /// when it expired, or when its serial is older than one this pool already saw. Finds the
+    /// versions the pool holds (by received UUID), plans the cheapest chain of files to the
+    /// target (fewest bytes, then fewest steps), downloads it (HTTP(S), resuming partial
+    /// downloads with Range requests, or from a directory), checks every file's SHA-256, and
+    /// receives each step through the signature-verifying receiver: each version appears as
+    /// POOL/VERSION only once complete and verified. A missing or bad file makes it try another
+    /// chain.
     Pull(PullArgs),
     /// Manage pools (directories on btrfs holding received versions)
     Pool(PoolArgs),
