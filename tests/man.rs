@@ -870,7 +870,10 @@ fn pages_render_without_warnings() {
         .find(|p| Path::new(p).exists())
     else {
         // CI installs groff-base (scripts/setup.sh): there a missing groff is a failure.
-        assert!(!crate::support::btrfs_fixture::in_ci(), "groff is not installed (CI=true)");
+        assert!(
+            !crate::support::btrfs_fixture::in_ci(),
+            "groff is not installed (CI=true)"
+        );
         eprintln!("SKIP man::pages_render_without_warnings: groff not installed");
         return;
     };

@@ -77,27 +77,22 @@ fn roundtrip_with(old: &Path, new: &Path, protos: &[u32], check: &mut dyn FnMut(
             &format!("btrfs receive of incremental v{proto}"),
         );
 
-        // subvol recv: the lead is writing it now. Until `subvol recv` stops reporting
-        // "not implemented", only the btrfs-receive half above runs (with a visible note).
+        // subvol recv of the same streams must give the same trees.
         let ours = fs.path().join(format!("ours-v{proto}"));
         fs::create_dir(&ours).unwrap();
-        let ours_implemented = subvol_recv_implemented(&full, &ours);
-        if ours_implemented {
-            assert_same_tree(
-                old,
-                &ours.join(old_name),
-                &format!("subvol recv of full v{proto}"),
-            );
-            subvol_recv(&incr, &ours)
-                .unwrap_or_else(|e| panic!("subvol recv incremental v{proto}: {e}"));
-            assert_same_tree(
-                new,
-                &ours.join(new_name),
-                &format!("subvol recv of incremental v{proto}"),
-            );
-        } else {
-            eprintln!("NOTE: subvol recv is not implemented yet: checked with btrfs receive only");
-        }
+        subvol_recv(&full, &ours).unwrap_or_else(|e| panic!("subvol recv full v{proto}: {e}"));
+        assert_same_tree(
+            old,
+            &ours.join(old_name),
+            &format!("subvol recv of full v{proto}"),
+        );
+        subvol_recv(&incr, &ours)
+            .unwrap_or_else(|e| panic!("subvol recv incremental v{proto}: {e}"));
+        assert_same_tree(
+            new,
+            &ours.join(new_name),
+            &format!("subvol recv of incremental v{proto}"),
+        );
         check(&Received {
             proto,
             fs: &fs,
@@ -105,7 +100,7 @@ fn roundtrip_with(old: &Path, new: &Path, protos: &[u32], check: &mut dyn FnMut(
             incr: &incr,
             stock_old: dest.join(old_name),
             stock_new: dest.join(new_name),
-            ours: ours_implemented.then(|| (ours.join(old_name), ours.join(new_name))),
+            ours: Some((ours.join(old_name), ours.join(new_name))),
         });
     }
 }

@@ -97,20 +97,6 @@ pub fn subvol_recv(stream: &Path, dest: &Path) -> Result<(), String> {
     }
 }
 
-/// True when `subvol recv` exists (its help works) and does not say it is unimplemented.
-pub fn subvol_recv_implemented(stream: &Path, scratch: &Path) -> bool {
-    let help = Command::new(super::bin("subvol"))
-        .args(["recv", "--help"])
-        .output();
-    if !help.is_ok_and(|o| o.status.success()) {
-        return false;
-    }
-    match subvol_recv(stream, scratch) {
-        Ok(()) => true,
-        Err(e) => !e.contains("not implemented"),
-    }
-}
-
 /// Writes a file with `content`.
 pub fn write(p: &Path, content: &[u8]) {
     if let Some(d) = p.parent() {
