@@ -25,12 +25,18 @@ pub struct SignSummary {
 /// ([`Signer::write_header`], [`Signer::write_command`]), then call [`Signer::finish`].
 ///
 /// The END command is held back until the signer knows what follows it (another stream header,
+/// Bytes staged before they are hashed (see `Signer::hash_buf`).
+const HASH_BUF: usize = 64 * 1024;
+
 /// or the end of input), so the final block before it can say so.
 pub struct Signer<W: Write> {
     out: W,
     key: SecretKey,
     stream_id: [u8; 16],
     hasher: blake3::Hasher,
+    /// Covered bytes not hashed yet: BLAKE3 is fast on large inputs (SIMD over many chunks)
+    /// and slow when fed one 10-byte header at a time.
+    hash_buf: Vec<u8>,
     segment: u64,
     seg_bytes: u64,
     seg_cmds: u64,
@@ -71,6 +77,7 @@ impl<W: Write> Signer<W> {
             key,
             stream_id,
             hasher: blake3::Hasher::new(),
+            hash_buf: Vec::with_capacity(HASH_BUF),
             segment: 0,
             seg_bytes: 0,
             seg_cmds: 0,
@@ -105,7 +112,15 @@ impl<W: Write> Signer<W> {
     }
 
     fn covered(&mut self, b: &[u8]) -> Result<(), Error> {
-        self.hasher.update(b);
+        if self.hash_buf.len() + b.len() > HASH_BUF {
+            self.hasher.update(&self.hash_buf);
+            self.hash_buf.clear();
+        }
+        if b.len() >= HASH_BUF {
+            self.hasher.update(b);
+        } else {
+            self.hash_buf.extend_from_slice(b);
+        }
         self.seg_bytes += b.len() as u64;
         self.put(b)
     }
@@ -211,6 +226,8 @@ impl<W: Write> Signer<W> {
 
     /// Closes the current segment with a block of `kind`.
     fn close(&mut self, kind: Kind) -> Result<(), Error> {
+        self.hasher.update(&self.hash_buf);
+        self.hash_buf.clear();
         let digest: [u8; 32] = *self.hasher.finalize().as_bytes();
         self.hasher.reset();
         let mut b = Block {
