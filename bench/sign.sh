@@ -27,22 +27,29 @@ fi
 key=$BENCH_WORK/sign-bench.key
 [ -f "$key" ] || "$SUBVOL" keygen -o "$key" >/dev/null
 
-bench_mount_btrfs 16G
-mnt=$BENCH_MNT
+# One loop device; the file system is made afresh before every timed receive.
+img=$(mktemp "$BENCH_WORK/sign-recv.XXXXXX.img")
+mnt=$(mktemp -d "$BENCH_WORK/sign-mnt.XXXXXX")
+truncate -s 16G "$img"
+loop=$(losetup --find --show "$img")
+bench_on_exit rm -rf "$img" "$mnt"
+bench_on_exit losetup -d "$loop"
+bench_on_exit umount -q "$mnt"
 
-# Times one receive into a fresh directory; the received subvolume is deleted afterwards
-# (untimed). Prints the wall seconds.
+# Times one receive into a fresh file system (destination cold, the stream file warm), `sync`
+# included, as bench/recv.sh does. Prints the wall seconds.
 recv_once() {
-  local dest=$mnt/recv.$RANDOM.$RANDOM t0 t1
-  mkdir "$dest"
+  local stream=${*: -1} t0 t1
+  mountpoint -q "$mnt" && umount "$mnt"
+  mkfs.btrfs -q -f "$loop" >/dev/null
+  mount "$loop" "$mnt"
   sync
+  echo 3 > /proc/sys/vm/drop_caches
+  cat "$stream" > /dev/null
   t0=$(date +%s.%N)
-  "$SUBVOL" recv -q "$@" "$dest" >/dev/null || { echo "bench: recv failed: $*" >&2; return 1; }
+  "$SUBVOL" recv -q "$@" "$mnt" >/dev/null || { echo "bench: recv failed: $*" >&2; return 1; }
+  sync
   t1=$(date +%s.%N)
-  btrfs -q subvolume delete "$dest"/* >/dev/null
-  rmdir "$dest"
-  btrfs filesystem sync "$mnt" >/dev/null
-  btrfs -q subvolume sync "$mnt" >/dev/null 2>&1 || true
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }'
 }
 
@@ -103,7 +110,7 @@ mkdir -p "$(dirname "$out")"
   echo "$(btrfs --version), subvol $(git -C "$BENCH_ROOT" describe --always --dirty 2>/dev/null || echo '?') (release build)."
   echo "Warm page cache, median of $RUNS runs (all runs listed); MB = 10^6 bytes; throughput is of"
   echo "the unsigned input size except for \`verify --key\` (signed size). recv runs alternate"
-  echo "plain/verified on one loop btrfs; each received subvolume is deleted (untimed) after its run."
+  echo "plain/verified, each into a freshly made btrfs (destination cold, stream warm), \`sync\` included."
   echo "The machine is shared (other builds may run concurrently), so single runs vary."
   echo
   echo "| Stream | Size | Command | Median | Throughput | Peak RSS | Runs (s) |"
