@@ -1,17 +1,23 @@
 //! [`ThreadedSource`]: runs a [`Source`] on its own thread and hands its items over through a
-//! bounded channel, so parsing, CRC checks and signature verification overlap with applying.
+//! bounded queue, so parsing, CRC checks and signature verification overlap with applying.
 //!
-//! Items go one at a time: the producer may block in `read` on a slow pipe at any moment, and
-//! whatever it has already parsed must reach the consumer without waiting for more input.
-//! Memory stays bounded: at most [`DEPTH`] commands (each under the per-version payload cap) are
-//! in flight, and command buffers are recycled back to the producer.
+//! Each item is queued as soon as it is parsed (the producer may block in `read` on a slow pipe
+//! at any moment, and what it already has must not wait for more input), but the consumer takes
+//! everything queued under one lock, and a side is woken only when it actually sleeps: on a
+//! stream of small commands this avoids a futex round trip per command.
+//!
+//! Memory stays bounded: the queue holds at most [`MAX_QUEUED_BYTES`] of payload or
+//! [`MAX_QUEUED_ITEMS`] items (plus one batch being applied), and command buffers are recycled.
 
 use super::{Command, Item, Source};
 use crate::Error;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// Commands in flight between the threads.
-pub const DEPTH: usize = 64;
+/// Payload bytes queued before the producer waits.
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// Items queued before the producer waits.
+pub const MAX_QUEUED_ITEMS: usize = 4096;
 
 struct Entry {
     item: Item,
@@ -21,18 +27,39 @@ struct Entry {
     commands: u64,
 }
 
-// `Item` is nearly every message: boxing it would allocate once per command.
-#[allow(clippy::large_enum_variant)]
-enum Msg {
-    Item(Entry),
-    Done,
-    Failed(Error),
+#[derive(Default)]
+struct State {
+    items: VecDeque<Entry>,
+    bytes: usize,
+    /// Set by the producer when it stops: Ok at a clean end, the error otherwise.
+    end: Option<Result<(), Error>>,
+    consumer_gone: bool,
+    consumer_waiting: bool,
+    producer_waiting: bool,
+    /// Spent command buffers on their way back to the producer.
+    spare: Vec<Command>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    not_empty: Condvar,
+    not_full: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic on the other side poisons the lock; the state is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A [`Source`] whose producer runs on another thread.
 pub struct ThreadedSource {
-    rx: Receiver<Msg>,
-    recycle: SyncSender<Command>,
+    shared: Arc<Shared>,
+    batch: VecDeque<Entry>,
+    spent: Vec<Command>,
     offset: u64,
     commands: u64,
     finished: bool,
@@ -41,68 +68,114 @@ pub struct ThreadedSource {
 impl ThreadedSource {
     /// Starts pulling from `source` on a new thread.
     pub fn spawn<S: Source + Send + 'static>(mut source: S) -> ThreadedSource {
-        let (tx, rx) = sync_channel::<Msg>(DEPTH);
-        // Spent command buffers come back for reuse.
-        let (recycle, reuse) = sync_channel::<Command>(DEPTH);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+        });
+        let theirs = Arc::clone(&shared);
         std::thread::spawn(move || {
+            let shared = theirs;
+            let mut spare: Vec<Command> = Vec::new();
             loop {
-                let mut cmd = reuse.try_recv().unwrap_or_default();
-                let msg = match source.next_item(&mut cmd) {
-                    Ok(Some(item)) => Msg::Item(Entry {
-                        item,
-                        cmd,
-                        offset: source.offset(),
-                        commands: source.commands(),
-                    }),
-                    Ok(None) => Msg::Done,
-                    Err(e) => Msg::Failed(e),
-                };
-                let last = !matches!(msg, Msg::Item(_));
-                // A failed send means the consumer is gone: stop.
-                if tx.send(msg).is_err() || last {
+                let mut cmd = spare.pop().unwrap_or_default();
+                let got = source.next_item(&mut cmd);
+                let mut st = shared.lock();
+                match got {
+                    Ok(Some(item)) => {
+                        while !st.consumer_gone
+                            && (st.items.len() >= MAX_QUEUED_ITEMS || st.bytes >= MAX_QUEUED_BYTES)
+                        {
+                            st.producer_waiting = true;
+                            st = shared
+                                .not_full
+                                .wait(st)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        }
+                        st.producer_waiting = false;
+                        if st.consumer_gone {
+                            return;
+                        }
+                        st.bytes += cmd.payload().len();
+                        let entry = Entry {
+                            item,
+                            cmd,
+                            offset: source.offset(),
+                            commands: source.commands(),
+                        };
+                        st.items.push_back(entry);
+                        spare.append(&mut st.spare);
+                    }
+                    Ok(None) => st.end = Some(Ok(())),
+                    Err(e) => st.end = Some(Err(e)),
+                }
+                let stop = st.end.is_some();
+                if st.consumer_waiting {
+                    shared.not_empty.notify_one();
+                }
+                drop(st);
+                if stop {
                     return;
                 }
             }
         });
         ThreadedSource {
-            rx,
-            recycle,
+            shared,
+            batch: VecDeque::new(),
+            spent: Vec::new(),
             offset: 0,
             commands: 0,
             finished: false,
         }
     }
+
+    /// Waits for queued items and takes all of them; returns the producer's end once the queue
+    /// is empty and it has stopped.
+    fn refill(&mut self) -> Option<Result<(), Error>> {
+        let mut st = self.shared.lock();
+        while st.items.is_empty() && st.end.is_none() {
+            st.consumer_waiting = true;
+            st = self
+                .shared
+                .not_empty
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        st.consumer_waiting = false;
+        if st.items.is_empty() {
+            return st.end.take();
+        }
+        std::mem::swap(&mut self.batch, &mut st.items);
+        st.bytes = 0;
+        st.spare.append(&mut self.spent);
+        if st.producer_waiting {
+            self.shared.not_full.notify_one();
+        }
+        None
+    }
 }
 
 impl Source for ThreadedSource {
     fn next_item(&mut self, out: &mut Command) -> Result<Option<Item>, Error> {
-        if self.finished {
+        if self.batch.is_empty() {
+            if self.finished {
+                return Ok(None);
+            }
+            if let Some(end) = self.refill() {
+                self.finished = true;
+                return end.map(|()| None);
+            }
+        }
+        let Some(mut e) = self.batch.pop_front() else {
             return Ok(None);
+        };
+        std::mem::swap(out, &mut e.cmd);
+        if self.spent.len() < 64 {
+            self.spent.push(e.cmd);
         }
-        match self.rx.recv() {
-            Ok(Msg::Item(mut e)) => {
-                std::mem::swap(out, &mut e.cmd);
-                let _ = self.recycle.try_send(e.cmd);
-                self.offset = e.offset;
-                self.commands = e.commands;
-                Ok(Some(e.item))
-            }
-            Ok(Msg::Done) => {
-                self.finished = true;
-                Ok(None)
-            }
-            Ok(Msg::Failed(e)) => {
-                self.finished = true;
-                Err(e)
-            }
-            Err(_) => {
-                // The producer died without saying why (a panic): report, don't hang.
-                self.finished = true;
-                Err(Error::Invalid(
-                    "the stream reader thread stopped unexpectedly".into(),
-                ))
-            }
-        }
+        self.offset = e.offset;
+        self.commands = e.commands;
+        Ok(Some(e.item))
     }
 
     fn offset(&self) -> u64 {
@@ -111,6 +184,16 @@ impl Source for ThreadedSource {
 
     fn commands(&self) -> u64 {
         self.commands
+    }
+}
+
+impl Drop for ThreadedSource {
+    fn drop(&mut self) {
+        // Let a producer waiting for room stop; one blocked in `read` stops at its next item.
+        let mut st = self.shared.lock();
+        st.consumer_gone = true;
+        st.items.clear();
+        self.shared.not_full.notify_one();
     }
 }
 
