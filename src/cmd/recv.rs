@@ -28,7 +28,14 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
             .map_err(|e| Error::io("install signal handler for", "SIGINT/SIGTERM", e))?;
     }
     let (input, size) = open_input(a.input.file.as_deref())?;
-    let reader = Reader::new(ThreadedInput::spawn(input, Some(Arc::clone(&interrupted))));
+    // A pipe is read on a thread of its own (a silent sender must not delay a signal); a regular
+    // file never blocks for long, and reading it directly saves a copy.
+    let input: Box<dyn std::io::Read + Send> = if size.is_some() {
+        input
+    } else {
+        Box::new(ThreadedInput::spawn(input, Some(Arc::clone(&interrupted))))
+    };
+    let reader = Reader::new(input);
     // Parsing, CRC checks and signature verification run on their own thread.
     let mut source = if a.verify_keys.is_empty() {
         ThreadedSource::spawn(reader)

@@ -248,6 +248,12 @@ impl Command {
         cmd::name(self.cmd).unwrap_or("unknown")
     }
 
+    /// Bytes allocated for the payload buffer (what a queue of commands really holds).
+    #[must_use]
+    pub fn allocated(&self) -> usize {
+        self.payload.capacity()
+    }
+
     /// The raw TLV payload.
     #[must_use]
     pub fn payload(&self) -> &[u8] {

@@ -6,18 +6,22 @@
 //! everything queued under one lock, and a side is woken only when it actually sleeps: on a
 //! stream of small commands this avoids a futex round trip per command.
 //!
-//! Memory stays bounded: the queue holds at most [`MAX_QUEUED_BYTES`] of payload or
-//! [`MAX_QUEUED_ITEMS`] items (plus one batch being applied), and command buffers are recycled.
+//! Memory stays bounded: the queue holds at most [`MAX_QUEUED_BYTES`] of command buffers
+//! (counted by allocation, not payload length, since recycled buffers keep their capacity) or
+//! [`MAX_QUEUED_ITEMS`] items, plus one batch being applied and at most [`MAX_SPARE`] recycled
+//! buffers.
 
 use super::{Command, Item, Source};
 use crate::Error;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// Payload bytes queued before the producer waits.
-pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// Buffer bytes queued before the producer waits.
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 /// Items queued before the producer waits.
-pub const MAX_QUEUED_ITEMS: usize = 4096;
+pub const MAX_QUEUED_ITEMS: usize = 2048;
+/// Spent command buffers kept for reuse.
+pub const MAX_SPARE: usize = 16;
 
 struct Entry {
     item: Item,
@@ -96,7 +100,7 @@ impl ThreadedSource {
                         if st.consumer_gone {
                             return;
                         }
-                        st.bytes += cmd.payload().len();
+                        st.bytes += cmd.allocated();
                         let entry = Entry {
                             item,
                             cmd,
@@ -147,7 +151,10 @@ impl ThreadedSource {
         }
         std::mem::swap(&mut self.batch, &mut st.items);
         st.bytes = 0;
-        st.spare.append(&mut self.spent);
+        if st.spare.len() < MAX_SPARE {
+            st.spare.append(&mut self.spent);
+        }
+        self.spent.clear();
         if st.producer_waiting {
             self.shared.not_full.notify_one();
         }
@@ -170,7 +177,7 @@ impl Source for ThreadedSource {
             return Ok(None);
         };
         std::mem::swap(out, &mut e.cmd);
-        if self.spent.len() < 64 {
+        if self.spent.len() < MAX_SPARE {
             self.spent.push(e.cmd);
         }
         self.offset = e.offset;
