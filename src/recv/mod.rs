@@ -447,11 +447,16 @@ impl Staging {
     }
 
     fn root(&self) -> Result<BorrowedFd<'_>, Failure> {
-        self.root
-            .as_ref()
-            .map(AsFd::as_fd)
-            .ok_or_else(|| Failure::Protocol("subvolume closed".into()))
+        root_fd(&self.root)
     }
+}
+
+/// The staging root's handle (a free function so that the other fields of [`Staging`] stay
+/// borrowable alongside it).
+fn root_fd(root: &Option<OwnedFd>) -> Result<BorrowedFd<'_>, Failure> {
+    root.as_ref()
+        .map(AsFd::as_fd)
+        .ok_or_else(|| Failure::Protocol("subvolume closed".into()))
 }
 
 fn nonce() -> u64 {
@@ -550,6 +555,14 @@ struct Receiver<'a> {
     current: Option<Staging>,
     done: Vec<Received>,
     decode_buf: Vec<u8>,
+}
+
+/// The object of a metadata command (see `Receiver::target`).
+enum Target<'a> {
+    /// An open handle: the subvolume root or the cached file.
+    Fd(BorrowedFd<'a>),
+    /// A name in a directory beneath the root (never followed).
+    Name(BorrowedFd<'a>, &'a [u8]),
 }
 
 /// What a create command makes.
@@ -849,11 +862,7 @@ impl Receiver<'_> {
             Some(x) => x,
             None => return Err(Failure::Path(PathRefusal::Root)),
         };
-        let root = s
-            .root
-            .as_ref()
-            .map(AsFd::as_fd)
-            .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
+        let root = root_fd(&s.root)?;
         let parent = s.dirs.get(root, dir)?;
         let owner = Mode::from_raw_mode(0o600);
         let result = match what {
@@ -921,10 +930,7 @@ impl Receiver<'_> {
                     clone_sources,
                     ..
                 } = s;
-                let root = root
-                    .as_ref()
-                    .map(AsFd::as_fd)
-                    .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
+                let root = root_fd(root)?;
                 // Two parents may be needed at once: the cache holds one, open the other.
                 let from_parent = match fd_dir {
                     Some(d) => {
@@ -948,10 +954,7 @@ impl Receiver<'_> {
                 let (nd, nname) = beneath::split(path)?.ok_or(Failure::Path(PathRefusal::Root))?;
                 let s = self.staging()?;
                 let Staging { root, dirs, .. } = s;
-                let root = root
-                    .as_ref()
-                    .map(AsFd::as_fd)
-                    .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
+                let root = root_fd(root)?;
                 let tparent = match td {
                     Some(d) => {
                         Some(beneath::open_dir(root, d).map_err(dir_err("open parent directory"))?)
@@ -967,11 +970,7 @@ impl Receiver<'_> {
                 let dir = matches!(op, Op::Rmdir { .. });
                 let s = self.staging()?;
                 let (d, name) = beneath::split(path)?.ok_or(Failure::Path(PathRefusal::Root))?;
-                let root = s
-                    .root
-                    .as_ref()
-                    .map(AsFd::as_fd)
-                    .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
+                let root = root_fd(&s.root)?;
                 let parent = s.dirs.get(root, d)?;
                 let flags = if dir {
                     AtFlags::REMOVEDIR
@@ -1129,11 +1128,7 @@ impl Receiver<'_> {
                 let s = self.staging()?;
                 s.file.fd = None; // verity needs no writers
                 let (d, name) = beneath::split(path)?.ok_or(Failure::Path(PathRefusal::Root))?;
-                let root = s
-                    .root
-                    .as_ref()
-                    .map(AsFd::as_fd)
-                    .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
+                let root = root_fd(&s.root)?;
                 let parent = s.dirs.get(root, d)?;
                 let fd =
                     beneath::open_regular(parent, name, false).map_err(regular("enable verity"))?;
@@ -1160,11 +1155,7 @@ impl Receiver<'_> {
             .ok_or_else(|| Failure::Protocol("command before SUBVOL or SNAPSHOT".into()))?;
         if s.file.hit(path).is_none() {
             let (d, name) = beneath::split(path)?.ok_or(Failure::Path(PathRefusal::Root))?;
-            let root = s
-                .root
-                .as_ref()
-                .map(AsFd::as_fd)
-                .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
+            let root = root_fd(&s.root)?;
             let parent = s.dirs.get(root, d)?;
             let fd =
                 beneath::open_regular(parent, name, true).map_err(regular("open for writing"))?;
@@ -1175,6 +1166,20 @@ impl Receiver<'_> {
             .ok_or_else(|| Failure::Protocol("file cache".into()))
     }
 
+    /// What a metadata command applies to: an open handle (the subvolume root or the cached
+    /// file), or a name in a parent directory resolved beneath the root.
+    fn target<'a>(&'a mut self, path: &'a [u8]) -> Result<Target<'a>, Failure> {
+        let s = self.staging()?;
+        if let Some(fd) = s.file.hit(path) {
+            return Ok(Target::Fd(fd));
+        }
+        let root = root_fd(&s.root)?;
+        Ok(match beneath::split(path)? {
+            None => Target::Fd(root),
+            Some((d, name)) => Target::Name(s.dirs.get(root, d)?, name),
+        })
+    }
+
     /// Runs `with_fd` on the root or the cached open file, otherwise `with_name` on (parent, name).
     fn on_name(
         &mut self,
@@ -1183,22 +1188,11 @@ impl Receiver<'_> {
         with_fd: impl FnOnce(BorrowedFd<'_>) -> rustix::io::Result<()>,
         with_name: impl FnOnce(BorrowedFd<'_>, &[u8]) -> rustix::io::Result<()>,
     ) -> Result<(), Failure> {
-        let s = self.staging()?;
-        if let Some(fd) = s.file.hit(path) {
-            return with_fd(fd).map_err(os(op));
+        match self.target(path)? {
+            Target::Fd(fd) => with_fd(fd),
+            Target::Name(parent, name) => with_name(parent, name),
         }
-        let root = s
-            .root
-            .as_ref()
-            .map(AsFd::as_fd)
-            .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
-        match beneath::split(path)? {
-            None => with_fd(root).map_err(os(op)),
-            Some((d, name)) => {
-                let parent = s.dirs.get(root, d)?;
-                with_name(parent, name).map_err(os(op))
-            }
-        }
+        .map_err(os(op))
     }
 
     /// Like [`Self::on_name`] but the fallback gets an `O_PATH` handle and its stat.
@@ -1209,19 +1203,9 @@ impl Receiver<'_> {
         with_fd: impl FnOnce(BorrowedFd<'_>) -> rustix::io::Result<()>,
         with_handle: impl FnOnce(BorrowedFd<'_>, &rfs::Stat) -> Result<(), Failure>,
     ) -> Result<(), Failure> {
-        let s = self.staging()?;
-        if let Some(fd) = s.file.hit(path) {
-            return with_fd(fd).map_err(os(op));
-        }
-        let root = s
-            .root
-            .as_ref()
-            .map(AsFd::as_fd)
-            .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
-        match beneath::split(path)? {
-            None => with_fd(root).map_err(os(op)),
-            Some((d, name)) => {
-                let parent = s.dirs.get(root, d)?;
+        match self.target(path)? {
+            Target::Fd(fd) => with_fd(fd).map_err(os(op)),
+            Target::Name(parent, name) => {
                 let handle = beneath::open_path(parent, name).map_err(os(op))?;
                 let st = rfs::fstat(&handle).map_err(os(op))?;
                 with_handle(handle.as_fd(), &st)
@@ -1245,11 +1229,7 @@ impl Receiver<'_> {
         if let Some(fd) = s.file.hit(path) {
             return on_fd(fd).map_err(os("xattr"));
         }
-        let root = s
-            .root
-            .as_ref()
-            .map(AsFd::as_fd)
-            .ok_or_else(|| Failure::Protocol("subvolume closed".into()))?;
+        let root = root_fd(&s.root)?;
         match beneath::split(path)? {
             None => on_fd(root).map_err(os("xattr")),
             Some((d, fname)) => {
