@@ -69,6 +69,9 @@ pub enum Error {
     /// Publishing or pulling failed.
     #[error(transparent)]
     Mirror(#[from] crate::mirror::MirrorError),
+    /// Stopped by SIGINT or SIGTERM (partial work removed).
+    #[error("interrupted")]
+    Interrupted,
     /// Something the caller asked for is not valid.
     #[error("{0}")]
     Invalid(String),
@@ -115,6 +118,7 @@ impl Error {
             Error::Recv(e) => e.exit_code(),
             Error::Mirror(e) => e.exit_code(),
             Error::Invalid(_) => ExitCode::Failure,
+            Error::Interrupted => ExitCode::Interrupted,
         }
     }
 }

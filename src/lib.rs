@@ -16,6 +16,7 @@ pub mod digest;
 pub mod dump;
 pub mod error;
 pub mod mirror;
+pub mod pipeline;
 pub mod pool;
 pub mod recv;
 pub mod send;

@@ -3,7 +3,8 @@
 //! [`crate::sign::VerifyingSource`]).
 
 use crate::Error;
-use crate::stream::{Command, Item, Source, StreamError, StreamErrorKind};
+use crate::pipeline::Source;
+use crate::stream::{Command, Item, StreamError, StreamErrorKind};
 
 /// What a verified input contained.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -16,11 +16,12 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output, Stdio};
+use subvol::pipeline::Source;
 use subvol::sign::{
     Block, FailureKind, KeySet, SIGNATURE_CMD, SecretKey, SignError, Signer, VerifyingSource,
     sign_stream,
 };
-use subvol::stream::{Builder, Command, Item, Reader, Source, Timespec, Writer, attr, cmd};
+use subvol::stream::{Builder, Command, Item, Reader, Timespec, Writer, attr, cmd};
 
 // ---------------------------------------------------------------------------------------------
 // helpers

@@ -18,7 +18,8 @@ pub mod beneath;
 pub mod decompress;
 pub mod mounts;
 
-use crate::stream::{AttrError, Command, Item, Op, Source, Timespec, Uuid, cmd};
+use crate::pipeline::Source;
+use crate::stream::{AttrError, Command, Item, Op, Timespec, Uuid, cmd};
 use crate::{Error, ExitCode};
 use beneath::{OpenRegularError, PathRefusal, is_within};
 use decompress::DecodeError;

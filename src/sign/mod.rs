@@ -11,7 +11,7 @@
 //!
 //! * [`Signer`] is the signing filter (a sink for headers and commands that writes the signed
 //!   stream); [`sign_stream`] drives it from a [`crate::stream::Reader`].
-//! * [`VerifyingSource`] is the verifying filter: a [`crate::stream::Source`] that buffers one
+//! * [`VerifyingSource`] is the verifying filter: a [`crate::pipeline::Source`] that buffers one
 //!   segment (at most [`MAX_SEGMENT_BYTES`]), checks its block and only then yields its
 //!   commands.
 //! * [`KeySet`], [`PublicKey`], [`SecretKey`], [`keygen`]: key files.

@@ -1,7 +1,8 @@
 //! Unit tests of signing and verification on synthetic streams.
 
 use super::*;
-use crate::stream::{Builder, Command, Item, Reader, Source, Timespec, Writer, attr, cmd};
+use crate::pipeline::Source;
+use crate::stream::{Builder, Command, Item, Reader, Timespec, Writer, attr, cmd};
 
 fn key(n: u8) -> SecretKey {
     SecretKey::from_seed(&[n; 32])

@@ -5,7 +5,8 @@ use super::block::{Block, Kind, SIGNATURE_CMD};
 use super::keys::{KeyId, KeySet, hex};
 use super::{Failure, FailureKind, MAX_SEGMENT_BYTES, SignError, show_path};
 use crate::Error;
-use crate::stream::{Command, Item, Reader, Source, attr, cmd, proto, stream_header};
+use crate::pipeline::Source;
+use crate::stream::{Command, Item, Reader, attr, cmd, proto, stream_header};
 use ed25519_dalek::Signature;
 use std::io::Read;
 
@@ -50,7 +51,8 @@ enum After {
 ///
 /// ```no_run
 /// use subvol::sign::{KeySet, VerifyingSource};
-/// use subvol::stream::{Command, Item, Reader, Source};
+/// use subvol::pipeline::Source;
+/// use subvol::stream::{Command, Item, Reader};
 /// # fn main() -> Result<(), subvol::Error> {
 /// let keys = KeySet::load(&["vendor.pub".into()])?;
 /// let input = std::io::BufReader::new(std::fs::File::open("snap.signed").unwrap());

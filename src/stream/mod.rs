@@ -36,30 +36,3 @@ pub fn copy<R: std::io::Read, W: std::io::Write>(
     }
     Ok(n)
 }
-
-/// Anything that yields headers and commands: a [`Reader`], or a filter wrapped around one
-/// (for example signature verification, which releases a segment's commands only after its
-/// signature checked). The receiver and the dump printers consume a `Source`.
-pub trait Source {
-    /// The next header or command, or `Ok(None)` at a clean end of input.
-    ///
-    /// # Errors
-    /// Stream, I/O or verification errors.
-    fn next_item(&mut self, out: &mut Command) -> Result<Option<Item>, crate::Error>;
-    /// Bytes of input consumed so far.
-    fn offset(&self) -> u64;
-    /// Commands yielded so far.
-    fn commands(&self) -> u64;
-}
-
-impl<R: std::io::Read> Source for Reader<R> {
-    fn next_item(&mut self, out: &mut Command) -> Result<Option<Item>, crate::Error> {
-        Ok(self.next(out)?)
-    }
-    fn offset(&self) -> u64 {
-        Reader::offset(self)
-    }
-    fn commands(&self) -> u64 {
-        Reader::commands(self)
-    }
-}

@@ -11,8 +11,9 @@
 //! [`MAX_QUEUED_ITEMS`] items, plus one batch being applied and at most [`MAX_SPARE`] recycled
 //! buffers.
 
-use super::{Command, Item, Source};
+use super::{Command, Item};
 use crate::Error;
+use crate::pipeline::Source;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
