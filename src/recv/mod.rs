@@ -468,15 +468,12 @@ impl<'a> Receiver<'a> {
         drop(clones);
         let name = staging.name().to_os_string();
         let received = staging
-            .commit(tree.into_root(), parent_uuid)
+            .commit(tree.into_root(), &self.dest, parent_uuid)
             .map_err(|failure| RecvError::Commit {
                 name: name.to_string_lossy().into_owned(),
                 failure,
             })?;
-        self.done.push(Received {
-            path: self.dest.path().join(&name),
-            ..received
-        });
+        self.done.push(received);
         Ok(())
     }
 

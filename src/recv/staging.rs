@@ -111,14 +111,15 @@ impl Staging {
     }
 
     /// Sets the received UUID, makes the subvolume read-only and renames it to its final name
-    /// (never over an existing one). `root` is its locked root handle, released afterwards.
-    /// The returned path is the bare name; the caller joins it to DEST.
+    /// (never over an existing one) in `dest`. `root` is its locked root handle, released
+    /// afterwards.
     ///
     /// # Errors
     /// ioctl or rename errors; the staging subvolume is then removed.
     pub(super) fn commit(
         mut self,
         root: OwnedFd,
+        dest: &Dest,
         parent_uuid: Option<Uuid>,
     ) -> Result<Received, Failure> {
         let result = (|| {
@@ -138,7 +139,7 @@ impl Staging {
         self.committed = true;
         Ok(Received {
             name: self.name.clone(),
-            path: self.name.clone().into(),
+            path: dest.path().join(&self.name),
             uuid: self.uuid,
             ctransid: self.ctransid,
             parent_uuid,
