@@ -1185,3 +1185,30 @@ fn subvol_recv_binary_is_a_drop_in() {
     ok(&out);
     assert_eq!(out.stdout, fs::read(streams.join("full-v1.dump")).unwrap());
 }
+
+/// Faults of this host are not blamed on the stream: a missing parent exits 1, no btrfs mount
+/// for DEST exits 6 (neither is 3, "invalid stream"), and nothing is left behind.
+#[test]
+fn host_faults_are_not_invalid_streams() {
+    let Some(streams) = kernel_streams() else {
+        return;
+    };
+    let Some(fs_) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let dest = fs_.path();
+    let incr = streams.join("incr-v2.stream");
+    let out = recv_file(&incr, dest, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot find parent subvolume"), "{err}");
+    assert!(entries(dest).is_empty(), "left {:?}", entries(dest));
+
+    ok(&recv_file(&streams.join("full-v2.stream"), dest, &[]));
+    // -m names a mount that is not btrfs: the parent is found, but cannot be opened.
+    let out = recv_file(&incr, dest, &["-m", "/proc"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("no btrfs mount found"), "{err}");
+    assert_eq!(entries(dest), ["snap1"]);
+}
