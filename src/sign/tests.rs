@@ -1,7 +1,7 @@
 //! Unit tests of signing and verification on synthetic streams.
 
 use super::*;
-use crate::pipeline::Source;
+use crate::pipeline::{Hook, Source};
 use crate::stream::{Builder, Command, Item, Reader, Timespec, Writer, attr, cmd};
 
 fn key(n: u8) -> SecretKey {
@@ -86,7 +86,7 @@ fn stream(version: u32, files: &[(&str, usize)]) -> Vec<u8> {
 fn sign(input: &[u8], k: u8, target: u64, max: u64) -> Vec<u8> {
     let signer =
         Signer::with_stream_id(Vec::new(), key(k), [k; 16]).with_segment_sizes(target, max);
-    sign_stream(&mut Reader::new(input), signer, &mut |_, _| {})
+    sign_stream(&mut Reader::new(input), signer, &mut Hook::none())
         .unwrap()
         .1
 }
@@ -330,7 +330,12 @@ fn concatenated_streams_are_one_chain() {
 fn signing_a_signed_stream_is_refused() {
     let signed = sign(&stream(2, &[("a", 10)]), 1, 1024, 4096);
     let signer = Signer::with_stream_id(Vec::new(), key(1), [0; 16]);
-    let e = sign_stream(&mut Reader::new(signed.as_slice()), signer, &mut |_, _| {}).unwrap_err();
+    let e = sign_stream(
+        &mut Reader::new(signed.as_slice()),
+        signer,
+        &mut Hook::none(),
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("already carries signature blocks"),
         "{e}"
