@@ -438,6 +438,78 @@ mod tests {
     }
 
     #[test]
+    fn writer_sink_gives_the_input_bytes() {
+        use crate::stream::{Builder, attr};
+        let mut w = Writer::new(Vec::new());
+        w.write_header(2).unwrap();
+        let c = Builder::new(cmd::WRITE, 2)
+            .bytes(attr::PATH, b"f")
+            .u64(attr::FILE_OFFSET, 0)
+            .data(&[7; 1000])
+            .build()
+            .unwrap();
+        w.write_command(&c).unwrap();
+        w.write_command(&end_command(2)).unwrap();
+        w.write_header(1).unwrap();
+        w.write_command(&end_command(1)).unwrap();
+        let bytes = w.into_inner();
+        let mut out = Writer::new(Vec::new());
+        let t = pump(&mut Reader::new(&bytes[..]), &mut out, &mut Hook::none()).unwrap();
+        assert_eq!((t.streams, t.commands, t.max_version), (2, 3, 2));
+        assert_eq!(out.into_inner(), bytes);
+    }
+
+    #[test]
+    fn split_command_is_the_same_frame() {
+        use crate::stream::{Builder, attr};
+        let head = Builder::new(cmd::WRITE, 2)
+            .bytes(attr::PATH, b"f")
+            .u64(attr::FILE_OFFSET, 0)
+            .build()
+            .unwrap();
+        let data = [5u8; 300];
+        let whole = Builder::new(cmd::WRITE, 2)
+            .bytes(attr::PATH, b"f")
+            .u64(attr::FILE_OFFSET, 0)
+            .data(&data)
+            .build()
+            .unwrap();
+        let tail: [&[u8]; 2] = [&attr::DATA.to_le_bytes(), &data];
+        // Writer writes the parts; the default method assembles them.
+        let mut w = Writer::new(Vec::new());
+        w.command_split(&head, &tail, Position::default()).unwrap();
+        struct Keep(Vec<Command>);
+        impl CommandSink for Keep {
+            fn header(&mut self, _: u32, _: Position) -> Result<(), Error> {
+                Ok(())
+            }
+            fn command(&mut self, c: &Command, _: Position) -> Result<ControlFlow<()>, Error> {
+                self.0.push(c.clone());
+                Ok(ControlFlow::Continue(()))
+            }
+            fn finish(&mut self) -> Result<(), Error> {
+                Ok(())
+            }
+        }
+        let mut keep = Keep(Vec::new());
+        keep.command_split(&head, &tail, Position::default())
+            .unwrap();
+        assert_eq!(keep.0, vec![whole.clone()]);
+        let mut expect = whole.frame_header().to_vec();
+        expect.extend_from_slice(whole.payload());
+        assert_eq!(w.into_inner(), expect);
+    }
+
+    #[test]
+    fn until_end_stops_after_the_first_stream() {
+        let bytes = two_streams();
+        let mut sink = UntilEnd(Count::default());
+        let t = pump(&mut Reader::new(&bytes[..]), &mut sink, &mut Hook::none()).unwrap();
+        assert_eq!((t.streams, t.commands), (1, 1));
+        assert!(sink.0.finished);
+    }
+
+    #[test]
     fn progress_reported_at_the_end() {
         let bytes = two_streams();
         let mut seen = Vec::new();

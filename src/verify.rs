@@ -47,3 +47,49 @@ impl CommandSink for Checker {
 pub fn verify<S: Source + ?Sized>(src: &mut S, hook: &mut Hook<'_>) -> Result<Summary, Error> {
     pump(src, &mut Checker, hook)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{Builder, Reader, Writer, attr, cmd, end_command};
+
+    fn stream(cmds: &[Command]) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new());
+        w.write_header(1).unwrap();
+        for c in cmds {
+            w.write_command(c).unwrap();
+        }
+        w.write_command(&end_command(1)).unwrap();
+        w.into_inner()
+    }
+
+    #[test]
+    fn checker_accepts_complete_commands() {
+        let mkdir = Builder::new(cmd::MKDIR, 1)
+            .bytes(attr::PATH, b"d")
+            .u64(attr::INO, 257)
+            .build()
+            .unwrap();
+        let bytes = stream(&[mkdir]);
+        let s = verify(&mut Reader::new(&bytes[..]), &mut Hook::none()).unwrap();
+        assert_eq!((s.streams, s.commands, s.bytes), (1, 2, bytes.len() as u64));
+    }
+
+    #[test]
+    fn checker_names_the_command_missing_an_attribute() {
+        let ok = Builder::new(cmd::UNLINK, 1)
+            .bytes(attr::PATH, b"x")
+            .build()
+            .unwrap();
+        let no_ino = Builder::new(cmd::MKDIR, 1)
+            .bytes(attr::PATH, b"d")
+            .build()
+            .unwrap();
+        let bytes = stream(&[ok.clone(), no_ino]);
+        let e = verify(&mut Reader::new(&bytes[..]), &mut Hook::none()).unwrap_err();
+        let Error::Stream(e) = e else { panic!("{e}") };
+        assert_eq!(e.index, Some(1));
+        assert_eq!(e.offset, 17 + ok.frame_len());
+        assert_eq!(e.cmd_name, Some("mkdir"));
+    }
+}

@@ -33,7 +33,6 @@ pub fn verify(a: &cli::VerifyArgs) -> Result<(), Error> {
             (r, Some(src.report()))
         }
     };
-    drop(hook);
     progress.finish();
     let mut out = io::stdout().lock();
     match (&result, a.json) {

@@ -805,3 +805,32 @@ pub fn end_command(version: u32) -> Command {
         ..Command::empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{Reader, Writer, command_header};
+
+    #[test]
+    fn frame_header_keeps_the_crc_read_and_computes_one_for_a_built_command() {
+        let built = Builder::new(cmd::UNLINK, 1)
+            .bytes(attr::PATH, b"x")
+            .build()
+            .unwrap();
+        assert_eq!(
+            built.frame_header(),
+            command_header(cmd::UNLINK, &[built.payload()])
+        );
+        let mut w = Writer::new(Vec::new());
+        w.write_header(1).unwrap();
+        w.write_command(&built).unwrap();
+        let bytes = w.into_inner();
+        let mut r = Reader::new(&bytes[..]);
+        let mut c = Command::empty();
+        r.next(&mut c).unwrap();
+        r.next(&mut c).unwrap();
+        assert_eq!(c.crc(), built.crc());
+        assert_eq!(&c.frame_header()[..], &bytes[17..27]);
+        assert_eq!(c.frame_len(), (bytes.len() - 17) as u64);
+    }
+}
