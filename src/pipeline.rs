@@ -477,7 +477,8 @@ mod tests {
         let tail: [&[u8]; 2] = [&attr::DATA.to_le_bytes(), &data];
         // Writer writes the parts; the default method assembles them.
         let mut w = Writer::new(Vec::new());
-        w.command_split(&head, &tail, Position::default()).unwrap();
+        let flow = w.command_split(&head, &tail, Position::default()).unwrap();
+        assert!(flow.is_continue());
         struct Keep(Vec<Command>);
         impl CommandSink for Keep {
             fn header(&mut self, _: u32, _: Position) -> Result<(), Error> {
@@ -492,8 +493,10 @@ mod tests {
             }
         }
         let mut keep = Keep(Vec::new());
-        keep.command_split(&head, &tail, Position::default())
+        let flow = keep
+            .command_split(&head, &tail, Position::default())
             .unwrap();
+        assert!(flow.is_continue());
         assert_eq!(keep.0, vec![whole.clone()]);
         let mut expect = whole.frame_header().to_vec();
         expect.extend_from_slice(whole.payload());
