@@ -12,8 +12,23 @@ use ed25519_dalek::Signature;
 use std::collections::VecDeque;
 use std::io::Read;
 
-/// Released command buffers kept for reuse (the rest are dropped).
-const SPARE_COMMANDS: usize = 256;
+/// Payload buffers of released commands kept for reuse: at most this many...
+const SPARE_BUFFERS: usize = 256;
+/// ...holding at most this many bytes.
+const SPARE_BYTES: usize = MAX_SEGMENT_BYTES as usize;
+
+/// A command of a segment whose block is not checked yet: its frame as read (header fields
+/// with the CRC the reader checked, payload bytes as they are). Only the payload buffer is held,
+/// not a whole [`Command`] with its attribute index, so that a segment of many tiny commands
+/// costs a few words per command beyond its bytes, as the segment byte cap means.
+struct Held {
+    cmd: u16,
+    version: u32,
+    crc: u32,
+    payload: Vec<u8>,
+    /// Input offset where the command ends.
+    end: u64,
+}
 
 /// What a verification saw (so far).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,11 +96,13 @@ enum SegmentItem {
 pub struct VerifyingSource<R: Read> {
     reader: Reader<R>,
     keys: KeySet,
-    /// The current segment's commands as read (frames checked, attributes indexed), each with
-    /// the input offset where it ends; released as they are once the block verified.
-    held: VecDeque<(Command, u64)>,
-    /// Command buffers of released commands, reused for reading.
-    spare: Vec<Command>,
+    /// Reads the segment's commands (then their payloads move to `held`).
+    scratch: Command,
+    /// The current segment's commands as read; released as they are once the block verified.
+    held: VecDeque<Held>,
+    /// Payload buffers of released commands, reused for reading.
+    spare: Vec<Vec<u8>>,
+    spare_bytes: usize,
     hasher: SegmentHasher,
     /// Covered bytes of the current segment.
     seg_bytes: u64,
@@ -122,8 +139,10 @@ impl<R: Read> VerifyingSource<R> {
         VerifyingSource {
             reader,
             keys,
+            scratch: Command::empty(),
             held: VecDeque::new(),
             spare: Vec::new(),
+            spare_bytes: 0,
             hasher: SegmentHasher::new(),
             seg_bytes: 0,
             seg_header: None,
@@ -194,21 +213,27 @@ impl<R: Read> VerifyingSource<R> {
     }
 
     /// Yields the next item of the verified segment.
-    fn release(&mut self, out: &mut Command) -> Item {
+    fn release(&mut self, out: &mut Command) -> Result<Item, Error> {
         if let Some((version, end)) = self.seg_header.take() {
             self.rel_offset = end;
             self.finish_release();
-            return Item::Header(version);
+            return Ok(Item::Header(version));
         }
         // `releasing` is set only with items held.
-        if let Some((mut c, end)) = self.held.pop_front() {
-            std::mem::swap(out, &mut c);
-            self.recycle(c);
-            self.rel_offset = end;
+        if let Some(h) = self.held.pop_front() {
+            // The payload moves to `out` as read; indexing it again is a walk over its TLV
+            // headers (no copy, no CRC), cheaper than holding every command's index.
+            let old = std::mem::replace(out.payload_buf(), h.payload);
+            self.recycle(old);
+            out.finish_read(h.cmd, h.version).map_err(|e| {
+                Error::Invalid(format!("indexing a verified command again failed: {e}"))
+            })?;
+            out.set_crc(h.crc);
+            self.rel_offset = h.end;
             self.yielded += 1;
         }
         self.finish_release();
-        Item::Command
+        Ok(Item::Command)
     }
 
     fn finish_release(&mut self) {
@@ -217,15 +242,24 @@ impl<R: Read> VerifyingSource<R> {
         }
     }
 
-    fn recycle(&mut self, c: Command) {
-        if self.spare.len() < SPARE_COMMANDS {
-            self.spare.push(c);
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap > 0 && self.spare.len() < SPARE_BUFFERS && self.spare_bytes + cap <= SPARE_BYTES {
+            buf.clear();
+            self.spare_bytes += cap;
+            self.spare.push(buf);
         }
     }
 
+    fn spare_buffer(&mut self) -> Vec<u8> {
+        let b = self.spare.pop().unwrap_or_default();
+        self.spare_bytes -= b.capacity();
+        b
+    }
+
     fn discard_segment(&mut self) {
-        while let Some((c, _)) = self.held.pop_front() {
-            self.recycle(c);
+        while let Some(h) = self.held.pop_front() {
+            self.recycle(h.payload);
         }
         self.seg_header = None;
         self.releasing = false;
@@ -254,21 +288,30 @@ impl<R: Read> VerifyingSource<R> {
         if let Some(v) = header {
             self.hold_header(v);
         }
-        loop {
-            let mut c = self.spare.pop().unwrap_or_default();
-            match self.read_segment_item(&mut c) {
-                Ok(SegmentItem::Hold(end)) => self.held.push_back((c, end)),
-                Ok(SegmentItem::Next) => self.recycle(c),
-                Ok(SegmentItem::Verified) => {
-                    self.recycle(c);
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.recycle(c);
-                    return Err(e);
-                }
+        let mut c = std::mem::take(&mut self.scratch);
+        let r = loop {
+            if c.payload().is_empty() {
+                *c.payload_buf() = self.spare_buffer();
             }
-        }
+            match self.read_segment_item(&mut c) {
+                Ok(SegmentItem::Hold(end)) => {
+                    let (cmd, version, crc) = (c.cmd(), c.version(), c.crc());
+                    let payload = std::mem::take(c.payload_buf());
+                    self.held.push_back(Held {
+                        cmd,
+                        version,
+                        crc,
+                        payload,
+                        end,
+                    });
+                }
+                Ok(SegmentItem::Next) => {}
+                Ok(SegmentItem::Verified) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.scratch = c;
+        r
     }
 
     /// Reads one item of a segment into `c` and says what to do with it.
@@ -415,7 +458,7 @@ impl<R: Read> VerifyingSource<R> {
     fn step(&mut self, out: &mut Command) -> Result<Option<Item>, Error> {
         loop {
             if self.releasing {
-                return Ok(Some(self.release(out)));
+                return self.release(out).map(Some);
             }
             match self.after {
                 After::Failed => {
