@@ -25,7 +25,7 @@ fn sink_error(e: Error) -> SendError {
 pub(crate) struct Emitter<'p, W: CommandSink> {
     sink: W,
     pub(crate) version: u32,
-    pub(crate) commands: u64,
+    /// Commands and bytes emitted so far (stream header included).
     totals: Totals,
     step: &'p mut Step<'p>,
 }
@@ -42,7 +42,6 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         Ok(Emitter {
             sink,
             version,
-            commands: 0,
             totals: Totals {
                 streams: 1,
                 commands: 0,
@@ -56,7 +55,7 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
     fn at(&self) -> Position {
         Position {
             offset: self.totals.bytes,
-            index: self.commands,
+            index: self.totals.commands,
         }
     }
 
@@ -72,8 +71,7 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
     }
 
     fn tick(&mut self, frame_len: u64) -> Result<(), SendError> {
-        self.commands += 1;
-        self.totals.commands = self.commands;
+        self.totals.commands += 1;
         self.totals.bytes += frame_len;
         match (self.step)(&self.totals) {
             ControlFlow::Continue(()) => Ok(()),
@@ -346,7 +344,7 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         let b = self.b(cmd::END);
         self.put(b, b"")?;
         self.sink.finish().map_err(sink_error)?;
-        Ok((self.totals.bytes, self.commands))
+        Ok((self.totals.bytes, self.totals.commands))
     }
 }
 
