@@ -440,3 +440,19 @@ fn a_sink_error_while_sending_is_the_senders_error() {
         "{e}"
     );
 }
+
+#[test]
+fn a_cancelled_tree_send_aborts_with_interrupted() {
+    let d = tree();
+    let flag = std::sync::atomic::AtomicBool::new(true);
+    let mut out = Writer::new(Vec::new());
+    let e = crate::send::send_tree(
+        d.path(),
+        None,
+        &tree_opts(2),
+        &mut out,
+        &mut Hook::none().cancel(&flag),
+    )
+    .unwrap_err();
+    assert_eq!(e.exit_code(), crate::ExitCode::Interrupted);
+}
