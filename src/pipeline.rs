@@ -8,7 +8,7 @@
 //! directly.
 
 use crate::Error;
-use crate::stream::{Command, Item, Reader};
+use crate::stream::{Command, Item, Reader, StreamError, StreamErrorKind, Writer, cmd};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -86,6 +86,35 @@ pub trait CommandSink {
     /// # Errors
     /// Output, formatting or apply errors.
     fn command(&mut self, c: &Command, at: Position) -> Result<ControlFlow<()>, Error>;
+    /// One command whose payload is `head`'s payload followed by the bytes of `tail` (a
+    /// producer's large WRITE data, given separately so a sink that only writes or hashes it
+    /// need not copy it into a payload buffer first). By default the command is assembled and
+    /// passed to [`CommandSink::command`].
+    ///
+    /// # Errors
+    /// As [`CommandSink::command`]; a payload that does not parse.
+    fn command_split(
+        &mut self,
+        head: &Command,
+        tail: &[&[u8]],
+        at: Position,
+    ) -> Result<ControlFlow<()>, Error> {
+        let mut payload =
+            Vec::with_capacity(head.payload().len() + tail.iter().map(|t| t.len()).sum::<usize>());
+        payload.extend_from_slice(head.payload());
+        for t in tail {
+            payload.extend_from_slice(t);
+        }
+        let c = Command::from_payload(head.cmd(), head.version(), payload).map_err(|e| {
+            StreamError {
+                offset: at.offset,
+                index: Some(at.index),
+                cmd_name: Some(head.name()),
+                kind: StreamErrorKind::Attr(e),
+            }
+        })?;
+        self.command(&c, at)
+    }
     /// The input ended cleanly (or the sink asked to stop): complete the work (flush output,
     /// write a final signature block, commit a received subvolume).
     ///
@@ -104,11 +133,76 @@ impl<K: CommandSink + ?Sized> CommandSink for &mut K {
     fn command(&mut self, c: &Command, at: Position) -> Result<ControlFlow<()>, Error> {
         (**self).command(c, at)
     }
+    fn command_split(
+        &mut self,
+        head: &Command,
+        tail: &[&[u8]],
+        at: Position,
+    ) -> Result<ControlFlow<()>, Error> {
+        (**self).command_split(head, tail, at)
+    }
     fn finish(&mut self) -> Result<(), Error> {
         (**self).finish()
     }
     fn abort(&mut self) {
         (**self).abort();
+    }
+}
+
+/// The plain output: every header and command written as it is (a command read from bytes
+/// keeps its checked CRC, so reading then writing gives the input bytes exactly).
+impl<W: std::io::Write> CommandSink for Writer<W> {
+    fn header(&mut self, version: u32, _: Position) -> Result<(), Error> {
+        self.write_header(version).map_err(Error::output)
+    }
+    fn command(&mut self, c: &Command, _: Position) -> Result<ControlFlow<()>, Error> {
+        self.write_command(c).map_err(Error::output)?;
+        Ok(ControlFlow::Continue(()))
+    }
+    fn command_split(
+        &mut self,
+        head: &Command,
+        tail: &[&[u8]],
+        _: Position,
+    ) -> Result<ControlFlow<()>, Error> {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + tail.len());
+        parts.push(head.payload());
+        parts.extend_from_slice(tail);
+        self.write_parts(head.cmd(), &parts)
+            .map_err(Error::output)?;
+        Ok(ControlFlow::Continue(()))
+    }
+    fn finish(&mut self) -> Result<(), Error> {
+        self.flush().map_err(Error::output)
+    }
+    fn abort(&mut self) {
+        // Keep what was produced before the failure (a dump's text, a partial copy).
+        let _ = self.flush();
+    }
+}
+
+/// A filter that ends the pump after the first END, as `btrfs receive --dump` stops after
+/// the first stream of a concatenation.
+#[derive(Debug)]
+pub struct UntilEnd<K>(pub K);
+
+impl<K: CommandSink> CommandSink for UntilEnd<K> {
+    fn header(&mut self, version: u32, at: Position) -> Result<(), Error> {
+        self.0.header(version, at)
+    }
+    fn command(&mut self, c: &Command, at: Position) -> Result<ControlFlow<()>, Error> {
+        let flow = self.0.command(c, at)?;
+        Ok(if c.cmd() == cmd::END {
+            ControlFlow::Break(())
+        } else {
+            flow
+        })
+    }
+    fn finish(&mut self) -> Result<(), Error> {
+        self.0.finish()
+    }
+    fn abort(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -229,6 +323,7 @@ where
             index: src.commands(),
         };
         let Some(item) = src.next_item(&mut c)? else {
+            t.bytes = src.offset();
             break;
         };
         t.bytes = src.offset();
@@ -340,6 +435,81 @@ mod tests {
         let e = pump(&mut Reader::new(&bytes[..]), &mut sink, &mut hook).unwrap_err();
         assert!(matches!(e, Error::Interrupted));
         assert!(sink.aborted && sink.commands == 0);
+    }
+
+    #[test]
+    fn writer_sink_gives_the_input_bytes() {
+        use crate::stream::{Builder, attr};
+        let mut w = Writer::new(Vec::new());
+        w.write_header(2).unwrap();
+        let c = Builder::new(cmd::WRITE, 2)
+            .bytes(attr::PATH, b"f")
+            .u64(attr::FILE_OFFSET, 0)
+            .data(&[7; 1000])
+            .build()
+            .unwrap();
+        w.write_command(&c).unwrap();
+        w.write_command(&end_command(2)).unwrap();
+        w.write_header(1).unwrap();
+        w.write_command(&end_command(1)).unwrap();
+        let bytes = w.into_inner();
+        let mut out = Writer::new(Vec::new());
+        let t = pump(&mut Reader::new(&bytes[..]), &mut out, &mut Hook::none()).unwrap();
+        assert_eq!((t.streams, t.commands, t.max_version), (2, 3, 2));
+        assert_eq!(out.into_inner(), bytes);
+    }
+
+    #[test]
+    fn split_command_is_the_same_frame() {
+        use crate::stream::{Builder, attr};
+        let head = Builder::new(cmd::WRITE, 2)
+            .bytes(attr::PATH, b"f")
+            .u64(attr::FILE_OFFSET, 0)
+            .build()
+            .unwrap();
+        let data = [5u8; 300];
+        let whole = Builder::new(cmd::WRITE, 2)
+            .bytes(attr::PATH, b"f")
+            .u64(attr::FILE_OFFSET, 0)
+            .data(&data)
+            .build()
+            .unwrap();
+        let tail: [&[u8]; 2] = [&attr::DATA.to_le_bytes(), &data];
+        // Writer writes the parts; the default method assembles them.
+        let mut w = Writer::new(Vec::new());
+        let flow = w.command_split(&head, &tail, Position::default()).unwrap();
+        assert!(flow.is_continue());
+        struct Keep(Vec<Command>);
+        impl CommandSink for Keep {
+            fn header(&mut self, _: u32, _: Position) -> Result<(), Error> {
+                Ok(())
+            }
+            fn command(&mut self, c: &Command, _: Position) -> Result<ControlFlow<()>, Error> {
+                self.0.push(c.clone());
+                Ok(ControlFlow::Continue(()))
+            }
+            fn finish(&mut self) -> Result<(), Error> {
+                Ok(())
+            }
+        }
+        let mut keep = Keep(Vec::new());
+        let flow = keep
+            .command_split(&head, &tail, Position::default())
+            .unwrap();
+        assert!(flow.is_continue());
+        assert_eq!(keep.0, vec![whole.clone()]);
+        let mut expect = whole.frame_header().to_vec();
+        expect.extend_from_slice(whole.payload());
+        assert_eq!(w.into_inner(), expect);
+    }
+
+    #[test]
+    fn until_end_stops_after_the_first_stream() {
+        let bytes = two_streams();
+        let mut sink = UntilEnd(Count::default());
+        let t = pump(&mut Reader::new(&bytes[..]), &mut sink, &mut Hook::none()).unwrap();
+        assert_eq!((t.streams, t.commands), (1, 1));
+        assert!(sink.0.finished);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::support::btrfs_fixture::{btrfs_available_or_skip, find_tool, in_ci, s
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use subvol::dump::{JsonDump, TextDump};
+use subvol::pipeline::Hook;
 use subvol::stream::{
     AttrError, Builder, Command, Item, Op, Reader, StreamError, StreamErrorKind, Timespec, Uuid,
     Writer, attr, cmd, command_header, proto, stream_header,
@@ -47,15 +48,15 @@ fn tz(name: &str) -> jiff::tz::TimeZone {
 fn dump_text(bytes: &[u8], zone: jiff::tz::TimeZone) -> (Vec<u8>, Result<(), subvol::Error>) {
     let mut out = Vec::new();
     let mut sink = TextDump::with_time_zone(&mut out, zone);
-    let r = subvol::dump::run(&mut Reader::new(bytes), &mut sink, false, &mut |_, _| {});
+    let r = subvol::dump::run(&mut Reader::new(bytes), &mut sink, false, &mut Hook::none());
     drop(sink);
-    (out, r)
+    (out, r.map(|_| ()))
 }
 
 fn dump_json(bytes: &[u8], all: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut sink = JsonDump::new(&mut out);
-    subvol::dump::run(&mut Reader::new(bytes), &mut sink, all, &mut |_, _| {}).unwrap();
+    subvol::dump::run(&mut Reader::new(bytes), &mut sink, all, &mut Hook::none()).unwrap();
     drop(sink);
     out
 }
@@ -63,7 +64,7 @@ fn dump_json(bytes: &[u8], all: bool) -> Vec<u8> {
 /// Reader → Writer over the whole input.
 fn round_trip(bytes: &[u8]) -> Vec<u8> {
     let mut w = Writer::new(Vec::new());
-    subvol::stream::copy(&mut Reader::new(bytes), &mut w).unwrap();
+    subvol::pipeline::pump(&mut Reader::new(bytes), &mut w, &mut Hook::none()).unwrap();
     w.into_inner()
 }
 
@@ -210,7 +211,8 @@ fn committed_streams_round_trip_exactly() {
     for s in committed_streams() {
         let bytes = std::fs::read(&s).unwrap();
         assert!(round_trip(&bytes) == bytes, "{}", s.display());
-        let summary = subvol::verify::verify(&mut Reader::new(&bytes[..]), &mut |_, _| {}).unwrap();
+        let summary =
+            subvol::verify::verify(&mut Reader::new(&bytes[..]), &mut Hook::none()).unwrap();
         assert_eq!(summary.streams, 1);
         assert_eq!(summary.bytes, bytes.len() as u64);
     }
@@ -224,7 +226,7 @@ fn concatenated_streams_round_trip_and_dump_first_only() {
         .collect();
     let all: Vec<u8> = streams.concat();
     assert!(round_trip(&all) == all);
-    let s = subvol::verify::verify(&mut Reader::new(&all[..]), &mut |_, _| {}).unwrap();
+    let s = subvol::verify::verify(&mut Reader::new(&all[..]), &mut Hook::none()).unwrap();
     assert_eq!(s.streams, streams.len() as u64);
     assert_eq!(s.max_version, 2);
     // `btrfs receive --dump` stops at the first END.
@@ -341,7 +343,7 @@ fn kernel_streams_dump_and_round_trip() {
         n += 1;
         let bytes = std::fs::read(&s).unwrap();
         assert!(round_trip(&bytes) == bytes, "{}", s.display());
-        subvol::verify::verify(&mut Reader::new(&bytes[..]), &mut |_, _| {}).unwrap();
+        subvol::verify::verify(&mut Reader::new(&bytes[..]), &mut Hook::none()).unwrap();
         let want = std::fs::read(s.with_extension("dump")).unwrap();
         let (got, r) = dump_text(&bytes, jiff::tz::TimeZone::UTC);
         r.unwrap();
@@ -1024,7 +1026,7 @@ fn wrong_size_and_missing_attributes() {
         ],
     );
     s.extend_from_slice(&END);
-    match subvol::verify::verify(&mut Reader::new(&s[..]), &mut |_, _| {}) {
+    match subvol::verify::verify(&mut Reader::new(&s[..]), &mut Hook::none()) {
         Err(subvol::Error::Stream(e)) => {
             assert_eq!(e.index, Some(1));
             assert_eq!(e.offset, (17 + 10 + subvol_cmd(1).payload().len()) as u64);
@@ -1046,7 +1048,7 @@ fn trailing_garbage_and_missing_end() {
     assert_eq!(e.offset, small_v2().len() as u64);
     // --dump stops at END like progs and does not look further.
     dump_text(&s, jiff::tz::TimeZone::UTC).1.unwrap();
-    assert!(subvol::verify::verify(&mut Reader::new(&s[..]), &mut |_, _| {}).is_err());
+    assert!(subvol::verify::verify(&mut Reader::new(&s[..]), &mut Hook::none()).is_err());
     // A partial header after END.
     let mut s = small_v2();
     s.extend_from_slice(b"btrfs-str");
@@ -1376,11 +1378,15 @@ fn fuzz_check(data: &[u8]) {
         match reader.next(&mut c) {
             Ok(Some(Item::Header(v))) => writer.write_header(v).unwrap(),
             Ok(Some(Item::Command)) => {
-                use subvol::dump::Sink;
+                use subvol::pipeline::{CommandSink, Position};
                 let _ = c.op();
                 let _ = c.check_sizes();
-                let _ = text.command(&c, at, 0);
-                json.command(&c, at, 0).unwrap();
+                let at = Position {
+                    offset: at,
+                    index: 0,
+                };
+                let _ = text.command(&c, at);
+                let _ = json.command(&c, at).unwrap();
                 writer.write_command(&c).unwrap();
             }
             Ok(None) | Err(_) => break,

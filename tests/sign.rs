@@ -16,7 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output, Stdio};
-use subvol::pipeline::Source;
+use subvol::pipeline::{Hook, Source};
 use subvol::sign::{
     Block, FailureKind, KeySet, SIGNATURE_CMD, SecretKey, SignError, Signer, VerifyingSource,
     sign_stream,
@@ -160,7 +160,7 @@ fn small_stream() -> Vec<u8> {
 fn sign_small(plain: &[u8], k: u8, stream_id: u8) -> Vec<u8> {
     let s =
         Signer::with_stream_id(Vec::new(), key(k), [stream_id; 16]).with_segment_sizes(300, 700);
-    sign_stream(&mut Reader::new(plain), s, &mut |_, _| {})
+    sign_stream(&mut Reader::new(plain), s, &mut Hook::none())
         .unwrap()
         .1
 }
@@ -836,7 +836,7 @@ fn stock_btrfs_receive_of_signed_stream_gives_the_same_tree() {
                 sign_small(&plain, 1, 1)
             } else {
                 let s = Signer::with_stream_id(Vec::new(), key(1), [7; 16]);
-                sign_stream(&mut Reader::new(plain.as_slice()), s, &mut |_, _| {})
+                sign_stream(&mut Reader::new(plain.as_slice()), s, &mut Hook::none())
                     .unwrap()
                     .1
             };

@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use subvol::dump::{JsonDump, Sink, TextDump};
+use subvol::dump::{JsonDump, TextDump};
+use subvol::pipeline::{CommandSink, Position};
 use subvol::stream::{Command, Item, Reader, Writer, command_header};
 
 fuzz_target!(|data: &[u8]| {
@@ -55,18 +56,25 @@ fn check(data: &[u8]) {
         match reader.next(&mut c) {
             Ok(Some(Item::Header(v))) => {
                 writer.write_header(v).unwrap();
+                let at = Position {
+                    offset: at,
+                    index: reader.commands(),
+                };
                 let _ = text.header(v, at);
                 let _ = json.header(v, at);
             }
             Ok(Some(Item::Command)) => {
-                let index = reader.commands() - 1;
+                let at = Position {
+                    offset: at,
+                    index: reader.commands() - 1,
+                };
                 let _ = c.op();
                 let _ = c.check_sizes();
                 for &a in c.attr_order() {
                     assert!(c.get(a).is_some());
                 }
-                let _ = text.command(&c, at, index);
-                json.command(&c, at, index).unwrap();
+                let _ = text.command(&c, at);
+                let _ = json.command(&c, at).unwrap();
                 writer.write_command(&c).unwrap();
             }
             Ok(None) => break,

@@ -1,6 +1,8 @@
 //! `subvol dump`.
 
 use super::{Progress, open_input};
+use crate::dump::{JsonDump, TextDump, run};
+use crate::pipeline::{Hook, Totals};
 use crate::stream::Reader;
 use crate::{Error, cli};
 use std::io::{self, BufWriter};
@@ -20,20 +22,12 @@ pub fn dump(
     super::enlarge_pipe(io::stdout());
     let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut progress = Progress::new("dump", size, force_progress);
-    let mut tick = |b, c| progress.update(b, c);
+    let mut tick = |t: &Totals| progress.totals(t);
+    let mut hook = Hook::none().progress(&mut tick);
     if json {
-        crate::dump::run(
-            &mut reader,
-            &mut crate::dump::JsonDump::new(out),
-            all,
-            &mut tick,
-        )
+        run(&mut reader, JsonDump::new(out), all, &mut hook)?;
     } else {
-        crate::dump::run(
-            &mut reader,
-            &mut crate::dump::TextDump::new(out),
-            all,
-            &mut tick,
-        )
+        run(&mut reader, TextDump::new(out), all, &mut hook)?;
     }
+    Ok(())
 }

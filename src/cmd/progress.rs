@@ -68,6 +68,11 @@ impl Progress {
         self.drawn = true;
     }
 
+    /// Updates the line from a pipeline's totals (the [`crate::pipeline::Hook`] callback).
+    pub fn totals(&mut self, t: &crate::pipeline::Totals) {
+        self.update(t.bytes, t.commands);
+    }
+
     /// Clears the line.
     pub fn finish(&mut self) {
         if self.drawn {

@@ -1,8 +1,10 @@
 //! `subvol send`: from a btrfs subvolume through the kernel, or from a plain directory tree.
 
 use super::Progress;
-use crate::send::kernel::{KernelSendOptions, is_subvolume, send_kernel};
+use crate::pipeline::{CommandSink, Hook, Totals};
+use crate::send::kernel::{KernelSendOptions, is_subvolume, send_kernel, send_kernel_into};
 use crate::send::{TreeSendOptions, send_tree};
+use crate::stream::Writer;
 use crate::{Error, cli};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -55,41 +57,16 @@ pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
         None => produce(
             a,
             tree,
-            BufWriter::with_capacity(OUTPUT_BUF, &mut out),
+            Writer::new(BufWriter::with_capacity(OUTPUT_BUF, &mut out)),
             &mut progress,
         ),
-        Some(key) => {
-            // The source writes into a pipe on its own thread; the signer reads it back as
-            // commands and adds a block after each segment. Memory stays bounded by the pipe
-            // and the signer's segment.
-            let (pipe_r, pipe_w) = io::pipe().map_err(|e| Error::io("create", "pipe", e))?;
-            let signer =
-                crate::sign::Signer::new(BufWriter::with_capacity(OUTPUT_BUF, &mut out), key)?;
-            std::thread::scope(|scope| {
-                let producer = scope.spawn(|| {
-                    let mut quiet = Progress::new("send", None, false);
-                    produce(
-                        a,
-                        tree,
-                        BufWriter::with_capacity(OUTPUT_BUF, pipe_w),
-                        &mut quiet,
-                    )
-                });
-                let mut reader =
-                    crate::stream::Reader::new(io::BufReader::with_capacity(OUTPUT_BUF, pipe_r));
-                let signed = crate::sign::sign_stream(&mut reader, signer, &mut |b, c| {
-                    progress.update(b, c)
-                });
-                drop(reader); // unblocks the producer if signing failed early
-                let produced = producer
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Invalid("send thread panicked".into())));
-                // A source error explains a truncated stream better than the signer's view of it.
-                produced?;
-                let (_, mut w) = signed?;
-                w.flush().map_err(Error::output)
-            })
-        }
+        // The signer is the sink the source emits into: it adds a block after each segment.
+        Some(key) => produce(
+            a,
+            tree,
+            crate::sign::Signer::new(BufWriter::with_capacity(OUTPUT_BUF, &mut out), key)?,
+            &mut progress,
+        ),
     };
     progress.finish();
     match r {
@@ -98,14 +75,17 @@ pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
     }
 }
 
-/// Runs the kernel or tree source into `w`.
-fn produce<W: Write>(
+/// Runs the kernel or tree source into `sink` (a plain [`Writer`] or a signer), and finishes
+/// it.
+fn produce<K: CommandSink + KernelOutput>(
     a: &cli::SendArgs,
     tree: bool,
-    mut w: W,
+    mut sink: K,
     progress: &mut Progress,
 ) -> Result<(), Error> {
-    let r = if tree {
+    let mut tick = |t: &Totals| progress.totals(t);
+    let mut hook = Hook::none().progress(&mut tick);
+    if tree {
         let version = match a.proto {
             None => 1,
             Some(0) => 2,
@@ -118,15 +98,7 @@ fn produce<W: Write>(
             parent_uuid: a.parent_uuid,
             name: None,
         };
-        let mut tick = |b, c| progress.update(b, c);
-        send_tree(
-            &a.source,
-            a.parent.as_deref(),
-            &opts,
-            &mut w,
-            Some(&mut tick),
-        )
-        .map(|_| ())
+        send_tree(&a.source, a.parent.as_deref(), &opts, &mut sink, &mut hook)?;
     } else {
         let opts = KernelSendOptions {
             parent: a.parent.clone(),
@@ -135,9 +107,51 @@ fn produce<W: Write>(
             compressed: a.compressed_data,
             no_data: a.no_data,
         };
-        let mut tick = |b| progress.update(b, 0);
-        send_kernel(&a.source, &opts, &mut w, Some(&mut tick)).map(|_| ())
-    };
-    r.map_err(Error::from)?;
-    w.flush().map_err(Error::output)
+        sink.kernel_send(&a.source, &opts, &mut hook)?;
+    }
+    Ok(())
+}
+
+/// How a kernel send reaches a sink: plain output gets the kernel's bytes as they are; any
+/// other sink gets them parsed into commands.
+trait KernelOutput {
+    fn kernel_send(
+        &mut self,
+        source: &std::path::Path,
+        opts: &KernelSendOptions,
+        hook: &mut Hook<'_>,
+    ) -> Result<(), Error>;
+}
+
+impl<W: Write> KernelOutput for Writer<W> {
+    fn kernel_send(
+        &mut self,
+        source: &std::path::Path,
+        opts: &KernelSendOptions,
+        hook: &mut Hook<'_>,
+    ) -> Result<(), Error> {
+        let mut tick = |b| {
+            hook.tick(
+                &Totals {
+                    bytes: b,
+                    ..Totals::default()
+                },
+                false,
+            );
+        };
+        send_kernel(source, opts, self.get_mut(), Some(&mut tick))?;
+        Ok(())
+    }
+}
+
+impl<W: Write> KernelOutput for crate::sign::Signer<W> {
+    fn kernel_send(
+        &mut self,
+        source: &std::path::Path,
+        opts: &KernelSendOptions,
+        hook: &mut Hook<'_>,
+    ) -> Result<(), Error> {
+        send_kernel_into(source, opts, self, hook)?;
+        Ok(())
+    }
 }

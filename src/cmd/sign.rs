@@ -1,6 +1,7 @@
 //! `subvol sign` and `subvol keygen`.
 
 use super::{Progress, ThreadedInput, open_input};
+use crate::pipeline::{Hook, Totals};
 use crate::sign::{SecretKey, Signer, keygen as make_key, sign_stream};
 use crate::stream::Reader;
 use crate::{Error, cli};
@@ -116,7 +117,8 @@ pub fn sign(a: &cli::SignArgs) -> Result<(), Error> {
     super::enlarge_pipe(&out);
     let signer = Signer::new(ThreadedOutput::spawn(out), key)?;
     let mut progress = Progress::new("sign", size, false);
-    let result = sign_stream(&mut reader, signer, &mut |b, c| progress.update(b, c));
+    let mut tick = |t: &Totals| progress.totals(t);
+    let result = sign_stream(&mut reader, signer, &mut Hook::none().progress(&mut tick));
     progress.finish();
     let result = result.and_then(|(_, w)| {
         let f = w.finish().map_err(Error::output)?;

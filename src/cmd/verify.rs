@@ -1,6 +1,7 @@
 //! `subvol verify`.
 
 use super::{Progress, open_input};
+use crate::pipeline::{Hook, Totals};
 use crate::sign::{KeySet, VerifyReport, VerifyingSource, hex_id};
 use crate::stream::Reader;
 use crate::{Error, cli};
@@ -19,15 +20,16 @@ pub fn verify(a: &cli::VerifyArgs) -> Result<(), Error> {
     let (inp, size) = open_input(a.input.file.as_deref())?;
     let reader = Reader::new(inp);
     let mut progress = Progress::new("verify", size, false);
-    let mut on_progress = |b, c| progress.update(b, c);
+    let mut tick = |t: &Totals| progress.totals(t);
+    let mut hook = Hook::none().progress(&mut tick);
     let (result, signed) = match keys {
         None => {
             let mut reader = reader;
-            (crate::verify::verify(&mut reader, &mut on_progress), None)
+            (crate::verify::verify(&mut reader, &mut hook), None)
         }
         Some(keys) => {
             let mut src = VerifyingSource::new(reader, keys);
-            let r = crate::verify::verify(&mut src, &mut on_progress);
+            let r = crate::verify::verify(&mut src, &mut hook);
             (r, Some(src.report()))
         }
     };

@@ -5,12 +5,13 @@
 //! values (xattr data, verity salt/signature) always as `{"hex":"..."}`; file data (DATA) as
 //! `{"len":N}` only. Duplicate attributes appear once each, in wire order, in the `attrs` array.
 
-use super::Sink;
 use crate::Error;
+use crate::pipeline::{CommandSink, Position};
 use crate::stream::proto::{self, AttrKind};
 use crate::stream::{Command, cmd};
 use std::fmt::Write as _;
 use std::io::Write;
+use std::ops::ControlFlow;
 
 /// Prints JSON lines.
 pub struct JsonDump<W: Write> {
@@ -70,8 +71,9 @@ impl<W: Write> JsonDump<W> {
     }
 }
 
-impl<W: Write> Sink for JsonDump<W> {
-    fn header(&mut self, version: u32, offset: u64) -> Result<(), Error> {
+impl<W: Write> CommandSink for JsonDump<W> {
+    fn header(&mut self, version: u32, at: Position) -> Result<(), Error> {
+        let offset = at.offset;
         writeln!(
             self.out,
             "{{\"offset\":{offset},\"stream\":{{\"version\":{version}}}}}"
@@ -79,7 +81,8 @@ impl<W: Write> Sink for JsonDump<W> {
         .map_err(Error::output)
     }
 
-    fn command(&mut self, c: &Command, offset: u64, index: u64) -> Result<(), Error> {
+    fn command(&mut self, c: &Command, at: Position) -> Result<ControlFlow<()>, Error> {
+        let Position { offset, index } = at;
         self.line.clear();
         let _ = write!(
             self.line,
@@ -102,10 +105,16 @@ impl<W: Write> Sink for JsonDump<W> {
         self.line.push_str("]}\n");
         self.out
             .write_all(self.line.as_bytes())
-            .map_err(Error::output)
+            .map_err(Error::output)?;
+        Ok(ControlFlow::Continue(()))
     }
 
     fn finish(&mut self) -> Result<(), Error> {
         self.out.flush().map_err(Error::output)
+    }
+
+    fn abort(&mut self) {
+        // Lines printed before an error are kept.
+        let _ = self.out.flush();
     }
 }

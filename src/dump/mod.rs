@@ -1,4 +1,4 @@
-//! Dump sinks: the text of `btrfs receive --dump` (btrfs-progs v6.2, byte for byte) and one JSON
+//! Dump sinks ([`crate::pipeline::CommandSink`]s): the text of `btrfs receive --dump` (btrfs-progs v6.2, byte for byte) and one JSON
 //! object per command for scripts.
 
 mod json;
@@ -8,66 +8,25 @@ pub use json::JsonDump;
 pub use text::TextDump;
 
 use crate::Error;
-use crate::stream::{Command, Item, Reader};
-use std::io::Read;
+use crate::pipeline::{CommandSink, Hook, Source, Totals, UntilEnd, pump};
 
-/// A consumer of headers and commands.
-pub trait Sink {
-    /// A stream header was read at `offset`.
-    ///
-    /// # Errors
-    /// Output errors.
-    fn header(&mut self, version: u32, offset: u64) -> Result<(), Error>;
-    /// A command was read; `offset` is where it starts, `index` its number.
-    ///
-    /// # Errors
-    /// Output or formatting errors.
-    fn command(&mut self, c: &Command, offset: u64, index: u64) -> Result<(), Error>;
-    /// Flushes buffered output.
-    ///
-    /// # Errors
-    /// Output errors.
-    fn finish(&mut self) -> Result<(), Error>;
-}
-
-/// Feeds a stream to a sink. With `all == false` it stops after the first END, as
-/// `btrfs receive --dump` does; otherwise it reads concatenated streams to the end.
-/// `on_progress` is called now and then with the byte offset (for a progress display).
+/// Pumps `src` into a dump sink. With `all == false` it stops after the first END, as
+/// `btrfs receive --dump` does; otherwise it reads concatenated streams to the end. On an
+/// error, what was printed before it is flushed.
 ///
 /// # Errors
-/// The first stream or sink error. Everything before it has been passed to the sink.
-pub fn run<R: Read, S: Sink + ?Sized>(
-    reader: &mut Reader<R>,
-    sink: &mut S,
+/// The first stream or sink error.
+pub fn run<S: Source + ?Sized, K: CommandSink>(
+    src: &mut S,
+    sink: K,
     all: bool,
-    on_progress: &mut dyn FnMut(u64, u64),
-) -> Result<(), Error> {
-    let mut c = Command::empty();
-    loop {
-        let at = reader.offset();
-        let item = match reader.next(&mut c) {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
-            Err(e) => {
-                sink.finish()?;
-                return Err(e.into());
-            }
-        };
-        match item {
-            Item::Header(v) => sink.header(v, at)?,
-            Item::Command => {
-                let index = reader.commands() - 1;
-                sink.command(&c, at, index)?;
-                if index.is_multiple_of(4096) {
-                    on_progress(reader.offset(), reader.commands());
-                }
-                if c.cmd() == crate::stream::cmd::END && !all {
-                    break;
-                }
-            }
-        }
+    hook: &mut Hook<'_>,
+) -> Result<Totals, Error> {
+    if all {
+        pump(src, &mut { sink }, hook)
+    } else {
+        pump(src, &mut UntilEnd(sink), hook)
     }
-    sink.finish()
 }
 
 /// Escapes bytes the way btrfs-progs' `print_path_escaped` does in the C locale; returns the

@@ -6,10 +6,12 @@
 //! clone sources printed raw (C strings: cut at the first NUL), times in the local time zone
 //! (honours `TZ`) without nanoseconds.
 
-use super::{Sink, escape_into};
+use super::escape_into;
 use crate::Error;
+use crate::pipeline::{CommandSink, Position};
 use crate::stream::{Command, Op, Timespec};
 use std::io::Write;
+use std::ops::ControlFlow;
 
 const PATH_MAX: usize = 4096;
 
@@ -139,12 +141,29 @@ impl<W: Write> TextDump<W> {
     }
 }
 
-impl<W: Write> Sink for TextDump<W> {
-    fn header(&mut self, _version: u32, _offset: u64) -> Result<(), Error> {
+impl<W: Write> CommandSink for TextDump<W> {
+    fn header(&mut self, _version: u32, _: Position) -> Result<(), Error> {
         Ok(())
     }
 
-    fn command(&mut self, c: &Command, _offset: u64, index: u64) -> Result<(), Error> {
+    fn command(&mut self, c: &Command, at: Position) -> Result<ControlFlow<()>, Error> {
+        self.print(c, at.index)?;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        self.out.flush().map_err(Error::output)
+    }
+
+    fn abort(&mut self) {
+        // Text printed before an error is kept.
+        let _ = self.out.flush();
+    }
+}
+
+impl<W: Write> TextDump<W> {
+    /// Prints one command's line.
+    fn print(&mut self, c: &Command, index: u64) -> Result<(), Error> {
         let fail = |reason: String| Error::Dump {
             index,
             cmd: c.name(),
@@ -350,10 +369,6 @@ impl<W: Write> Sink for TextDump<W> {
         );
         self.line(title, &path, if fields { None } else { Some(&f) });
         self.out.write_all(&self.line).map_err(Error::output)
-    }
-
-    fn finish(&mut self) -> Result<(), Error> {
-        self.out.flush().map_err(Error::output)
     }
 }
 

@@ -17,13 +17,13 @@ use super::index::{INDEX_FILE, Index, STREAMS_DIR, StreamFile, Version, valid_ve
 use super::plan::delta_sources;
 use super::{MirrorError, nonce, now, sync_dir, write_atomic};
 use crate::Error;
+use crate::pipeline::{Hook, Totals};
 use crate::send::{TreeSendOptions, Uuid, send_tree, tree_uuid};
-use crate::sign::{SecretKey, Signer, sign_stream};
-use crate::stream::Reader;
+use crate::sign::{SecretKey, Signer};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -403,7 +403,6 @@ fn write_stream_to(
     let enc = zstd::stream::write::Encoder::new(hw, o.level)
         .map_err(|e| MirrorError::io("start zstd for", tmp, e))?;
     let key = SecretKey::from_seed(&o.key.signing_key().to_bytes());
-    let signer = Signer::new(enc, key)?;
     let opts = TreeSendOptions {
         version: o.proto,
         no_data: false,
@@ -411,37 +410,25 @@ fn write_stream_to(
         parent_uuid: parent.map(|p| p.1),
         name: Some(name.as_bytes().to_vec()),
     };
-    let (rd, wr) = io::pipe().map_err(|e| MirrorError::io("pipe", tmp, e))?;
     let from = parent.map(|p| p.2);
-    let (signed, sent) = std::thread::scope(|s| {
-        let sender = s.spawn(move || {
-            let out = BufWriter::with_capacity(1 << 20, wr);
-            send_tree(source, parent.map(|p| p.0), &opts, out, None)
+    let mut signer = Signer::new(enc, key)?;
+    let mut tick = |t: &Totals| {
+        on_event(PublishEvent::Stream {
+            from,
+            to: name,
+            bytes: t.bytes,
         });
-        let mut reader = Reader::new(BufReader::with_capacity(1 << 20, rd));
-        let signed = sign_stream(&mut reader, signer, &mut |bytes, _| {
-            on_event(PublishEvent::Stream {
-                from,
-                to: name,
-                bytes,
-            });
-        });
-        // Closing the read end stops a sender still writing (EPIPE) after a signing failure.
-        drop(reader);
-        let sent = sender.join();
-        (signed, sent)
-    });
-    let Ok(sent) = sent else {
-        return Err(MirrorError::Invalid("the tree sender thread panicked".into()).into());
     };
-    let (summary, enc) = match (signed, sent) {
-        // The sender stopped because signing failed and closed the pipe.
-        (Err(e), Err(se)) if se.is_broken_pipe() => return Err(e),
-        // A send error explains a truncated stream better than the reader's error does.
-        (_, Err(se)) => return Err(se.into()),
-        (Err(e), Ok(_)) => return Err(e),
-        (Ok(r), Ok(_)) => r,
-    };
+    // The signer is the sink the tree sender emits into.
+    send_tree(
+        source,
+        parent.map(|p| p.0),
+        &opts,
+        &mut signer,
+        &mut Hook::none().progress(&mut tick),
+    )?;
+    let summary = signer.summary();
+    let enc = signer.into_inner();
     let hw = enc
         .finish()
         .map_err(|e| MirrorError::io("compress into", tmp, e))?;

@@ -36,8 +36,8 @@ use super::SendError;
 use super::content::{BLOCK, SourceFile};
 use super::emit::Emitter;
 use super::tree::{DentryId, InodeId, Tree};
+use crate::pipeline::CommandSink;
 use crate::stream::Uuid;
-use std::io::Write;
 
 /// The largest index: 2^21 slots of 16 bytes (32 MiB), enough for 1.5 million distinct blocks
 /// (6 GiB) before it starts forgetting.
@@ -452,7 +452,7 @@ impl<'t> Dedupe<'t> {
     /// piece is a whole aligned block, the tail at EOF, or a part of a block; pieces come in
     /// increasing offsets, and [`Dedupe::end_chunk`] must be called before `buf` changes.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn piece<W: Write>(
+    pub(crate) fn piece<W: CommandSink>(
         &mut self,
         em: &mut Emitter<'_, W>,
         d: &mut Dest<'_>,
@@ -521,7 +521,7 @@ impl<'t> Dedupe<'t> {
     }
 
     /// Nothing is sent at the current position: sends what is pending.
-    pub(crate) fn gap<W: Write>(
+    pub(crate) fn gap<W: CommandSink>(
         &mut self,
         em: &mut Emitter<'_, W>,
         d: &mut Dest<'_>,
@@ -533,7 +533,7 @@ impl<'t> Dedupe<'t> {
     }
 
     /// The caller's chunk `buf` (at `off`) is about to be reused: sends the pending WRITE.
-    pub(crate) fn end_chunk<W: Write>(
+    pub(crate) fn end_chunk<W: CommandSink>(
         &mut self,
         em: &mut Emitter<'_, W>,
         d: &mut Dest<'_>,
@@ -544,7 +544,7 @@ impl<'t> Dedupe<'t> {
     }
 
     /// Sends everything pending (after the last chunk's [`Dedupe::end_chunk`]).
-    pub(crate) fn finish<W: Write>(
+    pub(crate) fn finish<W: CommandSink>(
         &mut self,
         em: &mut Emitter<'_, W>,
         d: &mut Dest<'_>,
@@ -553,7 +553,7 @@ impl<'t> Dedupe<'t> {
         self.flush_run(em, d)
     }
 
-    fn flush_write<W: Write>(
+    fn flush_write<W: CommandSink>(
         &mut self,
         em: &mut Emitter<'_, W>,
         d: &mut Dest<'_>,
@@ -573,7 +573,7 @@ impl<'t> Dedupe<'t> {
         Ok(())
     }
 
-    fn flush_run<W: Write>(
+    fn flush_run<W: CommandSink>(
         &mut self,
         em: &mut Emitter<'_, W>,
         d: &mut Dest<'_>,

@@ -2,32 +2,61 @@
 //! (reference §2.3), so stock `btrfs receive` and `subvol recv` see what the kernel would send.
 
 use super::SendError;
-use crate::stream::{Builder, Timespec, Uuid, Writer, attr, cmd};
-use std::io::Write;
+use crate::Error;
+use crate::pipeline::{CommandSink, Position, Totals};
+use crate::stream::{Builder, Timespec, Uuid, attr, cmd, proto};
+use std::ops::ControlFlow;
 
-/// Writes commands of one stream version to `W`, counting commands and bytes.
-pub(crate) struct Emitter<'p, W: Write> {
-    w: Writer<W>,
-    pub(crate) version: u32,
-    pub(crate) commands: u64,
-    progress: Option<&'p mut dyn FnMut(u64, u64)>,
+/// Called after each command with what was emitted so far; `Break` cancels the send (the
+/// tree sender wraps the pipeline's [`crate::pipeline::Hook`] in it).
+pub(crate) type Step<'a> = dyn FnMut(&Totals) -> ControlFlow<()> + 'a;
+
+/// A sink's error as a send error (an output error stays one).
+fn sink_error(e: Error) -> SendError {
+    match e {
+        Error::Output(io) => SendError::Output(io),
+        Error::Send(s) => s,
+        other => SendError::Sink(Box::new(other)),
+    }
 }
 
-impl<'p, W: Write> Emitter<'p, W> {
-    /// Writes the stream header.
+/// Emits commands of one stream version into a [`CommandSink`] (a stream writer, a signer),
+/// counting commands and their bytes on the wire.
+pub(crate) struct Emitter<'p, W: CommandSink> {
+    sink: W,
+    pub(crate) version: u32,
+    /// Commands and bytes emitted so far (stream header included).
+    totals: Totals,
+    step: &'p mut Step<'p>,
+}
+
+impl<'p, W: CommandSink> Emitter<'p, W> {
+    /// Emits the stream header.
     pub(crate) fn new(
-        inner: W,
+        mut sink: W,
         version: u32,
-        progress: Option<&'p mut dyn FnMut(u64, u64)>,
+        step: &'p mut Step<'p>,
     ) -> Result<Self, SendError> {
-        let mut w = Writer::new(inner);
-        w.write_header(version).map_err(SendError::Output)?;
+        sink.header(version, Position::default())
+            .map_err(sink_error)?;
         Ok(Emitter {
-            w,
+            sink,
             version,
-            commands: 0,
-            progress,
+            totals: Totals {
+                streams: 1,
+                commands: 0,
+                bytes: proto::STREAM_HEADER_LEN as u64,
+                max_version: version,
+            },
+            step,
         })
+    }
+
+    fn at(&self) -> Position {
+        Position {
+            offset: self.totals.bytes,
+            index: self.totals.commands,
+        }
     }
 
     fn put(&mut self, b: Builder, path: &[u8]) -> Result<(), SendError> {
@@ -35,18 +64,18 @@ impl<'p, W: Write> Emitter<'p, W> {
             path: lossy(path),
             source,
         })?;
-        self.w.write_command(&c).map_err(SendError::Output)?;
-        self.tick();
-        Ok(())
+        let at = self.at();
+        // A producer's sink asks to stop only through errors; ControlFlow is for readers.
+        let _ = self.sink.command(&c, at).map_err(sink_error)?;
+        self.tick(c.frame_len())
     }
 
-    fn tick(&mut self) {
-        self.commands += 1;
-        if self.commands.is_multiple_of(256) {
-            let (b, c) = (self.w.bytes(), self.commands);
-            if let Some(p) = self.progress.as_mut() {
-                p(b, c);
-            }
+    fn tick(&mut self, frame_len: u64) -> Result<(), SendError> {
+        self.totals.commands += 1;
+        self.totals.bytes += frame_len;
+        match (self.step)(&self.totals) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(SendError::Sink(Box::new(Error::Interrupted))),
         }
     }
 
@@ -200,11 +229,12 @@ impl<'p, W: Write> Emitter<'p, W> {
             data_hdr[2..].copy_from_slice(&len.to_le_bytes());
             &data_hdr[..]
         };
-        self.w
-            .write_parts(cmd::WRITE, &[prefix.payload(), hdr, data])
-            .map_err(SendError::Output)?;
-        self.tick();
-        Ok(())
+        let at = self.at();
+        let _ = self
+            .sink
+            .command_split(&prefix, &[hdr, data], at)
+            .map_err(sink_error)?;
+        self.tick((proto::CMD_HEADER_LEN + prefix.payload().len() + hdr.len() + data.len()) as u64)
     }
 
     /// CLONE `len` bytes of `clone_path` (in the subvolume `clone_uuid`) at `clone_offset` into
@@ -308,16 +338,13 @@ impl<'p, W: Write> Emitter<'p, W> {
         self.put(b, path)
     }
 
-    /// END, then flushes the output.
+    /// END, then finishes the sink (flushes the output; a signer writes its final block).
+    /// Returns (bytes, commands) of the stream as emitted.
     pub(crate) fn end(mut self) -> Result<(u64, u64), SendError> {
         let b = self.b(cmd::END);
         self.put(b, b"")?;
-        self.w.flush().map_err(SendError::Output)?;
-        let (b, c) = (self.w.bytes(), self.commands);
-        if let Some(p) = self.progress.as_mut() {
-            p(b, c);
-        }
-        Ok((b, c))
+        self.sink.finish().map_err(sink_error)?;
+        Ok((self.totals.bytes, self.totals.commands))
     }
 }
 

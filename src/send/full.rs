@@ -7,9 +7,9 @@ use super::dedupe::{Dedupe, Source};
 use super::emit::Emitter;
 use super::tree::{CAPABILITY, DentryId, InodeId, Kind, ROOT, Tree};
 use super::{SendError, SendSummary, TreeSendOptions, subvol_name};
+use crate::pipeline::CommandSink;
 use crate::stream::{Uuid, cmd, proto};
 use std::collections::HashMap;
-use std::io::Write;
 
 /// Where identical content can be cloned from.
 #[derive(Clone, Debug)]
@@ -109,7 +109,7 @@ impl<'t> ContentSender<'t> {
     /// subvolume being received) into an empty file at the same stream path: a whole-file
     /// CLONE when identical content was seen, else its data ranges (holes skipped) as WRITEs
     /// and CLONEs of blocks seen before, and a TRUNCATE when the data stops short of the size.
-    pub(crate) fn send_new_file<W: Write>(
+    pub(crate) fn send_new_file<W: CommandSink>(
         &mut self,
         em: &mut Emitter<'_, W>,
         rel: &[u8],
@@ -168,7 +168,7 @@ impl<'t> ContentSender<'t> {
 
     /// Sends the data ranges in chunks of at most one WRITE, block by block through the
     /// dedupe (which gathers WRITEs and CLONEs), feeding `hasher` with every byte.
-    fn write_ranges<W: Write>(
+    fn write_ranges<W: CommandSink>(
         &mut self,
         em: &mut Emitter<'_, W>,
         rel: &[u8],
@@ -212,7 +212,7 @@ impl<'t> ContentSender<'t> {
 }
 
 /// TRUNCATE to the size when the last data range stops short of it (a hole at the end).
-fn finish_size<W: Write>(
+fn finish_size<W: CommandSink>(
     em: &mut Emitter<'_, W>,
     rel: &[u8],
     sf: &SourceFile,
@@ -231,7 +231,7 @@ pub(crate) fn ino_of(id: InodeId) -> u64 {
 
 /// Creates inode `id` of `t` at stream path `rel` with everything but the directory's UTIMES
 /// (sent once its contents are complete): MK*, xattrs, data, CHOWN, CHMOD, capability, UTIMES.
-pub(crate) fn create_inode<W: Write>(
+pub(crate) fn create_inode<W: CommandSink>(
     em: &mut Emitter<'_, W>,
     data: &mut ContentSender<'_>,
     t: &Tree,
@@ -260,7 +260,7 @@ pub(crate) fn create_inode<W: Write>(
 
 /// Everything after MK* for a new inode made at entry `de` (also used for the root of a full
 /// stream, whose directory exists already).
-fn finish_new_inode<W: Write>(
+fn finish_new_inode<W: CommandSink>(
     em: &mut Emitter<'_, W>,
     data: &mut ContentSender<'_>,
     t: &Tree,
@@ -294,15 +294,15 @@ fn finish_new_inode<W: Write>(
 }
 
 /// A full stream of `t`.
-pub(crate) fn send_full<W: Write>(
+pub(crate) fn send_full<W: CommandSink>(
     t: &Tree,
     opts: &TreeSendOptions,
-    out: W,
-    progress: Option<&mut dyn FnMut(u64, u64)>,
+    sink: W,
+    step: &mut super::emit::Step<'_>,
 ) -> Result<SendSummary, SendError> {
     let uuid = opts.uuid.unwrap_or_else(|| t.derived_uuid());
     let ctransid = t.newest_mtime;
-    let mut em = Emitter::new(out, opts.version, progress)?;
+    let mut em = Emitter::new(sink, opts.version, step)?;
     em.subvol(&subvol_name(t, opts), &uuid, ctransid)?;
     let mut data = ContentSender::new(t, opts, uuid, ctransid, None);
     // The root exists already: the kernel sends its CHOWN and CHMOD first.
@@ -323,7 +323,7 @@ pub(crate) fn send_full<W: Write>(
 }
 
 /// Depth-first creation of directory `dir`'s entries; `path` is the directory's stream path.
-fn walk<W: Write>(
+fn walk<W: CommandSink>(
     em: &mut Emitter<'_, W>,
     data: &mut ContentSender<'_>,
     t: &Tree,

@@ -25,9 +25,9 @@ use super::emit::Emitter;
 use super::full::{ContentSender, create_inode, ino_of};
 use super::tree::{CAPABILITY, Inode, InodeId, Kind, ROOT, Tree, Xattr};
 use super::{SendError, SendSummary, TreeSendOptions, subvol_name};
+use crate::pipeline::CommandSink;
 use crate::stream::proto;
 use std::collections::HashMap;
-use std::io::Write;
 
 /// OLD bytes always worth reading to index clone sources (see `Incr::index_old`).
 const OLD_INDEX_MIN: u64 = 64 << 20;
@@ -262,7 +262,7 @@ fn join(parts_rev: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-struct Incr<'a, 'p, W: Write> {
+struct Incr<'a, 'p, W: CommandSink> {
     old: &'a Tree,
     new: &'a Tree,
     m: Matching,
@@ -277,7 +277,7 @@ struct Incr<'a, 'p, W: Write> {
     buf_new: Vec<u8>,
 }
 
-impl<W: Write> Incr<'_, '_, W> {
+impl<W: CommandSink> Incr<'_, '_, W> {
     fn live_of_new(&self, nj: InodeId) -> u32 {
         match self.m.new_to_old[nj as usize] {
             Some(oi) => oi,
@@ -704,18 +704,18 @@ impl<W: Write> Incr<'_, '_, W> {
 }
 
 /// An incremental stream from `old` to `new`.
-pub(crate) fn send_incremental<W: Write>(
+pub(crate) fn send_incremental<W: CommandSink>(
     old: &Tree,
     new: &Tree,
     opts: &TreeSendOptions,
-    out: W,
-    progress: Option<&mut dyn FnMut(u64, u64)>,
+    sink: W,
+    step: &mut super::emit::Step<'_>,
 ) -> Result<SendSummary, SendError> {
     let uuid = opts.uuid.unwrap_or_else(|| new.derived_uuid());
     let parent_uuid = opts.parent_uuid.unwrap_or_else(|| old.derived_uuid());
     let mut buf = Vec::new();
     let m = Matching::compute(old, new, &mut buf)?;
-    let mut em = Emitter::new(out, opts.version, progress)?;
+    let mut em = Emitter::new(sink, opts.version, step)?;
     em.snapshot(
         &subvol_name(new, opts),
         &uuid,

@@ -7,6 +7,8 @@
 //! example the reader of a pipe went away), the pipe is closed and the kernel stops with EPIPE.
 
 use super::SendError;
+use crate::pipeline::{CommandSink, Hook, Totals, pump};
+use crate::stream::Reader;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -87,6 +89,61 @@ pub fn send_kernel<W: Write>(
     mut out: W,
     mut progress: Option<&mut dyn FnMut(u64)>,
 ) -> Result<u64, SendError> {
+    with_kernel_stream(subvol, opts, |reader| {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(SendError::Io {
+                        op: "read the kernel's stream",
+                        path: subvol.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            out.write_all(&buf[..n]).map_err(SendError::Output)?;
+            total += n as u64;
+            if let Some(p) = progress.as_mut() {
+                p(total);
+            }
+        }
+        out.flush().map_err(SendError::Output)?;
+        Ok(total)
+    })
+}
+
+/// Sends `subvol` through the kernel and pumps the stream's commands into `sink` (a signer,
+/// a checker): the kernel's bytes are read back as commands by a [`Reader`]. For plain output
+/// [`send_kernel`] copies the bytes without parsing them.
+///
+/// # Errors
+/// As [`send_kernel`]; a sink error or an invalid kernel stream as [`SendError::Sink`].
+pub fn send_kernel_into<K: CommandSink + ?Sized>(
+    subvol: &Path,
+    opts: &KernelSendOptions,
+    sink: &mut K,
+    hook: &mut Hook<'_>,
+) -> Result<Totals, SendError> {
+    with_kernel_stream(subvol, opts, |reader| {
+        let mut src = Reader::new(io::BufReader::with_capacity(1 << 20, reader));
+        pump(&mut src, sink, hook).map_err(|e| match e {
+            crate::Error::Output(io) => SendError::Output(io),
+            other => SendError::Sink(Box::new(other)),
+        })
+    })
+}
+
+/// Runs the send ioctl on a helper thread writing into a pipe, and `consume` on the pipe's read
+/// end here.
+fn with_kernel_stream<T>(
+    subvol: &Path,
+    opts: &KernelSendOptions,
+    consume: impl FnOnce(&mut io::PipeReader) -> Result<T, SendError>,
+) -> Result<T, SendError> {
     let sub = open_subvol(subvol)?;
     let (flags, version) = flags_and_version(opts)?;
     let mut clone_sources = Vec::new();
@@ -122,42 +179,24 @@ pub fn send_kernel<W: Write>(
             drop(writer);
             r
         });
-        let copied = (|| {
-            let mut buf = vec![0u8; 1 << 20];
-            let mut total = 0u64;
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => return Ok(total),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(source) => {
-                        return Err(SendError::Io {
-                            op: "read the kernel's stream",
-                            path: subvol.to_path_buf(),
-                            source,
-                        });
-                    }
-                };
-                out.write_all(&buf[..n]).map_err(SendError::Output)?;
-                total += n as u64;
-                if let Some(p) = progress.as_mut() {
-                    p(total);
-                }
-            }
-        })();
+        let consumed = consume(&mut reader);
         // Closing the read end makes a still-running ioctl fail with EPIPE instead of blocking.
         drop(reader);
         let sent = kernel
             .join()
-            .map_err(|_| SendError::Invalid("the send thread panicked".into()))?;
-        let total = copied?;
-        sent.map_err(|source| SendError::Kernel {
-            op: "send",
-            path: subvol.to_path_buf(),
-            source,
-        })?;
-        out.flush().map_err(SendError::Output)?;
-        Ok(total)
+            .map_err(|_| SendError::Invalid("the send thread panicked".into()))?
+            .map_err(|source| SendError::Kernel {
+                op: "send",
+                path: subvol.to_path_buf(),
+                source,
+            });
+        match (consumed, sent) {
+            // A failed ioctl explains a truncated stream better than the reader does.
+            (Err(SendError::Sink(e)), Err(k)) if matches!(*e, crate::Error::Stream(_)) => Err(k),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(k)) => Err(k),
+            (Ok(t), Ok(())) => Ok(t),
+        }
     })
 }
 

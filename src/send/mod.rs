@@ -46,7 +46,9 @@
 //! stream's CTRANSID is the tree's newest mtime in seconds, by the same reasoning.
 
 use crate::ExitCode;
+use crate::pipeline::{CommandSink, Hook, Totals};
 use std::io;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 mod content;
@@ -115,6 +117,10 @@ pub enum SendError {
     /// The request itself is not valid (bad option combination, unsupported protocol).
     #[error("{0}")]
     Invalid(String),
+    /// The sink the commands went to failed (a signer refusing its input, a receiver), or
+    /// the send was cancelled ([`crate::Error::Interrupted`]).
+    #[error(transparent)]
+    Sink(Box<crate::Error>),
 }
 
 impl SendError {
@@ -129,13 +135,18 @@ impl SendError {
             SendError::Unsupported { .. } | SendError::Encode { .. } | SendError::Invalid(_) => {
                 ExitCode::Failure
             }
+            SendError::Sink(e) => e.exit_code(),
         }
     }
 
     /// True when the stream's reader went away (`subvol send ... | head`).
     #[must_use]
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, SendError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+        match self {
+            SendError::Output(e) => e.kind() == io::ErrorKind::BrokenPipe,
+            SendError::Sink(e) => e.is_broken_pipe(),
+            _ => false,
+        }
     }
 }
 
@@ -167,17 +178,51 @@ pub struct SendSummary {
     pub parent_uuid: Option<Uuid>,
 }
 
-/// Makes a send stream from the directory tree `source`: full, or incremental from `parent`.
-/// `progress` is called now and then with (bytes, commands) written so far.
+/// Makes a send stream from the directory tree `source`, full or incremental from `parent`,
+/// and emits its commands into `sink`: a [`crate::stream::Writer`] for plain output, a
+/// [`crate::sign::Signer`] to sign while sending. The sink is finished at the end (aborted on
+/// an error). `hook` gets the progress (bytes and commands of the stream as emitted, signature
+/// blocks not counted) and may cancel.
 ///
 /// # Errors
-/// A source file that cannot be read or changes while being read, or an output error.
-pub fn send_tree<W: io::Write>(
+/// A source file that cannot be read or changes while being read, or a sink error
+/// ([`SendError::Output`] for an output error).
+pub fn send_tree<K: CommandSink>(
     source: &std::path::Path,
     parent: Option<&std::path::Path>,
     opts: &TreeSendOptions,
-    out: W,
-    progress: Option<&mut dyn FnMut(u64, u64)>,
+    mut sink: K,
+    hook: &mut Hook<'_>,
+) -> Result<SendSummary, SendError> {
+    let mut step = |t: &Totals| {
+        if hook.cancelled() {
+            return ControlFlow::Break(());
+        }
+        hook.tick(t, false);
+        ControlFlow::Continue(())
+    };
+    let r = send_tree_into(source, parent, opts, &mut sink, &mut step);
+    match &r {
+        Ok(s) => hook.tick(
+            &Totals {
+                streams: 1,
+                commands: s.commands,
+                bytes: s.bytes,
+                max_version: opts.version,
+            },
+            true,
+        ),
+        Err(_) => sink.abort(),
+    }
+    r
+}
+
+fn send_tree_into<K: CommandSink>(
+    source: &std::path::Path,
+    parent: Option<&std::path::Path>,
+    opts: &TreeSendOptions,
+    sink: &mut K,
+    step: &mut emit::Step<'_>,
 ) -> Result<SendSummary, SendError> {
     if !(1..=2).contains(&opts.version) {
         return Err(SendError::Invalid(format!(
@@ -187,10 +232,10 @@ pub fn send_tree<W: io::Write>(
     }
     let new = tree::Tree::scan(source)?;
     match parent {
-        None => full::send_full(&new, opts, out, progress),
+        None => full::send_full(&new, opts, sink, step),
         Some(p) => {
             let old = tree::Tree::scan(p)?;
-            incr::send_incremental(&old, &new, opts, out, progress)
+            incr::send_incremental(&old, &new, opts, sink, step)
         }
     }
 }

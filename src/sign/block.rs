@@ -58,7 +58,7 @@ pub struct Block {
     pub bytes: u64,
     /// Commands covered by this segment.
     pub commands: u64,
-    /// SHA-256 of the covered bytes.
+    /// BLAKE3 hash of the covered bytes.
     pub digest: [u8; 32],
     /// Ed25519 signature of [`Block::message`].
     pub signature: [u8; 64],

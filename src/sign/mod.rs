@@ -4,19 +4,21 @@
 //! ([`SIGNATURE_CMD`]) interleaved. Stock `btrfs receive` skips them (unknown command number,
 //! known attribute types) and builds the same tree. Each block closes a *segment*: every byte
 //! since the previous block (stream headers, command headers with their CRC, payloads) is hashed
-//! with SHA-256, and the block signs that digest together with the stream's random id, the
+//! with BLAKE3, and the block signs that digest together with the stream's random id, the
 //! segment number, the segment's byte and command counts, what follows the block (more
 //! commands, or END and then end of input, or END and another stream) and the previous block's
 //! signature. The full description is `docs/signed-streams.md`.
 //!
-//! * [`Signer`] is the signing filter (a sink for headers and commands that writes the signed
-//!   stream); [`sign_stream`] drives it from a [`crate::stream::Reader`].
+//! * [`Signer`] is the signing filter (a [`crate::pipeline::CommandSink`] that writes the signed
+//!   stream); [`sign_stream`] pumps a [`crate::pipeline::Source`] into it, and a producer (the
+//!   tree sender) emits into it directly.
 //! * [`VerifyingSource`] is the verifying filter: a [`crate::pipeline::Source`] that buffers one
 //!   segment (at most [`MAX_SEGMENT_BYTES`]), checks its block and only then yields its
 //!   commands.
 //! * [`KeySet`], [`PublicKey`], [`SecretKey`], [`keygen`]: key files.
 
 mod block;
+mod digest;
 mod keys;
 mod signer;
 mod verifier;

@@ -1,12 +1,15 @@
 //! The signing filter: passes headers and commands through and interleaves signature blocks.
 
 use super::block::{Block, Kind, SIGNATURE_CMD};
+use super::digest::SegmentHasher;
 use super::keys::{KeyId, SecretKey};
 use super::{MAX_SEGMENT_BYTES, SignError, TARGET_SEGMENT_BYTES};
 use crate::Error;
-use crate::stream::{Command, Item, Reader, attr, cmd, command_header, end_command, stream_header};
+use crate::pipeline::{CommandSink, Hook, Position, Source, pump};
+use crate::stream::{Command, attr, cmd, command_header, stream_header};
 use ed25519_dalek::Signer as _;
-use std::io::{Read, Write};
+use std::io::Write;
+use std::ops::ControlFlow;
 
 /// What signing produced.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -21,22 +24,18 @@ pub struct SignSummary {
     pub bytes: u64,
 }
 
-/// Signs a stream as it passes: feed it headers and commands in stream order
-/// ([`Signer::write_header`], [`Signer::write_command`]), then call [`Signer::finish`].
+/// The signing filter, a [`CommandSink`]: headers and commands in stream order in, the signed
+/// stream (the same bytes with signature blocks interleaved) out to `W`. [`CommandSink::finish`]
+/// writes the final block and END; then [`Signer::summary`] and [`Signer::into_inner`].
 ///
-/// The END command is held back until the signer knows what follows it (another stream header,
-/// Bytes staged before they are hashed (see `Signer::hash_buf`).
-const HASH_BUF: usize = 64 * 1024;
-
-/// or the end of input), so the final block before it can say so.
+/// Each command is hashed as its frame is on the wire ([`Command::frame_header`] and payload):
+/// nothing is re-encoded. The END command is held back until the signer knows what follows it
+/// (another stream header, or the end of input), so the final block before it can say so.
 pub struct Signer<W: Write> {
     out: W,
     key: SecretKey,
     stream_id: [u8; 16],
-    hasher: blake3::Hasher,
-    /// Covered bytes not hashed yet: BLAKE3 is fast on large inputs (SIMD over many chunks)
-    /// and slow when fed one 10-byte header at a time.
-    hash_buf: Vec<u8>,
+    hasher: SegmentHasher,
     segment: u64,
     seg_bytes: u64,
     seg_cmds: u64,
@@ -76,8 +75,7 @@ impl<W: Write> Signer<W> {
             out,
             key,
             stream_id,
-            hasher: blake3::Hasher::new(),
-            hash_buf: Vec::with_capacity(HASH_BUF),
+            hasher: SegmentHasher::new(),
             segment: 0,
             seg_bytes: 0,
             seg_cmds: 0,
@@ -112,15 +110,7 @@ impl<W: Write> Signer<W> {
     }
 
     fn covered(&mut self, b: &[u8]) -> Result<(), Error> {
-        if self.hash_buf.len() + b.len() > HASH_BUF {
-            self.hasher.update(&self.hash_buf);
-            self.hash_buf.clear();
-        }
-        if b.len() >= HASH_BUF {
-            self.hasher.update(b);
-        } else {
-            self.hash_buf.extend_from_slice(b);
-        }
+        self.hasher.update(b);
         self.seg_bytes += b.len() as u64;
         self.put(b)
     }
@@ -144,30 +134,17 @@ impl<W: Write> Signer<W> {
         self.covered(&stream_header(version))
     }
 
-    /// Writes a command; its CRC is computed.
-    ///
-    /// # Errors
-    /// See [`Signer::write_command_crc`].
-    pub fn write_command(&mut self, c: &Command) -> Result<(), Error> {
-        let h = command_header(c.cmd(), &[c.payload()]);
-        self.write_with_header(c, &h)
-    }
-
-    /// Writes a command read by a [`Reader`], reusing the CRC it checked
-    /// ([`Reader::last_crc`]).
+    /// Writes a command (its frame header as [`Command::frame_header`] gives it).
     ///
     /// # Errors
     /// Output errors; a command before the first header or after END; a signature block in the
     /// input (signing a signed stream again is refused).
-    pub fn write_command_crc(&mut self, c: &Command, crc: u32) -> Result<(), Error> {
-        let mut h = [0u8; 10];
-        h[0..4].copy_from_slice(&(c.payload().len() as u32).to_le_bytes());
-        h[4..6].copy_from_slice(&c.cmd().to_le_bytes());
-        h[6..10].copy_from_slice(&crc.to_le_bytes());
-        self.write_with_header(c, &h)
+    pub fn write_command(&mut self, c: &Command) -> Result<(), Error> {
+        self.write_frame(c, &c.frame_header(), &[])
     }
 
-    fn write_with_header(&mut self, c: &Command, h: &[u8; 10]) -> Result<(), Error> {
+    /// Writes the command `head` with `tail` appended to its payload, without assembling it.
+    fn write_frame(&mut self, head: &Command, h: &[u8; 10], tail: &[&[u8]]) -> Result<(), Error> {
         if !self.started {
             return Err(SignError::CannotSign("command before the stream header".into()).into());
         }
@@ -177,7 +154,8 @@ impl<W: Write> Signer<W> {
             )
             .into());
         }
-        match c.cmd() {
+        let payload_len = head.payload().len() + tail.iter().map(|t| t.len()).sum::<usize>();
+        match head.cmd() {
             SIGNATURE_CMD => {
                 return Err(SignError::CannotSign(format!(
                     "the input already carries signature blocks (command {})",
@@ -186,7 +164,7 @@ impl<W: Write> Signer<W> {
                 .into());
             }
             cmd::END => {
-                if !c.payload().is_empty() {
+                if payload_len != 0 {
                     return Err(SignError::CannotSign("END command with a payload".into()).into());
                 }
                 self.pending_end = true;
@@ -194,8 +172,8 @@ impl<W: Write> Signer<W> {
             }
             _ => {}
         }
-        let n = (h.len() + c.payload().len()) as u64;
-        let path = c.get(attr::PATH);
+        let n = (h.len() + payload_len) as u64;
+        let path = head.get(attr::PATH);
         if self.seg_cmds > 0
             && (self.seg_bytes + n > self.max
                 || (self.seg_bytes >= self.target
@@ -204,7 +182,10 @@ impl<W: Write> Signer<W> {
             self.close(Kind::Segment)?;
         }
         self.covered(h)?;
-        self.covered(c.payload())?;
+        self.covered(head.payload())?;
+        for t in tail {
+            self.covered(t)?;
+        }
         self.seg_cmds += 1;
         self.summary.commands += 1;
         if let Some(p) = path
@@ -219,17 +200,12 @@ impl<W: Write> Signer<W> {
     fn write_end(&mut self) -> Result<(), Error> {
         self.pending_end = false;
         self.summary.commands += 1;
-        let end = end_command(1);
-        let h = command_header(end.cmd(), &[]);
-        self.put(&h)
+        self.put(&command_header(cmd::END, &[]))
     }
 
     /// Closes the current segment with a block of `kind`.
     fn close(&mut self, kind: Kind) -> Result<(), Error> {
-        self.hasher.update(&self.hash_buf);
-        self.hash_buf.clear();
-        let digest: [u8; 32] = *self.hasher.finalize().as_bytes();
-        self.hasher.reset();
+        let digest = self.hasher.finish_segment();
         let mut b = Block {
             kind,
             key_id: self.key.public().id(),
@@ -257,11 +233,47 @@ impl<W: Write> Signer<W> {
         Ok(())
     }
 
+    /// What was signed so far.
+    #[must_use]
+    pub fn summary(&self) -> SignSummary {
+        self.summary
+    }
+
+    /// The output writer (after [`CommandSink::finish`]).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write> CommandSink for Signer<W> {
+    fn header(&mut self, version: u32, _: Position) -> Result<(), Error> {
+        self.write_header(version)
+    }
+
+    fn command(&mut self, c: &Command, _: Position) -> Result<ControlFlow<()>, Error> {
+        self.write_command(c)?;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn command_split(
+        &mut self,
+        head: &Command,
+        tail: &[&[u8]],
+        _: Position,
+    ) -> Result<ControlFlow<()>, Error> {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + tail.len());
+        parts.push(head.payload());
+        parts.extend_from_slice(tail);
+        let h = command_header(head.cmd(), &parts);
+        self.write_frame(head, &h, tail)?;
+        Ok(ControlFlow::Continue(()))
+    }
+
     /// Ends the signed input: writes the final block and the held-back END, and flushes.
     ///
     /// # Errors
     /// Output errors; the input did not end with END.
-    pub fn finish(mut self) -> Result<(SignSummary, W), Error> {
+    fn finish(&mut self) -> Result<(), Error> {
         if !self.pending_end {
             return Err(
                 SignError::CannotSign("the input does not end with an END command".into()).into(),
@@ -269,31 +281,19 @@ impl<W: Write> Signer<W> {
         }
         self.close(Kind::EndLast)?;
         self.write_end()?;
-        self.out.flush().map_err(Error::output)?;
-        Ok((self.summary, self.out))
+        self.out.flush().map_err(Error::output)
     }
 }
 
-/// Signs everything `reader` yields (one or several concatenated streams) into `signer`.
+/// Signs everything `src` yields (one or several concatenated streams) through `signer`.
 ///
 /// # Errors
 /// Stream errors of the input, output errors, or an input that is signed already.
-pub fn sign_stream<R: Read, W: Write>(
-    reader: &mut Reader<R>,
+pub fn sign_stream<S: Source + ?Sized, W: Write>(
+    src: &mut S,
     mut signer: Signer<W>,
-    on_progress: &mut dyn FnMut(u64, u64),
+    hook: &mut Hook<'_>,
 ) -> Result<(SignSummary, W), Error> {
-    let mut c = Command::empty();
-    while let Some(item) = reader.next(&mut c)? {
-        match item {
-            Item::Header(v) => signer.write_header(v)?,
-            Item::Command => {
-                signer.write_command_crc(&c, reader.last_crc())?;
-                if reader.commands().is_multiple_of(8192) {
-                    on_progress(reader.offset(), reader.commands());
-                }
-            }
-        }
-    }
-    signer.finish()
+    pump(src, &mut signer, hook)?;
+    Ok((signer.summary(), signer.into_inner()))
 }

@@ -1,7 +1,7 @@
 //! Unit tests of signing and verification on synthetic streams.
 
 use super::*;
-use crate::pipeline::Source;
+use crate::pipeline::{Hook, Source};
 use crate::stream::{Builder, Command, Item, Reader, Timespec, Writer, attr, cmd};
 
 fn key(n: u8) -> SecretKey {
@@ -86,7 +86,7 @@ fn stream(version: u32, files: &[(&str, usize)]) -> Vec<u8> {
 fn sign(input: &[u8], k: u8, target: u64, max: u64) -> Vec<u8> {
     let signer =
         Signer::with_stream_id(Vec::new(), key(k), [k; 16]).with_segment_sizes(target, max);
-    sign_stream(&mut Reader::new(input), signer, &mut |_, _| {})
+    sign_stream(&mut Reader::new(input), signer, &mut Hook::none())
         .unwrap()
         .1
 }
@@ -330,9 +330,129 @@ fn concatenated_streams_are_one_chain() {
 fn signing_a_signed_stream_is_refused() {
     let signed = sign(&stream(2, &[("a", 10)]), 1, 1024, 4096);
     let signer = Signer::with_stream_id(Vec::new(), key(1), [0; 16]);
-    let e = sign_stream(&mut Reader::new(signed.as_slice()), signer, &mut |_, _| {}).unwrap_err();
+    let e = sign_stream(
+        &mut Reader::new(signed.as_slice()),
+        signer,
+        &mut Hook::none(),
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("already carries signature blocks"),
         "{e}"
     );
+}
+
+/// A small directory tree with a few files, one of them larger than a WRITE chunk.
+fn tree() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    std::fs::write(d.path().join("a"), b"hello").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|x| (x % 251) as u8).collect();
+    std::fs::write(d.path().join("sub/big"), &big).unwrap();
+    std::fs::write(d.path().join("sub/c"), b"c").unwrap();
+    d
+}
+
+fn tree_opts(version: u32) -> crate::send::TreeSendOptions {
+    crate::send::TreeSendOptions {
+        version,
+        uuid: Some(crate::stream::Uuid([3; 16])),
+        name: Some(b"vol".to_vec()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn signer_as_the_tree_senders_sink_gives_a_verifiable_stream() {
+    let d = tree();
+    for version in [1, 2] {
+        let opts = tree_opts(version);
+        let mut plain = Writer::new(Vec::new());
+        let sent =
+            crate::send::send_tree(d.path(), None, &opts, &mut plain, &mut Hook::none()).unwrap();
+        let plain = plain.into_inner();
+        assert_eq!(sent.bytes, plain.len() as u64);
+        let mut signer =
+            Signer::with_stream_id(Vec::new(), key(1), [9; 16]).with_segment_sizes(4096, 64 * 1024);
+        crate::send::send_tree(d.path(), None, &opts, &mut signer, &mut Hook::none()).unwrap();
+        let summary = signer.summary();
+        let direct = signer.into_inner();
+        assert_eq!(summary.bytes, direct.len() as u64);
+        assert!(summary.segments > 1, "{summary:?}");
+        // Same bytes as signing the plain stream after the fact.
+        let after = sign(&plain, 1, 4096, 64 * 1024);
+        let mut again =
+            Signer::with_stream_id(Vec::new(), key(1), [9; 16]).with_segment_sizes(4096, 64 * 1024);
+        crate::pipeline::pump(
+            &mut Reader::new(plain.as_slice()),
+            &mut again,
+            &mut Hook::none(),
+        )
+        .unwrap();
+        assert_eq!(again.into_inner(), direct);
+        assert_eq!(after.len(), direct.len());
+        // The verifier accepts it and yields exactly the plain stream.
+        let mut src = VerifyingSource::new(Reader::new(direct.as_slice()), keys(1));
+        let mut out = Writer::new(Vec::new());
+        crate::pipeline::pump(&mut src, &mut out, &mut Hook::none()).unwrap();
+        assert!(src.report().complete);
+        assert_eq!(out.into_inner(), plain);
+    }
+}
+
+#[test]
+fn verified_commands_keep_their_frames() {
+    let plain = stream(2, &[("a", 100_000), ("b", 10)]);
+    let signed = sign(&plain, 1, 1024, 64 * 1024);
+    let mut src = VerifyingSource::new(Reader::new(signed.as_slice()), keys(1));
+    let mut c = Command::empty();
+    let mut frames = Vec::new();
+    while let Some(item) = src.next_item(&mut c).unwrap() {
+        match item {
+            Item::Header(v) => frames.extend_from_slice(&crate::stream::stream_header(v)),
+            Item::Command => {
+                frames.extend_from_slice(&c.frame_header());
+                frames.extend_from_slice(c.payload());
+            }
+        }
+        // Positions are those of the plain stream's items, by construction of the segments.
+        assert!(src.offset() <= signed.len() as u64);
+    }
+    assert_eq!(frames, plain);
+}
+
+#[test]
+fn a_sink_error_while_sending_is_the_senders_error() {
+    let d = tree();
+    // A signer that already saw a stream refuses a second header without END before it.
+    let mut signer = Signer::with_stream_id(Vec::new(), key(1), [0; 16]);
+    signer.write_header(2).unwrap();
+    let e = crate::send::send_tree(
+        d.path(),
+        None,
+        &tree_opts(2),
+        &mut signer,
+        &mut Hook::none(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("stream header inside a stream"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_cancelled_tree_send_aborts_with_interrupted() {
+    let d = tree();
+    let flag = std::sync::atomic::AtomicBool::new(true);
+    let mut out = Writer::new(Vec::new());
+    let e = crate::send::send_tree(
+        d.path(),
+        None,
+        &tree_opts(2),
+        &mut out,
+        &mut Hook::none().cancel(&flag),
+    )
+    .unwrap_err();
+    assert_eq!(e.exit_code(), crate::ExitCode::Interrupted);
 }

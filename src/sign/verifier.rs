@@ -2,13 +2,33 @@
 //! signature block verified.
 
 use super::block::{Block, Kind, SIGNATURE_CMD};
+use super::digest::SegmentHasher;
 use super::keys::{KeyId, KeySet, hex};
 use super::{Failure, FailureKind, MAX_SEGMENT_BYTES, SignError, show_path};
 use crate::Error;
 use crate::pipeline::Source;
-use crate::stream::{Command, Item, Reader, attr, cmd, proto, stream_header};
+use crate::stream::{Command, Item, Reader, attr, cmd, stream_header};
 use ed25519_dalek::Signature;
+use std::collections::VecDeque;
 use std::io::Read;
+
+/// Payload buffers of released commands kept for reuse: at most this many...
+const SPARE_BUFFERS: usize = 256;
+/// ...holding at most this many bytes.
+const SPARE_BYTES: usize = MAX_SEGMENT_BYTES as usize;
+
+/// A command of a segment whose block is not checked yet: its frame as read (header fields
+/// with the CRC the reader checked, payload bytes as they are). Only the payload buffer is held,
+/// not a whole [`Command`] with its attribute index, so that a segment of many tiny commands
+/// costs a few words per command beyond its bytes, as the segment byte cap means.
+struct Held {
+    cmd: u16,
+    version: u32,
+    crc: u32,
+    payload: Vec<u8>,
+    /// Input offset where the command ends.
+    end: u64,
+}
 
 /// What a verification saw (so far).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,6 +59,16 @@ enum After {
     Failed,
 }
 
+/// What reading one item of a segment gave.
+enum SegmentItem {
+    /// A command of the segment, ending at this input offset: hold it until the block.
+    Hold(u64),
+    /// Nothing to hold (the stream header starting the segment); read on.
+    Next,
+    /// The segment's block verified.
+    Verified,
+}
+
 /// Verifies a signed stream while passing it on.
 ///
 /// Reads one segment (at most [`MAX_SEGMENT_BYTES`] of stream headers and commands) from the
@@ -66,20 +96,25 @@ enum After {
 pub struct VerifyingSource<R: Read> {
     reader: Reader<R>,
     keys: KeySet,
+    /// Reads the segment's commands (then their payloads move to `held`).
     scratch: Command,
-    /// Raw covered bytes of the current segment.
-    buf: Vec<u8>,
-    /// The segment began with a stream header.
-    seg_header: bool,
+    /// The current segment's commands as read; released as they are once the block verified.
+    held: VecDeque<Held>,
+    /// Payload buffers of released commands, reused for reading.
+    spare: Vec<Vec<u8>>,
+    spare_bytes: usize,
+    hasher: SegmentHasher,
+    /// Covered bytes of the current segment.
+    seg_bytes: u64,
+    /// The segment began with a stream header: its version and where it ends.
+    seg_header: Option<(u32, u64)>,
     seg_cmds: u64,
     seg_first_index: Option<u64>,
     seg_paths: Option<(Vec<u8>, Vec<u8>)>,
-    seg_start: u64,
-    /// Release position in `buf`; `rel_end` is 0 when nothing is to release.
-    rel_pos: usize,
-    rel_end: usize,
-    rel_header: bool,
-    version: u32,
+    /// The verified segment is being released.
+    releasing: bool,
+    /// Input offset after the last item released.
+    rel_offset: u64,
     after: After,
     segment: u64,
     prev_sig: [u8; 64],
@@ -105,16 +140,17 @@ impl<R: Read> VerifyingSource<R> {
             reader,
             keys,
             scratch: Command::empty(),
-            buf: Vec::new(),
-            seg_header: false,
+            held: VecDeque::new(),
+            spare: Vec::new(),
+            spare_bytes: 0,
+            hasher: SegmentHasher::new(),
+            seg_bytes: 0,
+            seg_header: None,
             seg_cmds: 0,
             seg_first_index: None,
             seg_paths: None,
-            seg_start: 0,
-            rel_pos: 0,
-            rel_end: 0,
-            rel_header: false,
-            version: 0,
+            releasing: false,
+            rel_offset: 0,
             after: After::Segment,
             segment: 0,
             prev_sig: [0; 64],
@@ -149,8 +185,7 @@ impl<R: Read> VerifyingSource<R> {
         kind: FailureKind,
     ) -> Error {
         self.after = After::Failed;
-        self.buf.clear();
-        self.rel_end = 0;
+        self.discard_segment();
         let commands = self
             .seg_first_index
             .map(|a| (a, a + self.seg_cmds.saturating_sub(1)));
@@ -177,48 +212,73 @@ impl<R: Read> VerifyingSource<R> {
         }
     }
 
-    /// Yields the next buffered item of the verified segment.
+    /// Yields the next item of the verified segment.
     fn release(&mut self, out: &mut Command) -> Result<Item, Error> {
-        let pos = self.rel_pos;
-        if self.rel_header {
-            self.rel_header = false;
-            let h = &self.buf[pos..pos + proto::STREAM_HEADER_LEN];
-            self.version = u32::from_le_bytes([h[13], h[14], h[15], h[16]]);
-            self.rel_pos += proto::STREAM_HEADER_LEN;
+        if let Some((version, end)) = self.seg_header.take() {
+            self.rel_offset = end;
             self.finish_release();
-            return Ok(Item::Header(self.version));
+            return Ok(Item::Header(version));
         }
-        let h = &self.buf[pos..pos + proto::CMD_HEADER_LEN];
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let cmd_no = u16::from_le_bytes([h[4], h[5]]);
-        let start = pos + proto::CMD_HEADER_LEN;
-        let p = out.payload_buf();
-        p.clear();
-        p.extend_from_slice(&self.buf[start..start + len]);
-        // The reader indexed these very bytes before, so this cannot fail.
-        out.finish_read(cmd_no, self.version)
-            .map_err(|e| Error::Invalid(format!("re-reading a verified command failed: {e}")))?;
-        self.rel_pos = start + len;
-        self.yielded += 1;
+        // `releasing` is set only with items held.
+        if let Some(h) = self.held.pop_front() {
+            // The payload moves to `out` as read; indexing it again is a walk over its TLV
+            // headers (no copy, no CRC), cheaper than holding every command's index.
+            let old = std::mem::replace(out.payload_buf(), h.payload);
+            self.recycle(old);
+            out.finish_read(h.cmd, h.version).map_err(|e| {
+                Error::Invalid(format!("indexing a verified command again failed: {e}"))
+            })?;
+            out.set_crc(h.crc);
+            self.rel_offset = h.end;
+            self.yielded += 1;
+        }
         self.finish_release();
         Ok(Item::Command)
     }
 
     fn finish_release(&mut self) {
-        if self.rel_pos >= self.rel_end {
-            self.rel_pos = 0;
-            self.rel_end = 0;
-            self.buf.clear();
+        if self.held.is_empty() && self.seg_header.is_none() {
+            self.releasing = false;
         }
     }
 
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap > 0 && self.spare.len() < SPARE_BUFFERS && self.spare_bytes + cap <= SPARE_BYTES {
+            buf.clear();
+            self.spare_bytes += cap;
+            self.spare.push(buf);
+        }
+    }
+
+    fn spare_buffer(&mut self) -> Vec<u8> {
+        let b = self.spare.pop().unwrap_or_default();
+        self.spare_bytes -= b.capacity();
+        b
+    }
+
+    fn discard_segment(&mut self) {
+        while let Some(h) = self.held.pop_front() {
+            self.recycle(h.payload);
+        }
+        self.seg_header = None;
+        self.releasing = false;
+        self.hasher.reset();
+        self.seg_bytes = 0;
+    }
+
     fn start_segment(&mut self) {
-        self.buf.clear();
-        self.seg_header = false;
+        self.discard_segment();
         self.seg_cmds = 0;
         self.seg_first_index = None;
         self.seg_paths = None;
-        self.seg_start = self.reader.offset();
+    }
+
+    fn hold_header(&mut self, version: u32) {
+        let h = stream_header(version);
+        self.hasher.update(&h);
+        self.seg_bytes += h.len() as u64;
+        self.seg_header = Some((version, self.reader.offset()));
     }
 
     /// Reads the next segment and its block, and verifies it. `header` is a stream header
@@ -226,85 +286,99 @@ impl<R: Read> VerifyingSource<R> {
     fn read_segment(&mut self, header: Option<u32>) -> Result<(), Error> {
         self.start_segment();
         if let Some(v) = header {
-            self.seg_start -= proto::STREAM_HEADER_LEN as u64;
-            self.buf.extend_from_slice(&stream_header(v));
-            self.seg_header = true;
+            self.hold_header(v);
         }
         let mut c = std::mem::take(&mut self.scratch);
-        let r = self.read_segment_with(&mut c);
+        let r = loop {
+            if c.payload().is_empty() {
+                *c.payload_buf() = self.spare_buffer();
+            }
+            match self.read_segment_item(&mut c) {
+                Ok(SegmentItem::Hold(end)) => {
+                    let (cmd, version, crc) = (c.cmd(), c.version(), c.crc());
+                    let payload = std::mem::take(c.payload_buf());
+                    self.held.push_back(Held {
+                        cmd,
+                        version,
+                        crc,
+                        payload,
+                        end,
+                    });
+                }
+                Ok(SegmentItem::Next) => {}
+                Ok(SegmentItem::Verified) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
         self.scratch = c;
         r
     }
 
-    fn read_segment_with(&mut self, c: &mut Command) -> Result<(), Error> {
-        loop {
-            let at = self.reader.offset();
-            let item = match self.reader.next(c) {
-                Ok(i) => i,
-                Err(e) => {
-                    self.after = After::Failed;
-                    return Err(e.into());
+    /// Reads one item of a segment into `c` and says what to do with it.
+    fn read_segment_item(&mut self, c: &mut Command) -> Result<SegmentItem, Error> {
+        let at = self.reader.offset();
+        let item = match self.reader.next(c) {
+            Ok(i) => i,
+            Err(e) => {
+                self.after = After::Failed;
+                return Err(e.into());
+            }
+        };
+        let index = self.reader.commands().checked_sub(1);
+        match item {
+            None => {
+                // The reader returns a clean end only between streams, and we never leave
+                // a segment open across END.
+                let k = self.unsigned_or(
+                    FailureKind::MissingStream,
+                    "input ends without a signature block",
+                );
+                Err(self.fail(at, None, None, k))
+            }
+            Some(Item::Header(v)) => {
+                // Only possible as the very first item.
+                self.hold_header(v);
+                Ok(SegmentItem::Next)
+            }
+            Some(Item::Command) => match c.cmd() {
+                SIGNATURE_CMD => self
+                    .check_block(c, at, index)
+                    .map(|()| SegmentItem::Verified),
+                cmd::END => {
+                    let k = self
+                        .unsigned_or(FailureKind::UncoveredEnd, "END without a signature block");
+                    Err(self.fail(at, index, None, k))
                 }
-            };
-            let index = self.reader.commands().checked_sub(1);
-            match item {
-                None => {
-                    // The reader returns a clean end only between streams, and we never leave
-                    // a segment open across END.
-                    let k = self.unsigned_or(
-                        FailureKind::MissingStream,
-                        "input ends without a signature block",
-                    );
-                    return Err(self.fail(at, None, None, k));
-                }
-                Some(Item::Header(v)) => {
-                    // Only possible as the very first item.
-                    self.seg_start = at;
-                    self.buf.extend_from_slice(&stream_header(v));
-                    self.seg_header = true;
-                }
-                Some(Item::Command) => match c.cmd() {
-                    SIGNATURE_CMD => return self.check_block(c, at, index),
-                    cmd::END => {
+                _ => {
+                    if self.seg_bytes + c.frame_len() > self.max_segment {
                         let k = self.unsigned_or(
-                            FailureKind::UncoveredEnd,
-                            "END without a signature block",
+                            FailureKind::TooLarge {
+                                max: self.max_segment,
+                            },
+                            "no signature block within the first segment bound (8 MiB)",
                         );
                         return Err(self.fail(at, index, None, k));
                     }
-                    n => {
-                        let len = c.payload().len();
-                        if (self.buf.len() + proto::CMD_HEADER_LEN + len) as u64 > self.max_segment
-                        {
-                            let k = self.unsigned_or(
-                                FailureKind::TooLarge {
-                                    max: self.max_segment,
-                                },
-                                "no signature block within the first segment bound (8 MiB)",
-                            );
-                            return Err(self.fail(at, index, None, k));
-                        }
-                        self.buf.extend_from_slice(&(len as u32).to_le_bytes());
-                        self.buf.extend_from_slice(&n.to_le_bytes());
-                        self.buf
-                            .extend_from_slice(&self.reader.last_crc().to_le_bytes());
-                        self.buf.extend_from_slice(c.payload());
-                        self.seg_cmds += 1;
-                        self.seg_first_index.get_or_insert(index.unwrap_or(0));
-                        if let Some(p) = c.get(attr::PATH) {
-                            match &mut self.seg_paths {
-                                None => self.seg_paths = Some((p.to_vec(), p.to_vec())),
-                                Some((_, last)) => {
-                                    if last.as_slice() != p {
-                                        last.clear();
-                                        last.extend_from_slice(p);
-                                    }
+                    // The frame as read: header with the CRC the reader checked, then payload.
+                    self.hasher.update(&c.frame_header());
+                    self.hasher.update(c.payload());
+                    self.seg_bytes += c.frame_len();
+                    self.seg_cmds += 1;
+                    self.seg_first_index.get_or_insert(index.unwrap_or(0));
+                    if let Some(p) = c.get(attr::PATH) {
+                        match &mut self.seg_paths {
+                            None => self.seg_paths = Some((p.to_vec(), p.to_vec())),
+                            Some((_, last)) => {
+                                if last.as_slice() != p {
+                                    last.clear();
+                                    last.extend_from_slice(p);
                                 }
                             }
                         }
                     }
-                },
-            }
+                    Ok(SegmentItem::Hold(self.reader.offset()))
+                }
+            },
         }
     }
 
@@ -348,17 +422,16 @@ impl<R: Read> VerifyingSource<R> {
             };
             return Err(self.fail(at, index, kid, k));
         }
-        if b.bytes != self.buf.len() as u64 || b.commands != self.seg_cmds {
+        if b.bytes != self.seg_bytes || b.commands != self.seg_cmds {
             let k = FailureKind::Count {
-                bytes: self.buf.len() as u64,
+                bytes: self.seg_bytes,
                 commands: self.seg_cmds,
                 want_bytes: b.bytes,
                 want_commands: b.commands,
             };
             return Err(self.fail(at, index, kid, k));
         }
-        let digest: [u8; 32] = *blake3::hash(&self.buf).as_bytes();
-        if digest != b.digest {
+        if self.hasher.finish_segment() != b.digest {
             return Err(self.fail(at, index, kid, FailureKind::Digest));
         }
         let sig = Signature::from_bytes(&b.signature);
@@ -375,12 +448,7 @@ impl<R: Read> VerifyingSource<R> {
         self.report.segments += 1;
         self.report.key_id = Some(b.key_id);
         self.report.stream_id = Some(b.stream_id);
-        self.rel_pos = 0;
-        self.rel_end = self.buf.len();
-        self.rel_header = self.seg_header;
-        if self.rel_end == 0 {
-            self.buf.clear();
-        }
+        self.releasing = !self.held.is_empty() || self.seg_header.is_some();
         if b.kind != Kind::Segment {
             self.after = After::ExpectEnd(b.kind);
         }
@@ -389,7 +457,7 @@ impl<R: Read> VerifyingSource<R> {
 
     fn step(&mut self, out: &mut Command) -> Result<Option<Item>, Error> {
         loop {
-            if self.rel_end > 0 {
+            if self.releasing {
                 return self.release(out).map(Some);
             }
             match self.after {
@@ -495,8 +563,8 @@ impl<R: Read> Source for VerifyingSource<R> {
 
     /// Input bytes up to the end of the last item yielded (or of the last block checked).
     fn offset(&self) -> u64 {
-        if self.rel_end > 0 {
-            self.seg_start + self.rel_pos as u64
+        if self.releasing {
+            self.rel_offset
         } else {
             self.reader.offset()
         }

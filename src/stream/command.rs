@@ -1,6 +1,7 @@
 //! One send-stream command: its number and TLV payload, kept verbatim so that writing it back gives
 //! the original bytes, with an index of its attributes and a typed view ([`Op`]).
 
+use super::frame;
 use super::proto::{self, attr, cmd};
 use std::fmt;
 
@@ -114,6 +115,9 @@ pub struct Command {
     present: u64,
     /// Attribute numbers in wire order, duplicates included (for JSON and diagnostics).
     order: Vec<u16>,
+    /// The frame's CRC32C as read (set by the reader after checking it); None for a built
+    /// command, whose CRC is computed when its frame header is asked for.
+    crc: Option<u32>,
 }
 
 impl fmt::Debug for Command {
@@ -151,6 +155,7 @@ impl Command {
             index: [(0, 0); NATTR],
             present: 0,
             order: Vec::new(),
+            crc: None,
         }
     }
 
@@ -177,12 +182,45 @@ impl Command {
         self.cmd = cmd;
         self.version = version;
         self.payload = payload;
+        self.crc = None;
         self.reindex()
     }
 
-    /// Mutable access to the payload buffer for a reader that fills it in place.
+    /// Mutable access to the payload buffer for a reader that fills it in place (forgets the
+    /// CRC: the reader sets it again once it checked the new bytes).
     pub(crate) fn payload_buf(&mut self) -> &mut Vec<u8> {
+        self.crc = None;
         &mut self.payload
+    }
+
+    /// Records the CRC a reader checked against this command's frame.
+    pub(crate) fn set_crc(&mut self, crc: u32) {
+        self.crc = Some(crc);
+    }
+
+    /// The frame's CRC32C: as read, or computed over the header and payload.
+    #[must_use]
+    pub fn crc(&self) -> u32 {
+        let h = self.frame_header();
+        u32::from_le_bytes([h[6], h[7], h[8], h[9]])
+    }
+
+    /// The 10-byte frame header of this command (length, number, CRC32C), exactly as it is on
+    /// the wire: a command read from bytes keeps the CRC that was checked, a built one gets it
+    /// computed. Header and payload together are the command's bytes, hashed as they are by
+    /// the signing and verifying filters.
+    #[must_use]
+    pub fn frame_header(&self) -> [u8; proto::CMD_HEADER_LEN] {
+        match self.crc {
+            Some(crc) => frame::header(self.cmd, self.payload.len(), crc),
+            None => frame::command_header(self.cmd, &[&self.payload]),
+        }
+    }
+
+    /// Bytes of this command on the wire (frame header and payload).
+    #[must_use]
+    pub fn frame_len(&self) -> u64 {
+        (proto::CMD_HEADER_LEN + self.payload.len()) as u64
     }
 
     /// Sets number and version after the payload buffer was filled, then indexes.
@@ -765,5 +803,34 @@ pub fn end_command(version: u32) -> Command {
         cmd: cmd::END,
         version,
         ..Command::empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{Reader, Writer, command_header};
+
+    #[test]
+    fn frame_header_keeps_the_crc_read_and_computes_one_for_a_built_command() {
+        let built = Builder::new(cmd::UNLINK, 1)
+            .bytes(attr::PATH, b"x")
+            .build()
+            .unwrap();
+        assert_eq!(
+            built.frame_header(),
+            command_header(cmd::UNLINK, &[built.payload()])
+        );
+        let mut w = Writer::new(Vec::new());
+        w.write_header(1).unwrap();
+        w.write_command(&built).unwrap();
+        let bytes = w.into_inner();
+        let mut r = Reader::new(&bytes[..]);
+        let mut c = Command::empty();
+        r.next(&mut c).unwrap();
+        r.next(&mut c).unwrap();
+        assert_eq!(c.crc(), built.crc());
+        assert_eq!(&c.frame_header()[..], &bytes[17..27]);
+        assert_eq!(c.frame_len(), (bytes.len() - 17) as u64);
     }
 }

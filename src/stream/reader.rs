@@ -1,6 +1,7 @@
 //! Streaming reader: stream headers and commands from any `Read`, CRC-checked, memory bounded.
 
 use super::command::{AttrError, Command};
+use super::frame;
 use super::proto::{self, cmd};
 use std::io::{self, Read};
 
@@ -94,7 +95,6 @@ pub struct Reader<R> {
     commands: u64,
     max_payload: Option<u32>,
     check_crc: bool,
-    last_crc: u32,
 }
 
 impl<R: Read> Reader<R> {
@@ -108,7 +108,6 @@ impl<R: Read> Reader<R> {
             commands: 0,
             max_payload: None,
             check_crc: true,
-            last_crc: 0,
         }
     }
 
@@ -137,11 +136,6 @@ impl<R: Read> Reader<R> {
     /// Version of the current stream, if inside one.
     pub fn version(&self) -> Option<u32> {
         self.version
-    }
-
-    /// CRC field of the last command read (as stored, after it was checked).
-    pub fn last_crc(&self) -> u32 {
-        self.last_crc
     }
 
     /// The wrapped reader.
@@ -202,9 +196,7 @@ impl<R: Read> Reader<R> {
                 },
             ));
         }
-        let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-        let cmd_no = u16::from_le_bytes([hdr[4], hdr[5]]);
-        let crc = u32::from_le_bytes([hdr[6], hdr[7], hdr[8], hdr[9]]);
+        let (len, cmd_no, crc) = frame::parse_header(&hdr);
         let named = |mut e: StreamError| {
             e.cmd_name = Some(cmd::name(cmd_no).unwrap_or("unknown"));
             e
@@ -247,8 +239,7 @@ impl<R: Read> Reader<R> {
             )));
         }
         if self.check_crc {
-            hdr[6..10].fill(0);
-            let computed = proto::crc32c_raw(proto::crc32c_raw(0, &hdr), &payload);
+            let computed = frame::crc(cmd_no, &[&payload]);
             if computed != crc {
                 *out.payload_buf() = payload;
                 return Err(named(self.err(
@@ -264,8 +255,10 @@ impl<R: Read> Reader<R> {
         *out.payload_buf() = payload;
         out.finish_read(cmd_no, version)
             .map_err(|e| named(self.err(at, Some(index), e.into())))?;
+        if self.check_crc {
+            out.set_crc(crc);
+        }
         self.commands += 1;
-        self.last_crc = crc;
         if cmd_no == cmd::END {
             self.version = None;
         }

@@ -1,41 +1,9 @@
 //! Streaming writer: stream headers and commands to any `Write`, CRC computed per command.
 
 use super::command::Command;
+use super::frame::{command_header, stream_header};
 use super::proto;
 use std::io::{self, Write};
-
-/// The 10-byte header of a command with `payload_len` bytes of payload whose CRC chain
-/// (over header with a zero CRC field, then payload) is finished by the caller.
-fn header_zero_crc(cmd: u16, payload_len: u32) -> [u8; proto::CMD_HEADER_LEN] {
-    let mut h = [0u8; proto::CMD_HEADER_LEN];
-    h[0..4].copy_from_slice(&payload_len.to_le_bytes());
-    h[4..6].copy_from_slice(&cmd.to_le_bytes());
-    h
-}
-
-/// The full 10-byte header (CRC included) for a command whose payload is the concatenation of
-/// `parts`.
-#[must_use]
-pub fn command_header(cmd: u16, parts: &[&[u8]]) -> [u8; proto::CMD_HEADER_LEN] {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    // Payloads are built under the per-version cap (well below 4 GiB).
-    let mut h = header_zero_crc(cmd, len as u32);
-    let mut crc = proto::crc32c_raw(0, &h);
-    for p in parts {
-        crc = proto::crc32c_raw(crc, p);
-    }
-    h[6..10].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-/// The 17-byte stream header.
-#[must_use]
-pub fn stream_header(version: u32) -> [u8; proto::STREAM_HEADER_LEN] {
-    let mut h = [0u8; proto::STREAM_HEADER_LEN];
-    h[..13].copy_from_slice(proto::MAGIC);
-    h[13..].copy_from_slice(&version.to_le_bytes());
-    h
-}
 
 /// Writes send streams.
 #[derive(Debug)]
@@ -70,7 +38,11 @@ impl<W: Write> Writer<W> {
     /// # Errors
     /// Write errors.
     pub fn write_command(&mut self, c: &Command) -> io::Result<()> {
-        self.write_parts(c.cmd(), &[c.payload()])
+        let h = c.frame_header();
+        self.inner.write_all(&h)?;
+        self.inner.write_all(c.payload())?;
+        self.bytes += c.frame_len();
+        Ok(())
     }
 
     /// Writes a command whose payload is the concatenation of `parts` (lets large data be
