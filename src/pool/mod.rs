@@ -170,8 +170,7 @@ pub struct SubvolEntry {
     pub version: Option<String>,
 }
 
-fn opt_uuid(u: [u8; 16]) -> Option<String> {
-    let u = Uuid(u);
+fn opt_uuid(u: Uuid) -> Option<String> {
     (!u.is_nil()).then(|| u.to_string())
 }
 
@@ -194,12 +193,12 @@ pub fn entry(path: &Path) -> Result<SubvolEntry, MirrorError> {
     }
     let f = open_dir(path)?;
     let i = subvol_ioctl::subvol_info(&f).map_err(|e| MirrorError::ioctl("read", path, e))?;
-    let created = i64::try_from(i.otime.sec).unwrap_or(i64::MAX);
+    let created = i.otime.sec;
     Ok(SubvolEntry {
         path: path.to_path_buf(),
         name: String::from_utf8_lossy(&i.name).into_owned(),
         id: i.id,
-        uuid: Uuid(i.uuid).to_string(),
+        uuid: i.uuid.to_string(),
         parent_uuid: opt_uuid(i.parent_uuid),
         parent: None,
         received_uuid: opt_uuid(i.received_uuid),
@@ -297,14 +296,14 @@ pub fn show(path: &Path) -> Result<SubvolDetail, MirrorError> {
     let mut snapshots = Vec::new();
     if let Ok(all) = subvol_ioctl::list_subvolumes(&f) {
         for r in &all {
-            if !Uuid(r.parent_uuid).is_nil() && r.parent_uuid == info.uuid {
+            if !r.parent_uuid.is_nil() && r.parent_uuid == info.uuid {
                 snapshots.push(
                     subvol_ioctl::subvol_path(&f, r.id)
                         .map(|p| String::from_utf8_lossy(&p).into_owned())
                         .unwrap_or_else(|_| String::from_utf8_lossy(&r.name).into_owned()),
                 );
             }
-            if !Uuid(info.parent_uuid).is_nil() && r.uuid == info.parent_uuid {
+            if !info.parent_uuid.is_nil() && r.uuid == info.parent_uuid {
                 entry.parent = Some(
                     subvol_ioctl::subvol_path(&f, r.id)
                         .map(|p| String::from_utf8_lossy(&p).into_owned())
@@ -313,8 +312,7 @@ pub fn show(path: &Path) -> Result<SubvolDetail, MirrorError> {
             }
         }
     }
-    let received =
-        (info.rtransid != 0).then(|| rfc3339(i64::try_from(info.rtime.sec).unwrap_or(0)));
+    let received = (info.rtransid != 0).then(|| rfc3339(info.rtime.sec));
     Ok(SubvolDetail {
         entry,
         fs_path,
@@ -570,7 +568,7 @@ pub fn received_in(pool: &Path) -> Result<Vec<(String, Uuid, bool)>, MirrorError
         let Ok(i) = subvol_ioctl::subvol_info(&f) else {
             continue;
         };
-        let r = Uuid(i.received_uuid);
+        let r = i.received_uuid;
         if !r.is_nil() {
             out.push((
                 e.file_name().to_string_lossy().into_owned(),

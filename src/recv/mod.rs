@@ -292,9 +292,9 @@ impl Dest {
 
     /// Finds a subvolume on DEST's file system by received UUID, then by UUID, and opens its root.
     fn open_subvol_by_uuid(&mut self, uuid: &Uuid, what: &str) -> Result<OwnedFd, Failure> {
-        let id = match subvol_ioctl::find_subvol_by_received_uuid(&self.dir, &uuid.0)? {
+        let id = match subvol_ioctl::find_subvol_by_received_uuid(&self.dir, uuid)? {
             Some(id) => id,
-            None => subvol_ioctl::find_subvol_by_uuid(&self.dir, &uuid.0)?
+            None => subvol_ioctl::find_subvol_by_uuid(&self.dir, uuid)?
                 .ok_or_else(|| Failure::Protocol(format!("cannot find {what} subvolume {uuid}")))?,
         };
         let fs_path = subvol_ioctl::subvol_path(&self.dir, id)?;
@@ -832,7 +832,7 @@ impl Receiver<'_> {
         s.clone_sources.clear();
         let name = s.name.clone();
         let root = s.root().map_err(|f| fail(&name, f))?;
-        subvol_ioctl::set_received_subvol(root, &s.uuid.0, s.ctransid)
+        subvol_ioctl::set_received_subvol(root, &s.uuid, s.ctransid)
             .map_err(|e| fail(&name, e.into()))?;
         subvol_ioctl::subvol_set_readonly(root, true).map_err(|e| fail(&name, e.into()))?;
         rfs::renameat_with(
