@@ -30,11 +30,11 @@ pub enum ExitCode {
 /// Any error of the library. Variants carry the operation, the path and the OS error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The input stream is malformed.
-    #[error("invalid stream: {0}")]
+    /// The input stream is malformed (the message says where, the source what).
+    #[error(transparent)]
     Stream(#[from] StreamError),
     /// An I/O operation on a named file failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done ("open", "read", ...).
         op: &'static str,
@@ -45,7 +45,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Writing the output (stdout or `-o FILE`) failed.
-    #[error("writing output: {0}")]
+    #[error("writing output")]
     Output(#[source] io::Error),
     /// A dump could not format a command (for example a path longer than PATH_MAX).
     #[error("command {index} ({cmd}): {reason}")]
@@ -69,12 +69,28 @@ pub enum Error {
     /// Publishing or pulling failed.
     #[error(transparent)]
     Mirror(#[from] crate::mirror::MirrorError),
+    /// Pool or subvolume management failed.
+    #[error(transparent)]
+    Pool(#[from] crate::pool::PoolError),
     /// Stopped by SIGINT or SIGTERM (partial work removed).
     #[error("interrupted")]
     Interrupted,
     /// Something the caller asked for is not valid.
     #[error("{0}")]
     Invalid(String),
+    /// An internal invariant broke: a bug in subvol, not a fault of the input or the host.
+    #[error("internal error (a bug in subvol): {0}")]
+    Bug(String),
+}
+
+impl From<crate::util::fs::PathError> for Error {
+    fn from(e: crate::util::fs::PathError) -> Error {
+        Error::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl Error {
@@ -103,6 +119,30 @@ impl Error {
         }
     }
 
+    /// True only when the input stream itself is at fault: malformed framing, CRC or
+    /// attributes, a failed signature check, a stream refused as hostile, or a repository's
+    /// malformed or refused index. False for faults of this host (local I/O, no btrfs mount,
+    /// a full disk, a parent missing here), for interruptions and for bugs. A pull gives up a
+    /// downloaded stream file only for a stream fault.
+    #[must_use]
+    pub fn is_stream_fault(&self) -> bool {
+        match self {
+            Error::Stream(e) => !matches!(e.kind, crate::stream::StreamErrorKind::Io(_)),
+            Error::Dump { .. } => true,
+            Error::Sign(e) => matches!(e, crate::sign::SignError::Verify(_)),
+            // TODO(merge): RecvError::is_stream_fault
+            Error::Recv(e) => matches!(e.exit_code(), ExitCode::InvalidStream | ExitCode::Refused),
+            Error::Mirror(e) => e.is_stream_fault(),
+            Error::Io { .. }
+            | Error::Output(_)
+            | Error::Send(_)
+            | Error::Pool(_)
+            | Error::Interrupted
+            | Error::Invalid(_)
+            | Error::Bug(_) => false,
+        }
+    }
+
     /// The exit code a binary should use for this error.
     #[must_use]
     pub fn exit_code(&self) -> ExitCode {
@@ -117,7 +157,8 @@ impl Error {
             Error::Sign(e) => e.exit_code(),
             Error::Recv(e) => e.exit_code(),
             Error::Mirror(e) => e.exit_code(),
-            Error::Invalid(_) => ExitCode::Failure,
+            Error::Pool(e) => e.exit_code(),
+            Error::Invalid(_) | Error::Bug(_) => ExitCode::Failure,
             Error::Interrupted => ExitCode::Interrupted,
         }
     }

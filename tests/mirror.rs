@@ -956,7 +956,7 @@ fn stream_signed_by_another_key_is_refused_while_receiving() {
     index.streams.retain(|s| s.to != "5");
     index.streams.push(subvol::mirror::StreamFile {
         path: format!("streams/{sha}.zst"),
-        sha256: sha.clone(),
+        sha256: sha.parse().unwrap(),
         size: data.len() as u64,
         stream_bytes: fs::metadata(&signed).unwrap().len(),
         from: None,

@@ -109,13 +109,10 @@ pub fn report(prog: &str, e: &Error) -> std::process::ExitCode {
     }
     let _ = io::stdout().flush();
     eprintln!("{prog}: error: {e}");
+    // Each message names its own operation only; the causes follow, each once.
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
-        // thiserror `#[error("{0}")]`-style variants already include their source text.
-        let text = s.to_string();
-        if !e.to_string().contains(&text) {
-            eprintln!("  caused by: {text}");
-        }
+        eprintln!("  caused by: {s}");
         src = s.source();
     }
     std::process::ExitCode::from(e.exit_code() as u8)

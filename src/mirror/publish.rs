@@ -13,18 +13,21 @@
 //!    files referenced neither by the new index nor by the previous one (a mirror client that
 //!    read the previous index can still fetch what it names).
 
-use super::index::{INDEX_FILE, Index, STREAMS_DIR, StreamFile, Version, valid_version_name};
+use super::MirrorError;
+use super::index::{
+    INDEX_FILE, Index, STREAMS_DIR, Sha256Digest, StreamFile, Version, valid_version_name,
+};
 use super::plan::delta_sources;
-use super::{MirrorError, nonce, now, sync_dir, write_atomic};
 use crate::Error;
 use crate::send::{TreeSendOptions, Uuid, send_tree, tree_uuid};
 use crate::sign::{SecretKey, Signer, sign_stream};
 use crate::stream::Reader;
+use crate::util::fs::{DirLock, lock_dir, sync_dir, write_atomic};
+use crate::util::{nonce, unix_now};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// What to publish.
@@ -117,25 +120,6 @@ pub fn default_trees(repo: &Path) -> PathBuf {
         .join(format!("{name}.trees"))
 }
 
-/// A held `flock` on a directory.
-pub(crate) struct DirLock(#[allow(dead_code)] File);
-
-/// Takes an exclusive, non-blocking `flock` on `dir`.
-pub(crate) fn lock_dir(dir: &Path, what: &str) -> Result<DirLock, MirrorError> {
-    let f = File::open(dir).map_err(|e| MirrorError::io("open", dir, e))?;
-    match rustix::fs::flock(
-        f.as_fd(),
-        rustix::fs::FlockOperation::NonBlockingLockExclusive,
-    ) {
-        Ok(()) => Ok(DirLock(f)),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(MirrorError::Busy(format!(
-            "{} is busy: another {what} is running",
-            dir.display()
-        ))),
-        Err(e) => Err(MirrorError::io("lock", dir, e.into())),
-    }
-}
-
 /// Counts and hashes what passes.
 struct HashWriter<W: Write> {
     inner: W,
@@ -167,7 +151,7 @@ pub fn publish(
     let repo = &o.repo;
     fs::create_dir_all(repo.join(STREAMS_DIR))
         .map_err(|e| MirrorError::io("create", repo.join(STREAMS_DIR), e))?;
-    let _lock = lock_dir(repo, "publish")?;
+    let _lock: DirLock = lock_dir(repo).map_err(|e| MirrorError::lock(e, "publish"))?;
     let index_path = repo.join(INDEX_FILE);
     let previous = match fs::read(&index_path) {
         Ok(b) => Some(Index::open_unverified(&b)?),
@@ -245,8 +229,8 @@ pub fn publish(
         let n = index.versions.len();
         let version = Version {
             name: name.clone(),
-            uuid: uuid.to_string(),
-            published: now(),
+            uuid,
+            published: unix_now(),
         };
         let r = (|| -> Result<(), Error> {
             let f = write_stream(o, None, &stored, uuid, &name, on_event)?;
@@ -262,10 +246,9 @@ pub fn publish(
                     });
                     continue;
                 }
-                let old_uuid = Uuid::parse(&old.uuid).unwrap_or_default();
                 let f = write_stream(
                     o,
-                    Some((&old_tree, old_uuid, &old.name)),
+                    Some((&old_tree, old.uuid, &old.name)),
                     &stored,
                     uuid,
                     &name,
@@ -307,7 +290,7 @@ pub fn publish(
         }
     }
 
-    let t = now();
+    let t = unix_now();
     index.serial = previous.as_ref().map_or(0, |p| p.serial) + 1;
     index.created = t;
     index.expires = t.saturating_add(o.valid_for);
@@ -393,7 +376,7 @@ fn write_stream_to(
     name: &str,
     tmp: &Path,
     on_event: &mut dyn FnMut(PublishEvent<'_>),
-) -> Result<(String, u64, u64), Error> {
+) -> Result<(Sha256Digest, u64, u64), Error> {
     let file = File::create(tmp).map_err(|e| MirrorError::io("create", tmp, e))?;
     let hw = HashWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
@@ -445,7 +428,7 @@ fn write_stream_to(
     let hw = enc
         .finish()
         .map_err(|e| MirrorError::io("compress into", tmp, e))?;
-    let sha = crate::sign::hex_id(&hw.hasher.finalize());
+    let sha = Sha256Digest(hw.hasher.finalize().into());
     let size = hw.bytes;
     let file = hw
         .inner
