@@ -428,7 +428,7 @@ fn publish_writes_log_distance_deltas_and_a_signed_index() {
         let data = fs::read(&p).unwrap();
         assert_eq!(data.len() as u64, s["size"].as_u64().unwrap());
         use sha2::Digest;
-        let h = subvol::sign::hex_id(&sha2::Sha256::digest(&data));
+        let h = subvol::util::hex::encode(sha2::Sha256::digest(&data));
         assert_eq!(h, s["sha256"].as_str().unwrap());
     }
     // A delta is much smaller than a full.
@@ -945,7 +945,7 @@ fn stream_signed_by_another_key_is_refused_while_receiving() {
         .arg(&signed));
     let data = fs::read(&zst).unwrap();
     use sha2::Digest;
-    let sha = subvol::sign::hex_id(&sha2::Sha256::digest(&data));
+    let sha = subvol::util::hex::encode(sha2::Sha256::digest(&data));
     fs::write(repo.join(format!("streams/{sha}.zst")), &data).unwrap();
     let key = subvol::sign::SecretKey::load(&f.key).unwrap();
     let mut keys = subvol::sign::KeySet::new();

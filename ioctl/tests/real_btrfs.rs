@@ -68,7 +68,7 @@ fn create_snapshot_flags_info_list_destroy() {
     assert_eq!(err.errno(), libc::EEXIST);
     assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
     assert_eq!(
-        err.to_string(),
+        format!("{err}: {}", std::error::Error::source(&err).unwrap()),
         "BTRFS_IOC_SUBVOL_CREATE_V2 failed: File exists (os error 17)"
     );
 

@@ -1,5 +1,6 @@
 //! `subvol publish`, `pull`, `pool`, `list`, `show`, `snapshot`, `delete`.
 
+use super::interrupt_flag;
 use crate::mirror::{
     self, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
 };
@@ -7,8 +8,6 @@ use crate::sign::{KeySet, SecretKey};
 use crate::util::{escape, human_size as human};
 use crate::{Error, cli, pool};
 use std::io::{self, IsTerminal, Write};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
@@ -66,15 +65,6 @@ impl Drop for Line {
     fn drop(&mut self) {
         self.clear();
     }
-}
-
-fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&flag))
-            .map_err(|e| Error::io("install signal handler for", "SIGINT/SIGTERM", e))?;
-    }
-    Ok(flag)
 }
 
 /// `subvol publish`.

@@ -1,9 +1,12 @@
 //! Small helpers every layer uses, each written once: hex, human-readable sizes, random nonces,
-//! atomic file writes and directory locks, file-system checks, and escaping for human output.
+//! atomic file writes and directory locks, file-system checks and reads, pipe sizing, and
+//! escaping for human output.
 
 pub mod escape;
 pub mod fs;
+pub mod fsread;
 pub mod hex;
+pub mod pipe;
 pub mod size;
 
 pub use escape::escape;
