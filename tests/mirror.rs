@@ -886,7 +886,7 @@ fn pool_init_makes_a_loopback_btrfs_pool_idempotently() {
     assert_eq!(r["created_image"], true);
     let image = tmp.path().join("pool.img");
     assert_eq!(r["image"], image.to_str().unwrap());
-    assert!(subvol::pool::is_btrfs(&pool));
+    assert!(subvol::util::fs::is_btrfs(&pool));
     // Again: nothing to do.
     let out = run(subvol().args(["pool", "init"]).arg(&pool).arg("--json"));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -894,14 +894,14 @@ fn pool_init_makes_a_loopback_btrfs_pool_idempotently() {
     assert_eq!(r["image"], image.to_str().unwrap());
     // After an unmount (a reboot), init mounts the same image again.
     run(Command::new("umount").arg(&pool));
-    assert!(!subvol::pool::is_btrfs(&pool));
+    assert!(!subvol::util::fs::is_btrfs(&pool));
     let out = run(subvol().args(["pool", "init"]).arg(&pool).arg("--json"));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (r["mounted"].as_bool(), r["created_image"].as_bool()),
         (Some(true), Some(false))
     );
-    assert!(subvol::pool::is_btrfs(&pool));
+    assert!(subvol::util::fs::is_btrfs(&pool));
     let list: Value =
         serde_json::from_slice(&run(subvol().arg("list").arg(&pool).arg("--json")).stdout).unwrap();
     assert_eq!(list, serde_json::json!([]));

@@ -30,6 +30,7 @@ pub use state::{PullState, PulledVersion, SeenIndex};
 
 use crate::ExitCode;
 use crate::pool::PoolError;
+use crate::stream::Uuid;
 use crate::util::fs::{LockError, PathError};
 use std::io;
 use std::path::PathBuf;
@@ -164,10 +165,49 @@ pub enum MirrorError {
         #[source]
         source: serde_json::Error,
     },
+    /// The tree to publish is not a directory.
+    #[error("{} is not a directory", .0.display())]
+    SourceNotDirectory(PathBuf),
+    /// The version name cannot be used.
+    #[error(
+        "invalid version name {0:?}: use 1 to 128 of A-Z a-z 0-9 . _ + - @ ~, not starting with . or -"
+    )]
+    InvalidVersionName(String),
+    /// The version name is taken.
+    #[error("version {version} is already published in {}", repo.display())]
+    AlreadyPublished {
+        /// The version.
+        version: String,
+        /// The repository.
+        repo: PathBuf,
+    },
+    /// The tree is identical to a published version.
+    #[error("{} is identical to the published version {version} (same tree UUID {uuid}): nothing to publish", tree.display())]
+    AlreadyPublishedTree {
+        /// The tree.
+        tree: PathBuf,
+        /// The version it equals.
+        version: String,
+        /// Their tree UUID.
+        uuid: Uuid,
+    },
+    /// The stored copy of the tree differs from the tree (it changed while being copied).
+    #[error("the copy {} of {} differs in metadata (tree UUID {copy_uuid} vs {uuid}); was SOURCE modified during publish?", copy.display(), tree.display())]
+    CopyDiffers {
+        /// The copy in the tree store.
+        copy: PathBuf,
+        /// The tree.
+        tree: PathBuf,
+        /// The copy's tree UUID.
+        copy_uuid: Uuid,
+        /// The tree's tree UUID.
+        uuid: Uuid,
+    },
     /// Interrupted by SIGINT/SIGTERM.
     #[error("interrupted by a signal")]
     Interrupted,
-    /// The request is not valid (bad version name, source not a directory, nothing new).
+    /// An internal failure reported as text (the tree sender thread panicked).
+    // TODO(merge): publish's write_stream_to should report a panicked sender as Error::Bug.
     #[error("{0}")]
     Invalid(String),
     /// An internal invariant broke (a value that cannot fail to encode did).
@@ -201,6 +241,11 @@ impl MirrorError {
             | MirrorError::NoKeys
             | MirrorError::Busy { .. }
             | MirrorError::State { .. }
+            | MirrorError::SourceNotDirectory(_)
+            | MirrorError::InvalidVersionName(_)
+            | MirrorError::AlreadyPublished { .. }
+            | MirrorError::AlreadyPublishedTree { .. }
+            | MirrorError::CopyDiffers { .. }
             | MirrorError::Invalid(_)
             | MirrorError::Bug(_) => ExitCode::Failure,
         }

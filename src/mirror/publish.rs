@@ -171,9 +171,7 @@ pub fn publish(
 
     if let Some(source) = &o.source {
         if !source.is_dir() {
-            return Err(
-                MirrorError::Invalid(format!("{} is not a directory", source.display())).into(),
-            );
+            return Err(MirrorError::SourceNotDirectory(source.clone()).into());
         }
         let name = match &o.version {
             Some(v) => v.clone(),
@@ -188,25 +186,22 @@ pub fn publish(
             }
         };
         if !valid_version_name(&name) {
-            return Err(MirrorError::Invalid(format!(
-                "invalid version name {name:?}: use 1 to 128 of A-Z a-z 0-9 . _ + - @ ~, not starting with . or -"
-            ))
-            .into());
+            return Err(MirrorError::InvalidVersionName(name).into());
         }
         if index.position(&name).is_some() {
-            return Err(MirrorError::Invalid(format!(
-                "version {name} is already published in {}",
-                repo.display()
-            ))
+            return Err(MirrorError::AlreadyPublished {
+                version: name,
+                repo: repo.clone(),
+            }
             .into());
         }
         let uuid = tree_uuid(source)?;
         if let Some(p) = index.by_uuid(&uuid) {
-            return Err(MirrorError::Invalid(format!(
-                "{} is identical to the published version {} (same tree UUID {uuid}): nothing to publish",
-                source.display(),
-                index.versions[p].name
-            ))
+            return Err(MirrorError::AlreadyPublishedTree {
+                tree: source.clone(),
+                version: index.versions[p].name.clone(),
+                uuid,
+            }
             .into());
         }
         fs::create_dir_all(&trees).map_err(|e| MirrorError::io("create", &trees, e))?;
@@ -219,11 +214,12 @@ pub fn publish(
         let stored_uuid = tree_uuid(&stored)?;
         if stored_uuid != uuid {
             let _ = crate::pool::remove_tree(&trees, &name);
-            return Err(MirrorError::Invalid(format!(
-                "the copy {} of {} differs in metadata (tree UUID {stored_uuid} vs {uuid}); was SOURCE modified during publish?",
-                stored.display(),
-                source.display()
-            ))
+            return Err(MirrorError::CopyDiffers {
+                copy: stored,
+                tree: source.clone(),
+                copy_uuid: stored_uuid,
+                uuid,
+            }
             .into());
         }
         let n = index.versions.len();

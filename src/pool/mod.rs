@@ -27,7 +27,7 @@ use std::process::Command;
 /// The bookkeeping directory inside a pool.
 pub const META_DIR: &str = ".subvol";
 
-pub use crate::util::fs::{is_btrfs, is_subvolume};
+use crate::util::fs::{is_btrfs, is_subvolume};
 
 /// Errors of pool and subvolume management.
 #[derive(Debug, thiserror::Error)]
