@@ -163,3 +163,49 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::StreamErrorKind;
+
+    fn stream(kind: StreamErrorKind) -> Error {
+        Error::Stream(StreamError {
+            offset: 17,
+            index: Some(1),
+            cmd_name: Some("write"),
+            kind,
+        })
+    }
+
+    #[test]
+    fn stream_faults_are_the_input_s_only() {
+        assert!(
+            stream(StreamErrorKind::BadCrc {
+                expected: 1,
+                computed: 2
+            })
+            .is_stream_fault()
+        );
+        assert!(stream(StreamErrorKind::MissingEnd).is_stream_fault());
+        // A read error is this host's (or the transport's) fault, not the stream's.
+        assert!(!stream(StreamErrorKind::Io(io::Error::other("disk"))).is_stream_fault());
+        assert!(!Error::io("open", "/x", io::Error::other("gone")).is_stream_fault());
+        assert!(!Error::Bug("invariant".into()).is_stream_fault());
+        assert!(!Error::Interrupted.is_stream_fault());
+        let no_btrfs = crate::pool::PoolError::NotBtrfs("/x".into());
+        assert!(!Error::from(no_btrfs).is_stream_fault());
+        assert!(
+            Error::from(crate::mirror::MirrorError::BadSignature("x".into())).is_stream_fault()
+        );
+        assert!(!Error::from(crate::mirror::MirrorError::NoKeys).is_stream_fault());
+        assert_eq!(Error::Bug("x".into()).exit_code(), ExitCode::Failure);
+    }
+
+    #[test]
+    fn messages_name_the_cause_once() {
+        let e = Error::io("open", "/x", io::Error::other("gone"));
+        assert_eq!(e.to_string(), "open /x");
+        assert_eq!(crate::util::error_chain(&e), "open /x: gone");
+    }
+}
