@@ -85,3 +85,35 @@ impl PullState {
             .map(|v| v.name.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_parsed_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = PullState::default();
+        let uuid: Uuid = "01234567-89ab-8def-8123-456789abcdef".parse().unwrap();
+        state.versions.push(PulledVersion {
+            name: "1".into(),
+            uuid,
+            pulled: 5,
+        });
+        state.save(dir.path()).unwrap();
+        assert_eq!(
+            PullState::load(dir.path()).unwrap().version_of(&uuid),
+            Some("1")
+        );
+        let p = dir.path().join(META_DIR).join("state.json");
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("\"01234567-89ab-8def-8123-456789abcdef\""),
+            "{text}"
+        );
+        fs::write(&p, text.replace("abcdef\"", "abcdeg\"")).unwrap();
+        let e = PullState::load(dir.path()).unwrap_err();
+        assert!(matches!(e, MirrorError::State { .. }), "{e}");
+        assert!(crate::util::error_chain(&e).contains("not a UUID"), "{e}");
+    }
+}
