@@ -120,14 +120,19 @@ impl Error {
     }
 
     /// True only when the input stream itself is at fault: malformed framing, CRC or
-    /// attributes, a failed signature check, a stream refused as hostile, or a repository's
+    /// attributes, data that cannot be decoded (an I/O error of kind `InvalidData`), a failed
+    /// signature check, a stream refused as hostile, or a repository's
     /// malformed or refused index. False for faults of this host (local I/O, no btrfs mount,
     /// a full disk, a parent missing here), for interruptions and for bugs. A pull gives up a
     /// downloaded stream file only for a stream fault.
     #[must_use]
     pub fn is_stream_fault(&self) -> bool {
         match self {
-            Error::Stream(e) => !matches!(e.kind, crate::stream::StreamErrorKind::Io(_)),
+            // Reading failed: the host's fault, unless the data could not be decoded.
+            Error::Stream(e) => match &e.kind {
+                crate::stream::StreamErrorKind::Io(io) => io.kind() == io::ErrorKind::InvalidData,
+                _ => true,
+            },
             Error::Dump { .. } => true,
             Error::Sign(e) => matches!(e, crate::sign::SignError::Verify(_)),
             // TODO(merge): RecvError::is_stream_fault
@@ -190,6 +195,8 @@ mod tests {
         assert!(stream(StreamErrorKind::MissingEnd).is_stream_fault());
         // A read error is this host's (or the transport's) fault, not the stream's.
         assert!(!stream(StreamErrorKind::Io(io::Error::other("disk"))).is_stream_fault());
+        let corrupt = io::Error::new(io::ErrorKind::InvalidData, "corrupt zstd frame");
+        assert!(stream(StreamErrorKind::Io(corrupt)).is_stream_fault());
         assert!(!Error::io("open", "/x", io::Error::other("gone")).is_stream_fault());
         assert!(!Error::Bug("invariant".into()).is_stream_fault());
         assert!(!Error::Interrupted.is_stream_fault());

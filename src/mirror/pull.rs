@@ -29,7 +29,7 @@ use crate::util::{error_chain, unix_now};
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,6 +154,23 @@ pub struct PullReport {
     pub refused: Vec<String>,
     /// Subvolumes deleted.
     pub removed: Vec<String>,
+}
+
+/// Marks the zstd decoder's own errors (corrupt compressed data, which carry no OS error) as
+/// [`io::ErrorKind::InvalidData`], so [`Error::is_stream_fault`] tells a corrupt file (give it
+/// up, try another chain) from a failing disk (stop).
+struct CorruptIsInvalidData<R>(R);
+
+impl<R: Read> Read for CorruptIsInvalidData<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.raw_os_error().is_none() && e.kind() == io::ErrorKind::Other {
+                io::Error::new(io::ErrorKind::InvalidData, e)
+            } else {
+                e
+            }
+        })
+    }
 }
 
 /// Pulls (see the module docs).
@@ -344,6 +361,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             }
             let dec = zstd::stream::read::Decoder::new(file)
                 .map_err(|e| MirrorError::io("start zstd for", remote.location(&f.path), e))?;
+            let dec = CorruptIsInvalidData(dec);
             let reader = Reader::new(BufReader::with_capacity(1 << 20, dec.take(f.stream_bytes)));
             let mut source = VerifyingSource::new(reader, keys.clone());
             let opts = recv::Options {
