@@ -21,13 +21,15 @@
 //! are; [`TreeDigest::diff`] lists the differing lines for a readable test failure.
 
 use crate::Error;
+use crate::util::fsread::{data_ranges, open_noatime, xattrs};
+use crate::util::hex::encode as hex;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// What goes into a digest besides the always-present fields.
@@ -61,7 +63,7 @@ impl TreeDigest {
     /// The hash as lowercase hex.
     #[must_use]
     pub fn hex(&self) -> String {
-        hex(&self.sha256)
+        hex(self.sha256)
     }
 
     /// A readable difference: lines only in `self` prefixed `-`, only in `other` prefixed `+`
@@ -91,14 +93,6 @@ impl TreeDigest {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
-
 /// Escapes a byte string for a digest line.
 fn escape(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len());
@@ -110,100 +104,6 @@ fn escape(b: &[u8]) -> String {
         }
     }
     s
-}
-
-/// Opens a file for reading without touching its atime (falls back when not permitted).
-pub(crate) fn open_noatime(path: &Path) -> io::Result<File> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path),
-        r => r,
-    }
-}
-
-/// The xattrs of `path` (not following a final symlink), sorted by name.
-///
-/// # Errors
-/// listxattr/getxattr failures other than "not supported".
-pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 1024];
-    let n = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) => {
-                let need =
-                    rustix::fs::llistxattr(path, &mut [0u8; 0][..]).map_err(io::Error::from)?;
-                names.resize(need.max(names.len() * 2), 0);
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
-        let mut val = vec![0u8; 256];
-        let len = loop {
-            match rustix::fs::lgetxattr(path, cname.as_c_str(), &mut val[..]) {
-                Ok(n) => break n,
-                Err(rustix::io::Errno::RANGE) => {
-                    let need = rustix::fs::lgetxattr(path, cname.as_c_str(), &mut [0u8; 0][..])
-                        .map_err(io::Error::from)?;
-                    val.resize(need.max(val.len() * 2), 0);
-                }
-                Err(rustix::io::Errno::NODATA) => break usize::MAX,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if len != usize::MAX {
-            val.truncate(len);
-            out.push((name.to_vec(), val));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The data ranges of an open file, as `SEEK_DATA`/`SEEK_HOLE` report them, clamped to `size`.
-/// A file system without SEEK_DATA support reports the whole file as data.
-///
-/// # Errors
-/// lseek failures other than ENXIO (no more data).
-pub fn data_ranges(f: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
-    use rustix::fs::{SeekFrom, seek};
-    let mut out = Vec::new();
-    let mut pos = 0u64;
-    while pos < size {
-        let start = match seek(f, SeekFrom::Data(pos)) {
-            Ok(s) => s,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(rustix::io::Errno::INVAL) if pos == 0 => {
-                out.push((0, size));
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if start >= size {
-            break;
-        }
-        let end = match seek(f, SeekFrom::Hole(start)) {
-            Ok(e) => e.min(size),
-            Err(rustix::io::Errno::NXIO) => size,
-            Err(e) => return Err(e.into()),
-        };
-        if end <= start {
-            break;
-        }
-        out.push((start, end));
-        pos = end;
-    }
-    Ok(out)
 }
 
 /// Computes the digest of the tree at `root`.
@@ -290,7 +190,7 @@ pub fn digest_tree(root: &Path, opts: &DigestOptions) -> Result<TreeDigest, Erro
                 }
                 h.update(&buf[..n]);
             }
-            let _ = write!(line, "\tsha256={}\tdata=", hex(&h.finalize()));
+            let _ = write!(line, "\tsha256={}\tdata=", hex(h.finalize()));
             for (i, (s, e)) in ranges.iter().enumerate() {
                 let _ = write!(line, "{}{s}-{e}", if i > 0 { "," } else { "" });
             }

@@ -30,11 +30,11 @@ pub enum ExitCode {
 /// Any error of the library. Variants carry the operation, the path and the OS error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The input stream is malformed.
-    #[error("invalid stream: {0}")]
+    /// The input stream is malformed (the message says where, the source what).
+    #[error(transparent)]
     Stream(#[from] StreamError),
     /// An I/O operation on a named file failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done ("open", "read", ...).
         op: &'static str,
@@ -45,7 +45,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Writing the output (stdout or `-o FILE`) failed.
-    #[error("writing output: {0}")]
+    #[error("writing output")]
     Output(#[source] io::Error),
     /// A dump could not format a command (for example a path longer than PATH_MAX).
     #[error("command {index} ({cmd}): {reason}")]
@@ -69,12 +69,28 @@ pub enum Error {
     /// Publishing or pulling failed.
     #[error(transparent)]
     Mirror(#[from] crate::mirror::MirrorError),
+    /// Pool or subvolume management failed.
+    #[error(transparent)]
+    Pool(#[from] crate::pool::PoolError),
     /// Stopped by SIGINT or SIGTERM (partial work removed).
     #[error("interrupted")]
     Interrupted,
     /// Something the caller asked for is not valid.
     #[error("{0}")]
     Invalid(String),
+    /// An internal invariant broke: a bug in subvol, not a fault of the input or the host.
+    #[error("internal error (a bug in subvol): {0}")]
+    Bug(String),
+}
+
+impl From<crate::util::fs::PathError> for Error {
+    fn from(e: crate::util::fs::PathError) -> Error {
+        Error::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl Error {
@@ -103,6 +119,34 @@ impl Error {
         }
     }
 
+    /// True only when the input stream itself is at fault: malformed framing, CRC or
+    /// attributes, data that cannot be decoded (an I/O error of kind `InvalidData`), a failed
+    /// signature check, a stream refused as hostile, or a repository's
+    /// malformed or refused index. False for faults of this host (local I/O, no btrfs mount,
+    /// a full disk, a parent missing here), for interruptions and for bugs. A pull gives up a
+    /// downloaded stream file only for a stream fault.
+    #[must_use]
+    pub fn is_stream_fault(&self) -> bool {
+        match self {
+            // Reading failed: the host's fault, unless the data could not be decoded.
+            Error::Stream(e) => match &e.kind {
+                crate::stream::StreamErrorKind::Io(io) => io.kind() == io::ErrorKind::InvalidData,
+                _ => true,
+            },
+            Error::Dump { .. } => true,
+            Error::Sign(e) => matches!(e, crate::sign::SignError::Verify(_)),
+            Error::Recv(e) => e.is_stream_fault(),
+            Error::Mirror(e) => e.is_stream_fault(),
+            Error::Io { .. }
+            | Error::Output(_)
+            | Error::Send(_)
+            | Error::Pool(_)
+            | Error::Interrupted
+            | Error::Invalid(_)
+            | Error::Bug(_) => false,
+        }
+    }
+
     /// The exit code a binary should use for this error.
     #[must_use]
     pub fn exit_code(&self) -> ExitCode {
@@ -117,8 +161,57 @@ impl Error {
             Error::Sign(e) => e.exit_code(),
             Error::Recv(e) => e.exit_code(),
             Error::Mirror(e) => e.exit_code(),
-            Error::Invalid(_) => ExitCode::Failure,
+            Error::Pool(e) => e.exit_code(),
+            Error::Invalid(_) | Error::Bug(_) => ExitCode::Failure,
             Error::Interrupted => ExitCode::Interrupted,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::StreamErrorKind;
+
+    fn stream(kind: StreamErrorKind) -> Error {
+        Error::Stream(StreamError {
+            offset: 17,
+            index: Some(1),
+            cmd_name: Some("write"),
+            kind,
+        })
+    }
+
+    #[test]
+    fn stream_faults_are_the_input_s_only() {
+        assert!(
+            stream(StreamErrorKind::BadCrc {
+                expected: 1,
+                computed: 2
+            })
+            .is_stream_fault()
+        );
+        assert!(stream(StreamErrorKind::MissingEnd).is_stream_fault());
+        // A read error is this host's (or the transport's) fault, not the stream's.
+        assert!(!stream(StreamErrorKind::Io(io::Error::other("disk"))).is_stream_fault());
+        let corrupt = io::Error::new(io::ErrorKind::InvalidData, "corrupt zstd frame");
+        assert!(stream(StreamErrorKind::Io(corrupt)).is_stream_fault());
+        assert!(!Error::io("open", "/x", io::Error::other("gone")).is_stream_fault());
+        assert!(!Error::Bug("invariant".into()).is_stream_fault());
+        assert!(!Error::Interrupted.is_stream_fault());
+        let no_btrfs = crate::pool::PoolError::NotBtrfs("/x".into());
+        assert!(!Error::from(no_btrfs).is_stream_fault());
+        assert!(
+            Error::from(crate::mirror::MirrorError::BadSignature("x".into())).is_stream_fault()
+        );
+        assert!(!Error::from(crate::mirror::MirrorError::NoKeys).is_stream_fault());
+        assert_eq!(Error::Bug("x".into()).exit_code(), ExitCode::Failure);
+    }
+
+    #[test]
+    fn messages_name_the_cause_once() {
+        let e = Error::io("open", "/x", io::Error::other("gone"));
+        assert_eq!(e.to_string(), "open /x");
+        assert_eq!(crate::util::error_chain(&e), "open /x: gone");
     }
 }

@@ -22,6 +22,7 @@ pub mod recv;
 pub mod send;
 pub mod sign;
 pub mod stream;
+pub mod util;
 pub mod verify;
 
 pub use error::{Error, ExitCode};

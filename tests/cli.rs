@@ -157,11 +157,7 @@ fn dump_json_one_object_per_line_with_lossless_names() {
                 if let Some(hex) = a[1].get("hex").and_then(|h| h.as_str())
                     && (a[0] == "path" || a[0] == "path_to")
                 {
-                    let raw: Vec<u8> = (0..hex.len())
-                        .step_by(2)
-                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                        .collect();
-                    decoded.push(raw);
+                    decoded.push(::hex::decode(hex).unwrap());
                 }
             }
         }
@@ -189,11 +185,7 @@ fn dump_json_one_object_per_line_with_lossless_names() {
     .unwrap();
     assert_eq!(last["command"], "unlink");
     let hex = last["attrs"][0][1]["hex"].as_str().unwrap();
-    let raw: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    assert_eq!(raw, name);
+    assert_eq!(::hex::decode(hex).unwrap(), name);
 }
 
 #[test]

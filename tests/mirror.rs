@@ -428,7 +428,7 @@ fn publish_writes_log_distance_deltas_and_a_signed_index() {
         let data = fs::read(&p).unwrap();
         assert_eq!(data.len() as u64, s["size"].as_u64().unwrap());
         use sha2::Digest;
-        let h = subvol::sign::hex_id(&sha2::Sha256::digest(&data));
+        let h = subvol::util::hex::encode(sha2::Sha256::digest(&data));
         assert_eq!(h, s["sha256"].as_str().unwrap());
     }
     // A delta is much smaller than a full.
@@ -886,7 +886,7 @@ fn pool_init_makes_a_loopback_btrfs_pool_idempotently() {
     assert_eq!(r["created_image"], true);
     let image = tmp.path().join("pool.img");
     assert_eq!(r["image"], image.to_str().unwrap());
-    assert!(subvol::pool::is_btrfs(&pool));
+    assert!(subvol::util::fs::is_btrfs(&pool));
     // Again: nothing to do.
     let out = run(subvol().args(["pool", "init"]).arg(&pool).arg("--json"));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -894,14 +894,14 @@ fn pool_init_makes_a_loopback_btrfs_pool_idempotently() {
     assert_eq!(r["image"], image.to_str().unwrap());
     // After an unmount (a reboot), init mounts the same image again.
     run(Command::new("umount").arg(&pool));
-    assert!(!subvol::pool::is_btrfs(&pool));
+    assert!(!subvol::util::fs::is_btrfs(&pool));
     let out = run(subvol().args(["pool", "init"]).arg(&pool).arg("--json"));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (r["mounted"].as_bool(), r["created_image"].as_bool()),
         (Some(true), Some(false))
     );
-    assert!(subvol::pool::is_btrfs(&pool));
+    assert!(subvol::util::fs::is_btrfs(&pool));
     let list: Value =
         serde_json::from_slice(&run(subvol().arg("list").arg(&pool).arg("--json")).stdout).unwrap();
     assert_eq!(list, serde_json::json!([]));
@@ -945,7 +945,7 @@ fn stream_signed_by_another_key_is_refused_while_receiving() {
         .arg(&signed));
     let data = fs::read(&zst).unwrap();
     use sha2::Digest;
-    let sha = subvol::sign::hex_id(&sha2::Sha256::digest(&data));
+    let sha = subvol::util::hex::encode(sha2::Sha256::digest(&data));
     fs::write(repo.join(format!("streams/{sha}.zst")), &data).unwrap();
     let key = subvol::sign::SecretKey::load(&f.key).unwrap();
     let mut keys = subvol::sign::KeySet::new();
@@ -956,7 +956,7 @@ fn stream_signed_by_another_key_is_refused_while_receiving() {
     index.streams.retain(|s| s.to != "5");
     index.streams.push(subvol::mirror::StreamFile {
         path: format!("streams/{sha}.zst"),
-        sha256: sha.clone(),
+        sha256: sha.parse().unwrap(),
         size: data.len() as u64,
         stream_bytes: fs::metadata(&signed).unwrap().len(),
         from: None,

@@ -222,7 +222,7 @@ fn kernel_streams_give_the_same_trees_as_btrfs_receive() {
             );
             assert_eq!(ia.stransid, ib.stransid, "{tag}/{snap} stransid");
             assert!(ib.is_readonly(), "{tag}/{snap} must be read-only");
-            assert_ne!(ib.received_uuid, [0; 16]);
+            assert_ne!(ib.received_uuid, subvol_ioctl::Uuid::NIL);
         }
         // The incremental result shares extents with its parent, clones stay clones, compressed
         // extents stay compressed: the same totals as stock receive.

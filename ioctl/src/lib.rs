@@ -56,11 +56,13 @@
 
 mod error;
 mod file;
+mod fsinfo;
 mod lookup;
 mod search;
 mod send;
 mod subvol;
 mod sys;
+mod types;
 
 pub use error::{Error, Result};
 pub use file::{
@@ -69,6 +71,7 @@ pub use file::{
     EncodedWrite, FS_VERITY_HASH_ALG_SHA256, FS_VERITY_HASH_ALG_SHA512, clone_file, clone_range,
     dedupe_range, enable_verity, encoded_read, encoded_write, fs_sync,
 };
+pub use fsinfo::{BTRFS_SUPER_MAGIC, is_btrfs, is_subvol_root};
 pub use lookup::{
     RootEntry, find_subvol_by_received_uuid, find_subvol_by_uuid, ino_lookup, list_subvolumes,
     subvol_id, subvol_path,
@@ -82,23 +85,12 @@ pub use subvol::{
     subvol_destroy, subvol_destroy_by_id, subvol_get_flags, subvol_info, subvol_set_flags,
     subvol_set_readonly,
 };
-
-/// A btrfs UUID, as the 16 raw bytes stored on disk and in send streams.
-pub type Uuid = [u8; 16];
-
-/// A btrfs timestamp (seconds and nanoseconds since the Unix epoch).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timespec {
-    /// Seconds since the epoch.
-    pub sec: u64,
-    /// Nanoseconds.
-    pub nsec: u32,
-}
+pub use types::{ParseUuidError, Timespec, Uuid};
 
 impl Timespec {
     fn from_sys(t: sys::IoctlTimespec) -> Self {
         Timespec {
-            sec: t.sec,
+            sec: t.sec.cast_signed(),
             nsec: t.nsec,
         }
     }

@@ -56,7 +56,7 @@ pub fn subvol_id(fd: impl AsFd) -> Result<u64> {
 /// Looks `uuid` up in the UUID tree under `key_type` and returns the first
 /// subvolume id stored there.
 fn uuid_tree_lookup(fd: BorrowedFd<'_>, uuid: &Uuid, key_type: u32) -> Result<Option<u64>> {
-    let (hi, lo) = uuid.split_at(8);
+    let (hi, lo) = uuid.0.split_at(8);
     let objectid = search::read_u64_le(hi, 0).unwrap_or(0);
     let offset = search::read_u64_le(lo, 0).unwrap_or(0);
     let key = (objectid, key_type, offset);

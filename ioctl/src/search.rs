@@ -60,7 +60,7 @@ fn read_u16_le(buf: &[u8], at: usize) -> Option<u16> {
 }
 
 fn read_uuid(buf: &[u8], at: usize) -> Option<Uuid> {
-    buf.get(at..at.checked_add(16)?)?.try_into().ok()
+    Some(Uuid(buf.get(at..at.checked_add(16)?)?.try_into().ok()?))
 }
 
 /// Parses `nr_items` records (32-byte native-endian search header followed by
@@ -201,7 +201,7 @@ pub(crate) const ROOT_ITEM_LEN: usize = 439;
 
 fn read_timespec(buf: &[u8], at: usize) -> Option<Timespec> {
     Some(Timespec {
-        sec: read_u64_le(buf, at)?,
+        sec: read_u64_le(buf, at)?.cast_signed(),
         nsec: read_u32_le(buf, at + 8)?,
     })
 }
@@ -342,9 +342,9 @@ mod tests {
         let item = parse_root_item(&data).unwrap();
         assert_eq!(item.generation, 9);
         assert_eq!(item.flags, 1);
-        assert_eq!(item.uuid, [1; 16]);
-        assert_eq!(item.parent_uuid, [2; 16]);
-        assert_eq!(item.received_uuid, [3; 16]);
+        assert_eq!(item.uuid, Uuid([1; 16]));
+        assert_eq!(item.parent_uuid, Uuid([2; 16]));
+        assert_eq!(item.received_uuid, Uuid([3; 16]));
         assert_eq!(item.ctransid, 11);
         assert_eq!(item.rtransid, 14);
         assert_eq!(
@@ -358,7 +358,7 @@ mod tests {
         // generation_v2 mismatch: the v2 fields are not trusted.
         data[239..247].copy_from_slice(&8u64.to_le_bytes());
         let old = parse_root_item(&data).unwrap();
-        assert_eq!(old.uuid, [0; 16]);
+        assert_eq!(old.uuid, Uuid::NIL);
         assert_eq!(old.generation, 9);
         // Short (pre-v2) item.
         let old = parse_root_item(&data[..239]).unwrap();

@@ -234,9 +234,9 @@ pub fn subvol_info(fd: impl AsFd) -> Result<SubvolInfo> {
         dirid: a.dirid,
         generation: a.generation,
         flags: a.flags,
-        uuid: a.uuid,
-        parent_uuid: a.parent_uuid,
-        received_uuid: a.received_uuid,
+        uuid: Uuid(a.uuid),
+        parent_uuid: Uuid(a.parent_uuid),
+        received_uuid: Uuid(a.received_uuid),
         ctransid: a.ctransid,
         otransid: a.otransid,
         stransid: a.stransid,
@@ -272,7 +272,7 @@ pub fn set_received_subvol(
     stransid: u64,
 ) -> Result<ReceivedResult> {
     let mut args = ReceivedSubvolArgs {
-        uuid: *uuid,
+        uuid: uuid.0,
         stransid,
         ..ReceivedSubvolArgs::default()
     };

@@ -68,7 +68,7 @@ fn create_snapshot_flags_info_list_destroy() {
     assert_eq!(err.errno(), libc::EEXIST);
     assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
     assert_eq!(
-        err.to_string(),
+        format!("{err}: {}", std::error::Error::source(&err).unwrap()),
         "BTRFS_IOC_SUBVOL_CREATE_V2 failed: File exists (os error 17)"
     );
 
@@ -130,9 +130,9 @@ fn create_snapshot_flags_info_list_destroy() {
     assert_eq!(sv_info.name, b"sv");
     assert_eq!(sv_info.parent_id, 5);
     assert_eq!(sv_info.dirid, 256);
-    assert_ne!(sv_info.uuid, [0; 16]);
-    assert_eq!(sv_info.parent_uuid, [0; 16]);
-    assert_eq!(sv_info.received_uuid, [0; 16]);
+    assert_ne!(sv_info.uuid, ioctl::Uuid::NIL);
+    assert_eq!(sv_info.parent_uuid, ioctl::Uuid::NIL);
+    assert_eq!(sv_info.received_uuid, ioctl::Uuid::NIL);
     assert!(!sv_info.is_readonly());
     assert!(sv_info.otime.sec > 1_600_000_000);
     assert_eq!(ro_info.parent_uuid, sv_info.uuid);
@@ -154,7 +154,10 @@ fn create_snapshot_flags_info_list_destroy() {
         ioctl::find_subvol_by_uuid(&top, &ro_info.uuid).unwrap(),
         Some(ro_info.id)
     );
-    assert_eq!(ioctl::find_subvol_by_uuid(&top, &[0x5a; 16]).unwrap(), None);
+    assert_eq!(
+        ioctl::find_subvol_by_uuid(&top, &ioctl::Uuid([0x5a; 16])).unwrap(),
+        None
+    );
     assert_eq!(
         ioctl::find_subvol_by_received_uuid(&top, &sv_info.uuid).unwrap(),
         None
@@ -268,7 +271,7 @@ fn received_uuid_roundtrip() {
     ioctl::subvol_create(&top, os("recv")).unwrap();
     let sv = open_dir(&fs.path().join("recv"));
     let id = ioctl::subvol_id(&sv).unwrap();
-    let uuid: ioctl::Uuid = *b"0123456789abcdef";
+    let uuid = ioctl::Uuid(*b"0123456789abcdef");
 
     assert_eq!(
         ioctl::find_subvol_by_received_uuid(&top, &uuid).unwrap(),
@@ -700,7 +703,7 @@ fn list_many_subvolumes_across_search_batches() {
     for (i, entry) in list.iter().enumerate() {
         assert_eq!(entry.name, format!("sv{i:03}").as_bytes());
         assert_eq!(entry.parent_id, 5);
-        assert_ne!(entry.uuid, [0; 16]);
+        assert_ne!(entry.uuid, ioctl::Uuid::NIL);
     }
     let last = list.last().unwrap();
     assert_eq!(

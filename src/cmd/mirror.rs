@@ -1,13 +1,13 @@
 //! `subvol publish`, `pull`, `pool`, `list`, `show`, `snapshot`, `delete`.
 
+use super::interrupt_flag;
 use crate::mirror::{
-    self, PublishEvent, PublishOptions, PullEvent, PullOptions, StreamFile, human,
+    self, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
 };
 use crate::sign::{KeySet, SecretKey};
+use crate::util::{escape, human_size as human};
 use crate::{Error, cli, pool};
 use std::io::{self, IsTerminal, Write};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
@@ -65,15 +65,6 @@ impl Drop for Line {
     fn drop(&mut self) {
         self.clear();
     }
-}
-
-fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&flag))
-            .map_err(|e| Error::io("install signal handler for", "SIGINT/SIGTERM", e))?;
-    }
-    Ok(flag)
 }
 
 /// `subvol publish`.
@@ -287,7 +278,7 @@ pub fn pull(a: &cli::PullArgs) -> Result<(), Error> {
             &mut line,
             format!(
                 "removed stale staging subvolume {} left by an interrupted receive",
-                n.to_string_lossy()
+                escape(n.as_encoded_bytes())
             ),
         ),
     });
@@ -370,8 +361,8 @@ pub fn pool(a: &cli::PoolArgs) -> Result<(), Error> {
     .map_err(w)
 }
 
-fn opt(s: Option<&String>) -> &str {
-    s.map_or("-", String::as_str)
+fn opt(v: Option<&impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "-".to_string(), ToString::to_string)
 }
 
 /// `subvol list`.
@@ -379,7 +370,14 @@ fn opt(s: Option<&String>) -> &str {
 /// # Errors
 /// Not on btrfs; ioctl errors.
 pub fn list(a: &cli::ListArgs) -> Result<(), Error> {
-    let l = pool::list(&a.path)?;
+    let mut l = pool::list(&a.path)?;
+    // In a pool, name the versions pull recorded (a directory that is no pool has no state).
+    let state = PullState::load(&a.path).unwrap_or_default();
+    for e in &mut l {
+        e.version = e
+            .received_uuid
+            .and_then(|r| state.version_of(&r).map(str::to_string));
+    }
     if a.json {
         return print_json(&l);
     }
@@ -387,8 +385,8 @@ pub fn list(a: &cli::ListArgs) -> Result<(), Error> {
     let w = |e| Error::output(e);
     let rel = |e: &pool::SubvolEntry| {
         e.path.strip_prefix(&a.path).map_or_else(
-            |_| e.path.display().to_string(),
-            |p| p.display().to_string(),
+            |_| escape(e.path.as_os_str().as_encoded_bytes()),
+            |p| escape(p.as_os_str().as_encoded_bytes()),
         )
     };
     let width = l.iter().map(|e| rel(e).len()).max().unwrap_or(4).max(4);
@@ -435,8 +433,8 @@ pub fn show(a: &cli::ShowArgs) -> Result<(), Error> {
     writeln!(
         out,
         "{}\n  name:           {}\n  path in fs:     {}\n  id:             {}\n  uuid:           {}\n  parent uuid:    {}\n  parent:         {}\n  received uuid:  {}\n  received:       {}\n  read-only:      {}\n  created:        {}\n  generation:     {}\n  snapshots:      {}",
-        e.path.display(),
-        e.name,
+        escape(e.path.as_os_str().as_encoded_bytes()),
+        escape(e.name.as_bytes()),
         d.fs_path,
         e.id,
         e.uuid,

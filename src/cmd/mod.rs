@@ -25,18 +25,26 @@ use crate::cli::Command;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Input buffer: large reads keep syscalls rare on multi-GB streams.
 const INPUT_BUF: usize = 1 << 20;
 
-/// Pipe buffer size for stdin/stdout when they are pipes: fewer context switches between the
-/// processes of a pipeline (`btrfs send | subvol sign | ssh ...`). Best effort.
-const PIPE_BUF: usize = 1 << 20;
+pub use crate::util::pipe::enlarge_pipe;
 
-/// Enlarges a pipe's buffer if `fd` is a pipe (errors ignored: an unprivileged user may be
-/// capped by /proc/sys/fs/pipe-max-size, and other file types do not have one).
-pub fn enlarge_pipe(fd: impl std::os::fd::AsFd) {
-    let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_BUF);
+/// A flag that SIGINT and SIGTERM set: long operations check it, clean up and return
+/// `Interrupted` (exit 130).
+///
+/// # Errors
+/// The handlers cannot be installed.
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .map_err(|e| Error::io("install signal handler for", "SIGINT/SIGTERM", e))?;
+    }
+    Ok(flag)
 }
 
 /// Opens `-f FILE` or stdin; returns the reader and the input size when it is a regular file.
@@ -109,13 +117,10 @@ pub fn report(prog: &str, e: &Error) -> std::process::ExitCode {
     }
     let _ = io::stdout().flush();
     eprintln!("{prog}: error: {e}");
+    // Each message names its own operation only; the causes follow, each once.
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
-        // thiserror `#[error("{0}")]`-style variants already include their source text.
-        let text = s.to_string();
-        if !e.to_string().contains(&text) {
-            eprintln!("  caused by: {text}");
-        }
+        eprintln!("  caused by: {s}");
         src = s.source();
     }
     std::process::ExitCode::from(e.exit_code() as u8)

@@ -7,7 +7,7 @@
 //! SHA-256 the signed index names, else it is deleted and reported bad.
 
 use super::MirrorError;
-use super::index::{MAX_INDEX_BYTES, StreamFile};
+use super::index::{MAX_INDEX_BYTES, Sha256Digest, StreamFile};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -110,28 +110,29 @@ impl Remote {
             Remote::Http { agent, .. } => {
                 let resp = agent.get(&loc).call().map_err(|e| MirrorError::Http {
                     url: loc.clone(),
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 })?;
                 if resp.status() != 200 {
-                    return Err(MirrorError::Http {
+                    return Err(MirrorError::HttpStatus {
                         url: loc,
-                        reason: format!("HTTP status {}", resp.status()),
+                        status: resp.status().as_u16(),
                     });
                 }
                 resp.into_body()
                     .into_reader()
                     .take(MAX_INDEX_BYTES + 1)
                     .read_to_end(&mut buf)
-                    .map_err(|e| MirrorError::Http {
+                    .map_err(|source| MirrorError::HttpBody {
                         url: loc.clone(),
-                        reason: e.to_string(),
+                        source,
                     })?;
             }
         }
         if buf.len() as u64 > MAX_INDEX_BYTES {
-            return Err(MirrorError::BadIndex(format!(
-                "{loc} is larger than {MAX_INDEX_BYTES} bytes"
-            )));
+            return Err(MirrorError::IndexTooLarge {
+                location: loc,
+                max: MAX_INDEX_BYTES,
+            });
         }
         Ok(buf)
     }
@@ -244,7 +245,7 @@ impl Remote {
             let resp = match req.call() {
                 Ok(r) => r,
                 Err(e) => {
-                    last_err = e.to_string();
+                    last_err = crate::util::error_chain(&e);
                     std::thread::sleep(Duration::from_millis(300));
                     continue;
                 }
@@ -287,10 +288,7 @@ impl Remote {
                         std::thread::sleep(Duration::from_millis(300));
                         continue;
                     }
-                    return Err(FetchError::Fatal(MirrorError::Http {
-                        url,
-                        reason: last_err,
-                    }));
+                    return Err(FetchError::Fatal(MirrorError::HttpStatus { url, status }));
                 }
             }
             out.seek(SeekFrom::End(0))
@@ -332,15 +330,13 @@ impl Remote {
                     let _ = out.flush();
                     return Err(FetchError::Fatal(MirrorError::Interrupted));
                 }
-                Err(e) => last_err = e.to_string(),
+                Err(e) => last_err = crate::util::error_chain(&e),
             }
             out.flush().map_err(|e| fatal_io("write", &part, e))?;
         }
-        Err(FetchError::Fatal(MirrorError::Http {
+        Err(FetchError::Fatal(MirrorError::DownloadInterrupted {
             url,
-            reason: format!(
-                "download interrupted ({last_err}); the partial file is kept and the next pull resumes it"
-            ),
+            last: last_err,
         }))
     }
 }
@@ -374,7 +370,7 @@ fn check(f: &StreamFile, n: u64, h: Sha256, what: &str) -> Result<(), FetchError
             f.size
         )));
     }
-    let got = crate::sign::hex_id(&h.finalize());
+    let got = Sha256Digest(h.finalize().into());
     if got != f.sha256 {
         return Err(FetchError::Bad(format!(
             "{what}: SHA-256 {got} differs from the signed index's {}",

@@ -13,11 +13,14 @@
 //! and signature live in one file so a single `rename` replaces both at once.
 
 use super::MirrorError;
-use crate::sign::{KeyId, KeySet, SecretKey, hex_id};
+use crate::sign::{KeyId, KeySet, SecretKey};
 use crate::stream::Uuid;
+use crate::util::hex;
 use ed25519_dalek::Signer as _;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
 
 /// Name of the index file in the repository.
 pub const INDEX_FILE: &str = "index.json";
@@ -48,10 +51,54 @@ pub struct Envelope {
 pub struct Version {
     /// Version name: also the subvolume name in a pool.
     pub name: String,
-    /// The UUID its streams carry (received UUID in a pool), `8-4-4-4-12` hex.
-    pub uuid: String,
+    /// The UUID its streams carry (received UUID in a pool), `8-4-4-4-12` hex in JSON.
+    pub uuid: Uuid,
     /// When it was published (Unix seconds).
     pub published: u64,
+}
+
+/// A SHA-256 digest; in JSON and file names 64 lowercase hex digits (the canonical form, so a
+/// content name has exactly one spelling).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+/// A string that is not 64 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a SHA-256 digest (expected 64 lowercase hex digits)")]
+pub struct ParseDigestError(String);
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Sha256Digest {
+    type Err = ParseDigestError;
+    fn from_str(s: &str) -> Result<Sha256Digest, ParseDigestError> {
+        hex::decode_array(s, true)
+            .map(Sha256Digest)
+            .ok_or_else(|| ParseDigestError(s.to_string()))
+    }
+}
+
+impl Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sha256Digest, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// One stream file: a signed, zstd-compressed send stream, full (`from` = None) or a delta.
@@ -59,8 +106,8 @@ pub struct Version {
 pub struct StreamFile {
     /// Path relative to the repository root: `streams/<sha256>.zst`.
     pub path: String,
-    /// SHA-256 of the file (hex).
-    pub sha256: String,
+    /// SHA-256 of the file (lowercase hex in JSON).
+    pub sha256: Sha256Digest,
     /// File size in bytes (compressed).
     pub size: u64,
     /// Size of the signed stream inside (decompressed).
@@ -102,19 +149,6 @@ fn bad(reason: impl Into<String>) -> MirrorError {
     MirrorError::BadIndex(reason.into())
 }
 
-fn unhex(s: &str, out: &mut [u8]) -> bool {
-    if s.len() != out.len() * 2 {
-        return false;
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        match u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("x"), 16) {
-            Ok(v) => *o = v,
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
 impl Index {
     /// The position of version `name`.
     #[must_use]
@@ -125,8 +159,13 @@ impl Index {
     /// The version with this UUID.
     #[must_use]
     pub fn by_uuid(&self, uuid: &Uuid) -> Option<usize> {
-        let s = uuid.to_string();
-        self.versions.iter().position(|v| v.uuid == s)
+        self.versions.iter().position(|v| v.uuid == *uuid)
+    }
+
+    /// The version named `name`.
+    #[must_use]
+    pub fn version(&self, name: &str) -> Option<&Version> {
+        self.versions.iter().find(|v| v.name == name)
     }
 
     /// The newest version.
@@ -135,8 +174,9 @@ impl Index {
         self.versions.last()
     }
 
-    /// Checks the index is consistent: names valid and unique, UUIDs valid and unique, every
-    /// stream between known versions with a well-formed content name.
+    /// Checks the index is consistent: names valid and unique, UUIDs not nil and unique, every
+    /// stream between known versions and named by its content. (UUIDs and digests are well
+    /// formed by their types.)
     ///
     /// # Errors
     /// What is inconsistent.
@@ -150,18 +190,12 @@ impl Index {
             if !names.insert(v.name.as_str()) {
                 return Err(bad(format!("version {} listed twice", v.name)));
             }
-            let u = Uuid::parse(&v.uuid)
-                .ok_or_else(|| bad(format!("version {}: invalid UUID {:?}", v.name, v.uuid)))?;
-            if u.is_nil() || !uuids.insert(u) {
+            if v.uuid.is_nil() || !uuids.insert(v.uuid) {
                 return Err(bad(format!("version {}: UUID nil or repeated", v.name)));
             }
         }
         let mut paths = HashSet::new();
         for s in &self.streams {
-            let mut h = [0u8; 32];
-            if !unhex(&s.sha256, &mut h) || s.sha256.bytes().any(|b| b.is_ascii_uppercase()) {
-                return Err(bad(format!("stream {:?}: invalid sha256", s.path)));
-            }
             if s.path != format!("{STREAMS_DIR}/{}.zst", s.sha256) {
                 return Err(bad(format!(
                     "stream {:?} is not named by its content",
@@ -188,17 +222,19 @@ impl Index {
     /// # Errors
     /// Serialization failure (never for valid data).
     pub fn sign(&self, key: &SecretKey) -> Result<String, MirrorError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| bad(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| MirrorError::Bug(format!("encoding the index: {e}")))?;
         let mut msg = DOMAIN.to_vec();
         msg.extend_from_slice(text.as_bytes());
         let sig = key.signing_key().sign(&msg);
         let env = Envelope {
             format: INDEX_FORMAT.into(),
             key_id: key.public().id().to_string(),
-            signature: hex_id(&sig.to_bytes()),
+            signature: hex::encode(sig.to_bytes()),
             index: text,
         };
-        let mut out = serde_json::to_string_pretty(&env).map_err(|e| bad(e.to_string()))?;
+        let mut out = serde_json::to_string_pretty(&env)
+            .map_err(|e| MirrorError::Bug(format!("encoding the index envelope: {e}")))?;
         out.push('\n');
         Ok(out)
     }
@@ -210,16 +246,16 @@ impl Index {
     /// [`MirrorError::BadSignature`] for an unknown key or a signature that does not verify,
     /// [`MirrorError::BadIndex`] for malformed content.
     pub fn open(bytes: &[u8], keys: &KeySet) -> Result<(Index, KeyId), MirrorError> {
-        let env: Envelope = serde_json::from_slice(bytes)
-            .map_err(|e| bad(format!("not an index envelope: {e}")))?;
+        let env: Envelope =
+            serde_json::from_slice(bytes).map_err(|source| MirrorError::IndexJson {
+                what: "not an index envelope",
+                source,
+            })?;
         if env.format != INDEX_FORMAT {
             return Err(bad(format!("unknown index format {:?}", env.format)));
         }
-        let mut id = [0u8; 8];
-        if !unhex(&env.key_id, &mut id) {
-            return Err(bad("malformed key_id"));
-        }
-        let id = KeyId(id);
+        let id =
+            KeyId(hex::decode_array(&env.key_id, false).ok_or_else(|| bad("malformed key_id"))?);
         let key = keys.get(id).ok_or_else(|| {
             MirrorError::BadSignature(format!(
                 "index signed by key {id}, which is not an accepted key (accepted: {})",
@@ -230,10 +266,8 @@ impl Index {
                     .join(", ")
             ))
         })?;
-        let mut sig = [0u8; 64];
-        if !unhex(&env.signature, &mut sig) {
-            return Err(bad("malformed signature"));
-        }
+        let sig =
+            hex::decode_array(&env.signature, false).ok_or_else(|| bad("malformed signature"))?;
         let sig = ed25519_dalek::Signature::from_bytes(&sig);
         let mut msg = DOMAIN.to_vec();
         msg.extend_from_slice(env.index.as_bytes());
@@ -243,7 +277,10 @@ impl Index {
             ))
         })?;
         let index: Index =
-            serde_json::from_str(&env.index).map_err(|e| bad(format!("signed index text: {e}")))?;
+            serde_json::from_str(&env.index).map_err(|source| MirrorError::IndexJson {
+                what: "signed index text",
+                source,
+            })?;
         index.validate()?;
         Ok((index, id))
     }
@@ -254,10 +291,16 @@ impl Index {
     /// # Errors
     /// Malformed content.
     pub fn open_unverified(bytes: &[u8]) -> Result<Index, MirrorError> {
-        let env: Envelope = serde_json::from_slice(bytes)
-            .map_err(|e| bad(format!("not an index envelope: {e}")))?;
+        let env: Envelope =
+            serde_json::from_slice(bytes).map_err(|source| MirrorError::IndexJson {
+                what: "not an index envelope",
+                source,
+            })?;
         let index: Index =
-            serde_json::from_str(&env.index).map_err(|e| bad(format!("index text: {e}")))?;
+            serde_json::from_str(&env.index).map_err(|source| MirrorError::IndexJson {
+                what: "index text",
+                source,
+            })?;
         index.validate()?;
         Ok(index)
     }
@@ -274,12 +317,12 @@ mod tests {
             expires: 20,
             versions: vec![Version {
                 name: "1".into(),
-                uuid: "01234567-89ab-8def-8123-456789abcdef".into(),
+                uuid: "01234567-89ab-8def-8123-456789abcdef".parse().unwrap(),
                 published: 10,
             }],
             streams: vec![StreamFile {
                 path: format!("streams/{}.zst", "ab".repeat(32)),
-                sha256: "ab".repeat(32),
+                sha256: "ab".repeat(32).parse().unwrap(),
                 size: 5,
                 stream_bytes: 9,
                 from: None,
@@ -311,6 +354,26 @@ mod tests {
             Index::open(text.as_bytes(), &other),
             Err(MirrorError::BadSignature(_))
         ));
+    }
+
+    #[test]
+    fn malformed_uuid_and_digest_are_refused_at_load() {
+        let key = SecretKey::from_seed(&[7; 32]);
+        let mut keys = KeySet::new();
+        keys.add(key.public().clone());
+        let text = sample().sign(&key).unwrap();
+        for (from, to) in [
+            (
+                "01234567-89ab-8def-8123-456789abcdef",
+                "01234567-89ab-8def-8123-456789abcdeg",
+            ),
+            (&"ab".repeat(32), &"AB".repeat(32)),
+        ] {
+            let (index, _) = Index::open(text.as_bytes(), &keys).unwrap();
+            let bad_text = serde_json::to_string(&index).unwrap().replace(from, to);
+            let e = serde_json::from_str::<Index>(&bad_text).unwrap_err();
+            assert!(e.to_string().contains(to), "{e}");
+        }
     }
 
     #[test]

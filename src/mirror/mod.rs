@@ -20,52 +20,86 @@ pub mod index;
 pub mod plan;
 pub mod publish;
 pub mod pull;
+pub mod state;
 
-pub use index::{Index, StreamFile, Version};
+pub use index::{Index, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
 pub use pull::{PullEvent, PullOptions, PullReport, pull};
+pub use state::{PullState, PulledVersion, SeenIndex};
 
 use crate::ExitCode;
+use crate::pool::PoolError;
+use crate::stream::Uuid;
+use crate::util::fs::{LockError, PathError};
 use std::io;
 use std::path::PathBuf;
 
-/// Errors of publishing, pulling and pool management.
+/// Errors of publishing and pulling.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// A btrfs ioctl failed.
-    #[error("{op} {}: {source}", path.display())]
-    Ioctl {
-        /// What was being done.
-        op: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The ioctl error.
-        #[source]
-        source: subvol_ioctl::Error,
-    },
-    /// An HTTP transfer failed (network, server error).
-    #[error("{url}: {reason}")]
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// Pool or subvolume management failed.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// An HTTP request failed (connection, TLS, protocol).
+    #[error("{url}")]
     Http {
         /// The URL.
         url: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// Reading an HTTP response body failed.
+    #[error("{url}: reading the response")]
+    HttpBody {
+        /// The URL.
+        url: String,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The server answered with an unexpected status.
+    #[error("{url}: HTTP status {status}")]
+    HttpStatus {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// A download was cut off more times than it is retried.
+    #[error(
+        "{url}: download interrupted ({last}); the partial file is kept and the next pull resumes it"
+    )]
+    DownloadInterrupted {
+        /// The URL.
+        url: String,
+        /// The last attempt's failure.
+        last: String,
     },
     /// The index is malformed.
     #[error("invalid index: {0}")]
     BadIndex(String),
+    /// The index (or its envelope) is not valid JSON of the expected shape.
+    #[error("invalid index: {what}")]
+    IndexJson {
+        /// Which part ("envelope", "signed index text").
+        what: &'static str,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The index file is larger than accepted.
+    #[error("invalid index: {location} is larger than {max} bytes")]
+    IndexTooLarge {
+        /// URL or path.
+        location: String,
+        /// The limit.
+        max: u64,
+    },
     /// The index signature is missing, by an unaccepted key, or does not verify.
     #[error("index refused: {0}")]
     BadSignature(String),
@@ -97,26 +131,84 @@ pub enum MirrorError {
         /// Why files were given up (path: reason).
         failures: Vec<String>,
     },
-    /// Something named does not exist (version, subvolume).
-    #[error("{0}")]
-    NotFound(String),
-    /// An external command (mkfs.btrfs, mount, cp) failed.
-    #[error("{cmd} failed: {reason}")]
-    Command {
-        /// The command line.
-        cmd: String,
-        /// Its status and stderr.
-        reason: String,
+    /// The version asked for is not in the index.
+    #[error("version {version} is not in the index (versions: {})", known.join(", "))]
+    UnknownVersion {
+        /// The version asked for.
+        version: String,
+        /// The versions the index lists.
+        known: Vec<String>,
     },
+    /// The repository lists no versions.
+    #[error("the repository has no versions")]
+    NoVersions,
+    /// The pool directory is not on btrfs.
+    #[error("{path} is not on btrfs; make it a pool with `subvol pool init {path}`", path = .0.display())]
+    PoolNotBtrfs(PathBuf),
+    /// A pull was asked for without a key to verify with.
+    #[error("no --verify key given")]
+    NoKeys,
     /// Another publish or pull holds the lock.
-    #[error("{0}")]
-    Busy(String),
+    #[error("{} is busy: another {what} is running", path.display())]
+    Busy {
+        /// The locked directory.
+        path: PathBuf,
+        /// What holds it ("publish", "pull into this pool").
+        what: &'static str,
+    },
+    /// The pool's pull bookkeeping cannot be parsed.
+    #[error("{}: invalid pull state", path.display())]
+    State {
+        /// `POOL/.subvol/state.json`.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The tree to publish is not a directory.
+    #[error("{} is not a directory", .0.display())]
+    SourceNotDirectory(PathBuf),
+    /// The version name cannot be used.
+    #[error(
+        "invalid version name {0:?}: use 1 to 128 of A-Z a-z 0-9 . _ + - @ ~, not starting with . or -"
+    )]
+    InvalidVersionName(String),
+    /// The version name is taken.
+    #[error("version {version} is already published in {}", repo.display())]
+    AlreadyPublished {
+        /// The version.
+        version: String,
+        /// The repository.
+        repo: PathBuf,
+    },
+    /// The tree is identical to a published version.
+    #[error("{} is identical to the published version {version} (same tree UUID {uuid}): nothing to publish", tree.display())]
+    AlreadyPublishedTree {
+        /// The tree.
+        tree: PathBuf,
+        /// The version it equals.
+        version: String,
+        /// Their tree UUID.
+        uuid: Uuid,
+    },
+    /// The stored copy of the tree differs from the tree (it changed while being copied).
+    #[error("the copy {} of {} differs in metadata (tree UUID {copy_uuid} vs {uuid}); was SOURCE modified during publish?", copy.display(), tree.display())]
+    CopyDiffers {
+        /// The copy in the tree store.
+        copy: PathBuf,
+        /// The tree.
+        tree: PathBuf,
+        /// The copy's tree UUID.
+        copy_uuid: Uuid,
+        /// The tree's tree UUID.
+        uuid: Uuid,
+    },
     /// Interrupted by SIGINT/SIGTERM.
     #[error("interrupted by a signal")]
     Interrupted,
-    /// The request is not valid.
-    #[error("{0}")]
-    Invalid(String),
+    /// An internal invariant broke (a value that cannot fail to encode did).
+    #[error("internal error: {0}")]
+    Bug(String),
 }
 
 impl MirrorError {
@@ -124,52 +216,63 @@ impl MirrorError {
     #[must_use]
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            MirrorError::Io { .. }
-            | MirrorError::Ioctl { .. }
+            MirrorError::Io(_)
             | MirrorError::Http { .. }
-            | MirrorError::Command { .. } => ExitCode::Io,
+            | MirrorError::HttpBody { .. }
+            | MirrorError::HttpStatus { .. }
+            | MirrorError::DownloadInterrupted { .. } => ExitCode::Io,
+            MirrorError::Pool(e) => e.exit_code(),
             MirrorError::BadIndex(_)
+            | MirrorError::IndexJson { .. }
+            | MirrorError::IndexTooLarge { .. }
             | MirrorError::BadSignature(_)
             | MirrorError::Expired { .. }
             | MirrorError::Rollback { .. } => ExitCode::Verification,
             MirrorError::NoChain { failures, .. } if !failures.is_empty() => ExitCode::Verification,
             MirrorError::Interrupted => ExitCode::Interrupted,
             MirrorError::NoChain { .. }
-            | MirrorError::NotFound(_)
-            | MirrorError::Busy(_)
-            | MirrorError::Invalid(_) => ExitCode::Failure,
+            | MirrorError::UnknownVersion { .. }
+            | MirrorError::NoVersions
+            | MirrorError::PoolNotBtrfs(_)
+            | MirrorError::NoKeys
+            | MirrorError::Busy { .. }
+            | MirrorError::State { .. }
+            | MirrorError::SourceNotDirectory(_)
+            | MirrorError::InvalidVersionName(_)
+            | MirrorError::AlreadyPublished { .. }
+            | MirrorError::AlreadyPublishedTree { .. }
+            | MirrorError::CopyDiffers { .. }
+            | MirrorError::Bug(_) => ExitCode::Failure,
         }
+    }
+
+    /// True when the repository's data is at fault (a malformed, unsigned, expired or
+    /// rolled-back index), false for network, local and usage faults.
+    #[must_use]
+    pub fn is_stream_fault(&self) -> bool {
+        matches!(
+            self,
+            MirrorError::BadIndex(_)
+                | MirrorError::IndexJson { .. }
+                | MirrorError::IndexTooLarge { .. }
+                | MirrorError::BadSignature(_)
+                | MirrorError::Expired { .. }
+                | MirrorError::Rollback { .. }
+        )
     }
 
     /// An I/O error on a path.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> MirrorError {
-        MirrorError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        MirrorError::Io(PathError::new(op, path, source))
     }
 
-    /// An ioctl error on a path.
-    pub fn ioctl(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-        source: subvol_ioctl::Error,
-    ) -> MirrorError {
-        MirrorError::Ioctl {
-            op,
-            path: path.into(),
-            source,
+    /// A failed [`crate::util::fs::lock_dir`]: `what` names the holder for the message.
+    pub(crate) fn lock(e: LockError, what: &'static str) -> MirrorError {
+        match e {
+            LockError::Busy(path) => MirrorError::Busy { path, what },
+            LockError::Io(e) => MirrorError::Io(e),
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-#[must_use]
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Parses a duration: a number with an optional unit `s`, `m`, `h`, `d`, `w` (default seconds).
@@ -212,63 +315,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(1u64 << shift))
         .ok_or_else(|| format!("{s:?} is not a size (like 512M, 8G)"))
-}
-
-/// Human-readable byte count.
-#[must_use]
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// A random hex nonce for temporary names.
-pub(crate) fn nonce() -> String {
-    let mut b = [0u8; 6];
-    let _ = getrandom::fill(&mut b);
-    crate::sign::hex_id(&b)
-}
-
-/// Writes `data` to `dir/name` atomically: a temporary file in `dir`, fsync, rename, fsync of
-/// the directory.
-///
-/// # Errors
-/// I/O errors (the temporary file is removed).
-pub fn write_atomic(dir: &std::path::Path, name: &str, data: &[u8]) -> Result<(), MirrorError> {
-    use std::io::Write;
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), nonce()));
-    let fin = dir.join(name);
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| MirrorError::io("create", &tmp, e))?;
-        f.write_all(data)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| MirrorError::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &fin).map_err(|e| MirrorError::io("rename", &fin, e))?;
-        sync_dir(dir)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
-
-/// fsyncs a directory (after a rename into it).
-///
-/// # Errors
-/// I/O errors.
-pub fn sync_dir(dir: &std::path::Path) -> Result<(), MirrorError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| MirrorError::io("fsync", dir, e))
 }
 
 #[cfg(test)]

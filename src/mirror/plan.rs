@@ -159,14 +159,16 @@ mod tests {
         for i in 0..n {
             idx.versions.push(Version {
                 name: format!("{}", i + 1),
-                uuid: format!("00000000-0000-8000-8000-{:012x}", i + 1),
+                uuid: format!("00000000-0000-8000-8000-{:012x}", i + 1)
+                    .parse()
+                    .unwrap(),
                 published: 0,
             });
             let mut add = |from: Option<usize>, size: u64| {
                 let sha = format!("{:064x}", idx.streams.len() + 1);
                 idx.streams.push(StreamFile {
                     path: format!("streams/{sha}.zst"),
-                    sha256: sha,
+                    sha256: sha.parse().unwrap(),
                     size,
                     stream_bytes: size,
                     from: from.map(|f| format!("{}", f + 1)),

@@ -13,18 +13,21 @@
 //!    files referenced neither by the new index nor by the previous one (a mirror client that
 //!    read the previous index can still fetch what it names).
 
-use super::index::{INDEX_FILE, Index, STREAMS_DIR, StreamFile, Version, valid_version_name};
+use super::MirrorError;
+use super::index::{
+    INDEX_FILE, Index, STREAMS_DIR, Sha256Digest, StreamFile, Version, valid_version_name,
+};
 use super::plan::delta_sources;
-use super::{MirrorError, nonce, now, sync_dir, write_atomic};
 use crate::Error;
 use crate::pipeline::{Hook, Totals};
 use crate::send::{TreeSendOptions, Uuid, send_tree, tree_uuid};
 use crate::sign::{SecretKey, Signer};
+use crate::util::fs::{DirLock, lock_dir, sync_dir, write_atomic};
+use crate::util::{nonce, unix_now};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// What to publish.
@@ -117,25 +120,6 @@ pub fn default_trees(repo: &Path) -> PathBuf {
         .join(format!("{name}.trees"))
 }
 
-/// A held `flock` on a directory.
-pub(crate) struct DirLock(#[allow(dead_code)] File);
-
-/// Takes an exclusive, non-blocking `flock` on `dir`.
-pub(crate) fn lock_dir(dir: &Path, what: &str) -> Result<DirLock, MirrorError> {
-    let f = File::open(dir).map_err(|e| MirrorError::io("open", dir, e))?;
-    match rustix::fs::flock(
-        f.as_fd(),
-        rustix::fs::FlockOperation::NonBlockingLockExclusive,
-    ) {
-        Ok(()) => Ok(DirLock(f)),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(MirrorError::Busy(format!(
-            "{} is busy: another {what} is running",
-            dir.display()
-        ))),
-        Err(e) => Err(MirrorError::io("lock", dir, e.into())),
-    }
-}
-
 /// Counts and hashes what passes.
 struct HashWriter<W: Write> {
     inner: W,
@@ -167,7 +151,7 @@ pub fn publish(
     let repo = &o.repo;
     fs::create_dir_all(repo.join(STREAMS_DIR))
         .map_err(|e| MirrorError::io("create", repo.join(STREAMS_DIR), e))?;
-    let _lock = lock_dir(repo, "publish")?;
+    let _lock: DirLock = lock_dir(repo).map_err(|e| MirrorError::lock(e, "publish"))?;
     let index_path = repo.join(INDEX_FILE);
     let previous = match fs::read(&index_path) {
         Ok(b) => Some(Index::open_unverified(&b)?),
@@ -187,9 +171,7 @@ pub fn publish(
 
     if let Some(source) = &o.source {
         if !source.is_dir() {
-            return Err(
-                MirrorError::Invalid(format!("{} is not a directory", source.display())).into(),
-            );
+            return Err(MirrorError::SourceNotDirectory(source.clone()).into());
         }
         let name = match &o.version {
             Some(v) => v.clone(),
@@ -204,25 +186,22 @@ pub fn publish(
             }
         };
         if !valid_version_name(&name) {
-            return Err(MirrorError::Invalid(format!(
-                "invalid version name {name:?}: use 1 to 128 of A-Z a-z 0-9 . _ + - @ ~, not starting with . or -"
-            ))
-            .into());
+            return Err(MirrorError::InvalidVersionName(name).into());
         }
         if index.position(&name).is_some() {
-            return Err(MirrorError::Invalid(format!(
-                "version {name} is already published in {}",
-                repo.display()
-            ))
+            return Err(MirrorError::AlreadyPublished {
+                version: name,
+                repo: repo.clone(),
+            }
             .into());
         }
         let uuid = tree_uuid(source)?;
         if let Some(p) = index.by_uuid(&uuid) {
-            return Err(MirrorError::Invalid(format!(
-                "{} is identical to the published version {} (same tree UUID {uuid}): nothing to publish",
-                source.display(),
-                index.versions[p].name
-            ))
+            return Err(MirrorError::AlreadyPublishedTree {
+                tree: source.clone(),
+                version: index.versions[p].name.clone(),
+                uuid,
+            }
             .into());
         }
         fs::create_dir_all(&trees).map_err(|e| MirrorError::io("create", &trees, e))?;
@@ -235,18 +214,19 @@ pub fn publish(
         let stored_uuid = tree_uuid(&stored)?;
         if stored_uuid != uuid {
             let _ = crate::pool::remove_tree(&trees, &name);
-            return Err(MirrorError::Invalid(format!(
-                "the copy {} of {} differs in metadata (tree UUID {stored_uuid} vs {uuid}); was SOURCE modified during publish?",
-                stored.display(),
-                source.display()
-            ))
+            return Err(MirrorError::CopyDiffers {
+                copy: stored,
+                tree: source.clone(),
+                copy_uuid: stored_uuid,
+                uuid,
+            }
             .into());
         }
         let n = index.versions.len();
         let version = Version {
             name: name.clone(),
-            uuid: uuid.to_string(),
-            published: now(),
+            uuid,
+            published: unix_now(),
         };
         let r = (|| -> Result<(), Error> {
             let f = write_stream(o, None, &stored, uuid, &name, on_event)?;
@@ -262,10 +242,9 @@ pub fn publish(
                     });
                     continue;
                 }
-                let old_uuid = Uuid::parse(&old.uuid).unwrap_or_default();
                 let f = write_stream(
                     o,
-                    Some((&old_tree, old_uuid, &old.name)),
+                    Some((&old_tree, old.uuid, &old.name)),
                     &stored,
                     uuid,
                     &name,
@@ -307,7 +286,7 @@ pub fn publish(
         }
     }
 
-    let t = now();
+    let t = unix_now();
     index.serial = previous.as_ref().map_or(0, |p| p.serial) + 1;
     index.created = t;
     index.expires = t.saturating_add(o.valid_for);
@@ -393,7 +372,7 @@ fn write_stream_to(
     name: &str,
     tmp: &Path,
     on_event: &mut dyn FnMut(PublishEvent<'_>),
-) -> Result<(String, u64, u64), Error> {
+) -> Result<(Sha256Digest, u64, u64), Error> {
     let file = File::create(tmp).map_err(|e| MirrorError::io("create", tmp, e))?;
     let hw = HashWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
@@ -432,7 +411,7 @@ fn write_stream_to(
     let hw = enc
         .finish()
         .map_err(|e| MirrorError::io("compress into", tmp, e))?;
-    let sha = crate::sign::hex_id(&hw.hasher.finalize());
+    let sha = Sha256Digest(hw.hasher.finalize().into());
     let size = hw.bytes;
     let file = hw
         .inner

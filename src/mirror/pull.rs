@@ -14,20 +14,22 @@
 //!    pulled versions beyond N (the target always stays; subvolumes not pulled are never
 //!    touched).
 
+use super::MirrorError;
 use super::fetch::{FetchError, Progress, Remote};
 use super::index::{INDEX_FILE, Index, StreamFile};
 use super::plan::{Plan, plan};
-use super::publish::lock_dir;
-use super::{MirrorError, now};
-use crate::pool::{META_DIR, PoolState, PulledVersion, SeenIndex, is_btrfs, received_in};
+use super::state::{PullState, PulledVersion, SeenIndex};
+use crate::Error;
+use crate::pool::{META_DIR, received_in};
 use crate::recv::{self, Event};
 use crate::sign::{KeyId, KeySet, VerifyingSource};
-use crate::stream::{Reader, Uuid};
-use crate::{Error, ExitCode};
+use crate::stream::Reader;
+use crate::util::fs::{is_btrfs, lock_dir};
+use crate::util::{error_chain, unix_now};
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,14 +156,20 @@ pub struct PullReport {
     pub removed: Vec<String>,
 }
 
-fn is_bad_stream(e: &Error) -> bool {
-    match e {
-        Error::Sign(_) | Error::Stream(_) => true,
-        Error::Recv(r) => matches!(
-            r.exit_code(),
-            ExitCode::Refused | ExitCode::InvalidStream | ExitCode::Verification
-        ),
-        _ => false,
+/// Marks the zstd decoder's own errors (corrupt compressed data, which carry no OS error) as
+/// [`io::ErrorKind::InvalidData`], so [`Error::is_stream_fault`] tells a corrupt file (give it
+/// up, try another chain) from a failing disk (stop).
+struct CorruptIsInvalidData<R>(R);
+
+impl<R: Read> Read for CorruptIsInvalidData<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.raw_os_error().is_none() && e.kind() == io::ErrorKind::Other {
+                io::Error::new(io::ErrorKind::InvalidData, e)
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -173,15 +181,10 @@ fn is_bad_stream(e: &Error) -> bool {
 pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<PullReport, Error> {
     let pool = fs::canonicalize(&o.pool).map_err(|e| MirrorError::io("open pool", &o.pool, e))?;
     if !is_btrfs(&pool) {
-        return Err(MirrorError::Invalid(format!(
-            "{} is not on btrfs; make it a pool with `subvol pool init {}`",
-            pool.display(),
-            pool.display()
-        ))
-        .into());
+        return Err(MirrorError::PoolNotBtrfs(pool).into());
     }
     if o.keys.is_empty() {
-        return Err(MirrorError::Invalid("no --verify key given".into()).into());
+        return Err(MirrorError::NoKeys.into());
     }
     let stop = || {
         o.interrupted
@@ -194,13 +197,13 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         None
     } else {
         fs::create_dir_all(&cache).map_err(|e| MirrorError::io("create", &cache, e))?;
-        Some(lock_dir(&meta, "pull into this pool")?)
+        Some(lock_dir(&meta).map_err(|e| MirrorError::lock(e, "pull into this pool"))?)
     };
 
     let remote = Remote::new(&o.source);
     let bytes = remote.read_small(INDEX_FILE)?;
     let (index, key) = Index::open(&bytes, &o.keys)?;
-    let t = now();
+    let t = unix_now();
     if t > index.expires {
         return Err(MirrorError::Expired {
             expires: index.expires,
@@ -208,7 +211,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         }
         .into());
     }
-    let mut state = PoolState::load(&pool)?;
+    let mut state = PullState::load(&pool)?;
     let key_hex = key.to_string();
     if let Some(seen) = state.indexes.get(&key_hex)
         && index.serial < seen.serial
@@ -237,22 +240,17 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         key,
     });
     let target = match &o.version {
-        Some(v) => index.position(v).ok_or_else(|| {
-            MirrorError::NotFound(format!(
-                "version {v} is not in the index (versions: {})",
-                index
-                    .versions
-                    .iter()
-                    .map(|v| v.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?,
+        Some(v) => index
+            .position(v)
+            .ok_or_else(|| MirrorError::UnknownVersion {
+                version: v.clone(),
+                known: index.versions.iter().map(|v| v.name.clone()).collect(),
+            })?,
         None => index
             .versions
             .len()
             .checked_sub(1)
-            .ok_or_else(|| MirrorError::NotFound("the repository has no versions".into()))?,
+            .ok_or(MirrorError::NoVersions)?,
     };
     let target_name = index.versions[target].name.clone();
 
@@ -363,6 +361,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             }
             let dec = zstd::stream::read::Decoder::new(file)
                 .map_err(|e| MirrorError::io("start zstd for", remote.location(&f.path), e))?;
+            let dec = CorruptIsInvalidData(dec);
             let reader = Reader::new(BufReader::with_capacity(1 << 20, dec.take(f.stream_bytes)));
             let mut source = VerifyingSource::new(reader, keys.clone());
             let opts = recv::Options {
@@ -385,8 +384,10 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
             let got = match r {
                 Ok(got) => got,
-                Err(e) if is_bad_stream(&e) => {
-                    let reason = e.to_string();
+                // Only the stream's own faults give the file up; a fault of this host (disk
+                // full, no mount, a parent missing here) stops the pull with the file kept.
+                Err(e) if e.is_stream_fault() => {
+                    let reason = error_chain(&e);
                     on_event(PullEvent::Refused {
                         file: f,
                         reason: &reason,
@@ -398,8 +399,11 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 }
                 Err(e) => return Err(e),
             };
-            let want = Uuid::parse(&index.versions[index.position(&f.to).unwrap_or(0)].uuid)
-                .unwrap_or_default();
+            // The index validated that every stream leads to a listed version.
+            let want = index
+                .version(&f.to)
+                .map(|v| v.uuid)
+                .ok_or_else(|| Error::Bug(format!("stream {} to unlisted version", f.path)))?;
             let ok = got.len() == 1 && got[0].uuid == want && got[0].name == OsStr::new(&f.to);
             if !ok {
                 // Signed and hashed, yet not what the index says: the publisher's mistake.
@@ -422,8 +426,8 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             state.versions.retain(|v| v.name != f.to);
             state.versions.push(PulledVersion {
                 name: f.to.clone(),
-                uuid: want.to_string(),
-                pulled: now(),
+                uuid: want,
+                pulled: unix_now(),
             });
             state.save(&pool)?;
             received_files.push(f.clone());
@@ -462,7 +466,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             let Some(rec) = state
                 .versions
                 .iter()
-                .find(|v| &v.name == name && v.uuid == uuid.to_string())
+                .find(|v| &v.name == name && v.uuid == *uuid)
             else {
                 continue;
             };

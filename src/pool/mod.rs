@@ -5,16 +5,16 @@
 //! subvolume `POOL/V` and keeps its bookkeeping in `POOL/.subvol/`:
 //!
 //! ```text
-//! POOL/.subvol/state.json   newest index serial seen per signing key, versions pulled
 //! POOL/.subvol/pool.json    written by `subvol pool init`: the backing image, if any
-//! POOL/.subvol/cache/       downloads in progress (`<sha256>.part`, resumed with Range)
+//! POOL/.subvol/state.json   pull's bookkeeping (see `mirror::state`)
+//! POOL/.subvol/cache/       pull's downloads in progress
 //! ```
 //!
-//! A running pull holds an exclusive `flock` on `POOL/.subvol`.
+//! This module knows nothing of mirrors: `mirror` uses it, never the other way round.
 
-use crate::Error;
-use crate::mirror::{MirrorError, nonce, write_atomic};
 use crate::stream::Uuid;
+use crate::util::fs::{PathError, write_atomic};
+use crate::util::{nonce, unix_now};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -26,51 +26,135 @@ use std::process::Command;
 
 /// The bookkeeping directory inside a pool.
 pub const META_DIR: &str = ".subvol";
-const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 
-/// True when `path` is on a btrfs file system.
-#[must_use]
-pub fn is_btrfs(path: &Path) -> bool {
-    rustix::fs::statfs(path).is_ok_and(|s| {
-        #[allow(clippy::unnecessary_cast)]
-        let t = s.f_type as i64;
-        t == BTRFS_SUPER_MAGIC
-    })
+use crate::util::fs::{is_btrfs, is_subvolume};
+
+/// Errors of pool and subvolume management.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// A btrfs ioctl failed.
+    #[error("{op} {}", path.display())]
+    Ioctl {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The ioctl error.
+        #[source]
+        source: subvol_ioctl::Error,
+    },
+    /// An external command (mkfs.btrfs, mount, cp) could not be started.
+    #[error("cannot run {cmd}")]
+    Spawn {
+        /// The command line.
+        cmd: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An external command failed.
+    #[error("{cmd} failed: {status}: {stderr}")]
+    CommandFailed {
+        /// The command line.
+        cmd: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it wrote to stderr.
+        stderr: String,
+    },
+    /// The path is not a subvolume root.
+    #[error("{} is not a btrfs subvolume", .0.display())]
+    NotSubvolume(PathBuf),
+    /// The path is not on btrfs.
+    #[error("{} is not on a btrfs file system", .0.display())]
+    NotBtrfs(PathBuf),
+    /// A directory to make a pool in is neither on btrfs nor empty.
+    #[error("{} is not on btrfs and not empty: give an empty or new directory", .0.display())]
+    NotEmpty(PathBuf),
+    /// The image size asked for is too small for btrfs.
+    #[error("--size must be at least 256M")]
+    ImageTooSmall,
+    /// The destination exists.
+    #[error("{} exists", .0.display())]
+    Exists(PathBuf),
+    /// A tree to store exists already.
+    #[error("{} exists already (a tree of an unpublished version?); remove it first", .0.display())]
+    TreeExists(PathBuf),
+    /// The path has no final component.
+    #[error("{}: no final name", .0.display())]
+    NoName(PathBuf),
+    /// `pool.json` cannot be encoded.
+    #[error("encoding {}", path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
-/// True when `path` is the root directory of a btrfs subvolume.
-#[must_use]
-pub fn is_subvolume(path: &Path) -> bool {
-    is_btrfs(path) && fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == 256)
+impl PoolError {
+    /// The exit code for this error.
+    #[must_use]
+    pub fn exit_code(&self) -> crate::ExitCode {
+        use crate::ExitCode;
+        match self {
+            PoolError::Io(_)
+            | PoolError::Ioctl { .. }
+            | PoolError::Spawn { .. }
+            | PoolError::CommandFailed { .. } => ExitCode::Io,
+            PoolError::Encode { .. } => ExitCode::Failure,
+            PoolError::NotSubvolume(_)
+            | PoolError::NotBtrfs(_)
+            | PoolError::NotEmpty(_)
+            | PoolError::ImageTooSmall
+            | PoolError::Exists(_)
+            | PoolError::TreeExists(_)
+            | PoolError::NoName(_) => ExitCode::Failure,
+        }
+    }
+
+    fn ioctl(op: &'static str, path: impl Into<PathBuf>, source: subvol_ioctl::Error) -> Self {
+        PoolError::Ioctl {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
 }
 
-fn run(cmd: &mut Command) -> Result<String, MirrorError> {
+fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> PoolError {
+    move |e| PathError::new(op, path, e).into()
+}
+
+fn run(cmd: &mut Command) -> Result<String, PoolError> {
     let line = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| MirrorError::Command {
+    let out = cmd.output().map_err(|source| PoolError::Spawn {
         cmd: line.clone(),
-        reason: e.to_string(),
+        source,
     })?;
     if !out.status.success() {
-        return Err(MirrorError::Command {
+        return Err(PoolError::CommandFailed {
             cmd: line,
-            reason: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn open_dir(p: &Path) -> Result<File, MirrorError> {
-    File::open(p).map_err(|e| MirrorError::io("open", p, e))
+fn open_dir(p: &Path) -> Result<File, PoolError> {
+    File::open(p).map_err(io_err("open", p))
 }
 
-fn split(path: &Path) -> Result<(PathBuf, &OsStr), MirrorError> {
+fn split(path: &Path) -> Result<(PathBuf, &OsStr), PoolError> {
     let name = path
         .file_name()
-        .ok_or_else(|| MirrorError::Invalid(format!("{}: no final name", path.display())))?;
+        .ok_or_else(|| PoolError::NoName(path.to_path_buf()))?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -84,22 +168,19 @@ fn split(path: &Path) -> Result<(PathBuf, &OsStr), MirrorError> {
 ///
 /// # Errors
 /// `cp` or subvolume errors; nothing is left under the final name.
-pub fn store_tree(source: &Path, trees: &Path, name: &str) -> Result<PathBuf, MirrorError> {
+pub fn store_tree(source: &Path, trees: &Path, name: &str) -> Result<PathBuf, PoolError> {
     let fin = trees.join(name);
     if fin.symlink_metadata().is_ok() {
-        return Err(MirrorError::Invalid(format!(
-            "{} exists already (a tree of an unpublished version?); remove it first",
-            fin.display()
-        )));
+        return Err(PoolError::TreeExists(fin));
     }
     let tmp_name = format!(".tmp-{name}-{}", nonce());
     let tmp = trees.join(&tmp_name);
     let btrfs = is_btrfs(trees);
     if btrfs {
         subvol_ioctl::subvol_create(open_dir(trees)?, OsStr::new(&tmp_name))
-            .map_err(|e| MirrorError::ioctl("create subvolume", &tmp, e))?;
+            .map_err(|e| PoolError::ioctl("create subvolume", &tmp, e))?;
     } else {
-        fs::create_dir(&tmp).map_err(|e| MirrorError::io("create", &tmp, e))?;
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
     }
     let r = (|| {
         let mut src = source.as_os_str().to_owned();
@@ -110,9 +191,9 @@ pub fn store_tree(source: &Path, trees: &Path, name: &str) -> Result<PathBuf, Mi
             .arg(&tmp))?;
         if btrfs {
             subvol_ioctl::subvol_set_readonly(open_dir(&tmp)?, true)
-                .map_err(|e| MirrorError::ioctl("make read-only", &tmp, e))?;
+                .map_err(|e| PoolError::ioctl("make read-only", &tmp, e))?;
         }
-        fs::rename(&tmp, &fin).map_err(|e| MirrorError::io("rename", &fin, e))
+        fs::rename(&tmp, &fin).map_err(io_err("rename", &fin))
     })();
     if let Err(e) = r {
         let _ = remove_tree(trees, &tmp_name);
@@ -125,16 +206,16 @@ pub fn store_tree(source: &Path, trees: &Path, name: &str) -> Result<PathBuf, Mi
 ///
 /// # Errors
 /// I/O or ioctl errors.
-pub fn remove_tree(trees: &Path, name: &str) -> Result<(), MirrorError> {
+pub fn remove_tree(trees: &Path, name: &str) -> Result<(), PoolError> {
     let p = trees.join(name);
     if p.symlink_metadata().is_err() {
         return Ok(());
     }
     if is_subvolume(&p) {
         subvol_ioctl::subvol_destroy(open_dir(trees)?, OsStr::new(name))
-            .map_err(|e| MirrorError::ioctl("delete subvolume", &p, e))
+            .map_err(|e| PoolError::ioctl("delete subvolume", &p, e))
     } else {
-        fs::remove_dir_all(&p).map_err(|e| MirrorError::io("remove", &p, e))
+        fs::remove_dir_all(&p).map_err(io_err("remove", &p))
     }
 }
 
@@ -148,14 +229,14 @@ pub struct SubvolEntry {
     /// Subvolume id.
     pub id: u64,
     /// UUID.
-    pub uuid: String,
+    pub uuid: Uuid,
     /// UUID of the subvolume it is a snapshot of.
-    pub parent_uuid: Option<String>,
+    pub parent_uuid: Option<Uuid>,
     /// Name of that subvolume when it is in the same listing (or on the same file system for
     /// `show`).
     pub parent: Option<String>,
     /// UUID it was received from (a mirror version's UUID for pulled versions).
-    pub received_uuid: Option<String>,
+    pub received_uuid: Option<Uuid>,
     /// Read-only?
     pub readonly: bool,
     /// Creation time, RFC 3339 UTC.
@@ -166,13 +247,13 @@ pub struct SubvolEntry {
     pub generation: u64,
     /// ctransid.
     pub ctransid: u64,
-    /// The mirror version this pool recorded for it, if pulled.
+    /// The mirror version pulled as this subvolume, if pulled (filled by the caller from
+    /// `mirror::PullState`; [`entry`] and [`list`] leave it empty).
     pub version: Option<String>,
 }
 
-fn opt_uuid(u: [u8; 16]) -> Option<String> {
-    let u = Uuid(u);
-    (!u.is_nil()).then(|| u.to_string())
+fn opt_uuid(u: Uuid) -> Option<Uuid> {
+    (!u.is_nil()).then_some(u)
 }
 
 fn rfc3339(sec: i64) -> String {
@@ -185,21 +266,18 @@ fn rfc3339(sec: i64) -> String {
 ///
 /// # Errors
 /// Not a subvolume, or the ioctl fails.
-pub fn entry(path: &Path) -> Result<SubvolEntry, MirrorError> {
+pub fn entry(path: &Path) -> Result<SubvolEntry, PoolError> {
     if !is_subvolume(path) {
-        return Err(MirrorError::NotFound(format!(
-            "{} is not a btrfs subvolume",
-            path.display()
-        )));
+        return Err(PoolError::NotSubvolume(path.to_path_buf()));
     }
     let f = open_dir(path)?;
-    let i = subvol_ioctl::subvol_info(&f).map_err(|e| MirrorError::ioctl("read", path, e))?;
-    let created = i64::try_from(i.otime.sec).unwrap_or(i64::MAX);
+    let i = subvol_ioctl::subvol_info(&f).map_err(|e| PoolError::ioctl("read", path, e))?;
+    let created = i.otime.sec;
     Ok(SubvolEntry {
         path: path.to_path_buf(),
         name: String::from_utf8_lossy(&i.name).into_owned(),
         id: i.id,
-        uuid: Uuid(i.uuid).to_string(),
+        uuid: i.uuid,
         parent_uuid: opt_uuid(i.parent_uuid),
         parent: None,
         received_uuid: opt_uuid(i.received_uuid),
@@ -213,21 +291,18 @@ pub fn entry(path: &Path) -> Result<SubvolEntry, MirrorError> {
 }
 
 /// Lists the subvolumes under `dir` (recursively, not into `.subvol`), sorted by path; fills
-/// `parent` from the listing and `version` from the pool state when `dir` is a pool.
+/// `parent` from the listing (`version` is left for the caller that knows pull's records).
 ///
 /// # Errors
 /// `dir` is not on btrfs, or cannot be read.
-pub fn list(dir: &Path) -> Result<Vec<SubvolEntry>, MirrorError> {
+pub fn list(dir: &Path) -> Result<Vec<SubvolEntry>, PoolError> {
     if !is_btrfs(dir) {
-        return Err(MirrorError::Invalid(format!(
-            "{} is not on a btrfs file system",
-            dir.display()
-        )));
+        return Err(PoolError::NotBtrfs(dir.to_path_buf()));
     }
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
     while let Some((d, depth)) = stack.pop() {
-        let rd = fs::read_dir(&d).map_err(|e| MirrorError::io("read directory", &d, e))?;
+        let rd = fs::read_dir(&d).map_err(io_err("read directory", &d))?;
         for e in rd.flatten() {
             let p = e.path();
             if depth == 0 && e.file_name() == META_DIR {
@@ -250,20 +325,9 @@ pub fn list(dir: &Path) -> Result<Vec<SubvolEntry>, MirrorError> {
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
-    let by_uuid: BTreeMap<String, String> = out
-        .iter()
-        .map(|e| (e.uuid.clone(), e.name.clone()))
-        .collect();
-    let state = PoolState::load(dir).unwrap_or_default();
+    let by_uuid: BTreeMap<Uuid, String> = out.iter().map(|e| (e.uuid, e.name.clone())).collect();
     for e in &mut out {
         e.parent = e.parent_uuid.as_ref().and_then(|u| by_uuid.get(u).cloned());
-        e.version = e.received_uuid.as_ref().and_then(|r| {
-            state
-                .versions
-                .iter()
-                .find(|v| &v.uuid == r)
-                .map(|v| v.name.clone())
-        });
     }
     Ok(out)
 }
@@ -287,24 +351,24 @@ pub struct SubvolDetail {
 ///
 /// # Errors
 /// Not a subvolume; ioctl errors.
-pub fn show(path: &Path) -> Result<SubvolDetail, MirrorError> {
+pub fn show(path: &Path) -> Result<SubvolDetail, PoolError> {
     let mut entry = entry(path)?;
     let f = open_dir(path)?;
-    let info = subvol_ioctl::subvol_info(&f).map_err(|e| MirrorError::ioctl("read", path, e))?;
+    let info = subvol_ioctl::subvol_info(&f).map_err(|e| PoolError::ioctl("read", path, e))?;
     let fs_path = subvol_ioctl::subvol_path(&f, entry.id)
         .map(|p| String::from_utf8_lossy(&p).into_owned())
         .unwrap_or_default();
     let mut snapshots = Vec::new();
     if let Ok(all) = subvol_ioctl::list_subvolumes(&f) {
         for r in &all {
-            if !Uuid(r.parent_uuid).is_nil() && r.parent_uuid == info.uuid {
+            if !r.parent_uuid.is_nil() && r.parent_uuid == info.uuid {
                 snapshots.push(
                     subvol_ioctl::subvol_path(&f, r.id)
                         .map(|p| String::from_utf8_lossy(&p).into_owned())
                         .unwrap_or_else(|_| String::from_utf8_lossy(&r.name).into_owned()),
                 );
             }
-            if !Uuid(info.parent_uuid).is_nil() && r.uuid == info.parent_uuid {
+            if !info.parent_uuid.is_nil() && r.uuid == info.parent_uuid {
                 entry.parent = Some(
                     subvol_ioctl::subvol_path(&f, r.id)
                         .map(|p| String::from_utf8_lossy(&p).into_owned())
@@ -313,8 +377,7 @@ pub fn show(path: &Path) -> Result<SubvolDetail, MirrorError> {
             }
         }
     }
-    let received =
-        (info.rtransid != 0).then(|| rfc3339(i64::try_from(info.rtime.sec).unwrap_or(0)));
+    let received = (info.rtransid != 0).then(|| rfc3339(info.rtime.sec));
     Ok(SubvolDetail {
         entry,
         fs_path,
@@ -327,19 +390,16 @@ pub fn show(path: &Path) -> Result<SubvolDetail, MirrorError> {
 ///
 /// # Errors
 /// `source` is not a subvolume, `dest` exists, ioctl errors.
-pub fn snapshot(source: &Path, dest: &Path, readonly: bool) -> Result<SubvolEntry, MirrorError> {
+pub fn snapshot(source: &Path, dest: &Path, readonly: bool) -> Result<SubvolEntry, PoolError> {
     if !is_subvolume(source) {
-        return Err(MirrorError::NotFound(format!(
-            "{} is not a btrfs subvolume",
-            source.display()
-        )));
+        return Err(PoolError::NotSubvolume(source.to_path_buf()));
     }
     let (parent, name) = split(dest)?;
     if dest.symlink_metadata().is_ok() {
-        return Err(MirrorError::Invalid(format!("{} exists", dest.display())));
+        return Err(PoolError::Exists(dest.to_path_buf()));
     }
     subvol_ioctl::snapshot_create(open_dir(&parent)?, open_dir(source)?, name, readonly)
-        .map_err(|e| MirrorError::ioctl("snapshot to", dest, e))?;
+        .map_err(|e| PoolError::ioctl("snapshot to", dest, e))?;
     entry(dest)
 }
 
@@ -347,73 +407,12 @@ pub fn snapshot(source: &Path, dest: &Path, readonly: bool) -> Result<SubvolEntr
 ///
 /// # Errors
 /// Not a subvolume, contains subvolumes, ioctl errors.
-pub fn delete(path: &Path) -> Result<SubvolEntry, MirrorError> {
+pub fn delete(path: &Path) -> Result<SubvolEntry, PoolError> {
     let e = entry(path)?;
     let (parent, name) = split(path)?;
     subvol_ioctl::subvol_destroy(open_dir(&parent)?, name)
-        .map_err(|er| MirrorError::ioctl("delete subvolume", path, er))?;
+        .map_err(|er| PoolError::ioctl("delete subvolume", path, er))?;
     Ok(e)
-}
-
-/// The newest index seen from one signing key.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SeenIndex {
-    /// Its serial.
-    pub serial: u64,
-    /// Where it came from.
-    pub source: String,
-    /// When (Unix seconds).
-    pub seen: u64,
-}
-
-/// A version this pool pulled.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PulledVersion {
-    /// Version (= subvolume) name.
-    pub name: String,
-    /// Its UUID (the subvolume's received UUID).
-    pub uuid: String,
-    /// When (Unix seconds).
-    pub pulled: u64,
-}
-
-/// `POOL/.subvol/state.json`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PoolState {
-    /// Newest index serial seen, per signing key id (16 hex digits).
-    #[serde(default)]
-    pub indexes: BTreeMap<String, SeenIndex>,
-    /// Versions pulled (retention only ever deletes these).
-    #[serde(default)]
-    pub versions: Vec<PulledVersion>,
-}
-
-impl PoolState {
-    /// Reads the state of `pool` (default when there is none).
-    ///
-    /// # Errors
-    /// The file exists but cannot be read or parsed.
-    pub fn load(pool: &Path) -> Result<PoolState, MirrorError> {
-        let p = pool.join(META_DIR).join("state.json");
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| MirrorError::Invalid(format!("{}: {e}", p.display()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PoolState::default()),
-            Err(e) => Err(MirrorError::io("read", p, e)),
-        }
-    }
-
-    /// Writes it atomically.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn save(&self, pool: &Path) -> Result<(), MirrorError> {
-        let dir = pool.join(META_DIR);
-        fs::create_dir_all(&dir).map_err(|e| MirrorError::io("create", &dir, e))?;
-        let text =
-            serde_json::to_string_pretty(self).map_err(|e| MirrorError::Invalid(e.to_string()))?;
-        write_atomic(&dir, "state.json", text.as_bytes())
-    }
 }
 
 /// `POOL/.subvol/pool.json`, written by `pool init`.
@@ -457,9 +456,9 @@ pub fn default_image(path: &Path) -> PathBuf {
 ///
 /// # Errors
 /// PATH is a non-empty directory not on btrfs; image, mkfs or mount failures.
-pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, Error> {
-    fs::create_dir_all(path).map_err(|e| MirrorError::io("create", path, e))?;
-    let path = fs::canonicalize(path).map_err(|e| MirrorError::io("resolve", path, e))?;
+pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, PoolError> {
+    fs::create_dir_all(path).map_err(io_err("create", path))?;
+    let path = fs::canonicalize(path).map_err(io_err("resolve", path))?;
     let meta = path.join(META_DIR);
     let info_path = meta.join("pool.json");
     if is_btrfs(&path) {
@@ -467,14 +466,16 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         if known.is_none() {
-            fs::create_dir_all(&meta).map_err(|e| MirrorError::io("create", &meta, e))?;
+            fs::create_dir_all(&meta).map_err(io_err("create", &meta))?;
             let info = PoolInfo {
                 image: None,
                 size: None,
-                created: crate::mirror::now(),
+                created: unix_now(),
             };
-            let text = serde_json::to_string_pretty(&info)
-                .map_err(|e| MirrorError::Invalid(e.to_string()))?;
+            let text = serde_json::to_string_pretty(&info).map_err(|source| PoolError::Encode {
+                path: info_path.clone(),
+                source,
+            })?;
             write_atomic(&meta, "pool.json", text.as_bytes())?;
         }
         let known = known.unwrap_or_default();
@@ -490,30 +491,25 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
     let mut created_image = false;
     if image.symlink_metadata().is_err() {
         if fs::read_dir(&path)
-            .map_err(|e| MirrorError::io("read directory", &path, e))?
+            .map_err(io_err("read directory", &path))?
             .next()
             .is_some()
         {
-            return Err(MirrorError::Invalid(format!(
-                "{} is not on btrfs and not empty: give an empty or new directory",
-                path.display()
-            ))
-            .into());
+            return Err(PoolError::NotEmpty(path));
         }
         if size < (256 << 20) {
-            return Err(MirrorError::Invalid("--size must be at least 256M".into()).into());
+            return Err(PoolError::ImageTooSmall);
         }
         if let Some(dir) = image.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| MirrorError::io("create", dir, e))?;
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         }
         let r = (|| {
             let f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&image)
-                .map_err(|e| MirrorError::io("create", &image, e))?;
-            f.set_len(size)
-                .map_err(|e| MirrorError::io("size", &image, e))?;
+                .map_err(io_err("create", &image))?;
+            f.set_len(size).map_err(io_err("size", &image))?;
             drop(f);
             run(Command::new("mkfs.btrfs")
                 .args(["-q", "-L", "subvol-pool"])
@@ -521,7 +517,7 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
         })();
         if let Err(e) = r {
             let _ = fs::remove_file(&image);
-            return Err(e.into());
+            return Err(e);
         }
         created_image = true;
     }
@@ -531,15 +527,17 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
         .arg(&path))?;
     let image = fs::canonicalize(&image).unwrap_or(image);
     let size = fs::metadata(&image).ok().map(|m| m.len());
-    fs::create_dir_all(&meta).map_err(|e| MirrorError::io("create", &meta, e))?;
+    fs::create_dir_all(&meta).map_err(io_err("create", &meta))?;
     let info = PoolInfo {
         image: Some(image.clone()),
         size,
-        created: crate::mirror::now(),
+        created: unix_now(),
     };
     if !info_path.exists() {
-        let text =
-            serde_json::to_string_pretty(&info).map_err(|e| MirrorError::Invalid(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&info).map_err(|source| PoolError::Encode {
+            path: info_path.clone(),
+            source,
+        })?;
         write_atomic(&meta, "pool.json", text.as_bytes())?;
     }
     Ok(InitReport {
@@ -555,9 +553,9 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
 ///
 /// # Errors
 /// The pool cannot be read.
-pub fn received_in(pool: &Path) -> Result<Vec<(String, Uuid, bool)>, MirrorError> {
+pub fn received_in(pool: &Path) -> Result<Vec<(String, Uuid, bool)>, PoolError> {
     let mut out = Vec::new();
-    let rd = fs::read_dir(pool).map_err(|e| MirrorError::io("read directory", pool, e))?;
+    let rd = fs::read_dir(pool).map_err(io_err("read directory", pool))?;
     for e in rd.flatten() {
         let p = e.path();
         let Ok(m) = fs::symlink_metadata(&p) else {
@@ -570,7 +568,7 @@ pub fn received_in(pool: &Path) -> Result<Vec<(String, Uuid, bool)>, MirrorError
         let Ok(i) = subvol_ioctl::subvol_info(&f) else {
             continue;
         };
-        let r = Uuid(i.received_uuid);
+        let r = i.received_uuid;
         if !r.is_nil() {
             out.push((
                 e.file_name().to_string_lossy().into_owned(),

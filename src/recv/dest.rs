@@ -100,9 +100,9 @@ impl Dest {
         uuid: &Uuid,
         what: &'static str,
     ) -> Result<OwnedFd, Failure> {
-        let id = match subvol_ioctl::find_subvol_by_received_uuid(&self.dir, &uuid.0)? {
+        let id = match subvol_ioctl::find_subvol_by_received_uuid(&self.dir, uuid)? {
             Some(id) => id,
-            None => subvol_ioctl::find_subvol_by_uuid(&self.dir, &uuid.0)?
+            None => subvol_ioctl::find_subvol_by_uuid(&self.dir, uuid)?
                 .ok_or(Failure::MissingSubvolume { what, uuid: *uuid })?,
         };
         let fs_path = subvol_ioctl::subvol_path(&self.dir, id)?;

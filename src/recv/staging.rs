@@ -123,7 +123,7 @@ impl Staging {
         parent_uuid: Option<Uuid>,
     ) -> Result<Received, Failure> {
         let result = (|| {
-            subvol_ioctl::set_received_subvol(&root, &self.uuid.0, self.ctransid)?;
+            subvol_ioctl::set_received_subvol(&root, &self.uuid, self.ctransid)?;
             subvol_ioctl::subvol_set_readonly(&root, true)?;
             rfs::renameat_with(
                 &self.dest_dir,

@@ -58,7 +58,7 @@ impl SourceFile {
     /// Opens `path` (not following symlinks, without touching atime) and checks it still has
     /// the size, mtime and ctime the walk saw.
     pub(crate) fn open(path: PathBuf, inode: &Inode) -> Result<SourceFile, SendError> {
-        let file = crate::digest::open_noatime(&path).map_err(|source| SendError::Io {
+        let file = crate::util::fsread::open_noatime(&path).map_err(|source| SendError::Io {
             op: "open",
             path: path.clone(),
             source,
@@ -70,11 +70,12 @@ impl SourceFile {
         if mtime != inode.mtime || ctime != inode.ctime {
             return Err(changed(&path, "modification time"));
         }
-        let ranges = crate::digest::data_ranges(&file, size).map_err(|source| SendError::Io {
-            op: "seek",
-            path: path.clone(),
-            source,
-        })?;
+        let ranges =
+            crate::util::fsread::data_ranges(&file, size).map_err(|source| SendError::Io {
+                op: "seek",
+                path: path.clone(),
+                source,
+            })?;
         Ok(SourceFile {
             file,
             path,

@@ -333,7 +333,7 @@ impl Tree {
         } else {
             Box::default()
         };
-        let xattrs = crate::digest::xattrs(path)
+        let xattrs = crate::util::fsread::xattrs(path)
             .map_err(|source| SendError::Io {
                 op: "read xattrs",
                 path: path.to_path_buf(),

@@ -5,64 +5,7 @@ use super::frame;
 use super::proto::{self, attr, cmd};
 use std::fmt;
 
-/// Seconds and nanoseconds as carried by CTIME/MTIME/ATIME/OTIME.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Timespec {
-    /// Seconds since the epoch; negative before 1970.
-    pub sec: i64,
-    /// Nanoseconds.
-    pub nsec: u32,
-}
-
-/// A subvolume UUID as 16 raw bytes.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uuid(pub [u8; 16]);
-
-impl Uuid {
-    /// All zero: "no UUID".
-    pub const NIL: Uuid = Uuid([0; 16]);
-
-    /// True for the all-zero UUID.
-    #[must_use]
-    pub fn is_nil(&self) -> bool {
-        self.0 == [0; 16]
-    }
-
-    /// Parses the `8-4-4-4-12` hex form.
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Uuid> {
-        let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
-        if hex.len() != 32 || s.len() != 36 {
-            return None;
-        }
-        let mut out = [0u8; 16];
-        for (i, pair) in hex.chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = u8::try_from(hi * 16 + lo).ok()?;
-        }
-        Some(Uuid(out))
-    }
-}
-
-impl fmt::Display for Uuid {
-    /// `8-4-4-4-12` lowercase hex in byte order, as libuuid's `uuid_unparse`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Uuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
+pub use subvol_ioctl::{Timespec, Uuid};
 
 /// What is wrong with a command's attributes (positions are added by the reader).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
