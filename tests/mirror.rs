@@ -975,3 +975,114 @@ fn stream_signed_by_another_key_is_refused_while_receiving() {
         .collect();
     assert_eq!(names, vec![".subvol"], "{names:?}");
 }
+
+/// Issue 11, item 2: the docs' key rotation (a new key signs the next versions, the old key
+/// stays trusted) must not let a mirror roll the pool back with an older index signed by the
+/// old key, and `--keep` must not then delete the newer version.
+#[test]
+fn an_older_index_signed_by_a_rotated_out_key_is_refused() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let srv = Server::start(&repo);
+    let pool = new_pool(&btrfs, "pool");
+    pull_ok(f, &srv.url(), &pool, &["--keep", "1"]);
+    assert_eq!(pool_versions(&pool), vec!["5"]);
+
+    // Rotation: the new key signs version 6 (serial 6); pools trust both keys.
+    let new_key = work.path().join("new.key");
+    run(subvol().arg("keygen").arg("-o").arg(&new_key));
+    let new_pub = work.path().join("new.key.pub");
+    let tree6 = work.path().join("v6");
+    copy_tree(&f.trees[VERSIONS - 1], &tree6);
+    write(&tree6.join("etc/config"), b"version=6\n");
+    run(subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key")
+        .arg(&new_key)
+        .arg(&tree6)
+        .arg("--version")
+        .arg("6"));
+    let both = ["--verify", new_pub.to_str().unwrap(), "--keep", "1"];
+    pull_ok(f, &srv.url(), &pool, &both);
+    assert_eq!(pool_versions(&pool), vec!["6"]);
+
+    // The mirror serves the old key's index of serial 5 again.
+    fs::copy(&f.saved_index[VERSIONS - 1], repo.join("index.json")).unwrap();
+    let err = pull_fails(f, &srv.url(), &pool, &both, 4);
+    assert!(err.contains("serial 5 is older than serial 6"), "{err}");
+    assert_eq!(pool_versions(&pool), vec!["6"]);
+
+    // The same index re-signed without a repository UUID (as written before indexes carried
+    // one): the source identifies the repository.
+    let old = subvol::sign::SecretKey::load(&f.key).unwrap();
+    let mut keys = subvol::sign::KeySet::new();
+    keys.add(old.public().clone());
+    let (mut legacy, _) =
+        subvol::mirror::Index::open(&fs::read(&f.saved_index[VERSIONS - 1]).unwrap(), &keys)
+            .unwrap();
+    legacy.repository = None;
+    fs::write(repo.join("index.json"), legacy.sign(&old).unwrap()).unwrap();
+    let err = pull_fails(f, &srv.url(), &pool, &both, 4);
+    assert!(err.contains("serial 5 is older than serial 6"), "{err}");
+    assert_eq!(pool_versions(&pool), vec!["6"]);
+    check_version_tree(&tree6, &pool.join("6"));
+}
+
+fn check_version_tree(tree: &Path, got: &Path) {
+    assert_same_tree(tree, got, "pulled version");
+}
+
+/// Issue 11, item 3: a receive killed between the commit steps leaves its staging subvolume
+/// read-only with the version's received UUID. It must not count as a held version (nor show
+/// as one in `subvol list`), and pull must clean it (its lock is free) before planning.
+#[test]
+fn a_stale_committed_staging_subvolume_is_no_held_version() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let pool = new_pool(&btrfs, "pool");
+    pull_ok(f, repo.to_str().unwrap(), &pool, &["--version", "2"]);
+    // What a kill after "received UUID + read-only" and before the rename leaves behind.
+    let staging = pool.join(".subvol-recv-staging.99999.0123456789ab");
+    fs::rename(pool.join("2"), &staging).unwrap();
+
+    let out = subvol()
+        .arg("list")
+        .arg(&pool)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(!listed.contains("subvol-recv-staging"), "{listed}");
+
+    let dry = pull_ok(
+        f,
+        repo.to_str().unwrap(),
+        &pool,
+        &["--version", "2", "--dry-run"],
+    );
+    assert_eq!(dry["already"], false, "{dry}");
+
+    let report = pull_ok(f, repo.to_str().unwrap(), &pool, &["--version", "2"]);
+    assert_eq!(report["already"], false, "{report}");
+    assert!(
+        !staging.exists(),
+        "the stale staging subvolume was not removed"
+    );
+    assert_eq!(pool_versions(&pool), vec!["2"]);
+    check_version(f, &pool, 2);
+}

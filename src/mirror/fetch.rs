@@ -87,6 +87,19 @@ impl Remote {
         }
     }
 
+    /// What identifies the repository by where it is: the base URL, or the directory's
+    /// canonical path (as given when it cannot be resolved).
+    #[must_use]
+    pub fn identity(&self) -> String {
+        match self {
+            Remote::Dir(d) => fs::canonicalize(d)
+                .unwrap_or_else(|_| d.clone())
+                .display()
+                .to_string(),
+            Remote::Http { base, .. } => base.clone(),
+        }
+    }
+
     /// True for HTTP(S).
     #[must_use]
     pub fn is_http(&self) -> bool {

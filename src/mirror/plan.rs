@@ -150,6 +150,7 @@ mod tests {
     /// version of distance (plus `hop` per file).
     fn repo(n: usize, full: u64, per: u64, hop: u64) -> Index {
         let mut idx = Index {
+            repository: None,
             serial: 1,
             created: 0,
             expires: u64::MAX,

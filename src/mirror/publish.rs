@@ -120,6 +120,21 @@ pub fn default_trees(repo: &Path) -> PathBuf {
         .join(format!("{name}.trees"))
 }
 
+/// A random (version 4) UUID: a new repository's identity.
+fn random_uuid() -> Result<Uuid, MirrorError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| {
+        MirrorError::io(
+            "read randomness for",
+            "getrandom",
+            io::Error::other(e.to_string()),
+        )
+    })?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Ok(Uuid::from(b))
+}
+
 /// Counts and hashes what passes.
 struct HashWriter<W: Write> {
     inner: W,
@@ -159,6 +174,7 @@ pub fn publish(
         Err(e) => return Err(MirrorError::io("read", &index_path, e).into()),
     };
     let mut index = previous.clone().unwrap_or(Index {
+        repository: None,
         serial: 0,
         created: 0,
         expires: 0,
@@ -286,6 +302,9 @@ pub fn publish(
         }
     }
 
+    if index.repository.is_none() {
+        index.repository = Some(random_uuid()?);
+    }
     let t = unix_now();
     index.serial = previous.as_ref().map_or(0, |p| p.serial) + 1;
     index.created = t;

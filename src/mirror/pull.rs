@@ -1,7 +1,8 @@
 //! `subvol pull`: brings a pool to a version along the cheapest verified chain.
 //!
 //! 1. Read the index; refuse it unless signed by an accepted key, unexpired, and with a serial
-//!    no older than the newest this pool saw from that key (`POOL/.subvol/state.json`).
+//!    no older than the newest this pool saw for that repository, from that source or by that
+//!    key (`POOL/.subvol/state.json`, see [`super::state`]).
 //! 2. Find the versions the pool holds: read-only subvolumes directly in the pool whose
 //!    received UUID is a version's UUID.
 //! 3. Plan the cheapest chain ([`super::plan`]), download every file of it (checking size and
@@ -18,7 +19,7 @@ use super::MirrorError;
 use super::fetch::{FetchError, Progress, Remote};
 use super::index::{INDEX_FILE, Index, StreamFile};
 use super::plan::{Plan, plan};
-use super::state::{PullState, PulledVersion, SeenIndex};
+use super::state::{PullState, PulledVersion};
 use crate::Error;
 use crate::pool::{META_DIR, received_in};
 use crate::recv::{self, Event};
@@ -200,6 +201,24 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         Some(lock_dir(&meta).map_err(|e| MirrorError::lock(e, "pull into this pool"))?)
     };
 
+    if !o.dry_run {
+        // Stale staging subvolumes of a killed receive (whose lock is free) go before the pool
+        // is looked at: the receiver's own cleanup, run without receiving anything.
+        let opts = recv::Options {
+            dest: pool.clone(),
+            root_mount: None,
+            stop_at_end: false,
+            force_decompress: false,
+            interrupted: None,
+        };
+        let mut on_recv = |ev: Event<'_>| {
+            if let Event::StaleRemoved(n) = ev {
+                on_event(PullEvent::StaleRemoved(n));
+            }
+        };
+        drop(recv::Receiver::new(&opts, &mut on_recv)?);
+    }
+
     let remote = Remote::new(&o.source);
     let bytes = remote.read_small(INDEX_FILE)?;
     let (index, key) = Index::open(&bytes, &o.keys)?;
@@ -213,23 +232,23 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     }
     let mut state = PullState::load(&pool)?;
     let key_hex = key.to_string();
-    if let Some(seen) = state.indexes.get(&key_hex)
-        && index.serial < seen.serial
+    let source_name = remote.identity();
+    if let Some(seen) = state.newest_serial(index.repository.as_ref(), &source_name, &key_hex)
+        && index.serial < seen
     {
         return Err(MirrorError::Rollback {
             serial: index.serial,
-            seen: seen.serial,
+            seen,
         }
         .into());
     }
     if !o.dry_run {
-        state.indexes.insert(
-            key_hex,
-            SeenIndex {
-                serial: index.serial,
-                source: o.source.clone(),
-                seen: t,
-            },
+        state.record_serial(
+            index.repository.as_ref(),
+            &source_name,
+            &key_hex,
+            index.serial,
+            t,
         );
         state.save(&pool)?;
     }

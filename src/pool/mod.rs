@@ -12,6 +12,7 @@
 //!
 //! This module knows nothing of mirrors: `mirror` uses it, never the other way round.
 
+use crate::recv::is_staging_name;
 use crate::stream::Uuid;
 use crate::util::fs::{PathError, write_atomic};
 use crate::util::{nonce, unix_now};
@@ -290,7 +291,8 @@ pub fn entry(path: &Path) -> Result<SubvolEntry, PoolError> {
     })
 }
 
-/// Lists the subvolumes under `dir` (recursively, not into `.subvol`), sorted by path; fills
+/// Lists the subvolumes under `dir` (recursively, not into `.subvol` nor into receives' staging
+/// subvolumes), sorted by path; fills
 /// `parent` from the listing (`version` is left for the caller that knows pull's records).
 ///
 /// # Errors
@@ -306,6 +308,10 @@ pub fn list(dir: &Path) -> Result<Vec<SubvolEntry>, PoolError> {
         for e in rd.flatten() {
             let p = e.path();
             if depth == 0 && e.file_name() == META_DIR {
+                continue;
+            }
+            // A receive's staging subvolume (in progress, or left by a kill) is not a version.
+            if is_staging_name(Path::new(&e.file_name())) {
                 continue;
             }
             let Ok(m) = fs::symlink_metadata(&p) else {
@@ -550,6 +556,7 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
 }
 
 /// Subvolumes directly in `pool` whose received UUID is set: (name, received UUID, read-only).
+/// Staging subvolumes of receives (`recv::STAGING_PREFIX`) are never listed.
 ///
 /// # Errors
 /// The pool cannot be read.
@@ -561,7 +568,13 @@ pub fn received_in(pool: &Path) -> Result<Vec<(String, Uuid, bool)>, PoolError> 
         let Ok(m) = fs::symlink_metadata(&p) else {
             continue;
         };
-        if !m.is_dir() || m.ino() != 256 || e.file_name() == META_DIR {
+        // A staging subvolume left by a kill between the commit steps may be read-only with
+        // its received UUID set, yet it is no version: it has not been renamed into place.
+        if !m.is_dir()
+            || m.ino() != 256
+            || e.file_name() == META_DIR
+            || is_staging_name(Path::new(&e.file_name()))
+        {
             continue;
         }
         let Ok(f) = File::open(&p) else { continue };
