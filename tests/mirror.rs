@@ -177,7 +177,7 @@ fn stream(index: &Value, from: Option<&str>, to: &str) -> (String, u64) {
 }
 
 const SERVER: &str = r#"
-import http.server, os, re, socket, sys, threading
+import http.server, os, re, socket, sys, threading, time
 root, log_path, ctl = sys.argv[1], sys.argv[2], sys.argv[3]
 lock = threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
@@ -226,6 +226,23 @@ class H(http.server.BaseHTTPRequestHandler):
                     cut = int(n)
         limit = size - start if cut is None else min(size - start, cut)
         sent = 0
+        trickle_file = os.path.join(ctl, "trickle")
+        if rel.startswith("streams/") and os.path.exists(trickle_file):
+            # A stalling server: one byte every INTERVAL seconds, or nothing (INTERVAL < 0).
+            interval = float(open(trickle_file).read())
+            if interval < 0:
+                time.sleep(3600)
+            try:
+                with open(real, "rb") as f:
+                    f.seek(start)
+                    while sent < limit:
+                        self.wfile.write(f.read(1))
+                        self.wfile.flush()
+                        sent += 1
+                        time.sleep(interval)
+            except OSError:
+                self.close_connection = True
+            return
         with open(real, "rb") as f:
             f.seek(start)
             while sent < limit:
@@ -311,6 +328,10 @@ impl Server {
     }
     fn clear_log(&self) {
         fs::write(&self.log, "").unwrap();
+    }
+    /// Stream files are sent one byte every `interval` seconds (negative: never a byte).
+    fn trickle(&self, interval: f64) {
+        fs::write(self.ctl.path().join("trickle"), interval.to_string()).unwrap();
     }
     /// The next response for `rel` stops after `n` bytes and the connection is closed.
     fn cut_next(&self, rel: &str, n: u64) {
@@ -1085,4 +1106,183 @@ fn a_stale_committed_staging_subvolume_is_no_held_version() {
     );
     assert_eq!(pool_versions(&pool), vec!["2"]);
     check_version(f, &pool, 2);
+}
+
+/// Runs `cmd`, killing it after `limit` (a hang fails the test instead of blocking it).
+fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn pull_within(f: &Fixture, source: &str, pool: &Path, extra: &[&str], secs: u64) -> Output {
+    output_within(
+        subvol()
+            .arg("pull")
+            .arg(source)
+            .arg("--into")
+            .arg(pool)
+            .arg("--verify")
+            .arg(&f.public)
+            .args(extra),
+        std::time::Duration::from_secs(secs),
+    )
+}
+
+/// Issue 11, item 8: a FIFO in a directory repository (as a stream file or as the index) must
+/// not hang pull: only regular files are opened.
+#[test]
+fn a_fifo_in_a_directory_repository_does_not_hang_pull() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let index = index_of(&repo);
+    for v in 1..=VERSIONS {
+        let (path, _) = stream(&index, None, &v.to_string());
+        fs::remove_file(repo.join(&path)).unwrap();
+        run(Command::new("mkfifo").arg(repo.join(&path)));
+    }
+    let pool = new_pool(&btrfs, "pool");
+    let out = pull_within(f, repo.to_str().unwrap(), &pool, &[], 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(pool_versions(&pool).is_empty());
+
+    fs::remove_file(repo.join("index.json")).unwrap();
+    run(Command::new("mkfifo").arg(repo.join("index.json")));
+    let out = pull_within(f, repo.to_str().unwrap(), &pool, &[], 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("index.json") && err.contains("not a regular file"),
+        "{err}"
+    );
+}
+
+/// Issue 11, item 8: a server that trickles (one byte now and then) or goes silent is given
+/// up after the configured time-out or below the minimum rate, with the URL in the message.
+#[test]
+fn a_stalling_server_is_given_up_on() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let srv = Server::start(&repo);
+    let pool = new_pool(&btrfs, "pool");
+    let limits = ["--timeout", "2", "--min-rate", "1K", "--rate-window", "3"];
+
+    // One byte every 0.5 s: never silent for 2 s, but far below 1 KiB/s.
+    srv.trickle(0.5);
+    let start = std::time::Instant::now();
+    let out = pull_within(f, &srv.url(), &pool, &limits, 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains(&srv.url()) && err.contains("streams/"),
+        "{err}"
+    );
+    assert!(err.contains("below --min-rate"), "{err}");
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+
+    // Headers, then silence.
+    srv.trickle(-1.0);
+    let start = std::time::Instant::now();
+    let out = pull_within(f, &srv.url(), &pool, &limits, 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains(&srv.url()) && err.contains("no data for 2 s"),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+    assert!(pool_versions(&pool).is_empty());
+
+    // A normal server: the partial files are resumed and the pull completes.
+    fs::remove_file(srv.ctl.path().join("trickle")).unwrap();
+    pull_ok(f, &srv.url(), &pool, &limits);
+    check_version(f, &pool, VERSIONS);
+}
+
+/// Issue 11, item 9: an index that lists files far larger than the pool's file system can hold
+/// is refused before anything is downloaded, with the size needed and the space free, and
+/// leftovers in the cache that this pull cannot resume are dropped.
+#[test]
+fn downloads_are_bounded_by_the_space_the_pool_can_spare() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::with_size_or_skip(160 << 20) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let srv = Server::start(&repo);
+    let pool = new_pool(&btrfs, "pool");
+    let cache = pool.join(".subvol/cache");
+    fs::create_dir_all(&cache).unwrap();
+    let leftover = cache.join(format!("{}.part", "0f".repeat(32)));
+    fs::write(&leftover, vec![7u8; 1 << 20]).unwrap();
+
+    // Every full stream listed as 1 TiB, signed by the right key.
+    let key = subvol::sign::SecretKey::load(&f.key).unwrap();
+    let mut keys = subvol::sign::KeySet::new();
+    keys.add(key.public().clone());
+    let (mut index, _) =
+        subvol::mirror::Index::open(&fs::read(f.repo.join("index.json")).unwrap(), &keys).unwrap();
+    for s in &mut index.streams {
+        if s.from.is_none() {
+            s.size = 1 << 40;
+        }
+    }
+    index.serial += 1;
+    fs::write(repo.join("index.json"), index.sign(&key).unwrap()).unwrap();
+
+    let out = pull_within(f, &srv.url(), &pool, &[], 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("not enough space") && err.contains("1.0 TiB"),
+        "{err}"
+    );
+    assert!(err.contains("MiB is free"), "{err}");
+    assert!(
+        srv.requests()
+            .iter()
+            .all(|r| !r.path.starts_with("streams/")),
+        "{:?}",
+        srv.requests()
+    );
+    let left: Vec<_> = fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(pool_versions(&pool).is_empty());
+
+    // The real index (a newer serial) fits.
+    index.serial += 1;
+    let (real, _) =
+        subvol::mirror::Index::open(&fs::read(f.repo.join("index.json")).unwrap(), &keys).unwrap();
+    let mut real = real;
+    real.serial = index.serial;
+    fs::write(repo.join("index.json"), real.sign(&key).unwrap()).unwrap();
+    pull_ok(f, &srv.url(), &pool, &[]);
+    check_version(f, &pool, VERSIONS);
 }

@@ -3,10 +3,12 @@
 //! 1. Read the index; refuse it unless signed by an accepted key, unexpired, and with a serial
 //!    no older than the newest this pool saw for that repository, from that source or by that
 //!    key (`POOL/.subvol/state.json`, see [`super::state`]).
-//! 2. Find the versions the pool holds: read-only subvolumes directly in the pool whose
-//!    received UUID is a version's UUID.
-//! 3. Plan the cheapest chain ([`super::plan`]), download every file of it (checking size and
-//!    SHA-256), then receive step by step through [`VerifyingSource`] over a zstd decoder:
+//! 2. Remove stale staging subvolumes of killed receives, then find the versions the pool
+//!    holds: read-only subvolumes directly in the pool (never staging ones) whose received UUID
+//!    is a version's UUID.
+//! 3. Plan the cheapest chain ([`super::plan`]), check its downloads fit in the space the
+//!    pool's file system can spare, download every file of it (checking size and SHA-256;
+//!    stalled transfers are given up, see [`StallLimits`]), then receive step by step through [`VerifyingSource`] over a zstd decoder:
 //!    nothing of a segment is applied before its signature verified, and each version appears
 //!    under its name only after its END verified.
 //! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
@@ -16,7 +18,7 @@
 //!    touched).
 
 use super::MirrorError;
-use super::fetch::{FetchError, Progress, Remote};
+use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
 use super::index::{INDEX_FILE, Index, StreamFile};
 use super::plan::{Plan, plan};
 use super::state::{PullState, PulledVersion};
@@ -52,6 +54,8 @@ pub struct PullOptions {
     pub dry_run: bool,
     /// Set by a signal handler.
     pub interrupted: Option<Arc<AtomicBool>>,
+    /// When an HTTP transfer is given up.
+    pub stall: StallLimits,
 }
 
 /// Progress of a pull.
@@ -219,7 +223,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         drop(recv::Receiver::new(&opts, &mut on_recv)?);
     }
 
-    let remote = Remote::new(&o.source);
+    let remote = Remote::new(&o.source, o.stall);
     let bytes = remote.read_small(INDEX_FILE)?;
     let (index, key) = Index::open(&bytes, &o.keys)?;
     let t = unix_now();
@@ -326,6 +330,22 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         }
         first = false;
         on_event(PullEvent::Plan(&p));
+        if remote.is_http() {
+            // The whole chain must fit before anything is fetched; leftovers of other
+            // chains cannot be resumed by this one and only take space.
+            drop_others(&cache, p.steps.iter().map(|s| &s.file));
+            let need = remote.bytes_to_download(p.steps.iter().map(|s| &s.file), &cache);
+            let (free, reserve) = spare_space(&cache)?;
+            if need > free.saturating_sub(reserve) {
+                return Err(MirrorError::NoSpace {
+                    cache,
+                    need,
+                    free,
+                    reserve,
+                }
+                .into());
+            }
+        }
         let steps = p.steps.len();
         // Download (or check, for a directory) every file of the chain first: a missing or
         // bad file is found before anything is received.
@@ -343,7 +363,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         steps,
                         file: f,
                         bytes: b,
-                        done: done_before + b,
+                        done: done_before.saturating_add(b),
                         total: p.bytes,
                     }),
                     Progress::Resume(offset) => on_event(PullEvent::Resume { file: f, offset }),
@@ -353,8 +373,8 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             match r {
                 Ok(file) => {
                     files.push(file);
-                    done_before += f.size;
-                    downloaded += f.size;
+                    done_before = done_before.saturating_add(f.size);
+                    downloaded = downloaded.saturating_add(f.size);
                 }
                 Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
                     on_event(PullEvent::Refused {
