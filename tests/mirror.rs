@@ -1286,3 +1286,93 @@ fn downloads_are_bounded_by_the_space_the_pool_can_spare() {
     pull_ok(f, &srv.url(), &pool, &[]);
     check_version(f, &pool, VERSIONS);
 }
+
+/// Issue 11, item 11: failures name the path and the reason, exit with the documented code,
+/// and leave nothing behind: `pool init` with a too small size creates no PATH, `publish` with
+/// a bad source or version name creates no repository, and a missing path is reported as
+/// missing, not as "not on btrfs".
+#[test]
+fn failures_name_the_path_and_leave_no_side_effects() {
+    let Some(tmp) = crate::support::tree::Tmpfs::new() else {
+        skip_or_panic("cannot mount a tmpfs (not root?)");
+        return;
+    };
+    let base = tmp.path();
+    let fail = |cmd: &mut Command, code: i32| -> String {
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{cmd:?}:\n{err}");
+        err
+    };
+
+    let pool = base.join("newpool");
+    let err = fail(
+        subvol()
+            .args(["pool", "init"])
+            .arg(&pool)
+            .args(["--size", "1K"]),
+        1,
+    );
+    assert!(err.contains("newpool.img") && err.contains("256M"), "{err}");
+    assert!(
+        !pool.exists(),
+        "pool init --size 1K created {}",
+        pool.display()
+    );
+    assert!(!base.join("newpool.img").exists());
+
+    let key = base.join("k.key");
+    run(subvol().arg("keygen").arg("-o").arg(&key));
+    let repo = base.join("repo");
+    let missing = base.join("no-such-tree");
+    let err = fail(
+        subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--key")
+            .arg(&key)
+            .arg(&missing),
+        1,
+    );
+    assert!(err.contains("no-such-tree"), "{err}");
+    assert!(
+        !repo.exists(),
+        "publish with a missing source created the repository"
+    );
+    let tree = base.join("tree");
+    write(&tree.join("f"), b"x");
+    let err = fail(
+        subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--key")
+            .arg(&key)
+            .arg(&tree)
+            .args(["--version", ".bad"]),
+        1,
+    );
+    assert!(err.contains("invalid version name"), "{err}");
+    assert!(
+        !repo.exists(),
+        "publish with a bad version created the repository"
+    );
+
+    let gone = base.join("gone");
+    let gone_s = gone.to_str().unwrap();
+    for args in [
+        vec!["list", gone_s],
+        vec!["show", gone_s],
+        vec!["delete", gone_s],
+        vec!["snapshot", gone_s, base.join("snap").to_str().unwrap()],
+    ] {
+        let err = fail(subvol().args(&args), 6);
+        assert!(
+            err.contains(gone_s) && err.contains("No such file or directory"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("btrfs"), "{args:?}: {err}");
+    }
+    assert!(!base.join("snap").exists());
+}

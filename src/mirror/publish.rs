@@ -164,6 +164,17 @@ pub fn publish(
     on_event: &mut dyn FnMut(PublishEvent<'_>),
 ) -> Result<PublishReport, Error> {
     let repo = &o.repo;
+    // Inputs first: a failed publish must not leave a new repository directory behind.
+    if let Some(source) = &o.source
+        && !source.is_dir()
+    {
+        return Err(MirrorError::SourceNotDirectory(source.clone()).into());
+    }
+    if let Some(v) = &o.version
+        && !valid_version_name(v)
+    {
+        return Err(MirrorError::InvalidVersionName(v.clone()).into());
+    }
     fs::create_dir_all(repo.join(STREAMS_DIR))
         .map_err(|e| MirrorError::io("create", repo.join(STREAMS_DIR), e))?;
     let _lock: DirLock = lock_dir(repo).map_err(|e| MirrorError::lock(e, "publish"))?;
