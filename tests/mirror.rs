@@ -1239,15 +1239,36 @@ fn downloads_are_bounded_by_the_space_the_pool_can_spare() {
     let leftover = cache.join(format!("{}.part", "0f".repeat(32)));
     fs::write(&leftover, vec![7u8; 1 << 20]).unwrap();
 
-    // Every full stream listed as 1 TiB, signed by the right key.
     let key = subvol::sign::SecretKey::load(&f.key).unwrap();
     let mut keys = subvol::sign::KeySet::new();
     keys.add(key.public().clone());
     let (mut index, _) =
         subvol::mirror::Index::open(&fs::read(f.repo.join("index.json")).unwrap(), &keys).unwrap();
+    let original = index.clone();
+
+    // Every full stream listed as 1 TiB, signed by the right key: more than zstd makes of
+    // the stream inside, so no such file is planned (the ceiling).
     for s in &mut index.streams {
         if s.from.is_none() {
             s.size = 1 << 40;
+        }
+    }
+    index.serial += 1;
+    fs::write(repo.join("index.json"), index.sign(&key).unwrap()).unwrap();
+    let out = pull_within(f, &srv.url(), &pool, &[], 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("more than zstd makes"), "{err}");
+    assert!(
+        srv.requests()
+            .iter()
+            .all(|r| !r.path.starts_with("streams/"))
+    );
+
+    // Listed as 1 TiB of a 1 TiB stream: consistent, but the pool's file system cannot hold it.
+    for s in &mut index.streams {
+        if s.from.is_none() {
+            s.stream_bytes = 1 << 40;
         }
     }
     index.serial += 1;
@@ -1277,11 +1298,8 @@ fn downloads_are_bounded_by_the_space_the_pool_can_spare() {
     assert!(pool_versions(&pool).is_empty());
 
     // The real index (a newer serial) fits.
-    index.serial += 1;
-    let (real, _) =
-        subvol::mirror::Index::open(&fs::read(f.repo.join("index.json")).unwrap(), &keys).unwrap();
-    let mut real = real;
-    real.serial = index.serial;
+    let mut real = original;
+    real.serial = index.serial + 1;
     fs::write(repo.join("index.json"), real.sign(&key).unwrap()).unwrap();
     pull_ok(f, &srv.url(), &pool, &[]);
     check_version(f, &pool, VERSIONS);

@@ -178,6 +178,14 @@ impl<R: Read> Read for CorruptIsInvalidData<R> {
     }
 }
 
+/// The largest file a stream of `stream_bytes` can be compressed into: zstd's bound
+/// (`n + n/256` plus a little) with room for frame headers.
+fn max_file_size(stream_bytes: u64) -> u64 {
+    stream_bytes
+        .saturating_add(stream_bytes / 128)
+        .saturating_add(64 << 10)
+}
+
 /// Pulls (see the module docs).
 ///
 /// # Errors
@@ -280,6 +288,22 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let held_at_start: HashSet<String> = received_in(&pool)?.into_iter().map(|h| h.0).collect();
     let mut excluded: HashSet<String> = HashSet::new();
     let mut refused: Vec<String> = Vec::new();
+    // The ceiling on any download: no more than zstd can make of the stream inside. A file
+    // listed larger is inconsistent and never planned.
+    for f in &index.streams {
+        if f.size > max_file_size(f.stream_bytes) {
+            let reason = format!(
+                "listed as {} bytes, more than zstd makes of its {}-byte stream",
+                f.size, f.stream_bytes
+            );
+            on_event(PullEvent::Refused {
+                file: f,
+                reason: &reason,
+            });
+            refused.push(format!("{}: {reason}", f.path));
+            excluded.insert(f.path.clone());
+        }
+    }
     let mut received_files: Vec<StreamFile> = Vec::new();
     let mut received_names: Vec<String> = Vec::new();
     let mut downloaded = 0u64;
