@@ -1,5 +1,5 @@
 //! Man pages (`man/*.1`) and shell completions (`completions/`), generated from the clap
-//! definitions (`subvol::cli::Cli`, `subvol::cli::RecvCli`) and committed. The tests fail when a
+//! definitions (`subvol_cli::args::Cli`, `subvol_cli::args::RecvCli`) and committed. The tests fail when a
 //! committed file differs from what the CLI generates now;
 //! `UPDATE_MAN=1 cargo test --test integration man::` rewrites them (and removes stale ones).
 //!
@@ -17,7 +17,7 @@
 //!   [`PAGES`] (each with a sentence saying what it does);
 //! - NOTES: the rest of the `after_help` text (exit-code tables excepted);
 //! - SECURITY: from [`PAGES`]: what the command guarantees and what it does not;
-//! - EXIT STATUS: parsed from [`subvol::cli::EXIT_CODES`], with the page's own remark;
+//! - EXIT STATUS: parsed from [`subvol_cli::args::EXIT_CODES`], with the page's own remark;
 //! - SEE ALSO.
 //!
 //! So a page stays complete when help texts change, and a new subcommand fails
@@ -33,7 +33,7 @@ use clap_mangen::roff::{Roff, bold, roman};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use subvol::cli::{Cli, EXIT_CODES, RecvCli};
+use subvol_cli::args::{Cli, EXIT_CODES, RecvCli};
 
 /// What a page has besides what clap knows.
 struct Page {

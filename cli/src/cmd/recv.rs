@@ -1,17 +1,18 @@
 //! `subvol recv` and `subvol-recv`.
 
 use super::{Progress, ThreadedInput, dump, open_input};
-use crate::recv::{self, Event};
-use crate::stream::{Reader, ThreadedSource};
-use crate::{Error, cli};
+use crate::args;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use subvol::Error;
+use subvol::recv::{self, Event};
+use subvol::stream::{Reader, ThreadedSource};
 
 /// `subvol recv` / `subvol-recv`.
 ///
 /// # Errors
 /// Any receive failure (the partial subvolume is removed first).
-pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
+pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
     if a.dump {
         // Like `btrfs receive --dump`: the first stream only (up to its END).
         return dump(&a.input, false, false, a.progress);
@@ -42,8 +43,8 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
     } else {
         // Nothing of a segment reaches the receiver before its signature verified, and END
         // (hence the commit) only after the block covering it verified.
-        let keys = crate::sign::KeySet::load(&a.verify_keys)?;
-        ThreadedSource::spawn(crate::sign::VerifyingSource::new(reader, keys))
+        let keys = subvol::sign::KeySet::load(&a.verify_keys)?;
+        ThreadedSource::spawn(subvol::sign::VerifyingSource::new(reader, keys))
     };
     let opts = recv::Options {
         dest,
