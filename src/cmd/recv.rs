@@ -4,6 +4,7 @@ use super::{Progress, ThreadedInput, dump, open_input};
 use crate::recv::{self, Event};
 use crate::stream::{Reader, ThreadedSource};
 use crate::{Error, cli};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -51,6 +52,7 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
         stop_at_end: a.stop_at_end,
         force_decompress: a.force_decompress,
         interrupted: Some(interrupted),
+        clone_from_any: a.clone_from_any,
     };
     let mut progress = Progress::new("recv", size, a.progress);
     let quiet = a.quiet;
@@ -58,17 +60,18 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
         Event::StaleRemoved(name) => {
             eprintln!(
                 "removed stale staging subvolume {} left by an interrupted receive",
-                name.to_string_lossy()
+                escape(name.as_bytes())
             );
         }
         Event::Started { name, snapshot } => {
             if !quiet {
                 progress.finish();
-                eprintln!(
-                    "At {} {}",
-                    if snapshot { "snapshot" } else { "subvol" },
-                    name.to_string_lossy()
-                );
+                // As btrfs-progs: `At snapshot` on stdout, `At subvol` on stderr.
+                if snapshot {
+                    println!("At snapshot {}", escape(name.as_bytes()));
+                } else {
+                    eprintln!("At subvol {}", escape(name.as_bytes()));
+                }
             }
         }
         Event::Progress { bytes, commands } => progress.update(bytes, commands),
@@ -79,11 +82,49 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
         for r in &received {
             eprintln!(
                 "received {} (received UUID {}, stransid {})",
-                r.path.display(),
+                escape(r.path.as_os_str().as_bytes()),
                 r.uuid,
                 r.ctransid
             );
         }
     }
     Ok(())
+}
+
+/// A name from the stream as printed for humans: control characters (C0, DEL, C1) and bytes
+/// that are not UTF-8 as `\ooo` octal escapes, so that a name cannot move the cursor, retitle or
+/// clear the terminal; everything else (spaces included, as btrfs-progs prints these lines) as is.
+// TODO(merge): util::escape
+fn escape(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            if ch.is_control() {
+                let mut buf = [0u8; 4];
+                for b in ch.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:03o}"));
+                }
+            } else {
+                out.push(ch);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn recv_names_are_escaped_for_the_terminal() {
+        assert_eq!(escape(b"snap 1"), "snap 1");
+        assert_eq!(escape(b"t\x1b]0;x\x07\n"), "t\\033]0;x\\007\\012");
+        assert_eq!(escape("\u{9b}2J".as_bytes()), "\\302\\2332J");
+        assert_eq!(escape(b"\xffok\x7f"), "\\377ok\\177");
+        assert_eq!(escape("caf\u{e9}".as_bytes()), "caf\u{e9}");
+    }
 }
