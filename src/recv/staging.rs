@@ -98,13 +98,16 @@ fn create_locked(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedF
         Mode::from_raw_mode(0o600),
     )?;
     rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive)?;
-    rfs::linkat(
-        rfs::CWD,
-        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
-        dir,
-        name.as_bytes(),
-        AtFlags::SYMLINK_FOLLOW,
-    )?;
+    // Linking the open file itself needs CAP_DAC_READ_SEARCH; through /proc it needs /proc.
+    if rfs::linkat(&fd, "", dir, name.as_bytes(), AtFlags::EMPTY_PATH).is_err() {
+        rfs::linkat(
+            rfs::CWD,
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            dir,
+            name.as_bytes(),
+            AtFlags::SYMLINK_FOLLOW,
+        )?;
+    }
     Ok(fd)
 }
 
@@ -357,14 +360,13 @@ fn remove_unlocked(dest: &Dest, name: &OsStr) -> io::Result<Option<OsString>> {
     let Ok(root) = open_dir_nofollow(dest.dir(), name) else {
         return Ok(None);
     };
-    if rfs::flock(&root, rfs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        return Ok(None);
-    }
     let mut lock_name = name.to_os_string();
     lock_name.push(LOCK_SUFFIX);
     // A lock file appears before its staging subvolume and goes after its name: if there is
-    // none now while the name still shows the subvolume we opened, none will come.
+    // none after we opened the subvolume, while the name still shows it afterwards, it never
+    // had one (and the root's lock, which the old receivers hold, is not touched otherwise).
     if rfs::statat(dest.dir(), lock_name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW).is_ok()
+        || rfs::flock(&root, rfs::FlockOperation::NonBlockingLockExclusive).is_err()
         || !same_inode(dest.dir(), name, &root)
     {
         return Ok(None);
