@@ -2,11 +2,13 @@
 
 use super::{Progress, ThreadedInput, dump, open_input};
 use crate::args;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use subvol::Error;
 use subvol::recv::{self, Event};
 use subvol::stream::{Reader, ThreadedSource};
+use subvol::util::escape;
 
 /// `subvol recv` / `subvol-recv`.
 ///
@@ -52,6 +54,7 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
         stop_at_end: a.stop_at_end,
         force_decompress: a.force_decompress,
         interrupted: Some(interrupted),
+        clone_from_any: a.clone_from_any,
     };
     let mut progress = Progress::new("recv", size, a.progress);
     let quiet = a.quiet;
@@ -59,17 +62,18 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
         Event::StaleRemoved(name) => {
             eprintln!(
                 "removed stale staging subvolume {} left by an interrupted receive",
-                name.to_string_lossy()
+                escape(name.as_bytes())
             );
         }
         Event::Started { name, snapshot } => {
             if !quiet {
                 progress.finish();
-                eprintln!(
-                    "At {} {}",
-                    if snapshot { "snapshot" } else { "subvol" },
-                    name.to_string_lossy()
-                );
+                // As btrfs-progs: `At snapshot` on stdout, `At subvol` on stderr.
+                if snapshot {
+                    println!("At snapshot {}", escape(name.as_bytes()));
+                } else {
+                    eprintln!("At subvol {}", escape(name.as_bytes()));
+                }
             }
         }
         Event::Progress { bytes, commands } => progress.update(bytes, commands),
@@ -80,7 +84,7 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
         for r in &received {
             eprintln!(
                 "received {} (received UUID {}, stransid {})",
-                r.path.display(),
+                escape(r.path.as_os_str().as_bytes()),
                 r.uuid,
                 r.ctransid
             );
