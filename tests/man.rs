@@ -739,7 +739,7 @@ fn generate() -> BTreeMap<PathBuf, String> {
 }
 
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::support::repo_root()
 }
 
 /// Files now in the generated directories (`man/`, `completions/`), relative to the repository.
