@@ -54,7 +54,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand verify" -s V -l version -d
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s E -l max-errors -d 'Stop after N errors (accepted for compatibility; subvol stops at the first error and commits nothing, so every value behaves as 1)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s m -d 'The mount point of DEST\'s file system (found in /proc/self/mounts otherwise)' -r -F
-complete -c subvol -n "__fish_subvol_using_subcommand recv" -l verify -d 'Require every segment to be signed by one of these public keys, and apply nothing before its signature verified (repeatable)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l verify -d 'Require every segment to be signed by one of these public keys, and apply nothing before its signature verified (repeatable); nothing is committed before the whole input verified' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s e -d 'Stop after the first END command (for streams made with `btrfs send -e`)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s C -l chroot -d 'Confine the receive to DEST (subvol always resolves every stream path beneath the new subvolume, so this changes nothing but is accepted)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dump -d 'Print the stream\'s commands instead of applying them (same as `subvol dump`)'
@@ -62,7 +62,8 @@ complete -c subvol -n "__fish_subvol_using_subcommand recv" -l force-decompress 
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s q -l quiet -d 'Print less'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s v -l verbose -d 'Print more (repeat for more detail)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l progress -d 'Show a progress line on stderr even when it is not a terminal'
-complete -c subvol -n "__fish_subvol_using_subcommand recv" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l clone-from-any -d 'Let CLONE read from any read-only subvolume on DEST\'s file system that the stream names by its own UUID'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand send" -s p -l parent -d 'Send incrementally from PARENT (a read-only subvolume, or a directory tree with a tree SOURCE)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand send" -s c -l clone-src -d 'Let the kernel clone data from this read-only subvolume (repeatable; kernel send only)' -r -F

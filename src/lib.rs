@@ -10,8 +10,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod cli;
-pub mod cmd;
 pub mod digest;
 pub mod dump;
 pub mod error;

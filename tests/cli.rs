@@ -4,12 +4,12 @@
 use crate::support::bin;
 use crate::support::btrfs_fixture::{find_tool, skip_or_panic};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use subvol::stream::{Builder, Uuid, Writer, attr, cmd, command_header, stream_header};
 
 fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = crate::support::repo_root().join("tests/fixtures");
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -25,7 +25,7 @@ use subvol::stream::{
 // helpers
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    crate::support::repo_root().join("tests/fixtures")
 }
 
 /// The committed streams, sorted by name.

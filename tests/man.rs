@@ -1,5 +1,5 @@
 //! Man pages (`man/*.1`) and shell completions (`completions/`), generated from the clap
-//! definitions (`subvol::cli::Cli`, `subvol::cli::RecvCli`) and committed. The tests fail when a
+//! definitions (`subvol_cli::args::Cli`, `subvol_cli::args::RecvCli`) and committed. The tests fail when a
 //! committed file differs from what the CLI generates now;
 //! `UPDATE_MAN=1 cargo test --test integration man::` rewrites them (and removes stale ones).
 //!
@@ -17,7 +17,7 @@
 //!   [`PAGES`] (each with a sentence saying what it does);
 //! - NOTES: the rest of the `after_help` text (exit-code tables excepted);
 //! - SECURITY: from [`PAGES`]: what the command guarantees and what it does not;
-//! - EXIT STATUS: parsed from [`subvol::cli::EXIT_CODES`], with the page's own remark;
+//! - EXIT STATUS: parsed from [`subvol_cli::args::EXIT_CODES`], with the page's own remark;
 //! - SEE ALSO.
 //!
 //! So a page stays complete when help texts change, and a new subcommand fails
@@ -33,7 +33,7 @@ use clap_mangen::roff::{Roff, bold, roman};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use subvol::cli::{Cli, EXIT_CODES, RecvCli};
+use subvol_cli::args::{Cli, EXIT_CODES, RecvCli};
 
 /// What a page has besides what clap knows.
 struct Page {
@@ -159,6 +159,21 @@ const PAGES: &[Page] = &[
             "subvol-recv is the receiver as a binary of its own, a drop-in for btrfs receive: the \
              same options with the same meaning. subvol recv is the same command; this page \
              documents both.",
+            "As btrfs receive does, it prints At subvol NAME on standard error and At snapshot \
+             NAME on standard output when a subvolume starts. Control characters in names from \
+             the stream are printed as \\ooo octal escapes, so that a stream cannot drive the \
+             terminal.",
+            "All or nothing: the input is one transaction, however many streams it holds \
+             (btrfs send A B, send -e). Each subvolume is sealed at its END (received UUID set, \
+             read-only) under its staging name, and all of them get their final names only \
+             after the whole input was read, applied and (with --verify) verified. A failure \
+             anywhere in the input removes every subvolume of it, the earlier complete ones \
+             included: a damaged or refused second stream, garbage or a bare stream header \
+             after the last END, trailing bytes after a signed stream. A later stream of the \
+             input may use an earlier one as its parent or clone source. This differs from \
+             btrfs receive, which commits each subvolume at its END and keeps it when a later \
+             stream fails; to keep the good ones, receive the streams separately. With -e, \
+             nothing after the first END is read.",
         ],
         examples: &[
             (
@@ -185,20 +200,29 @@ const PAGES: &[Page] = &[
              paths and .. cannot leave it. Nothing outside the new subvolume is created, \
              written, renamed, removed or changed, whatever the stream says; a stream that tries \
              is refused (exit status 5). Data is written only into files checked to be regular \
-             files. Clone sources must be the subvolume being received, its parent, or a \
-             subvolume on DEST's file system found by UUID, with the source path resolved beneath \
-             that subvolume. Fallocate modes are whitelisted and decoded (compressed) extents \
+             files. A clone may read only from the subvolume being received, its parent, an \
+             earlier subvolume of the same input, or a read-only subvolume on DEST's file system \
+             whose received UUID the stream names (data received earlier from the same sender, \
+             as btrfs receive requires); one found only by its own UUID is refused (exit status \
+             5) unless --clone-from-any is given. The source path is resolved beneath that \
+             subvolume. Staging subvolumes are never parents or clone sources. Fallocate modes are whitelisted and decoded (compressed) extents \
              are capped, so no allocation is sized by an unchecked number from the stream.",
-            "Atomicity: the subvolume is received under a hidden staging name \
-             (.subvol-recv-staging.PID.NONCE) in DEST and gets its final name only after END, \
-             once its received UUID is set and it is read-only. An existing subvolume is never \
-             overwritten. On any error, or on SIGINT or SIGTERM (exit status 130), the staging \
-             subvolume is deleted. After kill -9 or a power loss, the next receive into the same \
-             DEST deletes staging subvolumes that no receive holds any more, and says so.",
+            "Atomicity: each subvolume is received under a hidden staging name \
+             (.subvol-recv-staging.PID.NONCE) in DEST, guarded by a lock file beside it \
+             (NAME.lock, locked before it appears), and gets its final name only after the \
+             whole input succeeded, once its received UUID is set and it is read-only. An \
+             existing subvolume is never overwritten. On any error, or on SIGINT or SIGTERM \
+             (exit status 130), the staging subvolumes are deleted. After kill -9 or a power \
+             loss, the next receive into the same DEST deletes staging subvolumes (sealed ones \
+             included) whose lock no receive holds any more, and says so; receives running at \
+             the same time into the same DEST never touch each other's. Only a kill during the \
+             final renames of a multi-stream input can leave some of its subvolumes committed \
+             and not others.",
             "With --verify, nothing of a segment (at most 8 MiB) is applied before its \
-             signature verified, and the subvolume is committed only if the whole stream \
-             verified up to its signed end; otherwise nothing is left behind (exit status 4). \
-             What the signature check covers is described in subvol-verify(1).",
+             signature verified, and nothing is committed before the final signature block of \
+             the whole input verified and the input ended right after it; otherwise nothing is \
+             left behind (exit status 4, or 3 for a malformed stream). What the signature check \
+             covers is described in subvol-verify(1).",
             PROVENANCE_NOT_SAFETY,
             "Receiving normally runs as root, like btrfs receive, and the received tree may \
              contain setuid-root files and file capabilities exactly as they were sent: receive \
@@ -715,7 +739,7 @@ fn generate() -> BTreeMap<PathBuf, String> {
 }
 
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::support::repo_root()
 }
 
 /// Files now in the generated directories (`man/`, `completions/`), relative to the repository.

@@ -1095,8 +1095,12 @@ fn kill_9_then_next_receive_cleans_up() {
             !entries(dest).contains(&"snap1".to_string()),
             "cut {cut}: final name after kill -9"
         );
+        // The staging subvolume and its lock file.
         assert_eq!(
-            staging_entries(dest).len(),
+            staging_entries(dest)
+                .iter()
+                .filter(|n| !n.ends_with(".lock"))
+                .count(),
             1,
             "cut {cut}: the killed receive leaves its staging"
         );
@@ -1211,4 +1215,426 @@ fn host_faults_are_not_invalid_streams() {
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(err.contains("no btrfs mount found"), "{err}");
     assert_eq!(entries(dest), ["snap1"]);
+}
+
+// ---------- hardening (issue 11: items 3, 4, 5, 7, 10; issue 15: At snapshot on stdout) ----------
+
+/// A one-file stream for subvolume `name` whose sender UUID is `uuid`.
+fn small_stream(name: &[u8], uuid: Uuid, data: &[u8]) -> Vec<u8> {
+    let sub = b(cmd::SUBVOL)
+        .bytes(attr::PATH, name)
+        .uuid(attr::UUID, &uuid)
+        .u64(attr::CTRANSID, 9)
+        .build()
+        .unwrap();
+    build(V2, &[sub, mkfile(b"f"), write(b"f", data), end_command(V2)])
+}
+
+fn btrfs(args: &[&str], paths: &[&Path]) {
+    let out = Command::new("btrfs")
+        .args(args)
+        .args(paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "btrfs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until process `pid` is stopped (it stopped itself at a test pause point).
+fn wait_stopped(pid: u32) {
+    let t = Instant::now();
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('T'))
+        {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "receive {pid} never reached its pause point (SUBVOL_TEST_PAUSE_AT ignored?)"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A staging subvolume that carries a received UUID and is read-only (what a kill between
+/// commit steps leaves) is never a parent, and the next receive into its DEST removes it.
+#[test]
+fn read_only_staging_with_received_uuid_is_no_parent_and_is_cleaned() {
+    let Some(streams) = kernel_streams() else {
+        return;
+    };
+    let Some(fs_) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let (a, other) = (fs_.path().join("a"), fs_.path().join("other"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&other).unwrap();
+    ok(&recv_file(&streams.join("full-v2.stream"), &a, &[]));
+    // A read-only snapshot keeps the received UUID: a staging subvolume as a kill leaves it.
+    let stale = a.join(".subvol-recv-staging.1.dead");
+    btrfs(
+        &["-q", "subvolume", "snapshot", "-r"],
+        &[&a.join("snap1"), &stale],
+    );
+    btrfs(&["-q", "subvolume", "delete"], &[&a.join("snap1")]);
+    let info = subvol_info(&stale);
+    assert!(info.is_readonly() && !info.received_uuid.is_nil());
+    let out = recv_file(&streams.join("incr-v2.stream"), &other, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "staging used as parent: {err}");
+    assert!(err.contains("cannot find parent"), "{err}");
+    assert!(entries(&other).is_empty(), "{:?}", entries(&other));
+    // The next receive into `a` removes it.
+    let out = recv(&small_stream(b"next", Uuid([3; 16]), b"x"), &a, &[]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removed stale staging subvolume"));
+    assert_eq!(entries(&a), ["next"]);
+}
+
+/// kill -9 at each step of the commit sequence: the killed subvolume is never a parent while
+/// uncommitted, and the next receive into DEST succeeds and leaves no staging.
+#[test]
+fn kill_at_each_commit_step_then_next_receive_cleans_up() {
+    let Some(streams) = kernel_streams() else {
+        return;
+    };
+    let Some(fs_) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    for step in ["received", "readonly", "renamed"] {
+        let dest = fs_.path().join(format!("d-{step}"));
+        let other = fs_.path().join(format!("o-{step}"));
+        fs::create_dir(&dest).unwrap();
+        fs::create_dir(&other).unwrap();
+        let mut child = Command::new(bin("subvol"))
+            .arg("recv")
+            .arg("-f")
+            .arg(streams.join("full-v2.stream"))
+            .arg(&dest)
+            .env("SUBVOL_TEST_PAUSE_AT", step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_stopped(child.id());
+        child.kill().unwrap();
+        let _ = child.wait();
+        let incr = recv_file(&streams.join("incr-v2.stream"), &other, &[]);
+        if step == "renamed" {
+            // Renamed: committed (received UUID, read-only), a valid parent.
+            assert!(subvol_info(&dest.join("snap1")).is_readonly());
+            ok(&incr);
+        } else {
+            assert!(
+                !dest.join("snap1").exists(),
+                "{step}: final name after kill"
+            );
+            assert!(
+                !staging_entries(&dest).is_empty(),
+                "{step}: no staging left?"
+            );
+            let err = String::from_utf8_lossy(&incr.stderr);
+            assert_eq!(
+                incr.status.code(),
+                Some(1),
+                "{step}: staging used as parent: {err}"
+            );
+            assert!(entries(&other).is_empty(), "{step}: {:?}", entries(&other));
+        }
+        ok(&recv(
+            &small_stream(b"next", Uuid([4; 16]), b"y"),
+            &dest,
+            &[],
+        ));
+        assert!(
+            staging_entries(&dest).is_empty(),
+            "{step}: staging left: {:?}",
+            entries(&dest)
+        );
+        let want: &[&str] = if step == "renamed" {
+            &["next", "snap1"]
+        } else {
+            &["next"]
+        };
+        assert_eq!(entries(&dest), want, "{step}");
+    }
+}
+
+/// 8 receives at once into one DEST, many rounds: every one succeeds, every committed
+/// subvolume is read-only with its received UUID, no staging is left. `SUBVOL_RACE_ROUNDS`
+/// sets the number of rounds (default 100, about 30 s).
+#[test]
+fn parallel_receives_into_one_dest() {
+    let Some(fs_) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let rounds: u32 = std::env::var("SUBVOL_RACE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let dest = fs_.path().to_path_buf();
+    for round in 0..rounds {
+        let handles: Vec<_> = (0..8u8)
+            .map(|i| {
+                let dest = dest.clone();
+                std::thread::spawn(move || {
+                    let name = format!("r{round}-{i}");
+                    let mut uuid = [i + 1; 16];
+                    uuid[..4].copy_from_slice(&round.to_le_bytes());
+                    let out = recv(&small_stream(name.as_bytes(), Uuid(uuid), b"z"), &dest, &[]);
+                    (name, out)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (name, out) = h.join().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}, {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let names = entries(&dest);
+    assert_eq!(names.len(), 8 * rounds as usize, "{names:?}");
+    for n in names {
+        let info = subvol_info(&dest.join(&n));
+        assert!(info.is_readonly(), "{n} is read-write");
+        assert!(!info.received_uuid.is_nil(), "{n} has no received UUID");
+    }
+}
+
+fn keypair(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = dir.join("k");
+    let out = Command::new(bin("subvol"))
+        .arg("keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .unwrap();
+    ok(&out);
+    (key.clone(), dir.join("k.pub"))
+}
+
+fn sign(stream: &[u8], key: &Path, dir: &Path) -> Vec<u8> {
+    let (i, o) = (dir.join("in"), dir.join("out"));
+    fs::write(&i, stream).unwrap();
+    let _ = fs::remove_file(&o);
+    let out = Command::new(bin("subvol"))
+        .arg("sign")
+        .arg("--key")
+        .arg(key)
+        .arg("-f")
+        .arg(&i)
+        .arg("-o")
+        .arg(&o)
+        .output()
+        .unwrap();
+    ok(&out);
+    fs::read(o).unwrap()
+}
+
+/// All or nothing for the whole input: whatever fails after the first subvolume's END, the
+/// exit status is non-zero and no subvolume is committed.
+#[test]
+fn failure_anywhere_in_the_input_commits_nothing() {
+    let Some(fs_) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let dest = fs_.path();
+    let first = small_stream(b"first", Uuid([5; 16]), b"one");
+    let second = small_stream(b"second", Uuid([6; 16]), b"two");
+    let hostile = build(
+        V2,
+        &[subvol(b"second"), mkfile(b"../escape"), end_command(V2)],
+    );
+    let cat = |a: &[u8], b: &[u8]| [a, b].concat();
+    let mut damaged = second.clone();
+    let n = damaged.len();
+    damaged[n - 20] ^= 1;
+    let mut bare_header = Vec::new();
+    Writer::new(&mut bare_header).write_header(V2).unwrap();
+    let cases: Vec<(&str, Vec<u8>, i32)> = vec![
+        ("hostile second stream", cat(&first, &hostile), 5),
+        ("damaged second stream", cat(&first, &damaged), 3),
+        (
+            "truncated second stream",
+            cat(&first, &second[..second.len() - 5]),
+            3,
+        ),
+        (
+            "garbage after END",
+            cat(&first, b"garbage!garbage!garbage!"),
+            3,
+        ),
+        ("bare header after END", cat(&first, &bare_header), 3),
+    ];
+    for (what, input, code) in &cases {
+        let out = recv(input, dest, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(entries(dest).is_empty(), "{what}: left {:?}", entries(dest));
+    }
+    // Signed input with --verify.
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(keys.path());
+    let public = public.to_str().unwrap().to_string();
+    let signed = sign(&cat(&first, &second), &key, keys.path());
+    let signed_one = sign(&first, &key, keys.path());
+    let mut trailing = signed_one.clone();
+    trailing.extend_from_slice(b"trailing bytes");
+    let cut_in_second = signed.len() - (second.len() / 2);
+    // A cut is a malformed stream (3); the rest fail verification (4).
+    let vcases: Vec<(&str, Vec<u8>, i32)> = vec![
+        ("trailing bytes after a signed stream", trailing, 4),
+        (
+            "signed input cut in the second subvolume",
+            signed[..cut_in_second].to_vec(),
+            3,
+        ),
+        (
+            "signed input, unsigned stream appended",
+            cat(&signed_one, &second),
+            4,
+        ),
+    ];
+    for (what, input, code) in &vcases {
+        let out = recv(input, dest, &["--verify", &public]);
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(entries(dest).is_empty(), "{what}: left {:?}", entries(dest));
+    }
+    // And complete inputs commit every subvolume.
+    ok(&recv(&signed, dest, &["--verify", &public]));
+    assert_eq!(entries(dest), ["first", "second"]);
+}
+
+/// CLONE may read from a subvolume named by its own UUID (not received from the same sender)
+/// only with --clone-from-any: a sibling's 0600 secret cannot be copied out.
+#[test]
+fn clone_from_a_sibling_by_its_own_uuid_needs_an_option() {
+    let Some(fs_) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let root = fs_.path();
+    let (src, secret, dest) = (root.join("src"), root.join("secret"), root.join("dest"));
+    btrfs(&["-q", "subvolume", "create"], &[&src]);
+    fs::create_dir(&dest).unwrap();
+    let data = vec![b's'; 4096];
+    fs::write(src.join("key"), &data).unwrap();
+    fs::set_permissions(
+        src.join("key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    btrfs(&["-q", "subvolume", "snapshot", "-r"], &[&src, &secret]);
+    let secret_uuid = subvol_info(&secret).uuid;
+    let stream = build(
+        V2,
+        &[
+            subvol(b"evil"),
+            mkfile(b"f"),
+            with_path(cmd::CLONE, b"f", |b| {
+                b.u64(attr::FILE_OFFSET, 0)
+                    .u64(attr::CLONE_LEN, 4096)
+                    .uuid(attr::CLONE_UUID, &secret_uuid)
+                    .u64(attr::CLONE_CTRANSID, 7)
+                    .bytes(attr::CLONE_PATH, b"key")
+                    .u64(attr::CLONE_OFFSET, 0)
+            }),
+            with_path(cmd::CHMOD, b"f", |b| b.u64(attr::MODE, 0o644)),
+            end_command(V2),
+        ],
+    );
+    let out = recv(&stream, &dest, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("clone"), "{err}");
+    assert!(entries(&dest).is_empty(), "{:?}", entries(&dest));
+    ok(&recv(&stream, &dest, &["--clone-from-any"]));
+    assert_eq!(fs::read(dest.join("evil/f")).unwrap(), data);
+}
+
+/// Names from the stream are printed with control characters escaped; `At snapshot` goes to
+/// stdout and `At subvol` to stderr, as btrfs-progs prints them.
+#[test]
+fn human_lines_escape_names_and_go_where_btrfs_progs_puts_them() {
+    let Some(streams) = kernel_streams() else {
+        return;
+    };
+    let Some(fs_) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let dest = fs_.path();
+    let out = Command::new(bin("subvol-recv"))
+        .arg(dest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(&small_stream(
+                b"t\x1b]0;owned\x07\x1b[2J",
+                Uuid([8; 16]),
+                b"q",
+            ))?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.stderr.contains(&0x1b) && !out.stderr.contains(&0x07),
+        "{err:?}"
+    );
+    assert!(
+        err.contains("At subvol t\\033]0;owned\\007\\033[2J"),
+        "{err:?}"
+    );
+    // Full then incremental: At subvol on stderr, At snapshot on stdout.
+    for (stream, line, on_stdout) in [
+        ("full-v2.stream", "At subvol snap1", false),
+        ("incr-v2.stream", "At snapshot snap2", true),
+    ] {
+        let out = Command::new(bin("subvol-recv"))
+            .arg("-f")
+            .arg(streams.join(stream))
+            .arg(dest)
+            .output()
+            .unwrap();
+        ok(&out);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let (yes, no) = if on_stdout {
+            (&stdout, &stderr)
+        } else {
+            (&stderr, &stdout)
+        };
+        assert!(
+            yes.contains(line),
+            "{line}: stdout {stdout:?} stderr {stderr:?}"
+        );
+        assert!(
+            !no.contains(line),
+            "{line}: stdout {stdout:?} stderr {stderr:?}"
+        );
+    }
 }

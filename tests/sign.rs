@@ -278,7 +278,7 @@ fn cli_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    crate::support::repo_root().join("tests/fixtures")
 }
 
 // ---------------------------------------------------------------------------------------------

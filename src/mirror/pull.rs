@@ -433,6 +433,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 stop_at_end: false,
                 force_decompress: false,
                 interrupted: o.interrupted.clone(),
+                clone_from_any: false,
             };
             let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
                 Event::StaleRemoved(n) => on_event(PullEvent::StaleRemoved(n)),

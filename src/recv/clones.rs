@@ -1,8 +1,12 @@
-//! Which subvolume a CLONE may read from: the one being received, its parent, or a subvolume on
-//! DEST's file system found by UUID (opened once, kept until the subvolume is committed).
+//! Which subvolume a CLONE may read from: the one being received, its parent, an earlier
+//! subvolume of the same input, or a committed subvolume on DEST's file system whose *received*
+//! UUID the stream names (data that came from the same sender). A subvolume found only by its
+//! own UUID is refused unless the caller allows it (`--clone-from-any`). Each is opened once
+//! and kept until the subvolume is sealed.
 
 use super::Failure;
 use super::dest::Dest;
+use super::staging::Staging;
 use crate::stream::Uuid;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -12,30 +16,32 @@ pub(super) struct CloneSources {
     own: Uuid,
     parent: Option<(Uuid, OwnedFd)>,
     found: Vec<(Uuid, OwnedFd)>,
+    /// Also accept subvolumes found by their own UUID.
+    any: bool,
 }
 
 impl CloneSources {
-    pub(super) fn new(own: Uuid, parent: Option<(Uuid, OwnedFd)>) -> CloneSources {
+    pub(super) fn new(own: Uuid, parent: Option<(Uuid, OwnedFd)>, any: bool) -> CloneSources {
         CloneSources {
             own,
             parent,
             found: Vec::new(),
+            any,
         }
     }
 
-    pub(super) fn parent_uuid(&self) -> Option<Uuid> {
-        self.parent.as_ref().map(|p| p.0)
-    }
-
     /// The root of the subvolume `uuid` names: None for the subvolume being received (the
-    /// caller has its root), else the parent's or one found on DEST's file system.
+    /// caller has its root), else the parent's, a sealed one of this input (`staged`), or one
+    /// found on DEST's file system.
     ///
     /// # Errors
-    /// The subvolume is not on this host, not reachable from DEST's mount, or the lookup failed.
+    /// The subvolume is not on this host, not allowed, not reachable from DEST's mount, or the
+    /// lookup failed.
     pub(super) fn root_for(
         &mut self,
         uuid: Uuid,
         dest: &mut Dest,
+        staged: &[Staging],
     ) -> Result<Option<BorrowedFd<'_>>, Failure> {
         if uuid == self.own {
             return Ok(None);
@@ -46,7 +52,18 @@ impl CloneSources {
         let i = match self.found.iter().position(|(u, _)| *u == uuid) {
             Some(i) => i,
             None => {
-                let fd = dest.open_subvol_by_uuid(&uuid, "clone source")?;
+                let sealed = staged
+                    .iter()
+                    .rev()
+                    .find(|s| s.uuid() == uuid)
+                    .and_then(Staging::sealed_root);
+                let fd = match sealed {
+                    Some(root) => root.try_clone_to_owned().map_err(|e| Failure::Os {
+                        op: "dup",
+                        source: e,
+                    })?,
+                    None => dest.open_subvol_by_uuid(&uuid, "clone source", self.any)?,
+                };
                 self.found.push((uuid, fd));
                 self.found.len() - 1
             }

@@ -2,6 +2,7 @@
 //! file system (found lazily, for subvolumes looked up by UUID); subvolumes found by UUID.
 
 use super::beneath::{self, is_within};
+use super::staging::is_staging_name;
 use super::{Failure, RecvError, mounts, os, show};
 use crate::stream::Uuid;
 use rustix::fs::{self as rfs, Mode, OFlags};
@@ -94,16 +95,55 @@ impl Dest {
         }
     }
 
-    /// Finds a subvolume on DEST's file system by received UUID, then by UUID, and opens its root.
+    /// Finds a committed subvolume on DEST's file system: read-only, and neither a staging
+    /// subvolume nor inside one. `received` picks by received UUID, else by own UUID.
+    fn find_committed(&self, uuid: &Uuid, received: bool) -> Result<Option<u64>, Failure> {
+        let all = subvol_ioctl::list_subvolumes(&self.dir)?;
+        for e in all.iter().filter(|e| {
+            e.readonly
+                && if received {
+                    e.received_uuid == *uuid
+                } else {
+                    e.uuid == *uuid
+                }
+        }) {
+            // Being deleted meanwhile: not a candidate.
+            let Ok(path) = subvol_ioctl::subvol_path(&self.dir, e.id) else {
+                continue;
+            };
+            if !path.split(|&b| b == b'/').any(is_staging_name) {
+                return Ok(Some(e.id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Finds a committed subvolume on DEST's file system by received UUID, then (only if
+    /// `allow_own_uuid`) by its own UUID, and opens its root. Staging subvolumes, subvolumes
+    /// inside them and read-write subvolumes are never found.
+    ///
+    /// # Errors
+    /// [`Failure::MissingSubvolume`] if none; [`Failure::Refused`] if only one with that own
+    /// UUID exists and `allow_own_uuid` is false; lookup and open errors.
     pub(super) fn open_subvol_by_uuid(
         &mut self,
         uuid: &Uuid,
         what: &'static str,
+        allow_own_uuid: bool,
     ) -> Result<OwnedFd, Failure> {
-        let id = match subvol_ioctl::find_subvol_by_received_uuid(&self.dir, uuid)? {
+        let id = match self.find_committed(uuid, true)? {
             Some(id) => id,
-            None => subvol_ioctl::find_subvol_by_uuid(&self.dir, uuid)?
-                .ok_or(Failure::MissingSubvolume { what, uuid: *uuid })?,
+            None => match self.find_committed(uuid, false)? {
+                Some(id) if allow_own_uuid => id,
+                Some(_) => {
+                    return Err(Failure::Refused(format!(
+                        "{what} subvolume {uuid} was not received from this stream's sender \
+                         (a clone may read only from the new subvolume, its parent and \
+                         subvolumes received from the same sender; --clone-from-any allows more)"
+                    )));
+                }
+                None => return Err(Failure::MissingSubvolume { what, uuid: *uuid }),
+            },
         };
         let fs_path = subvol_ioctl::subvol_path(&self.dir, id)?;
         let fs_path = fs_path.strip_prefix(b"/").unwrap_or(&fs_path).to_vec();
@@ -131,7 +171,7 @@ impl Dest {
         )
         .map_err(os("open subvolume"))?;
         // The path could have been replaced between lookup and open: check it is the same root.
-        if subvol_ioctl::subvol_id(&fd)? != id {
+        if subvol_ioctl::subvol_id(&fd)? != id || !subvol_ioctl::subvol_info(&fd)?.is_readonly() {
             return Err(Failure::Refused(format!(
                 "{what} subvolume {uuid} changed while opening it"
             )));

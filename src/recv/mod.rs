@@ -1,7 +1,10 @@
 //! The receiver: turns a command stream into a read-only subvolume under a destination
 //! directory — faithfully (the same tree `btrfs receive` makes), safely (nothing outside the new
-//! subvolume is ever touched, whatever the stream says) and atomically (the subvolume appears
-//! under its final name only after END: received UUID set, then read-only, then renamed).
+//! subvolume is ever touched, whatever the stream says) and atomically: all or nothing for the
+//! whole input. Each subvolume is sealed at its END (received UUID set, then read-only) under
+//! its staging name; only once the whole input was read and applied (and, with a verifying
+//! source, verified) are the sealed subvolumes renamed to their final names. Any failure
+//! removes every subvolume of the input.
 //!
 //! The receiver is a [`CommandSink`] ([`Receiver`]) split by job:
 //! - [`dest`]: the destination directory, its mount, subvolumes found by UUID;
@@ -11,15 +14,18 @@
 //! - [`clones`]: which subvolume a CLONE may read from;
 //! - [`fuse`]: the filter that creates an inode directly at the name its next RENAME gives it.
 //!
-//! Staging: each subvolume is received as `.subvol-recv-staging.<pid>.<nonce>` inside DEST and
-//! holds an exclusive `flock` on its root directory while it is being written. On any error or
-//! signal the staging subvolume is deleted; after a kill -9 or power loss, the next receive into
-//! the same DEST finds staging subvolumes whose lock is free and deletes them (reporting each).
+//! Staging: each subvolume is received as `.subvol-recv-staging.<pid>.<nonce>` inside DEST,
+//! guarded by a lock file beside it that is locked before it appears. On any error or signal
+//! the staging subvolume is deleted; after a kill -9 or power loss, the next receive into the
+//! same DEST finds staging subvolumes whose lock is free and deletes them (reporting each).
+//! Staging subvolumes are never parents or clone sources.
 //!
 //! Confinement ([`beneath`]): every path is resolved beneath the staging root without following
 //! symlinks; files are written only after checking they are regular files; clone sources are the
-//! subvolume being received, its parent, or a subvolume on DEST's file system found by UUID, and
-//! the source path is resolved beneath that subvolume's root; FALLOCATE modes are whitelisted;
+//! subvolume being received, its parent, earlier subvolumes of the input, or a committed
+//! subvolume on DEST's file system whose received UUID the stream names (by its own UUID only
+//! with [`Options::clone_from_any`]), and the source path is resolved beneath that subvolume's
+//! root; FALLOCATE modes are whitelisted;
 //! decoded extents are capped.
 
 pub mod apply;
@@ -42,6 +48,7 @@ use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::ControlFlow;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,33 +60,9 @@ pub const STAGING_PREFIX: &str = staging::PREFIX;
 /// The stream sent a command that needs a subvolume before SUBVOL or SNAPSHOT.
 const NO_SUBVOLUME: &str = "command before SUBVOL or SNAPSHOT";
 
-/// Printable form of a stream path (lossy; spaces, backslashes and control bytes escaped as
-/// btrfs-progs prints paths).
-// TODO(merge): util::escape
+/// Printable form of a stream path for messages (control characters escaped).
 fn show(p: &[u8]) -> String {
-    let mut v = Vec::with_capacity(p.len());
-    for &b in p {
-        match b {
-            0x07 => v.extend_from_slice(b"\\a"),
-            0x08 => v.extend_from_slice(b"\\b"),
-            0x1b => v.extend_from_slice(b"\\e"),
-            0x0c => v.extend_from_slice(b"\\f"),
-            b'\n' => v.extend_from_slice(b"\\n"),
-            b'\r' => v.extend_from_slice(b"\\r"),
-            b'\t' => v.extend_from_slice(b"\\t"),
-            0x0b => v.extend_from_slice(b"\\v"),
-            b' ' => v.extend_from_slice(b"\\ "),
-            b'\\' => v.extend_from_slice(b"\\\\"),
-            0x21..=0x7e => v.push(b),
-            _ => v.extend_from_slice(&[
-                b'\\',
-                b'0' + (b >> 6),
-                b'0' + ((b >> 3) & 7),
-                b'0' + (b & 7),
-            ]),
-        }
-    }
-    String::from_utf8_lossy(&v).into_owned()
+    crate::util::escape(p)
 }
 
 /// What went wrong applying one command. Each kind says whose fault it is: the stream's
@@ -279,6 +262,9 @@ pub struct Options {
     pub force_decompress: bool,
     /// Set by a signal handler: stop, clean up, return [`RecvError::Interrupted`].
     pub interrupted: Option<Arc<AtomicBool>>,
+    /// Let CLONE read from any committed subvolume on DEST's file system that the stream names
+    /// by its own UUID, not only from subvolumes received from the same sender.
+    pub clone_from_any: bool,
 }
 
 /// Something a caller may want to show.
@@ -321,8 +307,8 @@ pub struct Received {
 /// create+rename fusion filter, pumped once. Returns the committed subvolumes.
 ///
 /// # Errors
-/// A destination, stream, command or commit error; the subvolume being received is removed
-/// (subvolumes committed before the error stay). [`RecvError::Interrupted`] once
+/// A destination, stream, command or commit error; every subvolume of the input is removed
+/// (nothing is committed unless the whole input succeeded). [`RecvError::Interrupted`] once
 /// `opts.interrupted` was set.
 pub fn receive(
     source: &mut dyn Source,
@@ -351,21 +337,27 @@ pub fn receive(
         pumped.map(|_| received)
     });
     // However the input ended (the reader thread also stops on the flag), a set flag means
-    // the user asked to stop.
-    if interrupted.is_some_and(|f| f.load(Ordering::Relaxed)) {
+    // the user asked to stop (nothing was committed unless the whole input was).
+    if result.is_err() && interrupted.is_some_and(|f| f.load(Ordering::Relaxed)) {
         return Err(RecvError::Interrupted.into());
     }
     result
 }
 
 /// The receiver as a [`CommandSink`]: SUBVOL/SNAPSHOT start a staging subvolume, commands are
-/// applied beneath its root, END commits it. Dropping it (or [`CommandSink::abort`]) removes an
-/// uncommitted staging subvolume.
+/// applied beneath its root, END seals it, [`CommandSink::finish`] commits every sealed one.
+/// Dropping it (or [`CommandSink::abort`]) removes every uncommitted staging subvolume.
 pub struct Receiver<'a> {
     dest: dest::Dest,
     stop_at_end: bool,
     force_decompress: bool,
+    clone_from_any: bool,
+    interrupted: Option<Arc<AtomicBool>>,
     current: Option<Current>,
+    /// Sealed subvolumes of this input, committed together at the end.
+    staged: Vec<staging::Staging>,
+    /// A stream header not (yet) followed by any command: where it starts.
+    bare_header: Option<u64>,
     done: Vec<Received>,
     /// Where the last command ended (for a stream that stops without END).
     end_offset: u64,
@@ -392,8 +384,8 @@ struct Current {
 
 impl<'a> Receiver<'a> {
     /// Opens `opts.dest` (which must be on btrfs) and removes stale staging subvolumes there
-    /// (reporting each to `on_event`). `opts.interrupted` is not looked at: cancel through the
-    /// pump's [`Hook`].
+    /// (reporting each to `on_event`). Cancel through the pump's [`Hook`]; `opts.interrupted`,
+    /// if set, only keeps [`CommandSink::finish`] from committing.
     ///
     /// # Errors
     /// [`RecvError::Dest`].
@@ -407,7 +399,11 @@ impl<'a> Receiver<'a> {
             dest,
             stop_at_end: opts.stop_at_end,
             force_decompress: opts.force_decompress,
+            clone_from_any: opts.clone_from_any,
+            interrupted: opts.interrupted.clone(),
             current: None,
+            staged: Vec::new(),
+            bare_header: None,
             done: Vec::new(),
             end_offset: 0,
             on_event,
@@ -434,8 +430,24 @@ impl<'a> Receiver<'a> {
         ctransid: u64,
         parent: Option<Uuid>,
     ) -> Result<OsString, Failure> {
+        // An earlier subvolume of this input (sealed, not yet committed), else a committed one.
         let parent = match parent {
-            Some(p) => Some((p, self.dest.open_subvol_by_uuid(&p, "parent")?)),
+            Some(p) => {
+                let sealed = self
+                    .staged
+                    .iter()
+                    .rev()
+                    .find(|s| s.uuid() == p)
+                    .and_then(staging::Staging::sealed_root);
+                let fd = match sealed {
+                    Some(root) => root.try_clone_to_owned().map_err(|e| Failure::Os {
+                        op: "dup",
+                        source: e,
+                    })?,
+                    None => self.dest.open_subvol_by_uuid(&p, "parent", true)?,
+                };
+                Some((p, fd))
+            }
             None => None,
         };
         let (staging, root) = staging::Staging::create(
@@ -443,37 +455,58 @@ impl<'a> Receiver<'a> {
             path,
             uuid,
             ctransid,
-            parent.as_ref().map(|(u, fd)| (*u, fd)),
+            parent.as_ref().map(|(u, fd)| (*u, fd.as_fd())),
         )?;
         let name = staging.name().to_os_string();
         self.current = Some(Current {
             tree: Tree::new(root, self.force_decompress),
-            clones: clones::CloneSources::new(uuid, parent),
+            clones: clones::CloneSources::new(uuid, parent, self.clone_from_any),
             staging,
         });
         Ok(name)
     }
 
-    /// END (or a new SUBVOL in a `send -e` stream): commits the subvolume being received.
-    fn commit_current(&mut self) -> Result<(), Error> {
+    /// END (or a new SUBVOL in a `send -e` stream): seals the subvolume being received (received
+    /// UUID, read-only) and keeps it staged until the whole input succeeded.
+    fn seal_current(&mut self) -> Result<(), Error> {
         let Some(Current {
             tree,
             clones,
-            staging,
+            mut staging,
         }) = self.current.take()
         else {
             return Ok(());
         };
-        let parent_uuid = clones.parent_uuid();
         drop(clones);
-        let name = staging.name().to_os_string();
-        let received = staging
-            .commit(tree.into_root(), &self.dest, parent_uuid)
+        staging
+            .seal(tree.into_root())
             .map_err(|failure| RecvError::Commit {
-                name: name.to_string_lossy().into_owned(),
+                name: show(staging.name().as_bytes()),
                 failure,
             })?;
-        self.done.push(received);
+        self.staged.push(staging);
+        Ok(())
+    }
+
+    /// The whole input succeeded: renames every sealed subvolume to its final name. If one
+    /// cannot be, those already renamed are taken back and all are removed.
+    fn commit_staged(&mut self) -> Result<(), Error> {
+        for i in 0..self.staged.len() {
+            match self.staged[i].commit(&self.dest) {
+                Ok(received) => self.done.push(received),
+                Err(failure) => {
+                    let name = show(self.staged[i].name().as_bytes());
+                    for s in &mut self.staged[..i] {
+                        s.uncommit();
+                    }
+                    self.done.clear();
+                    self.staged.clear();
+                    return Err(RecvError::Commit { name, failure }.into());
+                }
+            }
+        }
+        // Committed: dropping them removes only their lock files.
+        self.staged.clear();
         Ok(())
     }
 
@@ -494,7 +527,7 @@ impl<'a> Receiver<'a> {
         } = *op
         {
             let Current { tree, clones, .. } = cur;
-            let source = clones.root_for(clone_uuid, &mut self.dest)?;
+            let source = clones.root_for(clone_uuid, &mut self.dest, &self.staged)?;
             return tree.clone_range(path, offset, len, source, clone_path, clone_offset);
         }
         cur.tree.apply(op)
@@ -505,6 +538,7 @@ impl Drop for Receiver<'_> {
     fn drop(&mut self) {
         // Close the tree's handles before the staging subvolume goes (see `Current`).
         self.current = None;
+        self.staged.clear();
     }
 }
 
@@ -521,11 +555,13 @@ fn command_error(c: &Command, at: Position, path: Option<&[u8]>, failure: Failur
 }
 
 impl CommandSink for Receiver<'_> {
-    fn header(&mut self, _version: u32, _at: Position) -> Result<(), Error> {
+    fn header(&mut self, _version: u32, at: Position) -> Result<(), Error> {
+        self.bare_header = Some(at.offset);
         Ok(())
     }
 
     fn command(&mut self, c: &Command, at: Position) -> Result<ControlFlow<()>, Error> {
+        self.bare_header = None;
         self.end_offset = at.offset + (proto::CMD_HEADER_LEN + c.payload().len()) as u64;
         let op = c.op().map_err(|e| command_error(c, at, None, e.into()))?;
         match op {
@@ -534,7 +570,7 @@ impl CommandSink for Receiver<'_> {
                 uuid,
                 ctransid,
             } => {
-                self.commit_current()?;
+                self.seal_current()?;
                 let name = self
                     .start(path, uuid, ctransid, None)
                     .map_err(|f| command_error(c, at, Some(path), f))?;
@@ -550,7 +586,7 @@ impl CommandSink for Receiver<'_> {
                 clone_uuid,
                 ..
             } => {
-                self.commit_current()?;
+                self.seal_current()?;
                 let name = self
                     .start(path, uuid, ctransid, Some(clone_uuid))
                     .map_err(|f| command_error(c, at, Some(path), f))?;
@@ -560,7 +596,7 @@ impl CommandSink for Receiver<'_> {
                 });
             }
             Op::End => {
-                self.commit_current()?;
+                self.seal_current()?;
                 if self.stop_at_end {
                     return Ok(ControlFlow::Break(()));
                 }
@@ -574,21 +610,38 @@ impl CommandSink for Receiver<'_> {
     }
 
     fn finish(&mut self) -> Result<(), Error> {
-        if self.current.is_some() {
-            self.current = None;
+        // A subvolume without END, or a stream header after END with nothing after it: the
+        // input is incomplete, and nothing of it is committed.
+        let incomplete = if self.current.is_some() {
+            Some(self.end_offset)
+        } else {
+            self.bare_header
+        };
+        if let Some(offset) = incomplete {
+            self.abort();
             return Err(crate::stream::StreamError {
-                offset: self.end_offset,
+                offset,
                 index: None,
                 cmd_name: None,
                 kind: crate::stream::StreamErrorKind::MissingEnd,
             }
             .into());
         }
-        Ok(())
+        // A signal may have ended the input early at a command boundary.
+        if self
+            .interrupted
+            .as_deref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            self.abort();
+            return Err(RecvError::Interrupted.into());
+        }
+        self.commit_staged()
     }
 
     fn abort(&mut self) {
         self.current = None;
+        self.staged.clear();
     }
 }
 
@@ -678,6 +731,6 @@ mod tests {
 
     #[test]
     fn paths_are_escaped_as_btrfs_progs_prints_them() {
-        assert_eq!(show(b"a b\\c\n\x01\xff"), "a\\ b\\\\c\\n\\001\\377");
+        assert_eq!(show(b"a b\\c\n\x01\xff"), "a b\\\\c\\012\\001\\377");
     }
 }

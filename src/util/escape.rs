@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 
-/// `bytes` as text for a person: printable ASCII and valid UTF-8 as is, backslash as `\\`,
-/// control characters (C0, DEL, C1) and bytes of invalid UTF-8 as `\xNN`.
+/// `bytes` as text for a person: printable ASCII and valid UTF-8 as is, backslash as `\\\\`,
+/// control characters (C0, DEL, C1) and bytes of invalid UTF-8 as octal `\ooo` (the form
+/// btrfs-progs uses for escaped bytes).
 #[must_use]
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
@@ -15,14 +16,14 @@ pub fn escape(bytes: &[u8]) -> String {
                 c if c.is_control() => {
                     let mut buf = [0u8; 4];
                     for b in c.encode_utf8(&mut buf).bytes() {
-                        let _ = write!(out, "\\x{b:02x}");
+                        let _ = write!(out, "\\{b:03o}");
                     }
                 }
                 c => out.push(c),
             }
         }
         for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
+            let _ = write!(out, "\\{b:03o}");
         }
     }
     out
@@ -36,9 +37,9 @@ mod tests {
     fn escapes_controls_and_invalid_utf8() {
         assert_eq!(escape(b"a/b c"), "a/b c");
         assert_eq!(escape("é".as_bytes()), "é");
-        assert_eq!(escape(b"a\nb\x1b[2J"), "a\\x0ab\\x1b[2J");
+        assert_eq!(escape(b"a\nb\x1b[2J"), "a\\012b\\033[2J");
         assert_eq!(escape(b"\\x"), "\\\\x");
-        assert_eq!(escape(b"\xff\x7f"), "\\xff\\x7f");
-        assert_eq!(escape("\u{85}".as_bytes()), "\\xc2\\x85");
+        assert_eq!(escape(b"\xff\x7f"), "\\377\\177");
+        assert_eq!(escape("\u{85}".as_bytes()), "\\302\\205");
     }
 }

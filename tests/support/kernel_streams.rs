@@ -24,8 +24,7 @@ pub fn kernel_streams() -> Option<&'static Path> {
                 .prefix("subvol-kstreams.")
                 .tempdir()
                 .expect("tempdir");
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-streams.sh");
+            let script = super::repo_root().join("tests/fixtures/make-streams.sh");
             let out = Command::new("bash")
                 .arg(&script)
                 .arg(dir.path())

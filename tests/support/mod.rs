@@ -7,7 +7,12 @@ pub mod btrfs_fixture;
 pub mod kernel_streams;
 pub mod tree;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The repository's top directory (the tests belong to the `cli/` package).
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
 
 /// Path of a built binary of this package.
 pub fn bin(name: &str) -> PathBuf {

@@ -1,14 +1,15 @@
 //! `subvol publish`, `pull`, `pool`, `list`, `show`, `snapshot`, `delete`.
 
 use super::interrupt_flag;
-use crate::mirror::{
-    self, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
-};
-use crate::sign::{KeySet, SecretKey};
-use crate::util::{escape, human_size as human};
-use crate::{Error, cli, pool};
+use crate::args;
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
+use subvol::mirror::{
+    self, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
+};
+use subvol::sign::{KeySet, SecretKey};
+use subvol::util::{escape, human_size as human};
+use subvol::{Error, pool};
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
     let mut out = io::stdout().lock();
@@ -71,7 +72,7 @@ impl Drop for Line {
 ///
 /// # Errors
 /// Key, tree, send, signing or repository errors.
-pub fn publish(a: &cli::PublishArgs) -> Result<(), Error> {
+pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
     let key = SecretKey::load(&a.key)?;
     let o = PublishOptions {
         repo: a.repo.clone(),
@@ -154,7 +155,7 @@ pub fn publish(a: &cli::PublishArgs) -> Result<(), Error> {
 ///
 /// # Errors
 /// Refused index, no chain, download or receive errors.
-pub fn pull(a: &cli::PullArgs) -> Result<(), Error> {
+pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
     let keys = KeySet::load(&a.verify)?;
     let interrupted = interrupt_flag()?;
     let o = PullOptions {
@@ -334,7 +335,7 @@ pub fn pull(a: &cli::PullArgs) -> Result<(), Error> {
 ///
 /// # Errors
 /// Image, mkfs or mount failures.
-pub fn pool(a: &cli::PoolArgs) -> Result<(), Error> {
+pub fn pool(a: &args::PoolArgs) -> Result<(), Error> {
     let Some(i) = a.init() else {
         return Err(Error::Invalid("unknown pool subcommand".into()));
     };
@@ -374,7 +375,7 @@ fn opt(v: Option<&impl std::fmt::Display>) -> String {
 ///
 /// # Errors
 /// Not on btrfs; ioctl errors.
-pub fn list(a: &cli::ListArgs) -> Result<(), Error> {
+pub fn list(a: &args::ListArgs) -> Result<(), Error> {
     let mut l = pool::list(&a.path)?;
     // In a pool, name the versions pull recorded (a directory that is no pool has no state).
     let state = PullState::load(&a.path).unwrap_or_default();
@@ -428,7 +429,7 @@ pub fn list(a: &cli::ListArgs) -> Result<(), Error> {
 ///
 /// # Errors
 /// Not a subvolume; ioctl errors.
-pub fn show(a: &cli::ShowArgs) -> Result<(), Error> {
+pub fn show(a: &args::ShowArgs) -> Result<(), Error> {
     let d = pool::show(&a.path)?;
     if a.json {
         return print_json(&d);
@@ -463,7 +464,7 @@ pub fn show(a: &cli::ShowArgs) -> Result<(), Error> {
 ///
 /// # Errors
 /// Not a subvolume, DEST exists, ioctl errors.
-pub fn snapshot(a: &cli::SnapshotArgs) -> Result<(), Error> {
+pub fn snapshot(a: &args::SnapshotArgs) -> Result<(), Error> {
     let e = pool::snapshot(&a.source, &a.dest, a.readonly)?;
     if a.json {
         return print_json(&e);
@@ -483,7 +484,7 @@ pub fn snapshot(a: &cli::SnapshotArgs) -> Result<(), Error> {
 ///
 /// # Errors
 /// The first subvolume that cannot be deleted (earlier ones are deleted).
-pub fn delete(a: &cli::DeleteArgs) -> Result<(), Error> {
+pub fn delete(a: &args::DeleteArgs) -> Result<(), Error> {
     let mut done = Vec::new();
     for p in &a.paths {
         let e = pool::delete(p)?;

@@ -3,9 +3,9 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = subvol::cli::RecvCli::parse();
-    match subvol::cmd::recv(&cli.args) {
+    let cli = subvol_cli::args::RecvCli::parse();
+    match subvol_cli::cmd::recv(&cli.args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => subvol::cmd::report("subvol-recv", &e),
+        Err(e) => subvol_cli::cmd::report("subvol-recv", &e),
     }
 }

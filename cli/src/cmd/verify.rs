@@ -1,17 +1,18 @@
 //! `subvol verify`.
 
 use super::{Progress, open_input};
-use crate::pipeline::{Hook, Totals};
-use crate::sign::{KeySet, VerifyReport, VerifyingSource, hex_id};
-use crate::stream::Reader;
-use crate::{Error, cli};
+use crate::args;
 use std::io::{self, Write};
+use subvol::Error;
+use subvol::pipeline::{Hook, Totals};
+use subvol::sign::{KeySet, VerifyReport, VerifyingSource, hex_id};
+use subvol::stream::Reader;
 
 /// `subvol verify`.
 ///
 /// # Errors
 /// Input, stream or signature errors.
-pub fn verify(a: &cli::VerifyArgs) -> Result<(), Error> {
+pub fn verify(a: &args::VerifyArgs) -> Result<(), Error> {
     let keys = if a.keys.is_empty() {
         None
     } else {
@@ -25,11 +26,11 @@ pub fn verify(a: &cli::VerifyArgs) -> Result<(), Error> {
     let (result, signed) = match keys {
         None => {
             let mut reader = reader;
-            (crate::verify::verify(&mut reader, &mut hook), None)
+            (subvol::verify::verify(&mut reader, &mut hook), None)
         }
         Some(keys) => {
             let mut src = VerifyingSource::new(reader, keys);
-            let r = crate::verify::verify(&mut src, &mut hook);
+            let r = subvol::verify::verify(&mut src, &mut hook);
             (r, Some(src.report()))
         }
     };
@@ -70,7 +71,7 @@ pub fn verify(a: &cli::VerifyArgs) -> Result<(), Error> {
             let v = serde_json::json!({"ok": false, "offset": e.offset, "index": e.index, "command": e.cmd_name, "error": e.kind.to_string()});
             writeln!(out, "{v}").map_err(Error::output)?;
         }
-        (Err(Error::Sign(crate::sign::SignError::Verify(f))), true) => {
+        (Err(Error::Sign(subvol::sign::SignError::Verify(f))), true) => {
             let v = serde_json::json!({
                 "ok": false,
                 "offset": f.offset,

@@ -1,17 +1,20 @@
 //! `subvol recv` and `subvol-recv`.
 
 use super::{Progress, ThreadedInput, dump, open_input};
-use crate::recv::{self, Event};
-use crate::stream::{Reader, ThreadedSource};
-use crate::{Error, cli};
+use crate::args;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use subvol::Error;
+use subvol::recv::{self, Event};
+use subvol::stream::{Reader, ThreadedSource};
+use subvol::util::escape;
 
 /// `subvol recv` / `subvol-recv`.
 ///
 /// # Errors
 /// Any receive failure (the partial subvolume is removed first).
-pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
+pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
     if a.dump {
         // Like `btrfs receive --dump`: the first stream only (up to its END).
         return dump(&a.input, false, false, a.progress);
@@ -42,8 +45,8 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
     } else {
         // Nothing of a segment reaches the receiver before its signature verified, and END
         // (hence the commit) only after the block covering it verified.
-        let keys = crate::sign::KeySet::load(&a.verify_keys)?;
-        ThreadedSource::spawn(crate::sign::VerifyingSource::new(reader, keys))
+        let keys = subvol::sign::KeySet::load(&a.verify_keys)?;
+        ThreadedSource::spawn(subvol::sign::VerifyingSource::new(reader, keys))
     };
     let opts = recv::Options {
         dest,
@@ -51,6 +54,7 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
         stop_at_end: a.stop_at_end,
         force_decompress: a.force_decompress,
         interrupted: Some(interrupted),
+        clone_from_any: a.clone_from_any,
     };
     let mut progress = Progress::new("recv", size, a.progress);
     let quiet = a.quiet;
@@ -58,17 +62,18 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
         Event::StaleRemoved(name) => {
             eprintln!(
                 "removed stale staging subvolume {} left by an interrupted receive",
-                name.to_string_lossy()
+                escape(name.as_bytes())
             );
         }
         Event::Started { name, snapshot } => {
             if !quiet {
                 progress.finish();
-                eprintln!(
-                    "At {} {}",
-                    if snapshot { "snapshot" } else { "subvol" },
-                    name.to_string_lossy()
-                );
+                // As btrfs-progs: `At snapshot` on stdout, `At subvol` on stderr.
+                if snapshot {
+                    println!("At snapshot {}", escape(name.as_bytes()));
+                } else {
+                    eprintln!("At subvol {}", escape(name.as_bytes()));
+                }
             }
         }
         Event::Progress { bytes, commands } => progress.update(bytes, commands),
@@ -79,7 +84,7 @@ pub fn recv(a: &cli::RecvArgs) -> Result<(), Error> {
         for r in &received {
             eprintln!(
                 "received {} (received UUID {}, stransid {})",
-                r.path.display(),
+                escape(r.path.as_os_str().as_bytes()),
                 r.uuid,
                 r.ctransid
             );

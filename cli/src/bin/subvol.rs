@@ -3,9 +3,9 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = subvol::cli::Cli::parse();
-    match subvol::cmd::run(cli.command) {
+    let cli = subvol_cli::args::Cli::parse();
+    match subvol_cli::cmd::run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => subvol::cmd::report("subvol", &e),
+        Err(e) => subvol_cli::cmd::report("subvol", &e),
     }
 }

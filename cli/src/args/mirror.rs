@@ -4,11 +4,11 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 fn duration(s: &str) -> Result<u64, String> {
-    crate::mirror::parse_duration(s)
+    subvol::mirror::parse_duration(s)
 }
 
 fn size(s: &str) -> Result<u64, String> {
-    crate::mirror::parse_size(s)
+    subvol::mirror::parse_size(s)
 }
 
 /// `subvol publish`: add a version to a mirror repository (a directory of plain files that any

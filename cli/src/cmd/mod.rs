@@ -20,18 +20,18 @@ pub use verify::verify;
 
 pub use progress::Progress;
 
-use crate::Error;
-use crate::cli::Command;
+use crate::args::Command;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use subvol::Error;
 
 /// Input buffer: large reads keep syscalls rare on multi-GB streams.
 const INPUT_BUF: usize = 1 << 20;
 
-pub use crate::util::pipe::enlarge_pipe;
+pub use subvol::util::pipe::enlarge_pipe;
 
 /// A flag that SIGINT and SIGTERM set: long operations check it, clean up and return
 /// `Interrupted` (exit 130).
@@ -92,12 +92,12 @@ pub fn run(command: Command) -> Result<(), Error> {
 ///
 /// # Errors
 /// The tree cannot be read, or output fails.
-pub fn digest(a: &crate::cli::DigestArgs) -> Result<(), Error> {
-    let opts = crate::digest::DigestOptions {
+pub fn digest(a: &crate::args::DigestArgs) -> Result<(), Error> {
+    let opts = subvol::digest::DigestOptions {
         mtime: !a.no_mtime,
         ..Default::default()
     };
-    let d = crate::digest::digest_tree(&a.dir, &opts)?;
+    let d = subvol::digest::digest_tree(&a.dir, &opts)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if a.lines {
         for l in &d.lines {

@@ -1,8 +1,8 @@
 //! `subvol send` arguments.
 
-use crate::stream::Uuid;
 use clap::Args;
 use std::path::PathBuf;
+use subvol::stream::Uuid;
 
 fn parse_uuid(s: &str) -> Result<Uuid, String> {
     Uuid::parse(s).ok_or_else(|| format!("`{s}` is not a UUID (expected 8-4-4-4-12 hex digits)"))

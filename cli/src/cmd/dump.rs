@@ -1,18 +1,19 @@
 //! `subvol dump`.
 
 use super::{Progress, open_input};
-use crate::dump::{JsonDump, TextDump, run};
-use crate::pipeline::{Hook, Totals};
-use crate::stream::Reader;
-use crate::{Error, cli};
+use crate::args;
 use std::io::{self, BufWriter};
+use subvol::Error;
+use subvol::dump::{JsonDump, TextDump, run};
+use subvol::pipeline::{Hook, Totals};
+use subvol::stream::Reader;
 
 /// `subvol dump`.
 ///
 /// # Errors
 /// Input, stream or output errors.
 pub fn dump(
-    input: &cli::InputArgs,
+    input: &args::InputArgs,
     json: bool,
     all: bool,
     force_progress: bool,

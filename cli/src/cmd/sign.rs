@@ -1,15 +1,16 @@
 //! `subvol sign` and `subvol keygen`.
 
 use super::{Progress, ThreadedInput, open_input};
-use crate::pipeline::{Hook, Totals};
-use crate::sign::{SecretKey, Signer, keygen as make_key, sign_stream};
-use crate::stream::Reader;
-use crate::{Error, cli};
+use crate::args;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
+use subvol::Error;
+use subvol::pipeline::{Hook, Totals};
+use subvol::sign::{SecretKey, Signer, keygen as make_key, sign_stream};
+use subvol::stream::Reader;
 
 /// Output chunk of `subvol sign`.
 const OUTPUT_CHUNK: usize = 1 << 20;
@@ -99,7 +100,7 @@ impl Write for ThreadedOutput {
 ///
 /// # Errors
 /// Key, input, stream or output errors.
-pub fn sign(a: &cli::SignArgs) -> Result<(), Error> {
+pub fn sign(a: &args::SignArgs) -> Result<(), Error> {
     let key = SecretKey::load(&a.key)?;
     let (inp, size) = open_input(a.file.as_deref())?;
     let mut reader = Reader::new(ThreadedInput::spawn(inp, None));
@@ -139,7 +140,7 @@ pub fn sign(a: &cli::SignArgs) -> Result<(), Error> {
 ///
 /// # Errors
 /// Any key generation failure.
-pub fn keygen(a: &cli::KeygenArgs) -> Result<(), Error> {
+pub fn keygen(a: &args::KeygenArgs) -> Result<(), Error> {
     let (key, pub_path) = make_key(&a.output)?;
     let mut out = io::stdout().lock();
     writeln!(

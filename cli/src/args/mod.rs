@@ -185,9 +185,19 @@ pub struct RecvArgs {
     #[arg(long)]
     pub progress: bool,
     /// Require every segment to be signed by one of these public keys, and apply nothing before
-    /// its signature verified (repeatable)
+    /// its signature verified (repeatable); nothing is committed before the whole input verified
     #[arg(long = "verify", value_name = "PUB")]
     pub verify_keys: Vec<PathBuf>,
+    /// Let CLONE read from any read-only subvolume on DEST's file system that the stream names
+    /// by its own UUID
+    ///
+    /// Without it, a clone may read only from the new subvolume, its parent, earlier
+    /// subvolumes of the same input, and subvolumes received from the same sender (whose
+    /// received UUID the stream names), as btrfs receive does. Use it only for streams you
+    /// trust that were sent from this file system with `-c`: the stream can copy any file of
+    /// such a subvolume, whatever its permissions.
+    #[arg(long = "clone-from-any")]
+    pub clone_from_any: bool,
 }
 
 /// `subvol digest`.

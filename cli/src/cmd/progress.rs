@@ -68,8 +68,8 @@ impl Progress {
         self.drawn = true;
     }
 
-    /// Updates the line from a pipeline's totals (the [`crate::pipeline::Hook`] callback).
-    pub fn totals(&mut self, t: &crate::pipeline::Totals) {
+    /// Updates the line from a pipeline's totals (the [`subvol::pipeline::Hook`] callback).
+    pub fn totals(&mut self, t: &subvol::pipeline::Totals) {
         self.update(t.bytes, t.commands);
     }
 

@@ -1,13 +1,14 @@
 //! `subvol send`: from a btrfs subvolume through the kernel, or from a plain directory tree.
 
 use super::Progress;
-use crate::pipeline::{CommandSink, Hook, Totals};
-use crate::send::kernel::{KernelSendOptions, is_subvolume, send_kernel, send_kernel_into};
-use crate::send::{TreeSendOptions, send_tree};
-use crate::stream::Writer;
-use crate::{Error, cli};
+use crate::args;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
+use subvol::Error;
+use subvol::pipeline::{CommandSink, Hook, Totals};
+use subvol::send::kernel::{KernelSendOptions, is_subvolume, send_kernel, send_kernel_into};
+use subvol::send::{TreeSendOptions, send_tree};
+use subvol::stream::Writer;
 
 /// Output buffer: stream commands are small, data chunks up to 128 KiB.
 const OUTPUT_BUF: usize = 1 << 20;
@@ -16,12 +17,12 @@ const OUTPUT_BUF: usize = 1 << 20;
 ///
 /// # Errors
 /// Invalid option combinations, source read errors, kernel send errors, output errors.
-pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
+pub fn send(a: &args::SendArgs) -> Result<(), Error> {
     // Load the key before any work, so a bad key fails fast.
     let key = a
         .sign
         .as_deref()
-        .map(crate::sign::SecretKey::load)
+        .map(subvol::sign::SecretKey::load)
         .transpose()?;
     let tree = a.from_tree || !is_subvolume(&a.source);
     if tree {
@@ -64,7 +65,7 @@ pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
         Some(key) => produce(
             a,
             tree,
-            crate::sign::Signer::new(BufWriter::with_capacity(OUTPUT_BUF, &mut out), key)?,
+            subvol::sign::Signer::new(BufWriter::with_capacity(OUTPUT_BUF, &mut out), key)?,
             &mut progress,
         ),
     };
@@ -78,7 +79,7 @@ pub fn send(a: &cli::SendArgs) -> Result<(), Error> {
 /// Runs the kernel or tree source into `sink` (a plain [`Writer`] or a signer), and finishes
 /// it.
 fn produce<K: CommandSink + KernelOutput>(
-    a: &cli::SendArgs,
+    a: &args::SendArgs,
     tree: bool,
     mut sink: K,
     progress: &mut Progress,
@@ -144,7 +145,7 @@ impl<W: Write> KernelOutput for Writer<W> {
     }
 }
 
-impl<W: Write> KernelOutput for crate::sign::Signer<W> {
+impl<W: Write> KernelOutput for subvol::sign::Signer<W> {
     fn kernel_send(
         &mut self,
         source: &std::path::Path,
