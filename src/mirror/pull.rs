@@ -222,6 +222,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             stop_at_end: false,
             force_decompress: false,
             interrupted: None,
+            clone_from_any: false,
         };
         let mut on_recv = |ev: Event<'_>| {
             if let Event::StaleRemoved(n) = ev {
