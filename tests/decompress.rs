@@ -4,7 +4,6 @@
 //! own bounds-checked LZO decoder). No root needed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use subvol::recv::decompress::{check_geometry, decode};
 use subvol::stream::{Command, Item, Op, Reader};
 
@@ -60,7 +59,7 @@ fn reference(compression: u32, data: &[u8], out: &mut [u8]) {
 
 #[test]
 fn kernel_extents_decode_as_the_reference_decoders_do() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = crate::support::repo_root().join("tests/fixtures");
     let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
     for name in ["full-v2c.stream", "incr-v2c.stream"] {
         let bytes = std::fs::read(dir.join(name)).unwrap();
