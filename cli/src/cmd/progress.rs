@@ -3,14 +3,16 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::borrow::Cow;
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How often the bar redraws on its own (spinner, rate, ETA) and at most on updates.
+/// How often the bar redraws on its own (spinner, rate, ETA).
 const TICK: Duration = Duration::from_millis(250);
+/// At most this many draws a second, however often the counts change.
 const HZ: u8 = 4;
 
-/// A bar on stderr: with `force`, drawn even when stderr is not a terminal (a log file).
-fn bar(force: bool) -> Option<ProgressBar> {
+/// A bar on stderr of length `len` (None: a spinner); with `force`, drawn even when stderr is
+/// not a terminal (a log file).
+fn bar(force: bool, len: Option<u64>, template: &str, prefix: &str) -> Option<ProgressBar> {
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr_with_hz(HZ)
     } else if force {
@@ -19,7 +21,12 @@ fn bar(force: bool) -> Option<ProgressBar> {
     } else {
         return None;
     };
-    Some(ProgressBar::with_draw_target(None, target))
+    // The style is set before anything is drawn, so the first frame has it too.
+    let b = ProgressBar::with_draw_target(len, target)
+        .with_style(style(template))
+        .with_prefix(prefix.to_string());
+    b.enable_steady_tick(TICK);
+    Some(b)
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -27,9 +34,14 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
-/// Progress of a pipeline: bytes, commands and rate; with a known total a bar, percent and
-/// ETA, otherwise a spinner. Cleared on [`Progress::finish`] and on drop.
+/// Progress of a pipeline: bytes, commands and rate; with a known total a bar and ETA,
+/// otherwise a spinner. [`Progress::finish`] clears it; a later update draws it again (a
+/// receiver clears it to print `At subvol NAME` between streams).
 pub struct Progress {
+    label: &'static str,
+    total: Option<u64>,
+    force: bool,
+    start: Instant,
     bar: Option<ProgressBar>,
 }
 
@@ -37,28 +49,34 @@ impl Progress {
     /// A progress display labelled `label`; `total` is the input size when known (a file).
     #[must_use]
     pub fn new(label: &'static str, total: Option<u64>, force: bool) -> Progress {
-        let bar = bar(force).map(|b| {
-            let b = match total.filter(|&t| t > 0) {
-                Some(t) => {
-                    b.set_length(t);
-                    b.with_style(style(
-                        "{prefix} [{wide_bar}] {binary_bytes}/{binary_total_bytes} \
-                         {binary_bytes_per_sec} ETA {eta} {msg}",
-                    ))
-                }
-                None => b.with_style(style(
-                    "{spinner} {prefix} {binary_bytes} {binary_bytes_per_sec} {msg}",
-                )),
-            }
-            .with_prefix(label);
-            b.enable_steady_tick(TICK);
-            b
-        });
-        Progress { bar }
+        let mut p = Progress {
+            label,
+            total: total.filter(|&t| t > 0),
+            force,
+            start: Instant::now(),
+            bar: None,
+        };
+        p.bar = p.draw(0);
+        p
+    }
+
+    fn draw(&self, bytes: u64) -> Option<ProgressBar> {
+        let template = if self.total.is_some() {
+            "{prefix} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} \
+             ETA {eta} {msg}"
+        } else {
+            "{spinner} {prefix} {binary_bytes} {binary_bytes_per_sec} {msg}"
+        };
+        // Elapsed time and position carry over a redraw after finish, so the rate stays right.
+        bar(self.force, self.total, template, self.label)
+            .map(|b| b.with_elapsed(self.start.elapsed()).with_position(bytes))
     }
 
     /// Updates the counts (drawn at most [`HZ`] times a second).
     pub fn update(&mut self, bytes: u64, commands: u64) {
+        if self.bar.is_none() {
+            self.bar = self.draw(bytes);
+        }
         if let Some(b) = &self.bar {
             b.set_position(bytes);
             b.set_message(Cow::Owned(format!("{commands} commands")));
@@ -70,7 +88,7 @@ impl Progress {
         self.update(t.bytes, t.commands);
     }
 
-    /// Clears the display.
+    /// Clears the display (until the next update).
     pub fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
@@ -101,11 +119,7 @@ impl Status {
     /// Shows `text()` (computed only when a line is drawn).
     pub fn show(&mut self, text: impl FnOnce() -> String) {
         if self.bar.is_none() {
-            self.bar = bar(self.force).map(|b| {
-                let b = b.with_style(style("{spinner} {msg}"));
-                b.enable_steady_tick(TICK);
-                b
-            });
+            self.bar = bar(self.force, None, "{spinner} {msg}", "");
         }
         if let Some(b) = &self.bar {
             b.set_message(text());
