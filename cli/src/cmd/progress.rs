@@ -29,6 +29,24 @@ fn bar(force: bool, len: Option<u64>, template: &str, prefix: &str) -> Option<Pr
     Some(b)
 }
 
+/// The bar on screen, if any; cleared by [`Shown::clear`] and on drop.
+#[derive(Default)]
+struct Shown(Option<ProgressBar>);
+
+impl Shown {
+    fn clear(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 fn style(template: &str) -> ProgressStyle {
     // The templates are constants; a typo is caught by the first run of any command.
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
@@ -42,7 +60,7 @@ pub struct Progress {
     total: Option<u64>,
     force: bool,
     start: Instant,
-    bar: Option<ProgressBar>,
+    bar: Shown,
 }
 
 impl Progress {
@@ -54,9 +72,9 @@ impl Progress {
             total: total.filter(|&t| t > 0),
             force,
             start: Instant::now(),
-            bar: None,
+            bar: Shown::default(),
         };
-        p.bar = p.draw(0);
+        p.bar.0 = p.draw(0);
         p
     }
 
@@ -74,10 +92,10 @@ impl Progress {
 
     /// Updates the counts (drawn at most [`HZ`] times a second).
     pub fn update(&mut self, bytes: u64, commands: u64) {
-        if self.bar.is_none() {
-            self.bar = self.draw(bytes);
+        if self.bar.0.is_none() {
+            self.bar.0 = self.draw(bytes);
         }
-        if let Some(b) = &self.bar {
+        if let Some(b) = &self.bar.0 {
             b.set_position(bytes);
             b.set_message(Cow::Owned(format!("{commands} commands")));
         }
@@ -90,15 +108,7 @@ impl Progress {
 
     /// Clears the display (until the next update).
     pub fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.finish();
+        self.bar.clear();
     }
 }
 
@@ -106,36 +116,31 @@ impl Drop for Progress {
 /// pull. Cleared by [`Status::clear`] (before printing a line of its own) and on drop.
 pub struct Status {
     force: bool,
-    bar: Option<ProgressBar>,
+    bar: Shown,
 }
 
 impl Status {
     /// A status line, drawn when stderr is a terminal or with `force`.
     #[must_use]
     pub fn new(force: bool) -> Status {
-        Status { force, bar: None }
+        Status {
+            force,
+            bar: Shown::default(),
+        }
     }
 
     /// Shows `text()` (computed only when a line is drawn).
     pub fn show(&mut self, text: impl FnOnce() -> String) {
-        if self.bar.is_none() {
-            self.bar = bar(self.force, None, "{spinner} {msg}", "");
+        if self.bar.0.is_none() {
+            self.bar.0 = bar(self.force, None, "{spinner} {msg}", "");
         }
-        if let Some(b) = &self.bar {
+        if let Some(b) = &self.bar.0 {
             b.set_message(text());
         }
     }
 
     /// Removes the line (the next [`Status::show`] draws a new one).
     pub fn clear(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
-impl Drop for Status {
-    fn drop(&mut self) {
-        self.clear();
+        self.bar.clear();
     }
 }
