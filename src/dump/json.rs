@@ -21,9 +21,7 @@ pub struct JsonDump<W: Write> {
 
 fn hex(s: &mut String, b: &[u8]) {
     s.push_str("{\"hex\":\"");
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
+    s.push_str(&crate::util::hex::encode(b));
     s.push_str("\"}");
 }
 

@@ -71,7 +71,7 @@ fn show(p: &[u8]) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// A system call failed (host).
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Os {
         /// The operation.
         op: &'static str,
@@ -86,7 +86,7 @@ pub enum Failure {
     #[error("refused: {0}")]
     Refused(String),
     /// A path that is not a plain path beneath the subvolume (stream).
-    #[error("refused path: {0}")]
+    #[error("refused path")]
     Path(#[from] PathRefusal),
     /// A malformed command (stream).
     #[error(transparent)]
@@ -194,7 +194,7 @@ pub enum RecvError {
         source: Option<io::Error>,
     },
     /// A command could not be applied; the staging subvolume was removed.
-    #[error("command {index} ({cmd}) at byte {offset}{}: {failure}", path.as_ref().map(|p| format!(", path '{p}'")).unwrap_or_default())]
+    #[error("command {index} ({cmd}) at byte {offset}{}", path.as_ref().map(|p| format!(", path '{p}'")).unwrap_or_default())]
     Command {
         /// Command index (0-based over the whole input).
         index: u64,
@@ -209,7 +209,7 @@ pub enum RecvError {
         failure: Failure,
     },
     /// Committing a received subvolume failed; it was removed.
-    #[error("committing subvolume '{name}': {failure}")]
+    #[error("committing subvolume '{name}'")]
     Commit {
         /// Final name.
         name: String,

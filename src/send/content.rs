@@ -4,6 +4,7 @@
 use super::SendError;
 use super::tree::Inode;
 use crate::stream::Timespec;
+use crate::util::fs::PathError;
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io;
@@ -36,11 +37,8 @@ fn changed(path: &Path, what: &'static str) -> SendError {
 }
 
 fn stat_times(f: &File, path: &Path) -> Result<(u64, Timespec, Timespec), SendError> {
-    let st = rustix::fs::fstat(f).map_err(|e| SendError::Io {
-        op: "stat",
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
+    let st = rustix::fs::fstat(f)
+        .map_err(|e| SendError::Io(PathError::new("stat", path.to_path_buf(), e.into())))?;
     Ok((
         u64::try_from(st.st_size).unwrap_or(0),
         Timespec {
@@ -58,11 +56,8 @@ impl SourceFile {
     /// Opens `path` (not following symlinks, without touching atime) and checks it still has
     /// the size, mtime and ctime the walk saw.
     pub(crate) fn open(path: PathBuf, inode: &Inode) -> Result<SourceFile, SendError> {
-        let file = crate::util::fsread::open_noatime(&path).map_err(|source| SendError::Io {
-            op: "open",
-            path: path.clone(),
-            source,
-        })?;
+        let file = crate::util::fsread::open_noatime(&path)
+            .map_err(|source| SendError::Io(PathError::new("open", path.clone(), source)))?;
         let (size, mtime, ctime) = stat_times(&file, &path)?;
         if size != inode.size {
             return Err(changed(&path, "size"));
@@ -70,12 +65,8 @@ impl SourceFile {
         if mtime != inode.mtime || ctime != inode.ctime {
             return Err(changed(&path, "modification time"));
         }
-        let ranges =
-            crate::util::fsread::data_ranges(&file, size).map_err(|source| SendError::Io {
-                op: "seek",
-                path: path.clone(),
-                source,
-            })?;
+        let ranges = crate::util::fsread::data_ranges(&file, size)
+            .map_err(|source| SendError::Io(PathError::new("seek", path.clone(), source)))?;
         Ok(SourceFile {
             file,
             path,
@@ -103,11 +94,11 @@ impl SourceFile {
         match self.file.read_exact_at(buf, off) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(changed(&self.path, "size")),
-            Err(source) => Err(SendError::Io {
-                op: "read",
-                path: self.path.clone(),
+            Err(source) => Err(SendError::Io(PathError::new(
+                "read",
+                self.path.clone(),
                 source,
-            }),
+            ))),
         }
     }
 

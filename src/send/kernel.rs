@@ -9,6 +9,7 @@
 use super::SendError;
 use crate::pipeline::{CommandSink, Hook, Totals, pump};
 use crate::stream::Reader;
+use crate::util::fs::PathError;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -39,11 +40,8 @@ pub fn kernel_stream_version() -> u32 {
 }
 
 fn open_subvol(p: &Path) -> Result<File, SendError> {
-    File::open(p).map_err(|source| SendError::Io {
-        op: "open subvolume",
-        path: p.to_path_buf(),
-        source,
-    })
+    File::open(p)
+        .map_err(|source| SendError::Io(PathError::new("open subvolume", p.to_path_buf(), source)))
 }
 
 fn root_id(f: &File, p: &Path) -> Result<u64, SendError> {
@@ -98,11 +96,11 @@ pub fn send_kernel<W: Write>(
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(SendError::Io {
-                        op: "read the kernel's stream",
-                        path: subvol.to_path_buf(),
+                    return Err(SendError::Io(PathError::new(
+                        "read the kernel's stream",
+                        subvol.to_path_buf(),
                         source,
-                    });
+                    )));
                 }
             };
             out.write_all(&buf[..n]).map_err(SendError::Output)?;
@@ -160,13 +158,11 @@ fn with_kernel_stream<T>(
     if parent_root != 0 && !clone_sources.contains(&parent_root) {
         clone_sources.push(parent_root);
     }
-    let (mut reader, writer) = io::pipe().map_err(|source| SendError::Io {
-        op: "create pipe",
-        path: subvol.to_path_buf(),
-        source,
+    let (mut reader, writer) = io::pipe().map_err(|source| {
+        SendError::Io(PathError::new("create pipe", subvol.to_path_buf(), source))
     })?;
-    // A larger pipe means fewer wake-ups; progs does the same. Failure only costs speed.
-    let _ = nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    // A larger pipe means fewer wake-ups; progs does the same.
+    crate::util::pipe::enlarge_pipe(&writer);
     let args = subvol_ioctl::SendArgs {
         parent_root,
         clone_sources: &clone_sources,
@@ -200,17 +196,12 @@ fn with_kernel_stream<T>(
     })
 }
 
-/// True when `p` is the root directory of a btrfs subvolume (inode 256 on btrfs).
+/// True when `p` is the root directory of a btrfs subvolume. Unlike
+/// [`crate::util::fs::is_subvolume`] a final symlink is followed: `subvol send LINK` sends what
+/// the link names, as `btrfs send` does.
 #[must_use]
 pub fn is_subvolume(p: &Path) -> bool {
-    const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
-    let Ok(st) = rustix::fs::statfs(p) else {
-        return false;
-    };
-    let Ok(md) = rustix::fs::stat(p) else {
-        return false;
-    };
-    #[allow(clippy::useless_conversion)]
-    let magic = i64::from(st.f_type);
-    magic == BTRFS_SUPER_MAGIC && md.st_ino == 256
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .is_ok_and(|fd| subvol_ioctl::is_subvol_root(&fd).unwrap_or(false))
 }

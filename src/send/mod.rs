@@ -47,6 +47,7 @@
 
 use crate::ExitCode;
 use crate::pipeline::{CommandSink, Hook, Totals};
+use crate::util::fs::PathError;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -65,16 +66,8 @@ pub use crate::stream::Uuid;
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// A file-system operation on a source path failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("open", "read", "stat", ...).
-        op: &'static str,
-        /// The source path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// A file changed between the walk and the end of reading it.
     #[error("{}: file changed while being sent ({what} differs from the walk)", path.display())]
     FileChanged {
@@ -92,7 +85,7 @@ pub enum SendError {
         what: &'static str,
     },
     /// A command could not be encoded (a path or value longer than a TLV can carry).
-    #[error("{}: {source}", path.display())]
+    #[error("encoding {}", path.display())]
     Encode {
         /// The stream path.
         path: PathBuf,
@@ -101,10 +94,10 @@ pub enum SendError {
         source: crate::stream::AttrError,
     },
     /// Writing the stream failed.
-    #[error("writing the stream: {0}")]
+    #[error("writing the stream")]
     Output(#[source] io::Error),
     /// The kernel send ioctl (or a lookup it needs) failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Kernel {
         /// What was being done.
         op: &'static str,
@@ -128,9 +121,7 @@ impl SendError {
     #[must_use]
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            SendError::Io { .. } | SendError::FileChanged { .. } | SendError::Output(_) => {
-                ExitCode::Io
-            }
+            SendError::Io(_) | SendError::FileChanged { .. } | SendError::Output(_) => ExitCode::Io,
             SendError::Kernel { .. } => ExitCode::Io,
             SendError::Unsupported { .. } | SendError::Encode { .. } | SendError::Invalid(_) => {
                 ExitCode::Failure

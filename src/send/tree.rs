@@ -10,6 +10,7 @@
 
 use super::SendError;
 use crate::stream::{Timespec, Uuid};
+use crate::util::fs::PathError;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -129,11 +130,7 @@ fn ts(sec: i64, nsec: u64) -> Timespec {
 }
 
 fn io_err(op: &'static str, path: &Path, e: rustix::io::Errno) -> SendError {
-    SendError::Io {
-        op,
-        path: path.to_path_buf(),
-        source: e.into(),
-    }
+    SendError::Io(PathError::new(op, path.to_path_buf(), e.into()))
 }
 
 /// Opens a directory for reading without updating its atime.
@@ -334,10 +331,8 @@ impl Tree {
             Box::default()
         };
         let xattrs = crate::util::fsread::xattrs(path)
-            .map_err(|source| SendError::Io {
-                op: "read xattrs",
-                path: path.to_path_buf(),
-                source,
+            .map_err(|source| {
+                SendError::Io(PathError::new("read xattrs", path.to_path_buf(), source))
             })?
             .into_iter()
             .map(|(n, v)| (n.into_boxed_slice(), v.into_boxed_slice()))

@@ -52,7 +52,7 @@ pub enum SignError {
         reason: String,
     },
     /// A key file cannot be read or written.
-    #[error("key file {}: {source}", path.display())]
+    #[error("key file {}", path.display())]
     KeyIo {
         /// The file.
         path: PathBuf,

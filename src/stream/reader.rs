@@ -9,7 +9,7 @@ use std::io::{self, Read};
 #[derive(Debug, thiserror::Error)]
 pub enum StreamErrorKind {
     /// Reading the input failed.
-    #[error("read error: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// The input is empty.
     #[error("empty stream is not valid")]
@@ -55,14 +55,16 @@ pub enum StreamErrorKind {
         computed: u32,
     },
     /// A malformed attribute.
-    #[error("{0}")]
+    #[error(transparent)]
     Attr(#[from] AttrError),
 }
 
 /// A stream error with its position: the byte offset where the offending header or command
 /// starts, and the 0-based command index (counted over the whole input, stream headers excluded).
+///
+/// The message says where; the source (`kind`) says what, so a reporter that prints the chain
+/// shows each once.
 #[derive(Debug, thiserror::Error)]
-#[error("{}at byte {offset}: {kind}", match .index { Some(i) => format!("command {i} ({}) ", .cmd_name.unwrap_or("?")), None => String::new() })]
 pub struct StreamError {
     /// Byte offset of the start of the header or command.
     pub offset: u64,
@@ -73,6 +75,20 @@ pub struct StreamError {
     /// The problem.
     #[source]
     pub kind: StreamErrorKind,
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A failed read is not a malformed stream; say which it is.
+        match self.kind {
+            StreamErrorKind::Io(_) => f.write_str("reading the stream")?,
+            _ => f.write_str("invalid stream")?,
+        }
+        if let Some(i) = self.index {
+            write!(f, ": command {i} ({})", self.cmd_name.unwrap_or("?"))?;
+        }
+        write!(f, " at byte {}", self.offset)
+    }
 }
 
 /// One step of reading.

@@ -268,6 +268,9 @@ mod tests {
             }
         };
         assert_eq!(good, 12); // header, SUBVOL, 10 writes
-        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(
+            crate::util::error_chain(&err).contains("truncated"),
+            "{err}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! `subvol publish`, `pull`, `pool`, `list`, `show`, `snapshot`, `delete`.
 
 use super::interrupt_flag;
+use super::progress::Status;
 use crate::args;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 use subvol::mirror::{
     self, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
@@ -31,43 +32,6 @@ fn short(f: &StreamFile) -> String {
     format!("{what:<24} {:>10}  {}", human(f.size), f.path)
 }
 
-/// A rate-limited status line on stderr.
-struct Line {
-    enabled: bool,
-    last: Instant,
-    drawn: bool,
-}
-
-impl Line {
-    fn new(force: bool) -> Line {
-        Line {
-            enabled: force || io::stderr().is_terminal(),
-            last: Instant::now() - Duration::from_secs(1),
-            drawn: false,
-        }
-    }
-    fn show(&mut self, text: impl FnOnce() -> String) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
-        let _ = write!(io::stderr(), "\r{}\x1b[K", text());
-        self.drawn = true;
-    }
-    fn clear(&mut self) {
-        if self.drawn {
-            let _ = write!(io::stderr(), "\r\x1b[K");
-            self.drawn = false;
-        }
-    }
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
 /// `subvol publish`.
 ///
 /// # Errors
@@ -85,7 +49,7 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         level: a.level,
         proto: a.proto,
     };
-    let mut line = Line::new(false);
+    let mut line = Status::new(false);
     let json = a.json;
     let report = mirror::publish(&o, &mut |ev| match ev {
         PublishEvent::StoringTree { path } => {
@@ -173,10 +137,10 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         },
     };
     let json = a.json;
-    let mut line = Line::new(a.progress);
+    let mut line = Status::new(a.progress);
     let start = Instant::now();
     let mut dl_start: Option<(Instant, u64)> = None;
-    let say = |line: &mut Line, s: String| {
+    let say = |line: &mut Status, s: String| {
         line.clear();
         if !json {
             eprintln!("{s}");

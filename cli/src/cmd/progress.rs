@@ -1,89 +1,146 @@
-//! A one-line progress display on stderr (only when it is a terminal, or when forced).
+//! Progress on stderr, drawn by `indicatif`: only when stderr is a terminal, or when forced.
 
-use std::io::{IsTerminal, Write};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::borrow::Cow;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-/// Rate-limited progress line: bytes, commands, rate, and with a known total, percent and ETA.
-pub struct Progress {
-    enabled: bool,
-    start: Instant,
-    last: Instant,
-    total: Option<u64>,
-    label: &'static str,
-    drawn: bool,
+/// How often the bar redraws on its own (spinner, rate, ETA).
+const TICK: Duration = Duration::from_millis(250);
+/// At most this many draws a second, however often the counts change.
+const HZ: u8 = 4;
+
+/// A bar on stderr of length `len` (None: a spinner); with `force`, drawn even when stderr is
+/// not a terminal (a log file).
+fn bar(force: bool, len: Option<u64>, template: &str, prefix: &str) -> Option<ProgressBar> {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr_with_hz(HZ)
+    } else if force {
+        // indicatif hides a non-terminal stderr; draw through the terminal writer anyway.
+        ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), HZ)
+    } else {
+        return None;
+    };
+    // The style is set before anything is drawn, so the first frame has it too.
+    let b = ProgressBar::with_draw_target(len, target)
+        .with_style(style(template))
+        .with_prefix(prefix.to_string());
+    b.enable_steady_tick(TICK);
+    Some(b)
 }
 
-fn human(n: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
+/// The bar on screen, if any; cleared by [`Shown::clear`] and on drop.
+#[derive(Default)]
+struct Shown(Option<ProgressBar>);
+
+impl Shown {
+    fn clear(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_and_clear();
+        }
     }
-    format!("{v:.1} {}", UNITS[u])
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    // The templates are constants; a typo is caught by the first run of any command.
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+/// Progress of a pipeline: bytes, commands and rate; with a known total a bar and ETA,
+/// otherwise a spinner. [`Progress::finish`] clears it; a later update draws it again (a
+/// receiver clears it to print `At subvol NAME` between streams).
+pub struct Progress {
+    label: &'static str,
+    total: Option<u64>,
+    force: bool,
+    start: Instant,
+    bar: Shown,
 }
 
 impl Progress {
-    /// A progress line labelled `label`; `total` is the input size when known (a file).
+    /// A progress display labelled `label`; `total` is the input size when known (a file).
     #[must_use]
     pub fn new(label: &'static str, total: Option<u64>, force: bool) -> Progress {
-        let now = Instant::now();
-        Progress {
-            enabled: force || std::io::stderr().is_terminal(),
-            start: now,
-            last: now,
-            total,
+        let mut p = Progress {
             label,
-            drawn: false,
-        }
+            total: total.filter(|&t| t > 0),
+            force,
+            start: Instant::now(),
+            bar: Shown::default(),
+        };
+        p.bar.0 = p.draw(0);
+        p
     }
 
-    /// Updates the line (at most 4 times a second).
+    fn draw(&self, bytes: u64) -> Option<ProgressBar> {
+        let template = if self.total.is_some() {
+            "{prefix} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} \
+             ETA {eta} {msg}"
+        } else {
+            "{spinner} {prefix} {binary_bytes} {binary_bytes_per_sec} {msg}"
+        };
+        // Elapsed time and position carry over a redraw after finish, so the rate stays right.
+        bar(self.force, self.total, template, self.label)
+            .map(|b| b.with_elapsed(self.start.elapsed()).with_position(bytes))
+    }
+
+    /// Updates the counts (drawn at most [`HZ`] times a second).
     pub fn update(&mut self, bytes: u64, commands: u64) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(250) {
-            return;
+        if self.bar.0.is_none() {
+            self.bar.0 = self.draw(bytes);
         }
-        self.last = Instant::now();
-        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
-        let rate = bytes as f64 / secs;
-        let mut line = format!(
-            "\r{}: {} {} commands {}/s",
-            self.label,
-            human(bytes as f64),
-            commands,
-            human(rate)
-        );
-        if let Some(total) = self.total.filter(|&t| t > 0) {
-            let pct = (bytes as f64 * 100.0 / total as f64).min(100.0);
-            let eta = if rate > 0.0 {
-                (total.saturating_sub(bytes)) as f64 / rate
-            } else {
-                0.0
-            };
-            line.push_str(&format!(" {pct:.0}% ETA {:.0}s", eta));
+        if let Some(b) = &self.bar.0 {
+            b.set_position(bytes);
+            b.set_message(Cow::Owned(format!("{commands} commands")));
         }
-        line.push_str("\x1b[K");
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        self.drawn = true;
     }
 
-    /// Updates the line from a pipeline's totals (the [`subvol::pipeline::Hook`] callback).
+    /// Updates the counts from a pipeline's totals (the [`subvol::pipeline::Hook`] callback).
     pub fn totals(&mut self, t: &subvol::pipeline::Totals) {
         self.update(t.bytes, t.commands);
     }
 
-    /// Clears the line.
+    /// Clears the display (until the next update).
     pub fn finish(&mut self) {
-        if self.drawn {
-            let _ = std::io::stderr().write_all(b"\r\x1b[K");
-            self.drawn = false;
-        }
+        self.bar.clear();
     }
 }
 
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.finish();
+/// A status line (a spinner and a message) for steps that have no byte count: publish and
+/// pull. Cleared by [`Status::clear`] (before printing a line of its own) and on drop.
+pub struct Status {
+    force: bool,
+    bar: Shown,
+}
+
+impl Status {
+    /// A status line, drawn when stderr is a terminal or with `force`.
+    #[must_use]
+    pub fn new(force: bool) -> Status {
+        Status {
+            force,
+            bar: Shown::default(),
+        }
+    }
+
+    /// Shows `text()` (computed only when a line is drawn).
+    pub fn show(&mut self, text: impl FnOnce() -> String) {
+        if self.bar.0.is_none() {
+            self.bar.0 = bar(self.force, None, "{spinner} {msg}", "");
+        }
+        if let Some(b) = &self.bar.0 {
+            b.set_message(text());
+        }
+    }
+
+    /// Removes the line (the next [`Status::show`] draws a new one).
+    pub fn clear(&mut self) {
+        self.bar.clear();
     }
 }
