@@ -26,7 +26,8 @@ pub struct SignArgs {
     /// Read the stream from FILE instead of stdin
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
-    /// Write the signed stream to FILE instead of stdout (removed again if signing fails)
+    /// Write the signed stream to FILE instead of stdout (a new file is mode 0600; FILE is
+    /// replaced only once the whole stream is signed, and left as it was on any failure)
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
