@@ -31,30 +31,17 @@ impl PathError {
     }
 }
 
-/// Writes `data` to `dir/name` atomically: a temporary file in `dir`, fsync, rename, fsync of
-/// the directory. Readers see the old file or the new one, never a part.
+/// Writes `data` to `dir/name` atomically (an [`AtomicFile`]): readers see the old file or the
+/// new one, never a part.
 ///
 /// # Errors
-/// I/O errors (the temporary file is removed).
+/// I/O errors (nothing is left behind, the old file is unchanged).
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), PathError> {
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        super::nonce()
-    ));
-    let fin = dir.join(name);
-    let r = (|| {
-        let mut f = File::create_new(&tmp).map_err(|e| PathError::new("create", &tmp, e))?;
-        f.write_all(data)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| PathError::new("write", &tmp, e))?;
-        std::fs::rename(&tmp, &fin).map_err(|e| PathError::new("rename", &fin, e))?;
-        sync_dir(dir)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
+    let target = dir.join(name);
+    let mut f = AtomicFile::create(&target, 0o666)?;
+    f.write_all(data)
+        .map_err(|e| PathError::new("write", &target, e))?;
+    f.commit()
 }
 
 /// An output file that appears complete or not at all. It is written under no name (an
@@ -419,4 +406,95 @@ pub fn is_subvolume(path: &Path) -> bool {
 /// An `O_PATH` handle: enough for fstat/fstatfs, needs no read permission.
 fn open_path(path: &Path, extra: OFlags) -> rustix::io::Result<std::os::fd::OwnedFd> {
     rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC | extra, Mode::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn atomic_file_replaces_only_on_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("out");
+        std::fs::write(&t, b"old").unwrap();
+        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // Dropped uncommitted: the old file is untouched, nothing is left.
+        let mut f = AtomicFile::create(&t, 0o600).unwrap();
+        f.write_all(b"partial").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&t).unwrap(), b"old");
+        assert_eq!(names(d.path()), ["out"]);
+        // Committed: replaced, keeping the old file's mode.
+        let mut f = AtomicFile::create(&t, 0o600).unwrap();
+        f.write_all(b"new").unwrap();
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&t).unwrap(), b"new");
+        assert_eq!(
+            std::fs::metadata(&t).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert_eq!(names(d.path()), ["out"]);
+    }
+
+    #[test]
+    fn atomic_file_new_links_only_where_nothing_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("key");
+        let mut f = AtomicFile::create(&t, 0o600).unwrap();
+        f.write_all(b"mine").unwrap();
+        // Someone else's file appears meanwhile: it is not overwritten.
+        std::fs::write(&t, b"theirs").unwrap();
+        let e = f.commit_new().unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&t).unwrap(), b"theirs");
+        assert_eq!(names(d.path()), ["key"]);
+        let n = d.path().join("new");
+        let mut f = AtomicFile::create(&n, 0o600).unwrap();
+        f.write_all(b"x").unwrap();
+        f.commit_new().unwrap();
+        assert_eq!(std::fs::read(&n).unwrap(), b"x");
+    }
+
+    #[test]
+    fn atomic_file_refuses_a_directory_and_follows_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let e = AtomicFile::create(d.path(), 0o600).unwrap_err();
+        assert_eq!(e.path, d.path());
+        assert_eq!(
+            e.source.raw_os_error(),
+            Some(rustix::io::Errno::ISDIR.raw_os_error())
+        );
+        // A link to a file: the file is replaced, the link stays a link.
+        let real = d.path().join("real");
+        std::fs::write(&real, b"old").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink("real", &link).unwrap();
+        let mut f = AtomicFile::create(&link, 0o600).unwrap();
+        f.write_all(b"new").unwrap();
+        f.commit().unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        // A device is written in place.
+        let mut f = AtomicFile::create(Path::new("/dev/null"), 0o600).unwrap();
+        f.write_all(b"x").unwrap();
+        f.commit().unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &std::fs::metadata("/dev/null").unwrap().file_type()
+        ));
+    }
 }
