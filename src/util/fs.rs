@@ -77,8 +77,8 @@ enum Pending {
 
 impl AtomicFile {
     /// Prepares to write `target`: a new file gets `mode` (less the umask), a replaced regular
-    /// file keeps its permission bits (and, when permitted, its owner), as writing it in place
-    /// would.
+    /// file keeps its permission bits (not set-id bits) and, when permitted, its owner, as
+    /// writing it in place would.
     ///
     /// # Errors
     /// The target is a directory, or its directory does not allow a new file (the error names
@@ -136,11 +136,12 @@ impl AtomicFile {
             pending,
         };
         if let Some(m) = existing {
-            out.file
-                .set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))
-                .map_err(err)?;
             // Only root may give a file away; anyone else keeps it as their own.
             let _ = std::os::unix::fs::fchown(&out.file, Some(m.uid()), Some(m.gid()));
+            // The permission bits only: set-id bits are not carried to new content.
+            out.file
+                .set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o777))
+                .map_err(err)?;
         }
         Ok(out)
     }

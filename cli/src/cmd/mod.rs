@@ -96,11 +96,14 @@ pub fn refuse_output_is_input(input: Option<&Path>, output: &Path) -> Result<(),
     Ok(())
 }
 
-/// A failure to write the output, named by the output file.
+/// A failure to write the output, named by the output file (a closed pipe stays what it is: a
+/// reader that stopped early is no failure).
 #[must_use]
 pub fn name_output(e: Error, file: &Path) -> Error {
     match e {
-        Error::Output(source) => Error::io("write", file, source),
+        Error::Output(source) if source.kind() != io::ErrorKind::BrokenPipe => {
+            Error::io("write", file, source)
+        }
         e => e,
     }
 }
