@@ -687,6 +687,21 @@ fn failures_are_one_line_naming_the_file_with_the_documented_exit_code() {
         6,
         &format!("open {}: No such file", missing.display()),
     );
+    // DEST that is no directory, or missing: named before the stream is read.
+    fails_cleanly(
+        d,
+        &os(&[&"recv", &"-f", &plain, &plain]),
+        None,
+        6,
+        &format!("receive into {}: Not a directory", plain.display()),
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"recv", &"-f", &plain, &missing]),
+        None,
+        6,
+        &format!("receive into {}: No such file", missing.display()),
+    );
 }
 
 #[test]

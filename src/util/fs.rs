@@ -334,7 +334,8 @@ pub fn open_to_read(path: &Path) -> Result<(File, std::fs::Metadata), PathError>
 pub fn check_writable_dir(dir: &Path, op: &'static str) -> Result<(), PathError> {
     rustix::fs::accessat(
         rustix::fs::CWD,
-        dir,
+        // With a trailing slash, a file that is no directory fails as one (ENOTDIR).
+        dir.join(""),
         rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
         AtFlags::EACCESS,
     )
