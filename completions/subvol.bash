@@ -590,7 +590,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__pull)
-            opts="-h --into --verify --version --keep --dry-run --progress --json --help"
+            opts="-h --into --verify --version --keep --dry-run --timeout --min-rate --rate-window --progress --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -609,6 +609,18 @@ _subvol() {
                     return 0
                     ;;
                 --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate-window)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -103,6 +103,9 @@ complete -c subvol -n "__fish_subvol_using_subcommand pull" -l into -d 'The pool
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l verify -d 'Accepted public key for the index and the streams (repeatable)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l version -d 'Target version (default: the newest)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l keep -d 'Keep at most N pulled versions in the pool' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l timeout -d 'Give an HTTP transfer up after this long without a byte (also connecting, and waiting for the response)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l min-rate -d 'Give an HTTP transfer up when it moves fewer bytes per second than this over --rate-window (0: no minimum)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l rate-window -d 'The window --min-rate is measured over' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l dry-run -d 'Print the plan (steps and sizes) and change nothing'
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l progress -d 'Show progress on stderr even when it is not a terminal'
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l json -d 'Print the result as JSON'

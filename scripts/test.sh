@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 SUBVOL_SETUP_VM=${SUBVOL_VM_TESTS:-1} bash scripts/setup.sh
 cargo build --workspace --all-targets
 cargo test --workspace
+# The fuzz targets are outside the workspace; keep them compiling against the library.
+cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 if [ "${SUBVOL_VM_TESTS:-1}" = 1 ] && [ -x vm-tests/run ]; then
   vm-tests/run
 fi

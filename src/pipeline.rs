@@ -61,18 +61,6 @@ impl<S: Source + ?Sized> Source for &mut S {
     }
 }
 
-impl<S: Source + ?Sized> Source for Box<S> {
-    fn next_item(&mut self, out: &mut Command) -> Result<Option<Item>, Error> {
-        (**self).next_item(out)
-    }
-    fn offset(&self) -> u64 {
-        (**self).offset()
-    }
-    fn commands(&self) -> u64 {
-        (**self).commands()
-    }
-}
-
 /// A consumer of headers and commands, in stream order.
 pub trait CommandSink {
     /// A stream header (the first, or one after an END).

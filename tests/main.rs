@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod codec;
+mod decompress;
 mod man;
 mod mirror;
 mod recv;

@@ -177,7 +177,7 @@ fn stream(index: &Value, from: Option<&str>, to: &str) -> (String, u64) {
 }
 
 const SERVER: &str = r#"
-import http.server, os, re, socket, sys, threading
+import http.server, os, re, socket, sys, threading, time
 root, log_path, ctl = sys.argv[1], sys.argv[2], sys.argv[3]
 lock = threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
@@ -226,6 +226,23 @@ class H(http.server.BaseHTTPRequestHandler):
                     cut = int(n)
         limit = size - start if cut is None else min(size - start, cut)
         sent = 0
+        trickle_file = os.path.join(ctl, "trickle")
+        if rel.startswith("streams/") and os.path.exists(trickle_file):
+            # A stalling server: one byte every INTERVAL seconds, or nothing (INTERVAL < 0).
+            interval = float(open(trickle_file).read())
+            if interval < 0:
+                time.sleep(3600)
+            try:
+                with open(real, "rb") as f:
+                    f.seek(start)
+                    while sent < limit:
+                        self.wfile.write(f.read(1))
+                        self.wfile.flush()
+                        sent += 1
+                        time.sleep(interval)
+            except OSError:
+                self.close_connection = True
+            return
         with open(real, "rb") as f:
             f.seek(start)
             while sent < limit:
@@ -311,6 +328,10 @@ impl Server {
     }
     fn clear_log(&self) {
         fs::write(&self.log, "").unwrap();
+    }
+    /// Stream files are sent one byte every `interval` seconds (negative: never a byte).
+    fn trickle(&self, interval: f64) {
+        fs::write(self.ctl.path().join("trickle"), interval.to_string()).unwrap();
     }
     /// The next response for `rel` stops after `n` bytes and the connection is closed.
     fn cut_next(&self, rel: &str, n: u64) {
@@ -974,4 +995,402 @@ fn stream_signed_by_another_key_is_refused_while_receiving() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec![".subvol"], "{names:?}");
+}
+
+/// Issue 11, item 2: the docs' key rotation (a new key signs the next versions, the old key
+/// stays trusted) must not let a mirror roll the pool back with an older index signed by the
+/// old key, and `--keep` must not then delete the newer version.
+#[test]
+fn an_older_index_signed_by_a_rotated_out_key_is_refused() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let srv = Server::start(&repo);
+    let pool = new_pool(&btrfs, "pool");
+    pull_ok(f, &srv.url(), &pool, &["--keep", "1"]);
+    assert_eq!(pool_versions(&pool), vec!["5"]);
+
+    // Rotation: the new key signs version 6 (serial 6); pools trust both keys.
+    let new_key = work.path().join("new.key");
+    run(subvol().arg("keygen").arg("-o").arg(&new_key));
+    let new_pub = work.path().join("new.key.pub");
+    let tree6 = work.path().join("v6");
+    copy_tree(&f.trees[VERSIONS - 1], &tree6);
+    write(&tree6.join("etc/config"), b"version=6\n");
+    run(subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key")
+        .arg(&new_key)
+        .arg(&tree6)
+        .arg("--version")
+        .arg("6"));
+    let both = ["--verify", new_pub.to_str().unwrap(), "--keep", "1"];
+    pull_ok(f, &srv.url(), &pool, &both);
+    assert_eq!(pool_versions(&pool), vec!["6"]);
+
+    // The mirror serves the old key's index of serial 5 again.
+    fs::copy(&f.saved_index[VERSIONS - 1], repo.join("index.json")).unwrap();
+    let err = pull_fails(f, &srv.url(), &pool, &both, 4);
+    assert!(err.contains("serial 5 is older than serial 6"), "{err}");
+    assert_eq!(pool_versions(&pool), vec!["6"]);
+
+    // The same index re-signed without a repository UUID (as written before indexes carried
+    // one): the source identifies the repository.
+    let old = subvol::sign::SecretKey::load(&f.key).unwrap();
+    let mut keys = subvol::sign::KeySet::new();
+    keys.add(old.public().clone());
+    let (mut legacy, _) =
+        subvol::mirror::Index::open(&fs::read(&f.saved_index[VERSIONS - 1]).unwrap(), &keys)
+            .unwrap();
+    legacy.repository = None;
+    fs::write(repo.join("index.json"), legacy.sign(&old).unwrap()).unwrap();
+    let err = pull_fails(f, &srv.url(), &pool, &both, 4);
+    assert!(err.contains("serial 5 is older than serial 6"), "{err}");
+    assert_eq!(pool_versions(&pool), vec!["6"]);
+    check_version_tree(&tree6, &pool.join("6"));
+}
+
+fn check_version_tree(tree: &Path, got: &Path) {
+    assert_same_tree(tree, got, "pulled version");
+}
+
+/// Issue 11, item 3: a receive killed between the commit steps leaves its staging subvolume
+/// read-only with the version's received UUID. It must not count as a held version (nor show
+/// as one in `subvol list`), and pull must clean it (its lock is free) before planning.
+#[test]
+fn a_stale_committed_staging_subvolume_is_no_held_version() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let pool = new_pool(&btrfs, "pool");
+    pull_ok(f, repo.to_str().unwrap(), &pool, &["--version", "2"]);
+    // What a kill after "received UUID + read-only" and before the rename leaves behind.
+    let staging = pool.join(".subvol-recv-staging.99999.0123456789ab");
+    fs::rename(pool.join("2"), &staging).unwrap();
+
+    let out = subvol()
+        .arg("list")
+        .arg(&pool)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(!listed.contains("subvol-recv-staging"), "{listed}");
+
+    let dry = pull_ok(
+        f,
+        repo.to_str().unwrap(),
+        &pool,
+        &["--version", "2", "--dry-run"],
+    );
+    assert_eq!(dry["already"], false, "{dry}");
+
+    let report = pull_ok(f, repo.to_str().unwrap(), &pool, &["--version", "2"]);
+    assert_eq!(report["already"], false, "{report}");
+    assert!(
+        !staging.exists(),
+        "the stale staging subvolume was not removed"
+    );
+    assert_eq!(pool_versions(&pool), vec!["2"]);
+    check_version(f, &pool, 2);
+}
+
+/// Runs `cmd`, killing it after `limit` (a hang fails the test instead of blocking it).
+fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn pull_within(f: &Fixture, source: &str, pool: &Path, extra: &[&str], secs: u64) -> Output {
+    output_within(
+        subvol()
+            .arg("pull")
+            .arg(source)
+            .arg("--into")
+            .arg(pool)
+            .arg("--verify")
+            .arg(&f.public)
+            .args(extra),
+        std::time::Duration::from_secs(secs),
+    )
+}
+
+/// Issue 11, item 8: a FIFO in a directory repository (as a stream file or as the index) must
+/// not hang pull: only regular files are opened.
+#[test]
+fn a_fifo_in_a_directory_repository_does_not_hang_pull() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let index = index_of(&repo);
+    for v in 1..=VERSIONS {
+        let (path, _) = stream(&index, None, &v.to_string());
+        fs::remove_file(repo.join(&path)).unwrap();
+        run(Command::new("mkfifo").arg(repo.join(&path)));
+    }
+    let pool = new_pool(&btrfs, "pool");
+    let out = pull_within(f, repo.to_str().unwrap(), &pool, &[], 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(pool_versions(&pool).is_empty());
+
+    fs::remove_file(repo.join("index.json")).unwrap();
+    run(Command::new("mkfifo").arg(repo.join("index.json")));
+    let out = pull_within(f, repo.to_str().unwrap(), &pool, &[], 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("index.json") && err.contains("not a regular file"),
+        "{err}"
+    );
+}
+
+/// Issue 11, item 8: a server that trickles (one byte now and then) or goes silent is given
+/// up after the configured time-out or below the minimum rate, with the URL in the message.
+#[test]
+fn a_stalling_server_is_given_up_on() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let srv = Server::start(&repo);
+    let pool = new_pool(&btrfs, "pool");
+    let limits = ["--timeout", "2", "--min-rate", "1K", "--rate-window", "3"];
+
+    // One byte every 0.5 s: never silent for 2 s, but far below 1 KiB/s.
+    srv.trickle(0.5);
+    let start = std::time::Instant::now();
+    let out = pull_within(f, &srv.url(), &pool, &limits, 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains(&srv.url()) && err.contains("streams/"),
+        "{err}"
+    );
+    assert!(err.contains("below --min-rate"), "{err}");
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+
+    // Headers, then silence.
+    srv.trickle(-1.0);
+    let start = std::time::Instant::now();
+    let out = pull_within(f, &srv.url(), &pool, &limits, 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains(&srv.url()) && err.contains("no data for 2 s"),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+    assert!(pool_versions(&pool).is_empty());
+
+    // A normal server: the partial files are resumed and the pull completes.
+    fs::remove_file(srv.ctl.path().join("trickle")).unwrap();
+    pull_ok(f, &srv.url(), &pool, &limits);
+    check_version(f, &pool, VERSIONS);
+}
+
+/// Issue 11, item 9: an index that lists files far larger than the pool's file system can hold
+/// is refused before anything is downloaded, with the size needed and the space free, and
+/// leftovers in the cache that this pull cannot resume are dropped.
+#[test]
+fn downloads_are_bounded_by_the_space_the_pool_can_spare() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::with_size_or_skip(160 << 20) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let srv = Server::start(&repo);
+    let pool = new_pool(&btrfs, "pool");
+    let cache = pool.join(".subvol/cache");
+    fs::create_dir_all(&cache).unwrap();
+    let leftover = cache.join(format!("{}.part", "0f".repeat(32)));
+    fs::write(&leftover, vec![7u8; 1 << 20]).unwrap();
+
+    let key = subvol::sign::SecretKey::load(&f.key).unwrap();
+    let mut keys = subvol::sign::KeySet::new();
+    keys.add(key.public().clone());
+    let (mut index, _) =
+        subvol::mirror::Index::open(&fs::read(f.repo.join("index.json")).unwrap(), &keys).unwrap();
+    let original = index.clone();
+
+    // Every full stream listed as 1 TiB, signed by the right key: more than zstd makes of
+    // the stream inside, so no such file is planned (the ceiling).
+    for s in &mut index.streams {
+        if s.from.is_none() {
+            s.size = 1 << 40;
+        }
+    }
+    index.serial += 1;
+    fs::write(repo.join("index.json"), index.sign(&key).unwrap()).unwrap();
+    let out = pull_within(f, &srv.url(), &pool, &[], 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("more than zstd makes"), "{err}");
+    assert!(
+        srv.requests()
+            .iter()
+            .all(|r| !r.path.starts_with("streams/"))
+    );
+
+    // Listed as 1 TiB of a 1 TiB stream: consistent, but the pool's file system cannot hold it.
+    for s in &mut index.streams {
+        if s.from.is_none() {
+            s.stream_bytes = 1 << 40;
+        }
+    }
+    index.serial += 1;
+    fs::write(repo.join("index.json"), index.sign(&key).unwrap()).unwrap();
+
+    let out = pull_within(f, &srv.url(), &pool, &[], 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("not enough space") && err.contains("1.0 TiB"),
+        "{err}"
+    );
+    assert!(err.contains("MiB is free"), "{err}");
+    assert!(
+        srv.requests()
+            .iter()
+            .all(|r| !r.path.starts_with("streams/")),
+        "{:?}",
+        srv.requests()
+    );
+    let left: Vec<_> = fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(pool_versions(&pool).is_empty());
+
+    // The real index (a newer serial) fits.
+    let mut real = original;
+    real.serial = index.serial + 1;
+    fs::write(repo.join("index.json"), real.sign(&key).unwrap()).unwrap();
+    pull_ok(f, &srv.url(), &pool, &[]);
+    check_version(f, &pool, VERSIONS);
+}
+
+/// Issue 11, item 11: failures name the path and the reason, exit with the documented code,
+/// and leave nothing behind: `pool init` with a too small size creates no PATH, `publish` with
+/// a bad source or version name creates no repository, and a missing path is reported as
+/// missing, not as "not on btrfs".
+#[test]
+fn failures_name_the_path_and_leave_no_side_effects() {
+    let Some(tmp) = crate::support::tree::Tmpfs::new() else {
+        skip_or_panic("cannot mount a tmpfs (not root?)");
+        return;
+    };
+    let base = tmp.path();
+    let fail = |cmd: &mut Command, code: i32| -> String {
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{cmd:?}:\n{err}");
+        err
+    };
+
+    let pool = base.join("newpool");
+    let err = fail(
+        subvol()
+            .args(["pool", "init"])
+            .arg(&pool)
+            .args(["--size", "1K"]),
+        1,
+    );
+    assert!(err.contains("newpool.img") && err.contains("256M"), "{err}");
+    assert!(
+        !pool.exists(),
+        "pool init --size 1K created {}",
+        pool.display()
+    );
+    assert!(!base.join("newpool.img").exists());
+
+    let key = base.join("k.key");
+    run(subvol().arg("keygen").arg("-o").arg(&key));
+    let repo = base.join("repo");
+    let missing = base.join("no-such-tree");
+    let err = fail(
+        subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--key")
+            .arg(&key)
+            .arg(&missing),
+        1,
+    );
+    assert!(err.contains("no-such-tree"), "{err}");
+    assert!(
+        !repo.exists(),
+        "publish with a missing source created the repository"
+    );
+    let tree = base.join("tree");
+    write(&tree.join("f"), b"x");
+    let err = fail(
+        subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--key")
+            .arg(&key)
+            .arg(&tree)
+            .args(["--version", ".bad"]),
+        1,
+    );
+    assert!(err.contains("invalid version name"), "{err}");
+    assert!(
+        !repo.exists(),
+        "publish with a bad version created the repository"
+    );
+
+    let gone = base.join("gone");
+    let gone_s = gone.to_str().unwrap();
+    for args in [
+        vec!["list", gone_s],
+        vec!["show", gone_s],
+        vec!["delete", gone_s],
+        vec!["snapshot", gone_s, base.join("snap").to_str().unwrap()],
+    ] {
+        let err = fail(subvol().args(&args), 6);
+        assert!(
+            err.contains(gone_s) && err.contains("No such file or directory"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("btrfs"), "{args:?}: {err}");
+    }
+    assert!(!base.join("snap").exists());
 }

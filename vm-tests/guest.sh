@@ -39,6 +39,7 @@ mkfs.ext4 -q -F /var/tmp/scratch.img && mount -o loop /var/tmp/scratch.img /var/
   fail scratch "cannot make the ext4 scratch file system"
 mkdir -p /var/tmp/scratch/tmp
 export TMPDIR=/var/tmp/scratch/tmp SUBVOL_TEST_DIR=/var/tmp
+export SUBVOL_RACE_ROUNDS=10
 
 # The executables, from the host's snapshot, on tmpfs: exec over 9p is slow, and the tests run
 # `subvol` at the path cargo compiled into them, so that directory is replaced in this guest.

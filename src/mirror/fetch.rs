@@ -5,17 +5,129 @@
 //! the same pull (up to [`RETRIES`] times) or by the next one. The server must answer 206 with a
 //! matching `Content-Range`; a 200 restarts from zero. The finished file must have the size and
 //! SHA-256 the signed index names, else it is deleted and reported bad.
+//!
+//! Every transfer must keep moving ([`StallLimits`]): no byte for `timeout`, or less than
+//! `min_rate` bytes per second over a `window`, gives the URL up (the partial file stays for the
+//! next pull). A failed local write (a full disk) drops the partial file: it holds the space
+//! the pool needs. In a directory repository only regular files are opened (a FIFO would block
+//! forever).
 
 use super::MirrorError;
 use super::index::{MAX_INDEX_BYTES, Sha256Digest, StreamFile};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Attempts per file within one pull (each after the first resumes with Range).
 pub const RETRIES: u32 = 4;
+
+/// How long a transfer may go without progress, and the least rate it must keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StallLimits {
+    /// Longest wait for a byte (also for the connection and the response headers).
+    pub timeout: Duration,
+    /// Least average rate over `window`, bytes per second (0: none).
+    pub min_rate: u64,
+    /// The window the rate is measured over.
+    pub window: Duration,
+}
+
+impl Default for StallLimits {
+    /// 30 s without a byte, or less than 1 KiB/s over 60 s.
+    fn default() -> StallLimits {
+        StallLimits {
+            timeout: Duration::from_secs(30),
+            min_rate: 1024,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A response body that fails with [`io::ErrorKind::TimedOut`] when it falls below the
+/// minimum rate over a window (ureq's per-read time-out covers a silent server).
+struct RateGuard<R> {
+    inner: R,
+    limits: StallLimits,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl<R: Read> RateGuard<R> {
+    fn new(inner: R, limits: StallLimits) -> RateGuard<R> {
+        RateGuard {
+            inner,
+            limits,
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for RateGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            if is_timeout(&e) {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no data for {} s (--timeout)",
+                        self.limits.timeout.as_secs_f64()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+        self.window_bytes += n as u64;
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= self.limits.window && n > 0 {
+            let least = (self.limits.min_rate as f64 * elapsed.as_secs_f64()) as u64;
+            if self.window_bytes < least {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} bytes in {:.0} s, below --min-rate {} bytes/s (over --rate-window {} s)",
+                        self.window_bytes,
+                        elapsed.as_secs_f64(),
+                        self.limits.min_rate,
+                        self.limits.window.as_secs_f64()
+                    ),
+                ));
+            }
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+        }
+        Ok(n)
+    }
+}
+
+/// A time-out of ureq (wrapped in an I/O error by its body reader) or of the socket.
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|x| x.downcast_ref::<ureq::Error>())
+            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+/// Opens a repository file only if it is a regular file: opened without blocking (a FIFO's
+/// open would wait for a writer), then checked on the open descriptor (no race with a rename).
+fn open_regular(p: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(p)?;
+    let t = f.metadata()?.file_type();
+    if !t.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
 
 /// Where a repository is.
 #[derive(Debug)]
@@ -28,6 +140,8 @@ pub enum Remote {
         base: String,
         /// The client.
         agent: ureq::Agent,
+        /// When to give a transfer up.
+        limits: StallLimits,
     },
 }
 
@@ -52,9 +166,9 @@ pub enum FetchError {
 }
 
 impl Remote {
-    /// Parses `URL|DIR`.
+    /// Parses `URL|DIR`; HTTP transfers are given up as `limits` say.
     #[must_use]
-    pub fn new(source: &str) -> Remote {
+    pub fn new(source: &str, limits: StallLimits) -> Remote {
         if source.starts_with("http://") || source.starts_with("https://") {
             let mut base = source.to_string();
             if base.ends_with("/index.json") {
@@ -65,13 +179,17 @@ impl Remote {
             }
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
-                .timeout_connect(Some(Duration::from_secs(30)))
-                .timeout_recv_response(Some(Duration::from_secs(60)))
-                .timeout_per_read(Some(Duration::from_secs(60)))
+                .timeout_connect(Some(limits.timeout))
+                .timeout_recv_response(Some(limits.timeout))
+                .timeout_per_read(Some(limits.timeout))
                 .user_agent(concat!("subvol/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .into();
-            Remote::Http { base, agent }
+            Remote::Http {
+                base,
+                agent,
+                limits,
+            }
         } else {
             let p = source.strip_prefix("file://").unwrap_or(source);
             Remote::Dir(PathBuf::from(p))
@@ -87,10 +205,46 @@ impl Remote {
         }
     }
 
+    /// What identifies the repository by where it is: the base URL, or the directory's
+    /// canonical path (as given when it cannot be resolved).
+    #[must_use]
+    pub fn identity(&self) -> String {
+        match self {
+            Remote::Dir(d) => fs::canonicalize(d)
+                .unwrap_or_else(|_| d.clone())
+                .display()
+                .to_string(),
+            Remote::Http { base, .. } => base.clone(),
+        }
+    }
+
     /// True for HTTP(S).
     #[must_use]
     pub fn is_http(&self) -> bool {
         matches!(self, Remote::Http { .. })
+    }
+
+    /// Bytes still to download for `files` into `cache`: what complete or partial copies
+    /// there hold already is not counted (0 for a directory, read in place).
+    #[must_use]
+    pub fn bytes_to_download<'f>(
+        &self,
+        files: impl IntoIterator<Item = &'f StreamFile>,
+        cache: &Path,
+    ) -> u64 {
+        if !self.is_http() {
+            return 0;
+        }
+        files.into_iter().fold(0u64, |sum, f| {
+            let len = |ext: &str| {
+                fs::metadata(cache.join(format!("{}.{ext}", f.sha256)))
+                    .map(|m| m.len())
+                    .ok()
+                    .filter(|&n| n <= f.size)
+            };
+            let have = len("zst").or_else(|| len("part")).unwrap_or(0);
+            sum.saturating_add(f.size - have)
+        })
     }
 
     /// Reads a small file (the index), at most [`MAX_INDEX_BYTES`].
@@ -103,14 +257,20 @@ impl Remote {
         match self {
             Remote::Dir(d) => {
                 let p = d.join(rel);
-                File::open(&p)
+                open_regular(&p)
                     .and_then(|f| f.take(MAX_INDEX_BYTES + 1).read_to_end(&mut buf))
                     .map_err(|e| MirrorError::io("read", &p, e))?;
             }
-            Remote::Http { agent, .. } => {
-                let resp = agent.get(&loc).call().map_err(|e| MirrorError::Http {
-                    url: loc.clone(),
-                    source: Box::new(e),
+            Remote::Http { agent, limits, .. } => {
+                let resp = agent.get(&loc).call().map_err(|e| match e {
+                    ureq::Error::Timeout(_) => MirrorError::Stalled {
+                        url: loc.clone(),
+                        reason: no_response(limits),
+                    },
+                    e => MirrorError::Http {
+                        url: loc.clone(),
+                        source: Box::new(e),
+                    },
                 })?;
                 if resp.status() != 200 {
                     return Err(MirrorError::HttpStatus {
@@ -118,13 +278,21 @@ impl Remote {
                         status: resp.status().as_u16(),
                     });
                 }
-                resp.into_body()
-                    .into_reader()
+                RateGuard::new(resp.into_body().into_reader(), *limits)
                     .take(MAX_INDEX_BYTES + 1)
                     .read_to_end(&mut buf)
-                    .map_err(|source| MirrorError::HttpBody {
-                        url: loc.clone(),
-                        source,
+                    .map_err(|source| {
+                        if source.kind() == io::ErrorKind::TimedOut {
+                            MirrorError::Stalled {
+                                url: loc.clone(),
+                                reason: source.to_string(),
+                            }
+                        } else {
+                            MirrorError::HttpBody {
+                                url: loc.clone(),
+                                source,
+                            }
+                        }
                     })?;
             }
         }
@@ -153,13 +321,16 @@ impl Remote {
         match self {
             Remote::Dir(d) => {
                 let p = d.join(&f.path);
-                let mut file = match File::open(&p) {
+                let mut file = match open_regular(&p) {
                     Ok(file) => file,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         return Err(FetchError::Missing(format!(
                             "{} does not exist",
                             p.display()
                         )));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                        return Err(FetchError::Bad(format!("{}: {e}", p.display())));
                     }
                     Err(e) => return Err(FetchError::Fatal(MirrorError::io("open", &p, e))),
                 };
@@ -173,13 +344,16 @@ impl Remote {
                     .map_err(|e| FetchError::Fatal(MirrorError::io("seek", &p, e)))?;
                 Ok(file)
             }
-            Remote::Http { agent, .. } => self.fetch_http(agent, f, cache, progress, stop),
+            Remote::Http { agent, limits, .. } => {
+                self.fetch_http(agent, *limits, f, cache, progress, stop)
+            }
         }
     }
 
     fn fetch_http(
         &self,
         agent: &ureq::Agent,
+        limits: StallLimits,
         f: &StreamFile,
         cache: &Path,
         progress: &mut dyn FnMut(Progress),
@@ -244,6 +418,12 @@ impl Remote {
             }
             let resp = match req.call() {
                 Ok(r) => r,
+                Err(ureq::Error::Timeout(_)) => {
+                    return Err(FetchError::Fatal(MirrorError::Stalled {
+                        url,
+                        reason: no_response(&limits),
+                    }));
+                }
                 Err(e) => {
                     last_err = crate::util::error_chain(&e);
                     std::thread::sleep(Duration::from_millis(300));
@@ -293,27 +473,27 @@ impl Remote {
             }
             out.seek(SeekFrom::End(0))
                 .map_err(|e| fatal_io("seek", &part, e))?;
-            let mut body = resp.into_body().into_reader();
+            let mut body = RateGuard::new(resp.into_body().into_reader(), limits);
             let mut buf = vec![0u8; 1 << 16];
             let mut total = have;
-            let res: io::Result<()> = (|| {
+            let res: Result<(), Cut> = (|| {
                 loop {
                     if stop() {
-                        return Err(io::Error::new(io::ErrorKind::Interrupted, "stop"));
+                        return Err(Cut::Stop);
                     }
                     let n = match body.read(&mut buf) {
                         Ok(0) => return Ok(()),
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                            return Err(Cut::Stalled(e.to_string()));
+                        }
+                        Err(e) => return Err(Cut::Read(e)),
                     };
                     if total + n as u64 > f.size {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "server sent more bytes than the index says",
-                        ));
+                        return Err(Cut::TooLong);
                     }
-                    out.write_all(&buf[..n])?;
+                    out.write_all(&buf[..n]).map_err(Cut::Write)?;
                     h.update(&buf[..n]);
                     total += n as u64;
                     progress(Progress::Bytes(total));
@@ -322,15 +502,28 @@ impl Remote {
             match res {
                 Ok(()) if total == f.size => return finish(f, out, h, &part, &done),
                 Ok(()) => last_err = format!("connection closed after {total} of {} bytes", f.size),
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(Cut::TooLong) => {
                     let _ = fs::remove_file(&part);
-                    return Err(FetchError::Bad(format!("{url}: {e}")));
+                    return Err(FetchError::Bad(format!(
+                        "{url}: server sent more bytes than the index says"
+                    )));
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                Err(Cut::Stop) => {
                     let _ = out.flush();
                     return Err(FetchError::Fatal(MirrorError::Interrupted));
                 }
-                Err(e) => last_err = crate::util::error_chain(&e),
+                Err(Cut::Stalled(reason)) => {
+                    let _ = out.flush();
+                    return Err(FetchError::Fatal(MirrorError::Stalled { url, reason }));
+                }
+                Err(Cut::Write(e)) => {
+                    // A full or failing disk: what was written cannot be trusted to resume
+                    // and holds the space the pool needs.
+                    drop(out);
+                    let _ = fs::remove_file(&part);
+                    return Err(fatal_io("write", &part, e));
+                }
+                Err(Cut::Read(e)) => last_err = crate::util::error_chain(&e),
             }
             out.flush().map_err(|e| fatal_io("write", &part, e))?;
         }
@@ -339,6 +532,57 @@ impl Remote {
             last: last_err,
         }))
     }
+}
+
+/// Why a body transfer ended early.
+enum Cut {
+    /// Cancelled.
+    Stop,
+    /// Too slow ([`StallLimits`]).
+    Stalled(String),
+    /// More bytes than the index says.
+    TooLong,
+    /// Reading the body failed (retried with Range).
+    Read(io::Error),
+    /// Writing the partial file failed.
+    Write(io::Error),
+}
+
+fn no_response(limits: &StallLimits) -> String {
+    format!(
+        "no response within {} s (--timeout)",
+        limits.timeout.as_secs_f64()
+    )
+}
+
+/// Removes from `cache` every file that is not a copy (complete or partial) of one of `keep`:
+/// nothing else there can be resumed by this pull.
+pub fn drop_others<'f>(cache: &Path, keep: impl IntoIterator<Item = &'f StreamFile>) {
+    let names: std::collections::HashSet<String> = keep
+        .into_iter()
+        .flat_map(|f| [format!("{}.zst", f.sha256), format!("{}.part", f.sha256)])
+        .collect();
+    if let Ok(rd) = fs::read_dir(cache) {
+        for e in rd.flatten() {
+            if !names.contains(e.file_name().to_string_lossy().as_ref()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Bytes the file system of `dir` can spare for downloads: (free for this user, reserve). The
+/// reserve, 2% of the file system but at least 64 MiB, stays for the received versions and
+/// everything else on it.
+///
+/// # Errors
+/// `statvfs` fails.
+pub fn spare_space(dir: &Path) -> Result<(u64, u64), MirrorError> {
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| MirrorError::io("statvfs", dir, io::Error::from(e)))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let total = st.f_blocks.saturating_mul(st.f_frsize);
+    Ok((free, (total / 50).max(64 << 20)))
 }
 
 fn hash_into(

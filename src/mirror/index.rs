@@ -121,6 +121,11 @@ pub struct StreamFile {
 /// The index proper.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Index {
+    /// The repository's identity, a random UUID chosen by its first publish and kept by every
+    /// later one: pools track the newest serial per repository whatever key signed it.
+    /// Indexes written before it existed carry none (then pools use the source instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Uuid>,
     /// Grows by one with every index written; pools refuse an index older than one they saw.
     pub serial: u64,
     /// When this index was written (Unix seconds).
@@ -312,6 +317,7 @@ mod tests {
 
     fn sample() -> Index {
         Index {
+            repository: None,
             serial: 3,
             created: 10,
             expires: 20,

@@ -22,6 +22,7 @@ pub mod publish;
 pub mod pull;
 pub mod state;
 
+pub use fetch::StallLimits;
 pub use index::{Index, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
@@ -32,6 +33,7 @@ use crate::ExitCode;
 use crate::pool::PoolError;
 use crate::stream::Uuid;
 use crate::util::fs::{LockError, PathError};
+use crate::util::human_size;
 use std::io;
 use std::path::PathBuf;
 
@@ -69,6 +71,29 @@ pub enum MirrorError {
         url: String,
         /// The status code.
         status: u16,
+    },
+    /// A transfer stalled: no byte within the time-out, or below the minimum rate.
+    #[error("{url}: transfer given up: {reason}")]
+    Stalled {
+        /// The URL.
+        url: String,
+        /// What was too slow.
+        reason: String,
+    },
+    /// The planned downloads do not fit in the space the pool's file system can spare.
+    #[error(
+        "not enough space in {}: the downloads need {} but {} is free (keeping {} in reserve)",
+        cache.display(), human_size(*need), human_size(*free), human_size(*reserve)
+    )]
+    NoSpace {
+        /// The cache directory.
+        cache: PathBuf,
+        /// Bytes still to download.
+        need: u64,
+        /// Bytes free for this user.
+        free: u64,
+        /// Bytes kept free.
+        reserve: u64,
     },
     /// A download was cut off more times than it is retried.
     #[error(
@@ -220,6 +245,8 @@ impl MirrorError {
             | MirrorError::Http { .. }
             | MirrorError::HttpBody { .. }
             | MirrorError::HttpStatus { .. }
+            | MirrorError::Stalled { .. }
+            | MirrorError::NoSpace { .. }
             | MirrorError::DownloadInterrupted { .. } => ExitCode::Io,
             MirrorError::Pool(e) => e.exit_code(),
             MirrorError::BadIndex(_)

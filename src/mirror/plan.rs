@@ -119,7 +119,10 @@ pub fn plan(
         }
     }
     steps.reverse();
-    let bytes = steps.iter().map(|s| s.file.size).sum();
+    // Saturating: sizes come from the index, and a hostile one must not overflow.
+    let bytes = steps
+        .iter()
+        .fold(0u64, |sum, s| sum.saturating_add(s.file.size));
     Some(Plan {
         target: target_name,
         start: steps.first().and_then(|s| s.file.from.clone()),
@@ -150,6 +153,7 @@ mod tests {
     /// version of distance (plus `hop` per file).
     fn repo(n: usize, full: u64, per: u64, hop: u64) -> Index {
         let mut idx = Index {
+            repository: None,
             serial: 1,
             created: 0,
             expires: u64::MAX,

@@ -120,6 +120,21 @@ pub fn default_trees(repo: &Path) -> PathBuf {
         .join(format!("{name}.trees"))
 }
 
+/// A random (version 4) UUID: a new repository's identity.
+fn random_uuid() -> Result<Uuid, MirrorError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| {
+        MirrorError::io(
+            "read randomness for",
+            "getrandom",
+            io::Error::other(e.to_string()),
+        )
+    })?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Ok(Uuid::from(b))
+}
+
 /// Counts and hashes what passes.
 struct HashWriter<W: Write> {
     inner: W,
@@ -149,6 +164,17 @@ pub fn publish(
     on_event: &mut dyn FnMut(PublishEvent<'_>),
 ) -> Result<PublishReport, Error> {
     let repo = &o.repo;
+    // Inputs first: a failed publish must not leave a new repository directory behind.
+    if let Some(source) = &o.source
+        && !source.is_dir()
+    {
+        return Err(MirrorError::SourceNotDirectory(source.clone()).into());
+    }
+    if let Some(v) = &o.version
+        && !valid_version_name(v)
+    {
+        return Err(MirrorError::InvalidVersionName(v.clone()).into());
+    }
     fs::create_dir_all(repo.join(STREAMS_DIR))
         .map_err(|e| MirrorError::io("create", repo.join(STREAMS_DIR), e))?;
     let _lock: DirLock = lock_dir(repo).map_err(|e| MirrorError::lock(e, "publish"))?;
@@ -159,6 +185,7 @@ pub fn publish(
         Err(e) => return Err(MirrorError::io("read", &index_path, e).into()),
     };
     let mut index = previous.clone().unwrap_or(Index {
+        repository: None,
         serial: 0,
         created: 0,
         expires: 0,
@@ -286,6 +313,9 @@ pub fn publish(
         }
     }
 
+    if index.repository.is_none() {
+        index.repository = Some(random_uuid()?);
+    }
     let t = unix_now();
     index.serial = previous.as_ref().map_or(0, |p| p.serial) + 1;
     index.created = t;

@@ -1,11 +1,14 @@
 //! `subvol pull`: brings a pool to a version along the cheapest verified chain.
 //!
 //! 1. Read the index; refuse it unless signed by an accepted key, unexpired, and with a serial
-//!    no older than the newest this pool saw from that key (`POOL/.subvol/state.json`).
-//! 2. Find the versions the pool holds: read-only subvolumes directly in the pool whose
-//!    received UUID is a version's UUID.
-//! 3. Plan the cheapest chain ([`super::plan`]), download every file of it (checking size and
-//!    SHA-256), then receive step by step through [`VerifyingSource`] over a zstd decoder:
+//!    no older than the newest this pool saw for that repository, from that source or by that
+//!    key (`POOL/.subvol/state.json`, see [`super::state`]).
+//! 2. Remove stale staging subvolumes of killed receives, then find the versions the pool
+//!    holds: read-only subvolumes directly in the pool (never staging ones) whose received UUID
+//!    is a version's UUID.
+//! 3. Plan the cheapest chain ([`super::plan`]), check its downloads fit in the space the
+//!    pool's file system can spare, download every file of it (checking size and SHA-256;
+//!    stalled transfers are given up, see [`StallLimits`]), then receive step by step through [`VerifyingSource`] over a zstd decoder:
 //!    nothing of a segment is applied before its signature verified, and each version appears
 //!    under its name only after its END verified.
 //! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
@@ -15,10 +18,10 @@
 //!    touched).
 
 use super::MirrorError;
-use super::fetch::{FetchError, Progress, Remote};
+use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
 use super::index::{INDEX_FILE, Index, StreamFile};
 use super::plan::{Plan, plan};
-use super::state::{PullState, PulledVersion, SeenIndex};
+use super::state::{PullState, PulledVersion};
 use crate::Error;
 use crate::pool::{META_DIR, received_in};
 use crate::recv::{self, Event};
@@ -51,6 +54,8 @@ pub struct PullOptions {
     pub dry_run: bool,
     /// Set by a signal handler.
     pub interrupted: Option<Arc<AtomicBool>>,
+    /// When an HTTP transfer is given up.
+    pub stall: StallLimits,
 }
 
 /// Progress of a pull.
@@ -173,6 +178,14 @@ impl<R: Read> Read for CorruptIsInvalidData<R> {
     }
 }
 
+/// The largest file a stream of `stream_bytes` can be compressed into: zstd's bound
+/// (`n + n/256` plus a little) with room for frame headers.
+fn max_file_size(stream_bytes: u64) -> u64 {
+    stream_bytes
+        .saturating_add(stream_bytes / 128)
+        .saturating_add(64 << 10)
+}
+
 /// Pulls (see the module docs).
 ///
 /// # Errors
@@ -200,7 +213,26 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         Some(lock_dir(&meta).map_err(|e| MirrorError::lock(e, "pull into this pool"))?)
     };
 
-    let remote = Remote::new(&o.source);
+    if !o.dry_run {
+        // Stale staging subvolumes of a killed receive (whose lock is free) go before the pool
+        // is looked at: the receiver's own cleanup, run without receiving anything.
+        let opts = recv::Options {
+            dest: pool.clone(),
+            root_mount: None,
+            stop_at_end: false,
+            force_decompress: false,
+            interrupted: None,
+            clone_from_any: false,
+        };
+        let mut on_recv = |ev: Event<'_>| {
+            if let Event::StaleRemoved(n) = ev {
+                on_event(PullEvent::StaleRemoved(n));
+            }
+        };
+        drop(recv::Receiver::new(&opts, &mut on_recv)?);
+    }
+
+    let remote = Remote::new(&o.source, o.stall);
     let bytes = remote.read_small(INDEX_FILE)?;
     let (index, key) = Index::open(&bytes, &o.keys)?;
     let t = unix_now();
@@ -213,23 +245,23 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     }
     let mut state = PullState::load(&pool)?;
     let key_hex = key.to_string();
-    if let Some(seen) = state.indexes.get(&key_hex)
-        && index.serial < seen.serial
+    let source_name = remote.identity();
+    if let Some(seen) = state.newest_serial(index.repository.as_ref(), &source_name, &key_hex)
+        && index.serial < seen
     {
         return Err(MirrorError::Rollback {
             serial: index.serial,
-            seen: seen.serial,
+            seen,
         }
         .into());
     }
     if !o.dry_run {
-        state.indexes.insert(
-            key_hex,
-            SeenIndex {
-                serial: index.serial,
-                source: o.source.clone(),
-                seen: t,
-            },
+        state.record_serial(
+            index.repository.as_ref(),
+            &source_name,
+            &key_hex,
+            index.serial,
+            t,
         );
         state.save(&pool)?;
     }
@@ -257,6 +289,22 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let held_at_start: HashSet<String> = received_in(&pool)?.into_iter().map(|h| h.0).collect();
     let mut excluded: HashSet<String> = HashSet::new();
     let mut refused: Vec<String> = Vec::new();
+    // The ceiling on any download: no more than zstd can make of the stream inside. A file
+    // listed larger is inconsistent and never planned.
+    for f in &index.streams {
+        if f.size > max_file_size(f.stream_bytes) {
+            let reason = format!(
+                "listed as {} bytes, more than zstd makes of its {}-byte stream",
+                f.size, f.stream_bytes
+            );
+            on_event(PullEvent::Refused {
+                file: f,
+                reason: &reason,
+            });
+            refused.push(format!("{}: {reason}", f.path));
+            excluded.insert(f.path.clone());
+        }
+    }
     let mut received_files: Vec<StreamFile> = Vec::new();
     let mut received_names: Vec<String> = Vec::new();
     let mut downloaded = 0u64;
@@ -307,6 +355,22 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         }
         first = false;
         on_event(PullEvent::Plan(&p));
+        if remote.is_http() {
+            // The whole chain must fit before anything is fetched; leftovers of other
+            // chains cannot be resumed by this one and only take space.
+            drop_others(&cache, p.steps.iter().map(|s| &s.file));
+            let need = remote.bytes_to_download(p.steps.iter().map(|s| &s.file), &cache);
+            let (free, reserve) = spare_space(&cache)?;
+            if need > free.saturating_sub(reserve) {
+                return Err(MirrorError::NoSpace {
+                    cache,
+                    need,
+                    free,
+                    reserve,
+                }
+                .into());
+            }
+        }
         let steps = p.steps.len();
         // Download (or check, for a directory) every file of the chain first: a missing or
         // bad file is found before anything is received.
@@ -324,7 +388,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         steps,
                         file: f,
                         bytes: b,
-                        done: done_before + b,
+                        done: done_before.saturating_add(b),
                         total: p.bytes,
                     }),
                     Progress::Resume(offset) => on_event(PullEvent::Resume { file: f, offset }),
@@ -334,8 +398,8 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             match r {
                 Ok(file) => {
                     files.push(file);
-                    done_before += f.size;
-                    downloaded += f.size;
+                    done_before = done_before.saturating_add(f.size);
+                    downloaded = downloaded.saturating_add(f.size);
                 }
                 Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
                     on_event(PullEvent::Refused {

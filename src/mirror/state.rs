@@ -1,5 +1,11 @@
-//! Pull's bookkeeping in a pool, `POOL/.subvol/state.json`: the newest index serial seen per
-//! signing key (rollback protection) and the versions pulled (retention deletes only these).
+//! Pull's bookkeeping in a pool, `POOL/.subvol/state.json`: the newest index serial seen
+//! (rollback protection) and the versions pulled (retention deletes only these).
+//!
+//! A serial is remembered under every name the index answers to: its repository (the index's
+//! `repository` UUID), where it came from (the source, which is all that identifies a
+//! repository whose index predates the UUID), and the key that signed it. An index is refused
+//! when it is older than any of these: a key rotation, where the new key signs newer indexes
+//! of the same repository, leaves the old key's records behind, but not the repository's.
 
 use super::MirrorError;
 use crate::pool::META_DIR;
@@ -11,7 +17,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The newest index seen from one signing key.
+/// The newest index seen under one name (repository, source or signing key).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SeenIndex {
     /// Its serial.
@@ -39,6 +45,10 @@ pub struct PullState {
     /// Newest index serial seen, per signing key id (16 hex digits).
     #[serde(default)]
     pub indexes: BTreeMap<String, SeenIndex>,
+    /// Newest index serial seen, per repository: `repository:<UUID>` for an index that names
+    /// its repository, `source:<URL or canonical directory>` for every index.
+    #[serde(default)]
+    pub repositories: BTreeMap<String, SeenIndex>,
     /// Versions pulled (retention only ever deletes these).
     #[serde(default)]
     pub versions: Vec<PulledVersion>,
@@ -76,6 +86,45 @@ impl PullState {
         Ok(write_atomic(&dir, "state.json", text.as_bytes())?)
     }
 
+    /// The newest serial seen for an index of `repository` (if it names one) from `source`
+    /// signed by `key`: the highest serial remembered under any of these names.
+    #[must_use]
+    pub fn newest_serial(&self, repository: Option<&Uuid>, source: &str, key: &str) -> Option<u64> {
+        repository_names(repository, source)
+            .iter()
+            .filter_map(|n| self.repositories.get(n))
+            .chain(self.indexes.get(key))
+            .map(|s| s.serial)
+            .max()
+    }
+
+    /// Remembers `serial` under every name of [`PullState::newest_serial`] (never lowering a
+    /// serial already remembered).
+    pub fn record_serial(
+        &mut self,
+        repository: Option<&Uuid>,
+        source: &str,
+        key: &str,
+        serial: u64,
+        now: u64,
+    ) {
+        let seen = || SeenIndex {
+            serial,
+            source: source.to_string(),
+            seen: now,
+        };
+        let raise = |map: &mut BTreeMap<String, SeenIndex>, name: String| {
+            let e = map.entry(name).or_insert_with(seen);
+            if e.serial <= serial {
+                *e = seen();
+            }
+        };
+        for n in repository_names(repository, source) {
+            raise(&mut self.repositories, n);
+        }
+        raise(&mut self.indexes, key.to_string());
+    }
+
     /// The version pulled as the subvolume with received UUID `uuid`, if any.
     #[must_use]
     pub fn version_of(&self, uuid: &Uuid) -> Option<&str> {
@@ -86,9 +135,40 @@ impl PullState {
     }
 }
 
+/// The names a repository's serials are remembered under (see the module docs).
+fn repository_names(repository: Option<&Uuid>, source: &str) -> Vec<String> {
+    let mut names = vec![format!("source:{source}")];
+    if let Some(r) = repository {
+        names.push(format!("repository:{r}"));
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_serial_counts_for_the_repository_whatever_key_signed_it() {
+        let repo: Uuid = "01234567-89ab-4def-8123-456789abcdef".parse().unwrap();
+        let mut state = PullState::default();
+        state.record_serial(Some(&repo), "http://a/", "oldkey", 5, 1);
+        state.record_serial(Some(&repo), "http://a/", "newkey", 6, 2);
+        // The old key's index of serial 5, from another mirror: the repository saw 6.
+        assert_eq!(
+            state.newest_serial(Some(&repo), "http://b/", "oldkey"),
+            Some(6)
+        );
+        // An index without a repository UUID from the same source: the source saw 6.
+        assert_eq!(state.newest_serial(None, "http://a/", "oldkey"), Some(6));
+        // Another repository, another source, another key: nothing seen.
+        let other: Uuid = "11234567-89ab-4def-8123-456789abcdef".parse().unwrap();
+        assert_eq!(state.newest_serial(Some(&other), "http://c/", "k3"), None);
+        // Recording an older serial never lowers what was seen.
+        state.record_serial(Some(&repo), "http://a/", "oldkey", 3, 3);
+        assert_eq!(state.newest_serial(Some(&repo), "http://a/", "x"), Some(6));
+        assert_eq!(state.newest_serial(None, "http://z/", "oldkey"), Some(5));
+    }
 
     #[test]
     fn uuids_are_parsed_at_load() {

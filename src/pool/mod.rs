@@ -12,9 +12,10 @@
 //!
 //! This module knows nothing of mirrors: `mirror` uses it, never the other way round.
 
+use crate::recv::is_staging_name;
 use crate::stream::Uuid;
 use crate::util::fs::{PathError, write_atomic};
-use crate::util::{nonce, unix_now};
+use crate::util::{human_size, nonce, unix_now};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -75,8 +76,13 @@ pub enum PoolError {
     #[error("{} is not on btrfs and not empty: give an empty or new directory", .0.display())]
     NotEmpty(PathBuf),
     /// The image size asked for is too small for btrfs.
-    #[error("--size must be at least 256M")]
-    ImageTooSmall,
+    #[error("{}: --size {} is too small for a btrfs image: give at least 256M", image.display(), human_size(*size))]
+    ImageTooSmall {
+        /// The image that would be created.
+        image: PathBuf,
+        /// The size asked for.
+        size: u64,
+    },
     /// The destination exists.
     #[error("{} exists", .0.display())]
     Exists(PathBuf),
@@ -111,7 +117,7 @@ impl PoolError {
             PoolError::NotSubvolume(_)
             | PoolError::NotBtrfs(_)
             | PoolError::NotEmpty(_)
-            | PoolError::ImageTooSmall
+            | PoolError::ImageTooSmall { .. }
             | PoolError::Exists(_)
             | PoolError::TreeExists(_)
             | PoolError::NoName(_) => ExitCode::Failure,
@@ -145,6 +151,12 @@ fn run(cmd: &mut Command) -> Result<String, PoolError> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Fails with the OS error ("No such file or directory", ...) when `path` cannot be reached:
+/// checked first, so a missing path is not reported as "not on btrfs" or "not a subvolume".
+fn must_exist(path: &Path) -> Result<(), PoolError> {
+    fs::metadata(path).map(drop).map_err(io_err("open", path))
 }
 
 fn open_dir(p: &Path) -> Result<File, PoolError> {
@@ -267,6 +279,7 @@ fn rfc3339(sec: i64) -> String {
 /// # Errors
 /// Not a subvolume, or the ioctl fails.
 pub fn entry(path: &Path) -> Result<SubvolEntry, PoolError> {
+    must_exist(path)?;
     if !is_subvolume(path) {
         return Err(PoolError::NotSubvolume(path.to_path_buf()));
     }
@@ -290,12 +303,14 @@ pub fn entry(path: &Path) -> Result<SubvolEntry, PoolError> {
     })
 }
 
-/// Lists the subvolumes under `dir` (recursively, not into `.subvol`), sorted by path; fills
+/// Lists the subvolumes under `dir` (recursively, not into `.subvol` nor into receives' staging
+/// subvolumes), sorted by path; fills
 /// `parent` from the listing (`version` is left for the caller that knows pull's records).
 ///
 /// # Errors
 /// `dir` is not on btrfs, or cannot be read.
 pub fn list(dir: &Path) -> Result<Vec<SubvolEntry>, PoolError> {
+    must_exist(dir)?;
     if !is_btrfs(dir) {
         return Err(PoolError::NotBtrfs(dir.to_path_buf()));
     }
@@ -306,6 +321,10 @@ pub fn list(dir: &Path) -> Result<Vec<SubvolEntry>, PoolError> {
         for e in rd.flatten() {
             let p = e.path();
             if depth == 0 && e.file_name() == META_DIR {
+                continue;
+            }
+            // A receive's staging subvolume (in progress, or left by a kill) is not a version.
+            if is_staging_name(Path::new(&e.file_name())) {
                 continue;
             }
             let Ok(m) = fs::symlink_metadata(&p) else {
@@ -391,6 +410,7 @@ pub fn show(path: &Path) -> Result<SubvolDetail, PoolError> {
 /// # Errors
 /// `source` is not a subvolume, `dest` exists, ioctl errors.
 pub fn snapshot(source: &Path, dest: &Path, readonly: bool) -> Result<SubvolEntry, PoolError> {
+    must_exist(source)?;
     if !is_subvolume(source) {
         return Err(PoolError::NotSubvolume(source.to_path_buf()));
     }
@@ -457,7 +477,40 @@ pub fn default_image(path: &Path) -> PathBuf {
 /// # Errors
 /// PATH is a non-empty directory not on btrfs; image, mkfs or mount failures.
 pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, PoolError> {
+    // Inputs first: a size too small for a new image is refused before PATH is created.
+    let image_path = image.map_or_else(|| default_image(path), Path::to_path_buf);
+    let on_btrfs = path
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.exists())
+        .is_some_and(is_btrfs);
+    if !on_btrfs && image_path.symlink_metadata().is_err() && size < MIN_IMAGE_SIZE {
+        return Err(PoolError::ImageTooSmall {
+            image: image_path,
+            size,
+        });
+    }
+    let created = path.symlink_metadata().is_err();
     fs::create_dir_all(path).map_err(io_err("create", path))?;
+    let r = init_in(path, size, image);
+    if r.is_err() && created {
+        // Leave no trace of a failed init: PATH did not exist before (remove_dir fails, and
+        // keeps it, if anything was put in it or is mounted on it).
+        let _ = fs::remove_dir(path);
+    }
+    r
+}
+
+/// Smallest image `pool init` makes (mkfs.btrfs needs about 114 MiB; leave room for data).
+pub const MIN_IMAGE_SIZE: u64 = 256 << 20;
+
+fn init_in(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, PoolError> {
     let path = fs::canonicalize(path).map_err(io_err("resolve", path))?;
     let meta = path.join(META_DIR);
     let info_path = meta.join("pool.json");
@@ -497,8 +550,8 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
         {
             return Err(PoolError::NotEmpty(path));
         }
-        if size < (256 << 20) {
-            return Err(PoolError::ImageTooSmall);
+        if size < MIN_IMAGE_SIZE {
+            return Err(PoolError::ImageTooSmall { image, size });
         }
         if let Some(dir) = image.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io_err("create", dir))?;
@@ -521,10 +574,16 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
         }
         created_image = true;
     }
-    run(Command::new("mount")
+    if let Err(e) = run(Command::new("mount")
         .args(["-t", "btrfs", "-o", "loop"])
         .arg(&image)
-        .arg(&path))?;
+        .arg(&path))
+    {
+        if created_image {
+            let _ = fs::remove_file(&image);
+        }
+        return Err(e);
+    }
     let image = fs::canonicalize(&image).unwrap_or(image);
     let size = fs::metadata(&image).ok().map(|m| m.len());
     fs::create_dir_all(&meta).map_err(io_err("create", &meta))?;
@@ -550,6 +609,7 @@ pub fn init(path: &Path, size: u64, image: Option<&Path>) -> Result<InitReport, 
 }
 
 /// Subvolumes directly in `pool` whose received UUID is set: (name, received UUID, read-only).
+/// Staging subvolumes of receives (`recv::STAGING_PREFIX`) are never listed.
 ///
 /// # Errors
 /// The pool cannot be read.
@@ -561,7 +621,13 @@ pub fn received_in(pool: &Path) -> Result<Vec<(String, Uuid, bool)>, PoolError> 
         let Ok(m) = fs::symlink_metadata(&p) else {
             continue;
         };
-        if !m.is_dir() || m.ino() != 256 || e.file_name() == META_DIR {
+        // A staging subvolume left by a kill between the commit steps may be read-only with
+        // its received UUID set, yet it is no version: it has not been renamed into place.
+        if !m.is_dir()
+            || m.ino() != 256
+            || e.file_name() == META_DIR
+            || is_staging_name(Path::new(&e.file_name()))
+        {
             continue;
         }
         let Ok(f) = File::open(&p) else { continue };

@@ -114,6 +114,17 @@ pub struct PullArgs {
     /// Print the plan (steps and sizes) and change nothing
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Give an HTTP transfer up after this long without a byte (also connecting, and waiting
+    /// for the response)
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = duration)]
+    pub timeout: u64,
+    /// Give an HTTP transfer up when it moves fewer bytes per second than this over
+    /// --rate-window (0: no minimum)
+    #[arg(long = "min-rate", value_name = "SIZE", default_value = "1K", value_parser = size)]
+    pub min_rate: u64,
+    /// The window --min-rate is measured over
+    #[arg(long = "rate-window", value_name = "DURATION", default_value = "60", value_parser = duration)]
+    pub rate_window: u64,
     /// Show progress on stderr even when it is not a terminal
     #[arg(long)]
     pub progress: bool,

@@ -178,6 +178,11 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         keep: a.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
         dry_run: a.dry_run,
         interrupted: Some(interrupted),
+        stall: mirror::StallLimits {
+            timeout: Duration::from_secs(a.timeout.max(1)),
+            min_rate: a.min_rate,
+            window: Duration::from_secs(a.rate_window.max(1)),
+        },
     };
     let json = a.json;
     let mut line = Line::new(a.progress);
