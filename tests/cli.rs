@@ -687,6 +687,18 @@ fn failures_are_one_line_naming_the_file_with_the_documented_exit_code() {
         6,
         &format!("open {}: No such file", missing.display()),
     );
+    // list/show/delete/snapshot of a missing path: missing, not "not on btrfs".
+    let gone = format!("open {}: No such file", missing.display());
+    for cmd in ["list", "show", "delete"] {
+        fails_cleanly(d, &os(&[&cmd, &missing]), None, 6, &gone);
+    }
+    fails_cleanly(
+        d,
+        &os(&[&"snapshot", &missing, &d.join("snap")]),
+        None,
+        6,
+        &gone,
+    );
     // DEST that is no directory, or missing: named before the stream is read.
     fails_cleanly(
         d,
