@@ -44,7 +44,7 @@ complete -c subvol -n "__fish_subvol_needs_command" -f -a "help" -d 'Print this 
 complete -c subvol -n "__fish_subvol_using_subcommand dump" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand dump" -l json -d 'Print one JSON object per header and command instead of text'
 complete -c subvol -n "__fish_subvol_using_subcommand dump" -l all -d 'Continue after the first END through all concatenated streams'
-complete -c subvol -n "__fish_subvol_using_subcommand dump" -s h -l help -d 'Print help'
+complete -c subvol -n "__fish_subvol_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand dump" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand verify" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand verify" -l key -d 'Also check signature blocks against this public key (repeatable: any listed key may sign)' -r -F
@@ -68,7 +68,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand recv" -s V -l version -d '
 complete -c subvol -n "__fish_subvol_using_subcommand send" -s p -l parent -d 'Send incrementally from PARENT (a read-only subvolume, or a directory tree with a tree SOURCE)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand send" -s c -l clone-src -d 'Let the kernel clone data from this read-only subvolume (repeatable; kernel send only)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l proto -d 'Stream protocol version: 1 (default), 2, or 0 for the highest supported' -r
-complete -c subvol -n "__fish_subvol_using_subcommand send" -s f -d 'Write the stream to FILE instead of stdout' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand send" -s f -d 'Write the stream to FILE instead of stdout (a new file is mode 0600, as btrfs send makes it; FILE is replaced only by a complete stream, and left as it was on any failure)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l uuid -d 'UUID of the tree stream instead of the one derived from the tree\'s metadata' -r
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l parent-uuid -d 'UUID of the parent tree instead of the one derived from its metadata (what the receiver of the parent\'s stream recorded)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l sign -d 'Sign the stream with this secret key (see `subvol keygen`)' -r -F
@@ -79,7 +79,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand send" -s h -l help -d 'Pri
 complete -c subvol -n "__fish_subvol_using_subcommand send" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand sign" -l key -d 'Secret key file, as written by `subvol keygen` (must not be readable by group or others)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand sign" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
-complete -c subvol -n "__fish_subvol_using_subcommand sign" -s o -l output -d 'Write the signed stream to FILE instead of stdout (removed again if signing fails)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand sign" -s o -l output -d 'Write the signed stream to FILE instead of stdout (a new file is mode 0600; FILE is replaced only once the whole stream is signed, and left as it was on any failure)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand sign" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand sign" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand keygen" -s o -l output -d 'Where to write the secret key (the public key goes to PATH.pub)' -r -F

@@ -4,7 +4,7 @@
 use crate::support::bin;
 use crate::support::btrfs_fixture::{find_tool, skip_or_panic};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use subvol::stream::{Builder, Uuid, Writer, attr, cmd, command_header, stream_header};
 
@@ -391,4 +391,422 @@ fn unknown_commands_dump_nothing() {
         text.contains("\"command\":\"unknown\",\"cmd\":99"),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11: output files survive failures; every failure is one line naming the file and the
+// reason, with the documented exit code and no side effect; human output escapes names.
+
+/// Every entry of `dir` (hidden ones included) with its content and mode: what must not change
+/// when a command fails.
+fn listing(dir: &Path) -> std::collections::BTreeMap<std::ffi::OsString, (Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            let content = if meta.is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (e.file_name(), (content, meta.permissions().mode()))
+        })
+        .collect()
+}
+
+fn run_subvol(args: &[&std::ffi::OsStr], stdin: Option<&Path>) -> Output {
+    Command::new(bin("subvol"))
+        .args(args)
+        .stdin(stdin.map_or_else(Stdio::null, |p| {
+            Stdio::from(std::fs::File::open(p).unwrap())
+        }))
+        .output()
+        .unwrap()
+}
+
+/// Runs `subvol ARGS`, expects exit `code` and one line of stderr containing `needle`, and no
+/// change in `dir`.
+fn fails_cleanly(
+    dir: &Path,
+    args: &[&std::ffi::OsStr],
+    stdin: Option<&Path>,
+    code: i32,
+    needle: &str,
+) {
+    let before = listing(dir);
+    let o = run_subvol(args, stdin);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(listing(dir) == before, "{args:?} changed {}", dir.display());
+}
+
+fn os<'a>(v: &'a [&'a dyn AsRef<std::ffi::OsStr>]) -> Vec<&'a std::ffi::OsStr> {
+    v.iter().map(|s| s.as_ref()).collect()
+}
+
+fn cli_keygen(dir: &Path) -> (PathBuf, PathBuf) {
+    let sk = dir.join("k");
+    let o = run_subvol(&os(&[&"keygen", &"-o", &sk]), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (sk.clone(), dir.join("k.pub"))
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn failed_sign_and_send_leave_their_output_files_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (sk, pk) = cli_keygen(d);
+    let plain = d.join("plain.stream");
+    std::fs::write(&plain, good_stream()).unwrap();
+    let bad = d.join("bad.stream");
+    std::fs::write(&bad, b"not a send stream").unwrap();
+    let x = d.join("x");
+    std::fs::write(&x, good_stream()).unwrap();
+    let tree = d.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a"), b"a").unwrap();
+    let missing = d.join("missing");
+
+    // The output is the input: refused, by name or on stdin.
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &sk, &"-f", &x, &"-o", &x]),
+        None,
+        1,
+        "is also the input",
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &sk, &"-o", &x]),
+        Some(&x),
+        1,
+        "is also the input",
+    );
+    // A bad input: exit 3, the existing output untouched (not removed, no temporary left).
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &sk, &"-f", &bad, &"-o", &x]),
+        None,
+        3,
+        "bad magic",
+    );
+    // A missing SOURCE or parent: the existing output is not truncated.
+    fails_cleanly(
+        d,
+        &os(&[&"send", &"-f", &x, &missing]),
+        None,
+        6,
+        &format!("open {}: No such file", missing.display()),
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"send", &"-f", &x, &"-p", &missing, &tree]),
+        None,
+        6,
+        &format!("open {}", missing.display()),
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"send", &"-f", &x, &"--sign", &pk, &tree]),
+        None,
+        4,
+        "is a public key",
+    );
+
+    // Success: new files are 0600 as btrfs send makes them; a replaced file keeps its mode.
+    let signed = d.join("signed");
+    let o = run_subvol(
+        &os(&[&"sign", &"--key", &sk, &"-f", &plain, &"-o", &signed]),
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode_of(&signed), 0o600);
+    let o = run_subvol(&os(&[&"verify", &"--key", &pk, &"-f", &signed]), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sent = d.join("sent");
+    let o = run_subvol(&os(&[&"send", &"-f", &sent, &tree]), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode_of(&sent), 0o600);
+    std::fs::set_permissions(&x, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let o = run_subvol(&os(&[&"send", &"-f", &x, &tree]), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&x).unwrap(), std::fs::read(&sent).unwrap());
+    assert_eq!(mode_of(&x), 0o640);
+    // A device is written in place, never replaced.
+    let o = run_subvol(
+        &os(&[&"sign", &"--key", &sk, &"-f", &plain, &"-o", &"/dev/null"]),
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &std::fs::metadata("/dev/null").unwrap().file_type()
+    ));
+    // No temporary file is left anywhere.
+    let names: Vec<_> = listing(d).into_keys().collect();
+    assert!(
+        names.iter().all(|n| !n.to_string_lossy().starts_with('.')),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn keygen_never_overwrites_either_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let k = d.join("k");
+    std::fs::write(d.join("k.pub"), b"someone else's file\n").unwrap();
+    fails_cleanly(d, &os(&[&"keygen", &"-o", &k]), None, 1, "already exists");
+    let sub = d.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let (sk, _) = cli_keygen(&sub);
+    fails_cleanly(
+        &d.join("sub"),
+        &os(&[&"keygen", &"-o", &sk]),
+        None,
+        1,
+        "already exists",
+    );
+    fails_cleanly(d, &os(&[&"keygen", &"-o", &d]), None, 1, "already exists");
+}
+
+#[test]
+fn failures_are_one_line_naming_the_file_with_the_documented_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (sk, pk) = cli_keygen(d);
+    let plain = d.join("plain.stream");
+    std::fs::write(&plain, good_stream()).unwrap();
+    let tree = d.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let malformed = d.join("malformed.key");
+    std::fs::write(&malformed, b"garbage\n").unwrap();
+    std::fs::set_permissions(
+        &malformed,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let missing = d.join("missing.key");
+    let dir_is = format!("open {}: Is a directory", tree.display());
+    let create_dir_is = format!("create {}: Is a directory", tree.display());
+
+    // -f DIR names the file.
+    fails_cleanly(d, &os(&[&"dump", &"-f", &tree]), None, 6, &dir_is);
+    fails_cleanly(d, &os(&[&"verify", &"-f", &tree]), None, 6, &dir_is);
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &sk, &"-f", &tree]),
+        None,
+        6,
+        &dir_is,
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &sk, &"-f", &plain, &"-o", &tree]),
+        None,
+        6,
+        &create_dir_is,
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"send", &"-f", &tree, &tree]),
+        None,
+        6,
+        &create_dir_is,
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"verify", &"--key", &tree, &"-f", &plain]),
+        None,
+        6,
+        &format!("key file {}: Is a directory", tree.display()),
+    );
+
+    // A public key where a secret key is needed: said so, exit 4 (a key check failed).
+    let public = format!("{} is a public key; a secret key is needed", pk.display());
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &pk, &"-f", &plain]),
+        None,
+        4,
+        &public,
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"send", &"--sign", &pk, &"-f", &d.join("out"), &tree]),
+        None,
+        4,
+        &public,
+    );
+    // A malformed key file: exit 4, naming it.
+    let named = format!("key file {}", malformed.display());
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &malformed, &"-f", &plain]),
+        None,
+        4,
+        &named,
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"verify", &"--key", &malformed, &"-f", &plain]),
+        None,
+        4,
+        &named,
+    );
+    // A world-readable secret key: exit 4.
+    std::fs::set_permissions(&sk, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &sk, &"-f", &plain]),
+        None,
+        4,
+        "too open",
+    );
+    // A missing key file: an I/O error naming it.
+    fails_cleanly(
+        d,
+        &os(&[&"sign", &"--key", &missing, &"-f", &plain]),
+        None,
+        6,
+        &format!("key file {}: No such file", missing.display()),
+    );
+    // A missing input.
+    fails_cleanly(
+        d,
+        &os(&[&"dump", &"-f", &missing]),
+        None,
+        6,
+        &format!("open {}: No such file", missing.display()),
+    );
+    // list/show/delete/snapshot of a missing path: missing, not "not on btrfs".
+    let gone = format!("open {}: No such file", missing.display());
+    for cmd in ["list", "show", "delete"] {
+        fails_cleanly(d, &os(&[&cmd, &missing]), None, 6, &gone);
+    }
+    fails_cleanly(
+        d,
+        &os(&[&"snapshot", &missing, &d.join("snap")]),
+        None,
+        6,
+        &gone,
+    );
+    // DEST that is no directory, or missing: named before the stream is read.
+    fails_cleanly(
+        d,
+        &os(&[&"recv", &"-f", &plain, &plain]),
+        None,
+        6,
+        &format!("receive into {}: Not a directory", plain.display()),
+    );
+    fails_cleanly(
+        d,
+        &os(&[&"recv", &"-f", &plain, &missing]),
+        None,
+        6,
+        &format!("receive into {}: No such file", missing.display()),
+    );
+}
+
+#[test]
+fn receive_onto_a_read_only_mount_names_dest() {
+    let Some(fs) = crate::support::btrfs_fixture::BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain.stream");
+    std::fs::write(&plain, good_stream()).unwrap();
+    let remount = |how: &str| {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(fs.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    remount("ro");
+    let needle = format!(
+        "receive into {}: Read-only file system",
+        fs.path().display()
+    );
+    for binary in ["subvol", "subvol-recv"] {
+        let mut c = Command::new(bin(binary));
+        if binary == "subvol" {
+            c.arg("recv");
+        }
+        let o = c.arg("-f").arg(&plain).arg(fs.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(6), "{binary}: {err}");
+        assert!(err.contains(&needle), "{binary}: {err:?} lacks {needle:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    remount("rw");
+    assert_eq!(std::fs::read_dir(fs.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn list_show_and_snapshot_escape_names_but_json_keeps_them() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(fs) = crate::support::btrfs_fixture::BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain.stream");
+    std::fs::write(&plain, good_stream()).unwrap();
+    let o = run_subvol(&os(&[&"recv", &"-f", &plain, &fs.path()]), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let hostile = b"x\x1b]0;owned\x07\x1b[2J\ny";
+    let escaped = "x\\033]0;owned\\007\\033[2J\\012y";
+    let snap = fs.path().join(std::ffi::OsStr::from_bytes(hostile));
+    let base = fs.path().join("s");
+    let clean = |what: &str, o: &Output| -> String {
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = String::from_utf8(o.stdout.clone()).unwrap();
+        assert!(
+            !text.bytes().any(|b| b.is_ascii_control() && b != b'\n'),
+            "{what}: control characters in {text:?}"
+        );
+        assert!(text.contains(escaped), "{what}: {text:?} lacks {escaped:?}");
+        text
+    };
+    clean(
+        "snapshot",
+        &run_subvol(&os(&[&"snapshot", &base, &snap]), None),
+    );
+    let text = clean("list", &run_subvol(&os(&[&"list", &fs.path()]), None));
+    assert_eq!(text.lines().count(), 3, "{text}");
+    clean("show", &run_subvol(&os(&[&"show", &base]), None));
+    clean("show", &run_subvol(&os(&[&"show", &snap]), None));
+    // JSON escapes by itself and stays exact.
+    let o = run_subvol(&os(&[&"list", &"--json", &fs.path()]), None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&std::str::from_utf8(hostile).unwrap()),
+        "{names:?}"
+    );
+    // Errors too: one line, escaped.
+    let missing = fs.path().join(std::ffi::OsStr::from_bytes(b"gone\x1b[2J"));
+    let o = run_subvol(&os(&[&"delete", &missing]), None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("gone\\033[2J"), "{err:?}");
 }

@@ -17,11 +17,12 @@
 //! Blank lines and lines starting with `#` are ignored. A public key file may hold several keys.
 
 use super::SignError;
+use crate::util::fs::AtomicFile;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// First word of a secret key line.
@@ -220,9 +221,18 @@ impl SecretKey {
     /// Loads a secret key file, refusing one that group or others may read (as ssh does).
     ///
     /// # Errors
-    /// Unreadable, too open, or malformed.
+    /// Unreadable, a public key, too open, or malformed.
     pub fn load(path: &Path) -> Result<SecretKey, SignError> {
-        let meta = std::fs::metadata(path).map_err(|e| SignError::key_io(path, e))?;
+        let (text, meta) = read_key_file(path)?;
+        // A public key is the likeliest mistake, and its mode is 0644: say what it is before
+        // talking about permissions.
+        if key_lines(&text)
+            .next()
+            .and_then(|l| l.split_whitespace().next())
+            .is_some_and(|tag| tag == PUBLIC_TAG || tag == SSH_TAG)
+        {
+            return Err(SignError::PublicKeyGiven(path.into()));
+        }
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(SignError::KeyFile {
                 path: path.into(),
@@ -234,12 +244,41 @@ impl SecretKey {
                 ),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| SignError::key_io(path, e))?;
         SecretKey::parse(&text).map_err(|reason| SignError::KeyFile {
             path: path.into(),
             reason,
         })
     }
+}
+
+/// Key files are small: a longer file is not one (and `/dev/zero` must not be read forever).
+const MAX_KEY_FILE: u64 = 64 << 10;
+
+/// Reads a key file (at most [`MAX_KEY_FILE`] bytes) and its metadata.
+fn read_key_file(path: &Path) -> Result<(String, std::fs::Metadata), SignError> {
+    let io = |e| SignError::key_io(path, e);
+    let f = std::fs::File::open(path).map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(io(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::ISDIR.raw_os_error(),
+        )));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(SignError::KeyFile {
+            path: path.into(),
+            reason: format!("larger than {MAX_KEY_FILE} bytes: not a key file"),
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| SignError::KeyFile {
+        path: path.into(),
+        reason: "not text (invalid UTF-8): not a key file".into(),
+    })?;
+    Ok((text, meta))
 }
 
 /// The set of accepted public keys (several for key rotation).
@@ -269,7 +308,7 @@ impl KeySet {
     pub fn load(paths: &[PathBuf]) -> Result<KeySet, SignError> {
         let mut set = KeySet::new();
         for p in paths {
-            let text = std::fs::read_to_string(p).map_err(|e| SignError::key_io(p, e))?;
+            let (text, _) = read_key_file(p)?;
             let mut n = 0;
             for (i, line) in key_lines(&text).enumerate() {
                 let k = PublicKey::parse_line(line).map_err(|reason| SignError::KeyFile {
@@ -308,7 +347,8 @@ impl KeySet {
     }
 }
 
-/// Writes a new key pair: `path` (secret, mode 0600) and `path.pub`. Refuses to overwrite.
+/// Writes a new key pair: `path` (secret, mode 0600) and `path.pub`. Refuses to overwrite: each
+/// file is written in full under no name and linked into place only where no file exists.
 ///
 /// # Errors
 /// A file exists or cannot be written, or the random source failed.
@@ -316,28 +356,33 @@ pub fn keygen(path: &Path) -> Result<(SecretKey, PathBuf), SignError> {
     let pub_path = pub_path(path);
     for p in [path, pub_path.as_path()] {
         if p.symlink_metadata().is_ok() {
-            return Err(SignError::KeyFile {
-                path: p.into(),
-                reason: "already exists (refusing to overwrite a key)".into(),
-            });
+            return Err(SignError::KeyExists(p.into()));
         }
     }
     let key = SecretKey::generate()?;
-    let write = |p: &Path, mode: u32, text: &str| -> Result<(), SignError> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(p)
-            .map_err(|e| SignError::key_io(p, e))?;
+    let prepare = |p: &Path, mode: u32, text: &str| -> Result<AtomicFile, SignError> {
+        let mut f = AtomicFile::create(p, mode).map_err(|e| SignError::key_io(p, e.source))?;
         // The mode given to open is masked by the umask; make sure of it.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
+        f.file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
             .and_then(|()| f.write_all(text.as_bytes()))
-            .and_then(|()| f.sync_all())
-            .map_err(|e| SignError::key_io(p, e))
+            .map_err(|e| SignError::key_io(p, e))?;
+        Ok(f)
     };
-    write(path, 0o600, &key.to_file_text())?;
-    if let Err(e) = write(&pub_path, 0o644, &format!("{}\n", key.public.to_line())) {
+    let secret = prepare(path, 0o600, &key.to_file_text())?;
+    let public = prepare(&pub_path, 0o644, &format!("{}\n", key.public.to_line()))?;
+    let link = |f: AtomicFile, p: &Path| {
+        f.commit_new().map_err(|e| {
+            if e.source.kind() == std::io::ErrorKind::AlreadyExists {
+                SignError::KeyExists(p.into())
+            } else {
+                SignError::key_io(p, e.source)
+            }
+        })
+    };
+    link(secret, path)?;
+    if let Err(e) = link(public, &pub_path) {
+        // This run created the secret key a moment ago: without its public half it is useless.
         let _ = std::fs::remove_file(path);
         return Err(e);
     }

@@ -51,6 +51,12 @@ pub enum SignError {
         /// What is wrong.
         reason: String,
     },
+    /// A public key file where a secret key is needed.
+    #[error("{} is a public key; a secret key is needed", .0.display())]
+    PublicKeyGiven(PathBuf),
+    /// keygen does not overwrite a key file.
+    #[error("key file {} already exists (refusing to overwrite a key)", .0.display())]
+    KeyExists(PathBuf),
     /// A key file cannot be read or written.
     #[error("key file {}", path.display())]
     KeyIo {
@@ -77,10 +83,13 @@ impl SignError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             SignError::KeyIo { .. } => ExitCode::Io,
-            SignError::KeyFile { .. } | SignError::Random(_) | SignError::CannotSign(_) => {
+            SignError::KeyExists(_) | SignError::Random(_) | SignError::CannotSign(_) => {
                 ExitCode::Failure
             }
-            SignError::Verify(_) => ExitCode::Verification,
+            // A key that cannot be used is a failed key check, as documented for exit 4.
+            SignError::KeyFile { .. } | SignError::PublicKeyGiven(_) | SignError::Verify(_) => {
+                ExitCode::Verification
+            }
         }
     }
 

@@ -36,6 +36,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a send stream's commands as `btrfs receive --dump` does (or as JSON lines)
+    ///
+    /// The text is byte for byte what `btrfs receive --dump` (btrfs-progs 6.2) prints, names
+    /// included: it does not sanitize control characters beyond what btrfs-progs does, so a
+    /// hostile stream can put terminal escapes into it. Pipe it through `cat -v` to look at an
+    /// untrusted stream, or use --json, where every name is escaped (and given as hex when it
+    /// is not UTF-8).
     #[command(
         after_help = "Examples:\n  btrfs send /mnt/snap | subvol dump\n  subvol dump -f snap.stream --json | jq .command\n\nWithout --all, printing stops at the first END, as btrfs receive --dump does."
     )]

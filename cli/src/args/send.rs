@@ -61,7 +61,8 @@ pub struct SendArgs {
     /// Send no file data: offsets and lengths only (UPDATE_EXTENT instead of WRITE)
     #[arg(long = "no-data")]
     pub no_data: bool,
-    /// Write the stream to FILE instead of stdout
+    /// Write the stream to FILE instead of stdout (a new file is mode 0600, as btrfs send makes
+    /// it; FILE is replaced only by a complete stream, and left as it was on any failure)
     #[arg(short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Read SOURCE as a directory tree even when it is a btrfs subvolume

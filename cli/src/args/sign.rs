@@ -18,7 +18,10 @@ Examples:
   subvol verify --key vendor.key.pub -f snap.signed
 
 Segments close when the stream moves on to another file after at least 1 MiB, and always
-before 8 MiB. See docs/signed-streams.md for the format.")]
+before 8 MiB. See docs/signed-streams.md for the format.
+
+A key that cannot be used (malformed, a public key, readable by group or others) exits 4, as a
+failed key check; a key file that cannot be read exits 6.")]
 pub struct SignArgs {
     /// Secret key file, as written by `subvol keygen` (must not be readable by group or others)
     #[arg(long, value_name = "SECRET")]
@@ -26,7 +29,8 @@ pub struct SignArgs {
     /// Read the stream from FILE instead of stdin
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
-    /// Write the signed stream to FILE instead of stdout (removed again if signing fails)
+    /// Write the signed stream to FILE instead of stdout (a new file is mode 0600; FILE is
+    /// replaced only once the whole stream is signed, and left as it was on any failure)
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 }

@@ -24,12 +24,23 @@ fn time(sec: u64) -> String {
         .unwrap_or_else(|_| sec.to_string())
 }
 
+/// A name from a repository, a pool or the command line, for a person: control characters
+/// escaped (a hostile name must not retitle or clear the terminal).
+fn esc(name: &str) -> String {
+    escape(name.as_bytes())
+}
+
+/// A path for a person, escaped as [`esc`].
+fn esc_path(p: &std::path::Path) -> String {
+    escape(p.as_os_str().as_encoded_bytes())
+}
+
 fn short(f: &StreamFile) -> String {
     let what = match &f.from {
-        None => format!("full {}", f.to),
-        Some(from) => format!("delta {from} → {}", f.to),
+        None => format!("full {}", esc(&f.to)),
+        Some(from) => format!("delta {} → {}", esc(from), esc(&f.to)),
     };
-    format!("{what:<24} {:>10}  {}", human(f.size), f.path)
+    format!("{what:<24} {:>10}  {}", human(f.size), esc(&f.path))
 }
 
 /// `subvol publish`.
@@ -68,8 +79,9 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         PublishEvent::MissingTree { version, path } => {
             line.clear();
             eprintln!(
-                "warning: no delta from version {version}: its tree {} is not in the store",
-                path.display()
+                "warning: no delta from version {}: its tree {} is not in the store",
+                esc(version),
+                esc_path(path)
             );
         }
     });
@@ -84,16 +96,16 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         writeln!(
             out,
             "published version {} (UUID {}) to {}: {} file(s), {}",
-            v.name,
+            esc(&v.name),
             v.uuid,
-            r.repo.display(),
+            esc_path(&r.repo),
             r.streams.len(),
             human(r.streams.iter().map(|s| s.size).sum())
         )
         .map_err(w)?;
     }
     for p in &r.pruned {
-        writeln!(out, "retired version {p}").map_err(w)?;
+        writeln!(out, "retired version {}", esc(p)).map_err(w)?;
     }
     if !r.removed_files.is_empty() {
         writeln!(
@@ -110,7 +122,7 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         time(r.expires),
         r.versions,
         human(r.repo_bytes),
-        r.trees.display()
+        esc_path(&r.trees)
     )
     .map_err(w)
 }
@@ -164,6 +176,7 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             if names.is_empty() {
                 "pool holds no version yet".into()
             } else {
+                let names: Vec<String> = names.iter().map(|n| esc(n)).collect();
                 format!("pool holds: {}", names.join(", "))
             },
         ),
@@ -172,8 +185,8 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                 line.clear();
                 eprintln!(
                     "plan: {} → {} in {} step(s), {} to fetch",
-                    p.start.as_deref().unwrap_or("empty"),
-                    p.target,
+                    esc(p.start.as_deref().unwrap_or("empty")),
+                    esc(&p.target),
                     p.steps.len(),
                     human(p.bytes)
                 );
@@ -209,11 +222,19 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         }
         PullEvent::Resume { file, offset } => say(
             &mut line,
-            format!("resuming {} at byte {offset} of {}", file.path, file.size),
+            format!(
+                "resuming {} at byte {offset} of {}",
+                esc(&file.path),
+                file.size
+            ),
         ),
         PullEvent::Refused { file, reason } => say(
             &mut line,
-            format!("refused {}: {reason}; trying another chain", file.path),
+            format!(
+                "refused {}: {}; trying another chain",
+                esc(&file.path),
+                super::escape_controls(reason)
+            ),
         ),
         PullEvent::Receiving {
             step,
@@ -237,12 +258,16 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         } => say(
             &mut line,
             format!(
-                "step {step}/{steps}: received version {version} as {}",
-                path.display()
+                "step {step}/{steps}: received version {} as {}",
+                esc(version),
+                esc_path(path)
             ),
         ),
         PullEvent::Removed { name, reason } => {
-            say(&mut line, format!("deleted {name} ({reason})"));
+            say(
+                &mut line,
+                format!("deleted {} ({})", esc(name), super::escape_controls(reason)),
+            );
         }
         PullEvent::StaleRemoved(n) => say(
             &mut line,
@@ -263,8 +288,8 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         writeln!(
             out,
             "plan: {} → {} in {} step(s), {} to fetch",
-            p.start.as_deref().unwrap_or("empty"),
-            p.target,
+            esc(p.start.as_deref().unwrap_or("empty")),
+            esc(&p.target),
             p.steps.len(),
             human(p.bytes)
         )
@@ -278,16 +303,16 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         return writeln!(
             out,
             "{} is version {} already; nothing to do",
-            r.path.display(),
-            r.target
+            esc_path(&r.path),
+            esc(&r.target)
         )
         .map_err(w);
     }
     writeln!(
         out,
         "{} is version {}: {} step(s), {} fetched in {:.1}s",
-        r.path.display(),
-        r.target,
+        esc_path(&r.path),
+        esc(&r.target),
         r.steps.len(),
         human(r.bytes),
         start.elapsed().as_secs_f64()
@@ -310,29 +335,29 @@ pub fn pool(a: &args::PoolArgs) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     let w = |e| Error::output(e);
     match (&r.image, r.mounted) {
-        (None, _) => writeln!(out, "{} is a pool (on btrfs)", r.path.display()),
+        (None, _) => writeln!(out, "{} is a pool (on btrfs)", esc_path(&r.path)),
         (Some(img), true) => writeln!(
             out,
             "{} is a pool: {}btrfs image {} ({}) mounted there\n  remove with: umount {} && rm {}",
-            r.path.display(),
+            esc_path(&r.path),
             if r.created_image { "new " } else { "" },
-            img.display(),
+            esc_path(img),
             human(r.size.unwrap_or(0)),
-            r.path.display(),
-            img.display()
+            esc_path(&r.path),
+            esc_path(img)
         ),
         (Some(img), false) => writeln!(
             out,
             "{} is a pool already (image {} mounted)",
-            r.path.display(),
-            img.display()
+            esc_path(&r.path),
+            esc_path(img)
         ),
     }
     .map_err(w)
 }
 
 fn opt(v: Option<&impl std::fmt::Display>) -> String {
-    v.map_or_else(|| "-".to_string(), ToString::to_string)
+    v.map_or_else(|| "-".to_string(), |v| esc(&v.to_string()))
 }
 
 /// `subvol list`.
@@ -354,10 +379,9 @@ pub fn list(a: &args::ListArgs) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     let w = |e| Error::output(e);
     let rel = |e: &pool::SubvolEntry| {
-        e.path.strip_prefix(&a.path).map_or_else(
-            |_| escape(e.path.as_os_str().as_encoded_bytes()),
-            |p| escape(p.as_os_str().as_encoded_bytes()),
-        )
+        e.path
+            .strip_prefix(&a.path)
+            .map_or_else(|_| esc_path(&e.path), esc_path)
     };
     let width = l.iter().map(|e| rel(e).len()).max().unwrap_or(4).max(4);
     let pw = l
@@ -403,9 +427,9 @@ pub fn show(a: &args::ShowArgs) -> Result<(), Error> {
     writeln!(
         out,
         "{}\n  name:           {}\n  path in fs:     {}\n  id:             {}\n  uuid:           {}\n  parent uuid:    {}\n  parent:         {}\n  received uuid:  {}\n  received:       {}\n  read-only:      {}\n  created:        {}\n  generation:     {}\n  snapshots:      {}",
-        escape(e.path.as_os_str().as_encoded_bytes()),
-        escape(e.name.as_bytes()),
-        d.fs_path,
+        esc_path(&e.path),
+        esc(&e.name),
+        esc(&d.fs_path),
         e.id,
         e.uuid,
         opt(e.parent_uuid.as_ref()),
@@ -418,7 +442,11 @@ pub fn show(a: &args::ShowArgs) -> Result<(), Error> {
         if d.snapshots.is_empty() {
             "-".to_string()
         } else {
-            d.snapshots.join(", ")
+            d.snapshots
+                .iter()
+                .map(|s| esc(s))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     )
     .map_err(Error::output)
@@ -437,8 +465,8 @@ pub fn snapshot(a: &args::SnapshotArgs) -> Result<(), Error> {
         io::stdout().lock(),
         "created {}snapshot {} of {} (UUID {})",
         if a.readonly { "read-only " } else { "" },
-        a.dest.display(),
-        a.source.display(),
+        esc_path(&a.dest),
+        esc_path(&a.source),
         e.uuid
     )
     .map_err(Error::output)
@@ -456,7 +484,7 @@ pub fn delete(a: &args::DeleteArgs) -> Result<(), Error> {
             writeln!(
                 io::stdout().lock(),
                 "deleted {} (UUID {})",
-                p.display(),
+                esc_path(p),
                 e.uuid
             )
             .map_err(Error::output)?;

@@ -23,10 +23,17 @@ pub use progress::Progress;
 use crate::args::Command;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use subvol::Error;
+use subvol::util::escape;
+use subvol::util::fs::{is_same_file, open_to_read};
+
+/// Mode of a new output file (`send -f`, `sign -o`), as `btrfs send -f` creates its file: a
+/// stream holds every file of its subvolume, whatever their own modes.
+pub const OUTPUT_MODE: u32 = 0o600;
 
 /// Input buffer: large reads keep syscalls rare on multi-GB streams.
 const INPUT_BUF: usize = 1 << 20;
@@ -50,18 +57,54 @@ pub fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
 /// Opens `-f FILE` or stdin; returns the reader and the input size when it is a regular file.
 ///
 /// # Errors
-/// The file cannot be opened.
+/// The file cannot be opened, or is a directory.
 pub fn open_input(file: Option<&Path>) -> Result<(Box<dyn Read + Send>, Option<u64>), Error> {
     match file {
         Some(p) if p != Path::new("-") => {
-            let f = File::open(p).map_err(|e| Error::io("open", p, e))?;
-            let size = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+            let (f, meta) = open_to_read(p)?;
+            let size = meta.is_file().then_some(meta.len());
             Ok((Box::new(BufReader::with_capacity(INPUT_BUF, f)), size))
         }
         _ => Ok((
             Box::new(BufReader::with_capacity(INPUT_BUF, io::stdin())),
             None,
         )),
+    }
+}
+
+/// Refuses an output that is the input file (`-f X -o X`, or `-o X < X`): the output would
+/// replace the input while it is read.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the file.
+pub fn refuse_output_is_input(input: Option<&Path>, output: &Path) -> Result<(), Error> {
+    let meta = match input {
+        Some(p) if p != Path::new("-") => std::fs::metadata(p).ok(),
+        _ => io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| File::from(fd).metadata().ok()),
+    };
+    // Pipes and terminals cannot be named by a path that is also an output file.
+    if meta.is_some_and(|m| m.is_file() && is_same_file(&m, output)) {
+        return Err(Error::Invalid(format!(
+            "{} is also the input; write the output to another file",
+            output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A failure to write the output, named by the output file (a closed pipe stays what it is: a
+/// reader that stopped early is no failure).
+#[must_use]
+pub fn name_output(e: Error, file: &Path) -> Error {
+    match e {
+        Error::Output(source) if source.kind() != io::ErrorKind::BrokenPipe => {
+            Error::io("write", file, source)
+        }
+        e => e,
     }
 }
 
@@ -110,18 +153,41 @@ pub fn digest(a: &crate::args::DigestArgs) -> Result<(), Error> {
 }
 
 /// Prints an error the way both binaries do and returns the exit code.
+///
+/// One line: `PROG: error: MESSAGE: CAUSE: ...`, each cause once (a cause whose text already
+/// ends the line is not repeated), control characters escaped so that no name in a message
+/// can move the cursor or start a line of its own.
 #[must_use]
 pub fn report(prog: &str, e: &Error) -> std::process::ExitCode {
     if e.is_broken_pipe() {
         return std::process::ExitCode::SUCCESS;
     }
     let _ = io::stdout().flush();
-    eprintln!("{prog}: error: {e}");
-    // Each message names its own operation only; the causes follow, each once.
+    let mut line = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
-        eprintln!("  caused by: {s}");
+        let text = s.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         src = s.source();
     }
+    eprintln!("{prog}: error: {}", escape_controls(&line));
     std::process::ExitCode::from(e.exit_code() as u8)
+}
+
+/// `text` with its control characters escaped as [`escape`] does, everything else as it is
+/// (names in messages are escaped already; their backslashes must not double).
+pub(crate) fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            let mut buf = [0u8; 4];
+            out.push_str(&escape(c.encode_utf8(&mut buf).as_bytes()));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -23,6 +23,8 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
         .dest
         .clone()
         .ok_or_else(|| Error::Invalid("DEST is required".into()))?;
+    // A read-only or unwritable DEST fails before the stream is read, naming DEST.
+    subvol::util::fs::check_writable_dir(&dest, "receive into")?;
     // SIGINT/SIGTERM set a flag checked between commands; the receiver then removes its staging
     // subvolume and returns `Interrupted` (exit 130).
     let interrupted = Arc::new(AtomicBool::new(false));

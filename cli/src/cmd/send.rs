@@ -1,14 +1,14 @@
 //! `subvol send`: from a btrfs subvolume through the kernel, or from a plain directory tree.
 
-use super::Progress;
+use super::{OUTPUT_MODE, Progress};
 use crate::args;
-use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use subvol::Error;
 use subvol::pipeline::{CommandSink, Hook, Totals};
 use subvol::send::kernel::{KernelSendOptions, is_subvolume, send_kernel, send_kernel_into};
 use subvol::send::{TreeSendOptions, send_tree};
 use subvol::stream::Writer;
+use subvol::util::fs::AtomicFile;
 
 /// Output buffer: stream commands are small, data chunks up to 128 KiB.
 const OUTPUT_BUF: usize = 1 << 20;
@@ -39,9 +39,22 @@ pub fn send(a: &args::SendArgs) -> Result<(), Error> {
             "--uuid and --parent-uuid apply to directory trees (add --from-tree)".into(),
         ));
     }
-    let mut out: Box<dyn Write> = match &a.file {
+    // Check every input before the output is touched.
+    for p in std::iter::once(&a.source)
+        .chain(a.parent.as_ref())
+        .chain(&a.clone_sources)
+    {
+        std::fs::metadata(p).map_err(|e| Error::io("open", p, e))?;
+    }
+    let mut progress = Progress::new("send", None, false);
+    let r = match &a.file {
         Some(p) if p.as_os_str() != "-" => {
-            Box::new(File::create(p).map_err(|e| Error::io("create", p, e))?)
+            // Written beside FILE; FILE is replaced only by a complete stream.
+            let mut out = AtomicFile::create(p, OUTPUT_MODE)?;
+            match produce_into(a, tree, key, &mut out, &mut progress) {
+                Ok(()) => out.commit().map_err(Error::from),
+                Err(e) => Err(super::name_output(e, p)),
+            }
         }
         _ => {
             if io::stdout().is_terminal() {
@@ -50,29 +63,38 @@ pub fn send(a: &args::SendArgs) -> Result<(), Error> {
                 ));
             }
             super::enlarge_pipe(io::stdout());
-            Box::new(io::stdout().lock())
+            produce_into(a, tree, key, &mut io::stdout().lock(), &mut progress)
         }
-    };
-    let mut progress = Progress::new("send", None, false);
-    let r = match key {
-        None => produce(
-            a,
-            tree,
-            Writer::new(BufWriter::with_capacity(OUTPUT_BUF, &mut out)),
-            &mut progress,
-        ),
-        // The signer is the sink the source emits into: it adds a block after each segment.
-        Some(key) => produce(
-            a,
-            tree,
-            subvol::sign::Signer::new(BufWriter::with_capacity(OUTPUT_BUF, &mut out), key)?,
-            &mut progress,
-        ),
     };
     progress.finish();
     match r {
         Err(e) if e.is_broken_pipe() => Ok(()),
         r => r,
+    }
+}
+
+/// Runs the source into `out`, signed when there is a key.
+fn produce_into(
+    a: &args::SendArgs,
+    tree: bool,
+    key: Option<subvol::sign::SecretKey>,
+    out: &mut dyn Write,
+    progress: &mut Progress,
+) -> Result<(), Error> {
+    match key {
+        None => produce(
+            a,
+            tree,
+            Writer::new(BufWriter::with_capacity(OUTPUT_BUF, out)),
+            progress,
+        ),
+        // The signer is the sink the source emits into: it adds a block after each segment.
+        Some(key) => produce(
+            a,
+            tree,
+            subvol::sign::Signer::new(BufWriter::with_capacity(OUTPUT_BUF, out), key)?,
+            progress,
+        ),
     }
 }
 

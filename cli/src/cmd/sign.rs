@@ -1,6 +1,6 @@
 //! `subvol sign` and `subvol keygen`.
 
-use super::{Progress, ThreadedInput, open_input};
+use super::{OUTPUT_MODE, Progress, ThreadedInput, open_input, refuse_output_is_input};
 use crate::args;
 use std::fs::File;
 use std::io::{self, Write};
@@ -11,6 +11,7 @@ use subvol::Error;
 use subvol::pipeline::{Hook, Totals};
 use subvol::sign::{SecretKey, Signer, keygen as make_key, sign_stream};
 use subvol::stream::Reader;
+use subvol::util::fs::AtomicFile;
 
 /// Output chunk of `subvol sign`.
 const OUTPUT_CHUNK: usize = 1 << 20;
@@ -19,15 +20,15 @@ const OUTPUT_DEPTH: usize = 4;
 
 /// Output written on its own thread, so that hashing and signing overlap the `write` syscalls
 /// (the input is read on another thread, [`ThreadedInput`]).
-struct ThreadedOutput {
+struct ThreadedOutput<W> {
     tx: Option<SyncSender<Vec<u8>>>,
     spare: Receiver<Vec<u8>>,
     buf: Vec<u8>,
-    thread: Option<JoinHandle<io::Result<File>>>,
+    thread: Option<JoinHandle<io::Result<W>>>,
 }
 
-impl ThreadedOutput {
-    fn spawn(mut f: File) -> ThreadedOutput {
+impl<W: Write + Send + 'static> ThreadedOutput<W> {
+    fn spawn(mut f: W) -> ThreadedOutput<W> {
         let (tx, rx) = sync_channel::<Vec<u8>>(OUTPUT_DEPTH);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(OUTPUT_DEPTH + 1);
         let thread = std::thread::spawn(move || {
@@ -70,8 +71,8 @@ impl ThreadedOutput {
         }
     }
 
-    /// Writes what is left and returns the file.
-    fn finish(mut self) -> io::Result<File> {
+    /// Writes what is left and returns the writer.
+    fn finish(mut self) -> io::Result<W> {
         self.send()?;
         self.tx = None;
         match self.thread.take().map(JoinHandle::join) {
@@ -81,7 +82,7 @@ impl ThreadedOutput {
     }
 }
 
-impl Write for ThreadedOutput {
+impl<W: Write + Send + 'static> Write for ThreadedOutput<W> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(b);
         if self.buf.len() >= OUTPUT_CHUNK {
@@ -98,42 +99,52 @@ impl Write for ThreadedOutput {
 
 /// `subvol sign`.
 ///
+/// The key and the input are opened first; `-o FILE` is written beside FILE and takes its name
+/// only once signed completely, so a failure leaves FILE as it was.
+///
 /// # Errors
 /// Key, input, stream or output errors.
 pub fn sign(a: &args::SignArgs) -> Result<(), Error> {
     let key = SecretKey::load(&a.key)?;
     let (inp, size) = open_input(a.file.as_deref())?;
+    match &a.output {
+        Some(p) => {
+            refuse_output_is_input(a.file.as_deref(), p)?;
+            let out = AtomicFile::create(p, OUTPUT_MODE)?;
+            let out = sign_into(inp, size, out, key).map_err(|e| super::name_output(e, p))?;
+            out.commit()?;
+            Ok(())
+        }
+        None => {
+            // A File on a duplicate of fd 1: no line buffering (stdout's LineWriter scans
+            // every write for newlines).
+            let out = File::from(
+                io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(Error::output)?,
+            );
+            super::enlarge_pipe(&out);
+            sign_into(inp, size, out, key).map(drop)
+        }
+    }
+}
+
+/// Signs the stream read from `inp` into `out`, returning `out` when all of it is written.
+fn sign_into<W: Write + Send + 'static>(
+    inp: Box<dyn io::Read + Send>,
+    size: Option<u64>,
+    out: W,
+    key: SecretKey,
+) -> Result<W, Error> {
     let mut reader = Reader::new(ThreadedInput::spawn(inp, None));
-    let out: File = match &a.output {
-        Some(p) => File::create(p).map_err(|e| Error::io("create", p, e))?,
-        // A File on a duplicate of fd 1: no line buffering (stdout's LineWriter scans every
-        // write for newlines).
-        None => File::from(
-            io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(Error::output)?,
-        ),
-    };
-    super::enlarge_pipe(&out);
     let signer = Signer::new(ThreadedOutput::spawn(out), key)?;
     let mut progress = Progress::new("sign", size, false);
     let mut tick = |t: &Totals| progress.totals(t);
     let result = sign_stream(&mut reader, signer, &mut Hook::none().progress(&mut tick));
     progress.finish();
-    let result = result.and_then(|(_, w)| {
-        let f = w.finish().map_err(Error::output)?;
-        if a.output.is_some() && f.metadata().is_ok_and(|m| m.is_file()) {
-            f.sync_all().map_err(Error::output)?;
-        }
-        Ok(())
-    });
-    if result.is_err()
-        && let Some(p) = &a.output
-    {
-        let _ = std::fs::remove_file(p);
-    }
-    result
+    let (_, w) = result?;
+    w.finish().map_err(Error::output)
 }
 
 /// `subvol keygen`.
