@@ -129,13 +129,14 @@ impl Status {
         }
     }
 
-    /// Shows `text()` (computed only when a line is drawn).
+    /// Shows `text()` (computed only when a line is drawn), control characters escaped: the
+    /// text carries names from repositories and streams.
     pub fn show(&mut self, text: impl FnOnce() -> String) {
         if self.bar.0.is_none() {
             self.bar.0 = bar(self.force, None, "{spinner} {msg}", "");
         }
         if let Some(b) = &self.bar.0 {
-            b.set_message(text());
+            b.set_message(subvol::util::escape(text().as_bytes()));
         }
     }
 
