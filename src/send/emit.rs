@@ -83,18 +83,35 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         Builder::new(c, self.version)
     }
 
+    /// Emits command `c` with `attrs` in the order given. Each method below lists its
+    /// command's attributes in the kernel's order: that list is the command's schema.
+    /// `path` names the command in errors.
+    fn emit(&mut self, c: u16, path: &[u8], attrs: &[(u16, Value<'_>)]) -> Result<(), SendError> {
+        let mut b = self.b(c);
+        for &(a, v) in attrs {
+            b = match v {
+                Value::Bytes(v) => b.bytes(a, v),
+                Value::U64(v) => b.u64(a, v),
+                Value::U32(v) => b.u32(a, v),
+                Value::Uuid(v) => b.uuid(a, v),
+                Value::Time(v) => b.timespec(a, v),
+            };
+        }
+        self.put(b, path)
+    }
+
     pub(crate) fn subvol(
         &mut self,
         name: &[u8],
         uuid: &Uuid,
         ctransid: u64,
     ) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::SUBVOL)
-            .bytes(attr::PATH, name)
-            .uuid(attr::UUID, uuid)
-            .u64(attr::CTRANSID, ctransid);
-        self.put(b, name)
+        let attrs = [
+            (attr::PATH, Bytes(name)),
+            (attr::UUID, Value::Uuid(uuid)),
+            (attr::CTRANSID, U64(ctransid)),
+        ];
+        self.emit(cmd::SUBVOL, name, &attrs)
     }
 
     pub(crate) fn snapshot(
@@ -105,20 +122,19 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         parent: &Uuid,
         parent_ctransid: u64,
     ) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::SNAPSHOT)
-            .bytes(attr::PATH, name)
-            .uuid(attr::UUID, uuid)
-            .u64(attr::CTRANSID, ctransid)
-            .uuid(attr::CLONE_UUID, parent)
-            .u64(attr::CLONE_CTRANSID, parent_ctransid);
-        self.put(b, name)
+        let attrs = [
+            (attr::PATH, Bytes(name)),
+            (attr::UUID, Value::Uuid(uuid)),
+            (attr::CTRANSID, U64(ctransid)),
+            (attr::CLONE_UUID, Value::Uuid(parent)),
+            (attr::CLONE_CTRANSID, U64(parent_ctransid)),
+        ];
+        self.emit(cmd::SNAPSHOT, name, &attrs)
     }
 
     /// MKFILE or MKDIR (`c` says which).
     pub(crate) fn mk(&mut self, c: u16, path: &[u8], ino: u64) -> Result<(), SendError> {
-        let b = self.b(c).bytes(attr::PATH, path).u64(attr::INO, ino);
-        self.put(b, path)
+        self.emit(c, path, &[(attr::PATH, Bytes(path)), (attr::INO, U64(ino))])
     }
 
     /// MKNOD, MKFIFO or MKSOCK: the kernel sends RDEV and MODE (full st_mode) with all three.
@@ -130,13 +146,13 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         rdev: u64,
         mode: u64,
     ) -> Result<(), SendError> {
-        let b = self
-            .b(c)
-            .bytes(attr::PATH, path)
-            .u64(attr::INO, ino)
-            .u64(attr::RDEV, rdev)
-            .u64(attr::MODE, mode);
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::INO, U64(ino)),
+            (attr::RDEV, U64(rdev)),
+            (attr::MODE, U64(mode)),
+        ];
+        self.emit(c, path, &attrs)
     }
 
     pub(crate) fn symlink(
@@ -145,39 +161,37 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         ino: u64,
         target: &[u8],
     ) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::SYMLINK)
-            .bytes(attr::PATH, path)
-            .u64(attr::INO, ino)
-            .bytes(attr::PATH_LINK, target);
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::INO, U64(ino)),
+            (attr::PATH_LINK, Bytes(target)),
+        ];
+        self.emit(cmd::SYMLINK, path, &attrs)
     }
 
     pub(crate) fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::RENAME)
-            .bytes(attr::PATH, from)
-            .bytes(attr::PATH_TO, to);
-        self.put(b, from)
+        self.emit(
+            cmd::RENAME,
+            from,
+            &[(attr::PATH, Bytes(from)), (attr::PATH_TO, Bytes(to))],
+        )
     }
 
     /// LINK: creates `path` as a new name of the existing `existing`.
     pub(crate) fn link(&mut self, path: &[u8], existing: &[u8]) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::LINK)
-            .bytes(attr::PATH, path)
-            .bytes(attr::PATH_LINK, existing);
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::PATH_LINK, Bytes(existing)),
+        ];
+        self.emit(cmd::LINK, path, &attrs)
     }
 
     pub(crate) fn unlink(&mut self, path: &[u8]) -> Result<(), SendError> {
-        let b = self.b(cmd::UNLINK).bytes(attr::PATH, path);
-        self.put(b, path)
+        self.emit(cmd::UNLINK, path, &[(attr::PATH, Bytes(path))])
     }
 
     pub(crate) fn rmdir(&mut self, path: &[u8]) -> Result<(), SendError> {
-        let b = self.b(cmd::RMDIR).bytes(attr::PATH, path);
-        self.put(b, path)
+        self.emit(cmd::RMDIR, path, &[(attr::PATH, Bytes(path))])
     }
 
     pub(crate) fn set_xattr(
@@ -186,20 +200,17 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         name: &[u8],
         data: &[u8],
     ) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::SET_XATTR)
-            .bytes(attr::PATH, path)
-            .bytes(attr::XATTR_NAME, name)
-            .bytes(attr::XATTR_DATA, data);
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::XATTR_NAME, Bytes(name)),
+            (attr::XATTR_DATA, Bytes(data)),
+        ];
+        self.emit(cmd::SET_XATTR, path, &attrs)
     }
 
     pub(crate) fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::REMOVE_XATTR)
-            .bytes(attr::PATH, path)
-            .bytes(attr::XATTR_NAME, name);
-        self.put(b, path)
+        let attrs = [(attr::PATH, Bytes(path)), (attr::XATTR_NAME, Bytes(name))];
+        self.emit(cmd::REMOVE_XATTR, path, &attrs)
     }
 
     /// WRITE of `data` (at most one kernel chunk) without copying it into a payload buffer.
@@ -250,24 +261,24 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         clone_path: &[u8],
         clone_offset: u64,
     ) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::CLONE)
-            .u64(attr::FILE_OFFSET, offset)
-            .u64(attr::CLONE_LEN, len)
-            .bytes(attr::PATH, path)
-            .uuid(attr::CLONE_UUID, clone_uuid)
-            .u64(attr::CLONE_CTRANSID, clone_ctransid)
-            .bytes(attr::CLONE_PATH, clone_path)
-            .u64(attr::CLONE_OFFSET, clone_offset);
-        self.put(b, path)
+        let attrs = [
+            (attr::FILE_OFFSET, U64(offset)),
+            (attr::CLONE_LEN, U64(len)),
+            (attr::PATH, Bytes(path)),
+            (attr::CLONE_UUID, Value::Uuid(clone_uuid)),
+            (attr::CLONE_CTRANSID, U64(clone_ctransid)),
+            (attr::CLONE_PATH, Bytes(clone_path)),
+            (attr::CLONE_OFFSET, U64(clone_offset)),
+        ];
+        self.emit(cmd::CLONE, path, &attrs)
     }
 
     pub(crate) fn truncate(&mut self, path: &[u8], size: u64) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::TRUNCATE)
-            .bytes(attr::PATH, path)
-            .u64(attr::SIZE, size);
-        self.put(b, path)
+        self.emit(
+            cmd::TRUNCATE,
+            path,
+            &[(attr::PATH, Bytes(path)), (attr::SIZE, U64(size))],
+        )
     }
 
     /// FALLOCATE with mode 3 (KEEP_SIZE | PUNCH_HOLE), the only mode the kernel emits.
@@ -277,13 +288,13 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         offset: u64,
         len: u64,
     ) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::FALLOCATE)
-            .bytes(attr::PATH, path)
-            .u32(attr::FALLOCATE_MODE, 3)
-            .u64(attr::FILE_OFFSET, offset)
-            .u64(attr::SIZE, len);
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::FALLOCATE_MODE, U32(3)),
+            (attr::FILE_OFFSET, U64(offset)),
+            (attr::SIZE, U64(len)),
+        ];
+        self.emit(cmd::FALLOCATE, path, &attrs)
     }
 
     /// UPDATE_EXTENT: the `--no-data` stand-in for WRITE.
@@ -293,29 +304,29 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         offset: u64,
         len: u64,
     ) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::UPDATE_EXTENT)
-            .bytes(attr::PATH, path)
-            .u64(attr::FILE_OFFSET, offset)
-            .u64(attr::SIZE, len);
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::FILE_OFFSET, U64(offset)),
+            (attr::SIZE, U64(len)),
+        ];
+        self.emit(cmd::UPDATE_EXTENT, path, &attrs)
     }
 
     pub(crate) fn chmod(&mut self, path: &[u8], mode: u32) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::CHMOD)
-            .bytes(attr::PATH, path)
-            .u64(attr::MODE, u64::from(mode & 0o7777));
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::MODE, U64(u64::from(mode & 0o7777))),
+        ];
+        self.emit(cmd::CHMOD, path, &attrs)
     }
 
     pub(crate) fn chown(&mut self, path: &[u8], uid: u32, gid: u32) -> Result<(), SendError> {
-        let b = self
-            .b(cmd::CHOWN)
-            .bytes(attr::PATH, path)
-            .u64(attr::UID, u64::from(uid))
-            .u64(attr::GID, u64::from(gid));
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::UID, U64(u64::from(uid))),
+            (attr::GID, U64(u64::from(gid))),
+        ];
+        self.emit(cmd::CHOWN, path, &attrs)
     }
 
     /// UTIMES; OTIME (v2+) is sent as the ctime, the closest thing a plain tree has.
@@ -326,27 +337,36 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         mtime: Timespec,
         ctime: Timespec,
     ) -> Result<(), SendError> {
-        let mut b = self
-            .b(cmd::UTIMES)
-            .bytes(attr::PATH, path)
-            .timespec(attr::ATIME, atime)
-            .timespec(attr::MTIME, mtime)
-            .timespec(attr::CTIME, ctime);
-        if self.version >= 2 {
-            b = b.timespec(attr::OTIME, ctime);
-        }
-        self.put(b, path)
+        let attrs = [
+            (attr::PATH, Bytes(path)),
+            (attr::ATIME, Time(atime)),
+            (attr::MTIME, Time(mtime)),
+            (attr::CTIME, Time(ctime)),
+            (attr::OTIME, Time(ctime)),
+        ];
+        let n = if self.version >= 2 { 5 } else { 4 };
+        self.emit(cmd::UTIMES, path, &attrs[..n])
     }
 
     /// END, then finishes the sink (flushes the output; a signer writes its final block).
     /// Returns (bytes, commands) of the stream as emitted.
     pub(crate) fn end(mut self) -> Result<(u64, u64), SendError> {
-        let b = self.b(cmd::END);
-        self.put(b, b"")?;
+        self.emit(cmd::END, b"", &[])?;
         self.sink.finish().map_err(sink_error)?;
         Ok((self.totals.bytes, self.totals.commands))
     }
 }
+
+/// An attribute value as the emitter's schema lists give it.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Bytes(&'a [u8]),
+    U64(u64),
+    U32(u32),
+    Uuid(&'a Uuid),
+    Time(Timespec),
+}
+use Value::{Bytes, Time, U32, U64};
 
 fn lossy(p: &[u8]) -> std::path::PathBuf {
     use std::os::unix::ffi::OsStrExt;
