@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod codec;
+mod content;
 mod man;
 mod mirror;
 mod recv;

@@ -371,6 +371,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 force_decompress: false,
                 interrupted: o.interrupted.clone(),
                 clone_from_any: false,
+                dedup_from: Vec::new(),
             };
             let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
                 Event::StaleRemoved(n) => on_event(PullEvent::StaleRemoved(n)),
@@ -380,7 +381,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     file: f,
                     bytes,
                 }),
-                Event::Started { .. } => {}
+                Event::Started { .. } | Event::SeedsIndexed { .. } | Event::Deduped(_) => {}
             });
             let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
             let got = match r {

@@ -435,6 +435,41 @@ impl Tree {
         Ok(())
     }
 
+    /// Clones `len` bytes of the open regular file `src` at `src_offset` into `path` at
+    /// `offset` (a dedup seed: `src` was opened and checked by the caller).
+    ///
+    /// # Errors
+    /// Refused paths, ioctl errors (the caller may write the data instead).
+    pub fn clone_from_file(
+        &mut self,
+        path: &[u8],
+        offset: u64,
+        len: u64,
+        src: BorrowedFd<'_>,
+        src_offset: u64,
+    ) -> Result<(), Failure> {
+        let dst = self.writable(path)?;
+        subvol_ioctl::clone_range(dst, src, src_offset, len, offset)?;
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of the regular file `path` (to check what a clone
+    /// put there).
+    ///
+    /// # Errors
+    /// Refused paths, OS errors, a file shorter than asked.
+    pub fn read_at(&mut self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<(), Failure> {
+        use std::os::unix::fs::FileExt;
+        let fd = self.writable(path)?;
+        let file = std::fs::File::from(
+            beneath::reopen_regular(fd, false).map_err(regular("reopen for reading"))?,
+        );
+        file.read_exact_at(buf, offset).map_err(|e| Failure::Os {
+            op: "read back",
+            source: e,
+        })
+    }
+
     /// TRUNCATE.
     ///
     /// # Errors
