@@ -344,3 +344,209 @@ impl<K: SeedTarget> CreateRenamed for Dedup<K> {
         self.inner.create_renamed(create, rename, rename_at)
     }
 }
+
+/// The filter's decisions on a plain temporary directory: clones are copies here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{Builder, attr};
+    use std::collections::HashMap;
+    use std::os::unix::fs::FileExt;
+
+    /// Files in memory; a clone copies from the source file, `corrupt` flips a landed byte.
+    #[derive(Default)]
+    struct Mem {
+        files: HashMap<Vec<u8>, Vec<u8>>,
+        clones: Vec<(u64, u64, u64)>,
+        whole_writes: usize,
+        corrupt: bool,
+    }
+
+    fn put(f: &mut Vec<u8>, offset: u64, data: &[u8]) {
+        let end = offset as usize + data.len();
+        if f.len() < end {
+            f.resize(end, 0);
+        }
+        f[offset as usize..end].copy_from_slice(data);
+    }
+
+    impl CommandSink for Mem {
+        fn header(&mut self, _: u32, _: Position) -> Result<(), Error> {
+            Ok(())
+        }
+        fn command(&mut self, c: &Command, _: Position) -> Result<ControlFlow<()>, Error> {
+            if let Ok(Op::Write { path, offset, data }) = c.op() {
+                self.whole_writes += 1;
+                put(self.files.entry(path.to_vec()).or_default(), offset, data);
+            }
+            Ok(ControlFlow::Continue(()))
+        }
+        fn finish(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    impl CreateRenamed for Mem {
+        fn create_renamed(&mut self, _: &Command, _: &Command, _: Position) -> Result<bool, Error> {
+            Ok(false)
+        }
+    }
+
+    impl SeedTarget for Mem {
+        fn write_part(
+            &mut self,
+            _: &Command,
+            _: Position,
+            path: &[u8],
+            offset: u64,
+            data: &[u8],
+        ) -> Result<(), Error> {
+            put(self.files.entry(path.to_vec()).or_default(), offset, data);
+            Ok(())
+        }
+        fn clone_part(
+            &mut self,
+            _: &Command,
+            _: Position,
+            path: &[u8],
+            offset: u64,
+            src: BorrowedFd<'_>,
+            src_offset: u64,
+            len: u64,
+        ) -> Result<bool, Error> {
+            let mut buf = vec![0u8; len as usize];
+            File::from(src.try_clone_to_owned().unwrap())
+                .read_exact_at(&mut buf, src_offset)
+                .unwrap();
+            if self.corrupt {
+                buf[0] ^= 1;
+            }
+            put(self.files.entry(path.to_vec()).or_default(), offset, &buf);
+            self.clones.push((offset, src_offset, len));
+            Ok(true)
+        }
+        fn read_part(
+            &mut self,
+            _: &Command,
+            _: Position,
+            path: &[u8],
+            offset: u64,
+            buf: &mut [u8],
+        ) -> Result<(), Error> {
+            let f = &self.files[path];
+            buf.copy_from_slice(&f[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 16) as u8
+            })
+            .collect()
+    }
+
+    fn write(offset: u64, data: &[u8]) -> Command {
+        Builder::new(cmd::WRITE, 1)
+            .bytes(attr::PATH, b"f")
+            .u64(attr::FILE_OFFSET, offset)
+            .bytes(attr::DATA, data)
+            .build()
+            .unwrap()
+    }
+
+    /// A seed directory holding `seed` as file "s", and a filter over `Mem`.
+    fn filter(seed: &[u8], mem: Mem) -> (tempfile::TempDir, tempfile::TempDir, Dedup<Mem>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), seed).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let index = ContentIndex::build(
+            vec![Seed::open(dir.path()).unwrap()],
+            scratch.path(),
+            &|_| false,
+        )
+        .unwrap();
+        (dir, scratch, Dedup::new(mem, index))
+    }
+
+    fn run(d: &mut Dedup<Mem>, cmds: &[Command]) {
+        for c in cmds {
+            assert!(d.command(c, Position::default()).unwrap().is_continue());
+        }
+    }
+
+    #[test]
+    fn a_whole_seed_file_is_one_clone_tail_included() {
+        let seed = bytes(1, 5 * 4096 + 100);
+        let (_d, _s, mut d) = filter(&seed, Mem::default());
+        run(&mut d, &[write(0, &seed)]);
+        let (mem, stats) = d.into_parts();
+        assert_eq!(mem.clones, [(0, 0, seed.len() as u64)]);
+        assert_eq!(mem.files[&b"f"[..]], seed);
+        assert_eq!(stats.cloned, seed.len() as u64);
+        assert_eq!(stats.written, 0);
+    }
+
+    #[test]
+    fn the_unaligned_head_is_written_and_the_next_write_continues_in_the_same_seed() {
+        let seed = bytes(2, 8 * 4096);
+        let (_d, _s, mut d) = filter(&seed, Mem::default());
+        // File offset 100: its blocks start at 4096, where the seed's block 1 is placed.
+        let mut first = bytes(3, 3996);
+        first.extend_from_slice(&seed[4096..3 * 4096]);
+        let second = &seed[3 * 4096..5 * 4096];
+        run(&mut d, &[write(100, &first), write(3 * 4096, second)]);
+        let (mem, stats) = d.into_parts();
+        assert_eq!(mem.clones, [(4096, 4096, 8192), (3 * 4096, 3 * 4096, 8192)]);
+        assert_eq!(stats.cloned, 4 * 4096);
+        assert_eq!(stats.written, 3996);
+        let f = &mem.files[&b"f"[..]];
+        assert_eq!(&f[100..4096], &first[..3996]);
+        assert_eq!(&f[4096..5 * 4096], &seed[4096..5 * 4096]);
+    }
+
+    #[test]
+    fn a_clone_that_lands_other_bytes_is_overwritten_with_the_data() {
+        let seed = bytes(4, 4 * 4096);
+        let mem = Mem {
+            corrupt: true,
+            ..Mem::default()
+        };
+        let (_d, _s, mut d) = filter(&seed, mem);
+        run(&mut d, &[write(0, &seed)]);
+        let (mem, stats) = d.into_parts();
+        assert_eq!(mem.files[&b"f"[..]], seed);
+        assert_eq!(stats.cloned, 0);
+        assert_eq!(stats.written, seed.len() as u64);
+        assert_eq!(stats.mismatched, 1);
+    }
+
+    #[test]
+    fn data_not_found_passes_unchanged_and_zeros_are_never_cloned() {
+        let mut seed = bytes(5, 4096);
+        seed.extend_from_slice(&[0; 8192]);
+        let (_d, _s, mut d) = filter(&seed, Mem::default());
+        run(&mut d, &[write(0, &bytes(6, 10_000)), write(0, &[0; 8192])]);
+        let (mem, stats) = d.into_parts();
+        assert!(mem.clones.is_empty());
+        assert_eq!(mem.whole_writes, 2);
+        assert_eq!(stats.written, 10_000 + 8192);
+    }
+
+    #[test]
+    fn a_short_block_matches_only_a_seed_file_end() {
+        // The seed's last 100 bytes as the short last block of a write: cloned up to the
+        // seed's end (btrfs allows an unaligned clone length only there).
+        let seed = bytes(7, 4096 + 100);
+        let (_d, _s, mut d) = filter(&seed, Mem::default());
+        run(&mut d, &[write(4096, &seed[4096..])]);
+        let (mem, stats) = d.into_parts();
+        assert_eq!(mem.clones, [(4096, 4096, 100)]);
+        assert_eq!(stats.cloned, 100);
+    }
+}
