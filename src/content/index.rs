@@ -230,18 +230,29 @@ fn walk(
     out: &mut FileTableWriter,
 ) -> Result<(), ContentError> {
     let fail = |op| io_err(op, seed.path());
-    // (directory handle, its path relative to the seed)
-    let mut stack: Vec<(OwnedFd, Vec<u8>)> = vec![(
-        rfs::openat(
+    // Directories still to read, by path relative to the seed: each is opened when its turn
+    // comes (beneath the seed, no symlinks, no mount crossing), so few handles are open at once.
+    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+    while let Some(rel) = stack.pop() {
+        let path: &[u8] = if rel.is_empty() { b"." } else { &rel };
+        let dir = match rfs::openat2(
             seed.root(),
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )
-        .map_err(|e| fail("open")(e.into()))?,
-        Vec::new(),
-    )];
-    while let Some((dir, rel)) = stack.pop() {
+            beneath(),
+        ) {
+            Ok(fd) => fd,
+            // Gone, replaced by a symlink, or another mount: not part of the seed.
+            Err(
+                rustix::io::Errno::NOENT
+                | rustix::io::Errno::LOOP
+                | rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOTDIR
+                | rustix::io::Errno::ACCESS,
+            ) if !rel.is_empty() => continue,
+            Err(e) => return Err(fail("open directory")(e.into())),
+        };
         let mut names: Vec<Vec<u8>> = Vec::new();
         let mut rd = rfs::Dir::read_from(&dir).map_err(|e| fail("read directory")(e.into()))?;
         while let Some(ent) = rd.read() {
@@ -258,32 +269,17 @@ fn walk(
                 child.push(b'/');
             }
             child.extend_from_slice(&name);
+            // Longer than PATH_MAX: cannot be opened by its path again.
+            if child.len() >= 4096 {
+                continue;
+            }
             let st = match rfs::statat(&dir, name.as_slice(), rfs::AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(fail("stat")(e.into())),
             };
             match rfs::FileType::from_raw_mode(st.st_mode) {
-                rfs::FileType::Directory => {
-                    match rfs::openat2(
-                        &dir,
-                        name.as_slice(),
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                        beneath(),
-                    ) {
-                        Ok(fd) => stack.push((fd, child)),
-                        // Gone, replaced by a symlink, or another mount: not part of the seed.
-                        Err(
-                            rustix::io::Errno::NOENT
-                            | rustix::io::Errno::LOOP
-                            | rustix::io::Errno::XDEV
-                            | rustix::io::Errno::NOTDIR
-                            | rustix::io::Errno::ACCESS,
-                        ) => {}
-                        Err(e) => return Err(fail("open directory")(e.into())),
-                    }
-                }
+                rfs::FileType::Directory => stack.push(child),
                 rfs::FileType::RegularFile => {
                     let size = u64::try_from(st.st_size).unwrap_or(0);
                     if size > 0
