@@ -6,9 +6,8 @@
 //! become a clone must start on a block boundary in the seed file *and* in the received file.
 //! Indexing every block lets any aligned piece of any WRITE match, whatever size the sender cut
 //! its WRITEs (48 KiB for kernel streams), and consecutive matching blocks of one seed file are
-//! cloned as one range, so extents stay large. The cost is one 24-byte record per non-zero
-//! block: 6 MiB of records per GiB of seed data, in a table kept at most half full (see
-//! [`index`]).
+//! cloned as one range, so extents stay large. The cost is 1.5 table slots of 24 bytes per
+//! block: 9 MiB per GiB of seed data (see [`index`]).
 
 pub mod index;
 

@@ -201,8 +201,8 @@ pub struct RecvArgs {
     /// Clone WRITE data found in the files under DIR instead of writing it (repeatable)
     ///
     /// Before receiving, every regular file beneath each DIR is read and each 4 KiB block
-    /// hashed (BLAKE3) into an index kept in anonymous files on DEST's file system (6 to 12 MiB
-    /// per GiB of seed data). Each WRITE's block-aligned data found there becomes a clone of
+    /// hashed (BLAKE3) into an index kept in anonymous files on DEST's file system (about 9 MiB per
+    /// GiB of seed data). Each WRITE's block-aligned data found there becomes a clone of
     /// the seed file's range, so subvolumes received from unrelated streams share their common
     /// extents on disk. Nothing found is trusted: the cloned bytes are read back and compared
     /// with the stream's, and written as the stream says if they differ (a seed changed since it
