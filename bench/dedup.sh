@@ -64,7 +64,7 @@ run_tool() {  # label command...
   # Disk figures of the last run.
   read -r total excl _ < <(btrfs filesystem du -s --raw "$MNT/pool/$B_NAME" | awk 'NR == 2 {print $1, $2, $3}')
   EXCL[$label]=$excl; SHARED[$label]=$((total - excl)); GROWTH[$label]=$(($(used) - before))
-  NOTE[$label]=$(grep -E '^(indexed|dedup:)' "$err" | sed 's/ bytes (/ (/g' | paste -sd ';' -)
+  NOTE[$label]=$( (grep -E '^(indexed|dedup:)' "$err" || true) | sed 's/ bytes (/ (/g' | paste -sd ';' -)
   rm -f "$err"
   SECS[$label]=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
   ALL[$label]="${times[*]}"
