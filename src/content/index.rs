@@ -26,6 +26,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const RECORD: usize = 24;
 const FILE_RECORD: usize = 24;
@@ -62,6 +63,9 @@ pub enum ContentError {
     /// More seed files than an index can name.
     #[error("more than {} seed files", u32::MAX - 1)]
     TooManyFiles,
+    /// The stop flag was set while indexing.
+    #[error("indexing interrupted")]
+    Interrupted,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContentError + 'a {
@@ -143,6 +147,10 @@ impl Seed {
     pub fn root(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
     }
+}
+
+fn stopped(stop: Option<&AtomicBool>) -> bool {
+    stop.is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
 /// Resolution beneath a seed: no symlink anywhere, no `..` escape, no mount crossing.
@@ -228,6 +236,7 @@ fn walk(
     seed_no: u32,
     seed: &Seed,
     skip: &dyn Fn(&[u8]) -> bool,
+    stop: Option<&AtomicBool>,
     out: &mut FileTableWriter,
 ) -> Result<(), ContentError> {
     let fail = |op| io_err(op, seed.path());
@@ -235,6 +244,9 @@ fn walk(
     // comes (beneath the seed, no symlinks, no mount crossing), so few handles are open at once.
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
+        if stopped(stop) {
+            return Err(ContentError::Interrupted);
+        }
         let path: &[u8] = if rel.is_empty() { b"." } else { &rel };
         let dir = match rfs::openat2(
             seed.root(),
@@ -317,14 +329,16 @@ impl ContentIndex {
     /// Walks every seed, hashes each non-zero block of each regular file and records it. The
     /// index files are anonymous files in `scratch` (any writable directory; an on-disk one
     /// keeps memory bounded). `skip` names entries to leave out at any depth (for example the
-    /// staging subvolumes of a receive in progress).
+    /// staging subvolumes of a receive in progress). Setting `stop` ends the work early.
     ///
     /// # Errors
-    /// A seed or scratch directory that cannot be read or written; [`ContentError::TooManyFiles`].
+    /// A seed or scratch directory that cannot be read or written; [`ContentError::TooManyFiles`];
+    /// [`ContentError::Interrupted`].
     pub fn build(
         seeds: Vec<Seed>,
         scratch: &Path,
         skip: &dyn Fn(&[u8]) -> bool,
+        stop: Option<&AtomicBool>,
     ) -> Result<ContentIndex, ContentError> {
         let files = scratch_file(scratch)?;
         let paths = scratch_file(scratch)?;
@@ -338,7 +352,7 @@ impl ContentIndex {
         };
         for (i, seed) in seeds.iter().enumerate() {
             let no = u32::try_from(i).map_err(|_| ContentError::TooManyFiles)?;
-            walk(no, seed, skip, &mut w)?;
+            walk(no, seed, skip, stop, &mut w)?;
         }
         w.files.flush().map_err(io_err("write index", scratch))?;
         w.paths.flush().map_err(io_err("write index", scratch))?;
@@ -362,6 +376,9 @@ impl ContentIndex {
         };
         let mut buf = vec![0u8; READ_BUF];
         for id in 0..index.nfiles {
+            if stopped(stop) {
+                return Err(ContentError::Interrupted);
+            }
             index.hash_file(id, &mut buf)?;
         }
         Ok(index)
@@ -584,7 +601,12 @@ mod tests {
 
     fn build(dir: &Path) -> ContentIndex {
         let scratch = tempfile::tempdir().unwrap();
-        let idx = ContentIndex::build(vec![Seed::open(dir).unwrap()], scratch.path(), &|_| false);
+        let idx = ContentIndex::build(
+            vec![Seed::open(dir).unwrap()],
+            scratch.path(),
+            &|_| false,
+            None,
+        );
         idx.unwrap()
     }
 
@@ -692,6 +714,21 @@ mod tests {
     }
 
     #[test]
+    fn a_set_stop_flag_ends_indexing() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), data(9, 4096)).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(true);
+        let r = ContentIndex::build(
+            vec![Seed::open(dir.path()).unwrap()],
+            scratch.path(),
+            &|_| false,
+            Some(&stop),
+        );
+        assert!(matches!(r, Err(ContentError::Interrupted)));
+    }
+
+    #[test]
     fn skipped_names_are_left_out() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("skipme")).unwrap();
@@ -702,6 +739,7 @@ mod tests {
             vec![Seed::open(dir.path()).unwrap()],
             scratch.path(),
             &|n| n == b"skipme",
+            None,
         )
         .unwrap();
         assert_eq!(idx.files(), 1);

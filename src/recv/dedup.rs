@@ -87,7 +87,11 @@ fn mount_id(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
 ///
 /// # Errors
 /// [`RecvError::Seed`]: a seed that cannot be read, or is not on DEST's mount.
-pub(super) fn index_seeds(dest: &Path, dirs: &[PathBuf]) -> Result<ContentIndex, Error> {
+pub(super) fn index_seeds(
+    dest: &Path,
+    dirs: &[PathBuf],
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<ContentIndex, Error> {
     let dest_dir = rfs::open(
         dest,
         rfs::OFlags::RDONLY | rfs::OFlags::DIRECTORY | rfs::OFlags::CLOEXEC,
@@ -127,7 +131,7 @@ pub(super) fn index_seeds(dest: &Path, dirs: &[PathBuf]) -> Result<ContentIndex,
         seeds.push(seed);
     }
     Ok(
-        ContentIndex::build(seeds, dest, &super::staging::is_staging_name)
+        ContentIndex::build(seeds, dest, &super::staging::is_staging_name, stop)
             .map_err(RecvError::Seed)?,
     )
 }
@@ -469,6 +473,7 @@ mod tests {
             vec![Seed::open(dir.path()).unwrap()],
             scratch.path(),
             &|_| false,
+            None,
         )
         .unwrap();
         (dir, scratch, Dedup::new(mem, index))

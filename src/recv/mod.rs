@@ -356,7 +356,7 @@ pub fn receive(
             let pumped = pipeline::pump(source, &mut sink, &mut hook);
             (pumped, sink.into_inner())
         } else {
-            let index = dedup::index_seeds(rx.dest.path(), &opts.dedup_from)?;
+            let index = dedup::index_seeds(rx.dest.path(), &opts.dedup_from, interrupted)?;
             (*events.borrow_mut())(Event::SeedsIndexed {
                 files: index.files(),
                 bytes: index.bytes(),
