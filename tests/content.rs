@@ -298,3 +298,33 @@ fn a_seed_on_another_file_system_is_refused_before_receiving() {
     assert!(err.contains(&other.path().display().to_string()), "{err}");
     assert_eq!(fs::read_dir(&s.pool).unwrap().count(), 0);
 }
+
+/// Unmounts a bind mount on drop.
+struct Bind(PathBuf);
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_seed_on_another_mount_of_the_same_file_system_is_refused() {
+    let Some(s) = setup() else { return };
+    // The same file system seen through a bind mount: the kernel refuses clones across mounts.
+    let target = s.fs.path().join("bind");
+    fs::create_dir(&target).unwrap();
+    let st = Command::new("mount")
+        .arg("--bind")
+        .arg(s.fs.path().join("sources"))
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount --bind");
+    let _bind = Bind(target.clone());
+    let o = recv(&s.stream_b, &s.pool, &[&target]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(err.contains("is on another mount than"), "{err}");
+    assert_eq!(fs::read_dir(&s.pool).unwrap().count(), 0);
+}
