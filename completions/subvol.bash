@@ -632,7 +632,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__recv)
-            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --chroot --dump --force-decompress --quiet --verbose --progress --verify --clone-from-any --help --version"
+            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --chroot --dump --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -659,6 +659,10 @@ _subvol() {
                     return 0
                     ;;
                 --verify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dedup-from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod content;
 pub mod digest;
 pub mod dump;
 pub mod error;

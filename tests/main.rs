@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod codec;
+mod content;
 mod decompress;
 mod man;
 mod mirror;

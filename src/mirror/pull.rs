@@ -218,11 +218,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         // is looked at: the receiver's own cleanup, run without receiving anything.
         let opts = recv::Options {
             dest: pool.clone(),
-            root_mount: None,
-            stop_at_end: false,
-            force_decompress: false,
-            interrupted: None,
-            clone_from_any: false,
+            ..recv::Options::default()
         };
         let mut on_recv = |ev: Event<'_>| {
             if let Event::StaleRemoved(n) = ev {
@@ -428,13 +424,11 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             let dec = CorruptIsInvalidData(dec);
             let reader = Reader::new(BufReader::with_capacity(1 << 20, dec.take(f.stream_bytes)));
             let mut source = VerifyingSource::new(reader, keys.clone());
+            // Pulled streams come from one signed sender: the default clone-source rule holds.
             let opts = recv::Options {
                 dest: pool.clone(),
-                root_mount: None,
-                stop_at_end: false,
-                force_decompress: false,
                 interrupted: o.interrupted.clone(),
-                clone_from_any: false,
+                ..recv::Options::default()
             };
             let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
                 Event::StaleRemoved(n) => on_event(PullEvent::StaleRemoved(n)),
@@ -444,7 +438,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     file: f,
                     bytes,
                 }),
-                Event::Started { .. } => {}
+                Event::Started { .. } | Event::SeedsIndexed { .. } | Event::Deduped(_) => {}
             });
             let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
             let got = match r {

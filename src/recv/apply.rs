@@ -114,6 +114,9 @@ pub struct Tree {
     force_decompress: bool,
     /// Reused buffer for decoded extents.
     decode_buf: Vec<u8>,
+    /// A read handle on the inode last read back ([`Tree::read_at`]), by (device, inode): an
+    /// open handle keeps its inode, so the number cannot name another file meanwhile.
+    reader: Option<((u64, u64), std::fs::File)>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -135,6 +138,7 @@ impl Tree {
             file: FileCache::default(),
             force_decompress,
             decode_buf: Vec::new(),
+            reader: None,
         }
     }
 
@@ -433,6 +437,49 @@ impl Tree {
         let dst = self.writable(path)?;
         subvol_ioctl::clone_range(dst, &src, clone_offset, len, offset)?;
         Ok(())
+    }
+
+    /// Clones `len` bytes of the open regular file `src` at `src_offset` into `path` at
+    /// `offset` (a dedup seed: `src` was opened and checked by the caller).
+    ///
+    /// # Errors
+    /// Refused paths, ioctl errors (the caller may write the data instead).
+    pub fn clone_from_file(
+        &mut self,
+        path: &[u8],
+        offset: u64,
+        len: u64,
+        src: BorrowedFd<'_>,
+        src_offset: u64,
+    ) -> Result<(), Failure> {
+        let dst = self.writable(path)?;
+        subvol_ioctl::clone_range(dst, src, src_offset, len, offset)?;
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of the regular file `path` (to check what a clone
+    /// put there).
+    ///
+    /// # Errors
+    /// Refused paths, OS errors, a file shorter than asked.
+    pub fn read_at(&mut self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<(), Failure> {
+        use std::os::unix::fs::FileExt;
+        let cached = self.reader.take();
+        let fd = self.writable(path)?;
+        let st = rfs::fstat(fd).map_err(os("stat"))?;
+        let id = (st.st_dev, st.st_ino);
+        let file = match cached {
+            Some((k, f)) if k == id => f,
+            _ => std::fs::File::from(
+                beneath::reopen_regular(fd, false).map_err(regular("reopen for reading"))?,
+            ),
+        };
+        let read = file.read_exact_at(buf, offset);
+        self.reader = Some((id, file));
+        read.map_err(|e| Failure::Os {
+            op: "read back",
+            source: e,
+        })
     }
 
     /// TRUNCATE.
@@ -768,6 +815,14 @@ mod tests {
         t.write(b"f", 0, b"hello world").unwrap();
         t.write(b"f", 6, b"there").unwrap();
         assert_eq!(fs::read(d.path().join("f")).unwrap(), b"hello there");
+        // Reading back what landed (dedup checks clones this way), also after a new write.
+        let mut back = [0u8; 5];
+        t.read_at(b"f", 6, &mut back).unwrap();
+        assert_eq!(&back, b"there");
+        t.write(b"f", 6, b"THERE").unwrap();
+        t.read_at(b"f", 6, &mut back).unwrap();
+        assert_eq!(&back, b"THERE");
+        assert!(t.read_at(b"f", 8, &mut back).is_err());
         t.truncate(b"f", 5).unwrap();
         assert_eq!(fs::read(d.path().join("f")).unwrap(), b"hello");
         // Keep-size allocation beyond the end, then punch a hole.

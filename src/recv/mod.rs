@@ -12,7 +12,8 @@
 //! - [`apply`]: one function per command, on any root directory handle;
 //! - [`handles`]: the cached parent-directory and open-file handles;
 //! - [`clones`]: which subvolume a CLONE may read from;
-//! - [`fuse`]: the filter that creates an inode directly at the name its next RENAME gives it.
+//! - [`fuse`]: the filter that creates an inode directly at the name its next RENAME gives it;
+//! - [`dedup`]: the filter that turns WRITE data found in seed directories into clones.
 //!
 //! Staging: each subvolume is received as `.subvol-recv-staging.<pid>.<nonce>` inside DEST,
 //! guarded by a lock file beside it that is locked before it appears. On any error or signal
@@ -32,6 +33,7 @@ pub mod apply;
 pub mod beneath;
 mod clones;
 pub mod decompress;
+mod dedup;
 mod dest;
 mod fuse;
 mod handles;
@@ -44,6 +46,7 @@ use crate::{Error, ExitCode};
 use apply::Tree;
 use beneath::{OpenRegularError, PathRefusal};
 use decompress::DecodeError;
+pub use dedup::DedupStats;
 use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -220,6 +223,9 @@ pub enum RecvError {
     /// SIGINT or SIGTERM arrived; the staging subvolume was removed.
     #[error("interrupted by a signal; partial subvolume removed")]
     Interrupted,
+    /// A `--dedup-from` seed directory cannot be used, or its index cannot be read.
+    #[error(transparent)]
+    Seed(crate::content::ContentError),
 }
 
 impl RecvError {
@@ -228,7 +234,7 @@ impl RecvError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             RecvError::Interrupted => ExitCode::Interrupted,
-            RecvError::Dest { .. } => ExitCode::Io,
+            RecvError::Dest { .. } | RecvError::Seed(_) => ExitCode::Io,
             RecvError::Command { failure, .. } | RecvError::Commit { failure, .. } => {
                 failure.exit_code()
             }
@@ -244,7 +250,7 @@ impl RecvError {
             RecvError::Command { failure, .. } | RecvError::Commit { failure, .. } => {
                 failure.is_stream_fault()
             }
-            RecvError::Dest { .. } | RecvError::Interrupted => false,
+            RecvError::Dest { .. } | RecvError::Seed(_) | RecvError::Interrupted => false,
         }
     }
 }
@@ -265,6 +271,9 @@ pub struct Options {
     /// Let CLONE read from any committed subvolume on DEST's file system that the stream names
     /// by its own UUID, not only from subvolumes received from the same sender.
     pub clone_from_any: bool,
+    /// Seed directories (on DEST's mount): WRITE data found in their files is cloned from
+    /// there, checked, instead of written.
+    pub dedup_from: Vec<PathBuf>,
 }
 
 /// Something a caller may want to show.
@@ -286,6 +295,17 @@ pub enum Event<'a> {
         /// Commands.
         commands: u64,
     },
+    /// The `--dedup-from` seeds were indexed (before the first command).
+    SeedsIndexed {
+        /// Regular files indexed.
+        files: u64,
+        /// Their bytes.
+        bytes: u64,
+        /// Size of the index on disk.
+        index_bytes: u64,
+    },
+    /// What dedup did (after the input, whether or not it succeeded).
+    Deduped(DedupStats),
 }
 
 /// A committed subvolume.
@@ -325,17 +345,36 @@ pub fn receive(
         });
     };
     let interrupted = opts.interrupted.as_deref();
+    let mut stats = None;
     let result = Receiver::new(opts, &mut sink_events).and_then(|rx| {
         let mut hook = Hook::none().progress(&mut on_progress);
         if let Some(flag) = interrupted {
             hook = hook.cancel(flag);
         }
-        let mut sink = fuse::Fuse::new(rx);
-        let pumped = pipeline::pump(source, &mut sink, &mut hook);
+        let (pumped, rx) = if opts.dedup_from.is_empty() {
+            let mut sink = fuse::Fuse::new(rx);
+            let pumped = pipeline::pump(source, &mut sink, &mut hook);
+            (pumped, sink.into_inner())
+        } else {
+            let index = dedup::index_seeds(rx.dest.path(), &opts.dedup_from, interrupted)?;
+            (*events.borrow_mut())(Event::SeedsIndexed {
+                files: index.files(),
+                bytes: index.bytes(),
+                index_bytes: index.disk_bytes(),
+            });
+            let mut sink = fuse::Fuse::new(dedup::Dedup::new(rx, index));
+            let pumped = pipeline::pump(source, &mut sink, &mut hook);
+            let (rx, s) = sink.into_inner().into_parts();
+            stats = Some(s);
+            (pumped, rx)
+        };
         // Dropping the receiver removes an uncommitted staging subvolume before we return.
-        let received = sink.into_inner().into_received();
+        let received = rx.into_received();
         pumped.map(|_| received)
     });
+    if let Some(s) = stats {
+        (*events.borrow_mut())(Event::Deduped(s));
+    }
     // However the input ended (the reader thread also stops on the flag), a set flag means
     // the user asked to stop (nothing was committed unless the whole input was).
     if result.is_err() && interrupted.is_some_and(|f| f.load(Ordering::Relaxed)) {
@@ -510,6 +549,12 @@ impl<'a> Receiver<'a> {
         Ok(())
     }
 
+    /// Notes a command applied outside [`CommandSink::command`] (by a filter, in parts).
+    fn seen(&mut self, c: &Command, at: Position) {
+        self.bare_header = None;
+        self.end_offset = at.offset + (proto::CMD_HEADER_LEN + c.payload().len()) as u64;
+    }
+
     /// Applies a command that is not SUBVOL, SNAPSHOT or END.
     fn apply(&mut self, op: &Op<'_>) -> Result<(), Failure> {
         let cur = self
@@ -664,6 +709,57 @@ impl fuse::CreateRenamed for Receiver<'_> {
         cur.tree
             .create(to, &what, true)
             .map_err(|f| command_error(rename, rename_at, Some(to), f))
+    }
+}
+
+impl dedup::SeedTarget for Receiver<'_> {
+    fn write_part(
+        &mut self,
+        c: &Command,
+        at: Position,
+        path: &[u8],
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        self.seen(c, at);
+        self.current()
+            .and_then(|cur| cur.tree.write(path, offset, data))
+            .map_err(|f| command_error(c, at, Some(path), f))
+    }
+
+    fn clone_part(
+        &mut self,
+        c: &Command,
+        at: Position,
+        path: &[u8],
+        offset: u64,
+        src: std::os::fd::BorrowedFd<'_>,
+        src_offset: u64,
+        len: u64,
+    ) -> Result<bool, Error> {
+        self.seen(c, at);
+        match self
+            .current()
+            .and_then(|cur| cur.tree.clone_from_file(path, offset, len, src, src_offset))
+        {
+            Ok(()) => Ok(true),
+            // Refused by the file system (alignment, another mount): the caller writes instead.
+            Err(Failure::Ioctl(_)) => Ok(false),
+            Err(f) => Err(command_error(c, at, Some(path), f)),
+        }
+    }
+
+    fn read_part(
+        &mut self,
+        c: &Command,
+        at: Position,
+        path: &[u8],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), Error> {
+        self.current()
+            .and_then(|cur| cur.tree.read_at(path, offset, buf))
+            .map_err(|f| command_error(c, at, Some(path), f))
     }
 }
 

@@ -204,6 +204,20 @@ pub struct RecvArgs {
     /// such a subvolume, whatever its permissions.
     #[arg(long = "clone-from-any")]
     pub clone_from_any: bool,
+    /// Clone WRITE data found in the files under DIR instead of writing it (repeatable)
+    ///
+    /// Before receiving, every regular file beneath each DIR is read and each 4 KiB block
+    /// hashed (BLAKE3) into an index kept in anonymous files on DEST's file system (about 9 MiB per
+    /// GiB of seed data). Each WRITE's block-aligned data found there becomes a clone of
+    /// the seed file's range, so subvolumes received from unrelated streams share their common
+    /// extents on disk. Nothing found is trusted: the cloned bytes are read back and compared
+    /// with the stream's, and written as the stream says if they differ (a seed changed since it
+    /// was indexed). The received tree is the same as without this option. Symlinks beneath DIR
+    /// are never followed and other mounts never entered. DIR must be on DEST's mount (the
+    /// kernel refuses clones across mounts); otherwise the receive stops before it starts
+    /// (exit code 6). Prints how many bytes were cloned and written.
+    #[arg(long = "dedup-from", value_name = "DIR")]
+    pub dedup_from: Vec<PathBuf>,
 }
 
 /// `subvol digest`.

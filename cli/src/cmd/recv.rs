@@ -10,6 +10,11 @@ use subvol::recv::{self, Event};
 use subvol::stream::{Reader, ThreadedSource};
 use subvol::util::escape;
 
+/// Bytes for a person: exact, and in binary units.
+fn bytes_human(bytes: u64) -> String {
+    format!("{bytes} bytes ({})", subvol::util::size::human_size(bytes))
+}
+
 /// `subvol recv` / `subvol-recv`.
 ///
 /// # Errors
@@ -57,9 +62,11 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
         force_decompress: a.force_decompress,
         interrupted: Some(interrupted),
         clone_from_any: a.clone_from_any,
+        dedup_from: a.dedup_from.clone(),
     };
     let mut progress = Progress::new("recv", size, a.progress);
     let quiet = a.quiet;
+    let verbose = a.verbose;
     let received = recv::receive(&mut source, &opts, &mut |ev| match ev {
         Event::StaleRemoved(name) => {
             eprintln!(
@@ -79,6 +86,38 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
             }
         }
         Event::Progress { bytes, commands } => progress.update(bytes, commands),
+        Event::SeedsIndexed {
+            files,
+            bytes,
+            index_bytes,
+        } => {
+            if verbose > 0 {
+                progress.finish();
+                eprintln!(
+                    "indexed {files} seed files ({}), index {}",
+                    bytes_human(bytes),
+                    bytes_human(index_bytes)
+                );
+            }
+        }
+        Event::Deduped(s) => {
+            if !quiet {
+                progress.finish();
+                let mismatched = if s.mismatched > 0 {
+                    format!(
+                        " ({} clones differed from the stream and were rewritten)",
+                        s.mismatched
+                    )
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "dedup: {} cloned from seeds, {} written{mismatched}",
+                    bytes_human(s.cloned),
+                    bytes_human(s.written)
+                );
+            }
+        }
     });
     progress.finish();
     let received = received?;
