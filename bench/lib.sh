@@ -18,6 +18,9 @@
 #                                       CPU seconds, 10 ms steps), OUTVAR_rss (max peak RSS
 #                                       KiB), OUTVAR_all (all wall times); fails if CMD fails
 #   bench_mbps BYTES SECS               prints BYTES/SECS in MB/s (10^6)
+#   bench_mirror_trees                  builds (once, cached) N successive real trees (Debian
+#                                       minbase plus one package per version, PKGS);
+#                                       bench_version_tree K prints version K's path
 #
 # Everything heavy lives in bench/work/ (gitignored). Nothing here needs the network except the
 # first bench_debian_tree.
@@ -152,4 +155,62 @@ bench_time() {
 
 bench_mbps() {
   awk -v b="$1" -v s="$2" 'BEGIN { if (s <= 0) s = 0.001; printf "%.0f", b / s / 1e6 }'
+}
+
+# Successive real trees for the mirror and content benchmarks: v01 = Debian bookworm minbase
+# (bench_debian_tree, .debs removed as an image build would), v02..vN = the previous version plus
+# one more package installed with apt-get in a chroot (PKGS). Cached in $BENCH_WORK/mirror-trees
+# (network needed only the first time). Sets PKGS, N and MIRROR_TREES.
+PKGS=(less procps curl openssh-client vim-tiny iproute2 rsync python3-minimal git zstd jq htop
+  tmux sqlite3 strace)
+N=$((${#PKGS[@]} + 1))
+MIRROR_TREES=$BENCH_WORK/mirror-trees
+bench_version_tree() { printf '%s/v%02d' "$MIRROR_TREES" "$1"; }
+
+# Installs package $2 into a copy of version $1-1 (apt lists and .debs bind-mounted from the
+# cache, so the tree only gets what an installed package leaves behind).
+_bench_make_version() {
+  local k=$1 pkg=$2 prev dir T=$MIRROR_TREES
+  prev=$(bench_version_tree $((k - 1)))
+  dir=$(bench_version_tree "$k")
+  rm -rf "$dir.tmp"
+  cp -a "$prev" "$dir.tmp"
+  mount --bind "$T/apt-lists" "$dir.tmp/var/lib/apt/lists"
+  mount --bind "$T/apt-archives" "$dir.tmp/var/cache/apt/archives"
+  mount -t proc proc "$dir.tmp/proc"
+  local rc=0
+  {
+    if [ ! -f "$T/apt-lists.done" ]; then
+      chroot "$dir.tmp" apt-get update -q && touch "$T/apt-lists.done"
+    fi
+    DEBIAN_FRONTEND=noninteractive chroot "$dir.tmp" apt-get install -y -q \
+      --no-install-recommends "$pkg"
+  } >"$T/v$(printf %02d "$k").log" 2>&1 || rc=$?
+  umount "$dir.tmp/proc" "$dir.tmp/var/cache/apt/archives" "$dir.tmp/var/lib/apt/lists"
+  if [ "$rc" != 0 ]; then
+    tail -20 "$T/v$(printf %02d "$k").log" >&2
+    return 1
+  fi
+  mv "$dir.tmp" "$dir"
+  touch "$dir.done"
+}
+
+bench_mirror_trees() {
+  command -v debootstrap >/dev/null || { echo "bench: needs debootstrap" >&2; exit 1; }
+  local T=$MIRROR_TREES k base
+  mkdir -p "$T" "$T/apt-lists/partial" "$T/apt-archives/partial"
+  if [ ! -f "$T/v01.done" ]; then
+    base=$(bench_debian_tree)
+    rm -rf "$(bench_version_tree 1)"
+    cp -a "$base" "$(bench_version_tree 1)"
+    rm -f "$(bench_version_tree 1)/.complete" "$(bench_version_tree 1)"/var/cache/apt/archives/*.deb
+    touch "$T/v01.done"
+  fi
+  for ((k = 2; k <= N; k++)); do
+    if [ ! -f "$(bench_version_tree "$k").done" ]; then
+      bench_log "version $k: + ${PKGS[k - 2]}"
+      rm -rf "$(bench_version_tree "$k")"
+      _bench_make_version "$k" "${PKGS[k - 2]}"
+    fi
+  done
 }

@@ -19,62 +19,13 @@
 #   sudo bench/mirror.sh          # writes bench/results/mirror.md and prints it
 . "$(dirname "$0")/lib.sh"
 
-PKGS=(less procps curl openssh-client vim-tiny iproute2 rsync python3-minimal git zstd jq htop
-  tmux sqlite3 strace)
-N=$((${#PKGS[@]} + 1))
 LEVEL=${BENCH_LEVEL:-6}
 PAIRWISE=${BENCH_PAIRWISE:-1}
 
 bench_require_root
-command -v debootstrap >/dev/null || { echo "bench: needs debootstrap" >&2; exit 1; }
 bench_build_release
-
-T=$BENCH_WORK/mirror-trees
-mkdir -p "$T" "$T/apt-lists/partial" "$T/apt-archives/partial"
-v() { printf '%s/v%02d' "$T" "$1"; }
-
-if [ ! -f "$T/v01.done" ]; then
-  base=$(bench_debian_tree)
-  rm -rf "$(v 1)"
-  cp -a "$base" "$(v 1)"
-  rm -f "$(v 1)/.complete" "$(v 1)"/var/cache/apt/archives/*.deb
-  touch "$T/v01.done"
-fi
-
-# Installs package $2 into a copy of version $1-1 (apt lists and .debs bind-mounted from the
-# cache, so the tree only gets what an installed package leaves behind).
-make_version() {
-  local k=$1 pkg=$2 prev dir
-  prev=$(v $((k - 1)))
-  dir=$(v "$k")
-  rm -rf "$dir.tmp"
-  cp -a "$prev" "$dir.tmp"
-  mount --bind "$T/apt-lists" "$dir.tmp/var/lib/apt/lists"
-  mount --bind "$T/apt-archives" "$dir.tmp/var/cache/apt/archives"
-  mount -t proc proc "$dir.tmp/proc"
-  local rc=0
-  {
-    if [ ! -f "$T/apt-lists.done" ]; then
-      chroot "$dir.tmp" apt-get update -q && touch "$T/apt-lists.done"
-    fi
-    DEBIAN_FRONTEND=noninteractive chroot "$dir.tmp" apt-get install -y -q \
-      --no-install-recommends "$pkg"
-  } >"$T/v$(printf %02d "$k").log" 2>&1 || rc=$?
-  umount "$dir.tmp/proc" "$dir.tmp/var/cache/apt/archives" "$dir.tmp/var/lib/apt/lists"
-  if [ "$rc" != 0 ]; then
-    tail -20 "$T/v$(printf %02d "$k").log" >&2
-    return 1
-  fi
-  mv "$dir.tmp" "$dir"
-  touch "$dir.done"
-}
-for ((k = 2; k <= N; k++)); do
-  if [ ! -f "$(v "$k").done" ]; then
-    bench_log "version $k: + ${PKGS[k - 2]}"
-    rm -rf "$(v "$k")"
-    make_version "$k" "${PKGS[k - 2]}"
-  fi
-done
+bench_mirror_trees
+v() { bench_version_tree "$1"; }
 
 bench_mount_btrfs 80G
 mnt=$BENCH_MNT
