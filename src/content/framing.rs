@@ -127,7 +127,8 @@ impl<'c, W: Write> FramingWriter<'c, W> {
     /// Compresses `src` as one frame and writes it.
     fn emit(&mut self, kind: FrameKind, src: &[u8]) -> io::Result<()> {
         self.zbuf.clear();
-        self.zbuf.reserve(zstd::zstd_safe::compress_bound(src.len()));
+        self.zbuf
+            .reserve(zstd::zstd_safe::compress_bound(src.len()));
         self.zstd.compress_to_buffer(src, &mut self.zbuf)?;
         self.out.write_all(&self.zbuf)?;
         let first_key = self.map.keys.len();
@@ -343,15 +344,15 @@ mod tests {
 
     /// WRITEs: (file offset, data length).
     const WRITES: &[(u64, usize)] = &[
-        (0, 128 << 10),          // aligned, full
-        (100, 10_000),           // unaligned head
-        (4000, 5000),            // head 96 bytes, 4904 aligned
-        (4096, 2047),            // aligned but below MIN_DATA_FRAME
-        (4096, 2048),            // exactly MIN_DATA_FRAME
-        (1, 4095),               // nothing aligned
-        (8192, 0),               // empty
-        (u64::MAX - 10, 5),      // offset near the end of u64
-        (1 << 40, 64 << 10),     // far offset
+        (0, 128 << 10),      // aligned, full
+        (100, 10_000),       // unaligned head
+        (4000, 5000),        // head 96 bytes, 4904 aligned
+        (4096, 2047),        // aligned but below MIN_DATA_FRAME
+        (4096, 2048),        // exactly MIN_DATA_FRAME
+        (1, 4095),           // nothing aligned
+        (8192, 0),           // empty
+        (u64::MAX - 10, 5),  // offset near the end of u64
+        (1 << 40, 64 << 10), // far offset
     ];
 
     fn stream(version: u32, writes: &[(u64, usize)], seed: u64) -> Vec<u8> {
@@ -478,7 +479,10 @@ mod tests {
             .filter(|f| f.kind == FrameKind::Literal)
             .map(|f| f.stream_len)
             .collect();
-        assert!(lits[..2].iter().all(|&n| n == LITERAL_MAX as u64), "{lits:?}");
+        assert!(
+            lits[..2].iter().all(|&n| n == LITERAL_MAX as u64),
+            "{lits:?}"
+        );
         assert_eq!(data_frames(&map).len(), 2);
     }
 
@@ -594,6 +598,10 @@ mod tests {
             map.frames.len()
         );
         // Loose bound: independent frames of 128 KiB lose little on data like this.
-        assert!(cost < single.len() * 110 / 100, "{cost} vs {}", single.len());
+        assert!(
+            cost < single.len() * 110 / 100,
+            "{cost} vs {}",
+            single.len()
+        );
     }
 }

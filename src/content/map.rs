@@ -89,7 +89,9 @@ pub enum MapError {
     #[error("content map is not valid zstd data")]
     Decompress(#[source] std::io::Error),
     /// Decompressed, it is larger than any map of a stream this size can be.
-    #[error("content map decompresses to more than {cap} bytes, the most a map of this stream can take")]
+    #[error(
+        "content map decompresses to more than {cap} bytes, the most a map of this stream can take"
+    )]
     TooLarge {
         /// The cap.
         cap: u64,
@@ -213,7 +215,8 @@ impl ContentMap {
                 FrameKind::Literal => 0,
                 FrameKind::Data => 1,
             });
-            let len32 = |v: u64| u32::try_from(v).expect("frame lengths are capped far below 4 GiB");
+            let len32 =
+                |v: u64| u32::try_from(v).expect("frame lengths are capped far below 4 GiB");
             raw.extend_from_slice(&len32(f.stream_len).to_le_bytes());
             raw.extend_from_slice(&len32(f.comp_len).to_le_bytes());
             raw.extend_from_slice(&f.digest);
@@ -245,7 +248,11 @@ impl ContentMap {
     ///
     /// # Errors
     /// What is wrong, with the frame index and its stream offset where there is one.
-    pub fn decode(bytes: &[u8], stream_bytes: u64, comp_bytes: u64) -> Result<ContentMap, MapError> {
+    pub fn decode(
+        bytes: &[u8],
+        stream_bytes: u64,
+        comp_bytes: u64,
+    ) -> Result<ContentMap, MapError> {
         let cap = Self::max_raw_len(stream_bytes, comp_bytes);
         let mut raw = Vec::new();
         zstd::stream::read::Decoder::new(bytes)
@@ -345,8 +352,10 @@ impl ContentMap {
                 extra: raw.len() - c.at,
             });
         }
-        for (what, covered, total) in [("stream", so, stream_bytes), ("stream file", co, comp_bytes)]
-        {
+        for (what, covered, total) in [
+            ("stream", so, stream_bytes),
+            ("stream file", co, comp_bytes),
+        ] {
             if covered != total {
                 return Err(MapError::Uncovered {
                     what,
@@ -458,10 +467,7 @@ mod tests {
         let raw = raw_of(&m);
         for n in 0..raw.len() {
             let e = decode_raw(&raw[..n], m.stream_bytes, m.comp_bytes).unwrap_err();
-            assert!(
-                matches!(e, MapError::Truncated { .. }),
-                "cut at {n}: {e}"
-            );
+            assert!(matches!(e, MapError::Truncated { .. }), "cut at {n}: {e}");
         }
         // And a cut compressed file.
         let enc = m.encode();
@@ -488,15 +494,30 @@ mod tests {
         // Sizes other than the index's.
         assert!(matches!(
             decode_raw(&raw, s + 1, c).unwrap_err(),
-            MapError::SizeMismatch { what: "a stream", .. }
+            MapError::SizeMismatch {
+                what: "a stream",
+                ..
+            }
         ));
         assert!(matches!(
             decode_raw(&raw, s, c - 1).unwrap_err(),
-            MapError::SizeMismatch { what: "a stream file", .. }
+            MapError::SizeMismatch {
+                what: "a stream file",
+                ..
+            }
         ));
         // Frame counts beyond what the sizes allow, and a frame short.
         let e = with(28, &u64::MAX.to_le_bytes());
-        assert!(matches!(e, MapError::TooManyFrames { count: u64::MAX, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                MapError::TooManyFrames {
+                    count: u64::MAX,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = with(28, &2u64.to_le_bytes());
         assert!(matches!(e, MapError::TrailingBytes { .. }), "{e}");
         // Frame 1 starts at HEADER_LEN + ENTRY_LEN.
@@ -506,17 +527,41 @@ mod tests {
         assert!(e.to_string().contains("frame 1"), "{e}");
         let e = with(f1 + 1, &0u32.to_le_bytes());
         assert!(
-            matches!(e, MapError::BadFrameLen { frame: 1, offset: 100, what: "stream", .. }),
+            matches!(
+                e,
+                MapError::BadFrameLen {
+                    frame: 1,
+                    offset: 100,
+                    what: "stream",
+                    ..
+                }
+            ),
             "{e}"
         );
         let e = with(f1 + 1, &(9u32 << 20).to_le_bytes());
         assert!(matches!(e, MapError::BadFrameLen { .. }), "{e}");
         let e = with(f1 + 5, &0u32.to_le_bytes());
-        assert!(matches!(e, MapError::BadFrameLen { what: "compressed", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                MapError::BadFrameLen {
+                    what: "compressed",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // Data frame one byte longer: still 3 keys, but the last frame overruns the stream.
         let e = with(f1 + 1, &10_001u32.to_le_bytes());
         assert!(
-            matches!(e, MapError::Overrun { frame: 2, offset: 10_101, what: "stream" }),
+            matches!(
+                e,
+                MapError::Overrun {
+                    frame: 2,
+                    offset: 10_101,
+                    what: "stream"
+                }
+            ),
             "{e}"
         );
         // Data frame 4097 bytes longer needs one more key than there is: the keys are misread.
@@ -525,13 +570,38 @@ mod tests {
         // Shorter: frames do not reach the end.
         let e = with(f1 + 1, &9_999u32.to_le_bytes());
         assert!(
-            matches!(e, MapError::Uncovered { what: "stream", covered: 10_106, total: 10_107 }),
+            matches!(
+                e,
+                MapError::Uncovered {
+                    what: "stream",
+                    covered: 10_106,
+                    total: 10_107
+                }
+            ),
             "{e}"
         );
         let e = with(f1 + 5, &2_999u32.to_le_bytes());
-        assert!(matches!(e, MapError::Uncovered { what: "stream file", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                MapError::Uncovered {
+                    what: "stream file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = with(f1 + 5, &3_001u32.to_le_bytes());
-        assert!(matches!(e, MapError::Overrun { what: "stream file", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                MapError::Overrun {
+                    what: "stream file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // Trailing bytes, and not zstd at all.
         let mut r = raw.clone();
         r.push(0);
