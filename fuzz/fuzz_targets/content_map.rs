@@ -15,7 +15,11 @@ fn check(m: &ContentMap, stream_bytes: u64, comp_bytes: u64) {
         assert!(f.stream_len > 0 && f.comp_len > 0);
         assert_eq!(
             m.keys_of(f).len() as u64,
-            if f.kind == FrameKind::Data { f.stream_len.div_ceil(4096) } else { 0 }
+            if f.kind == FrameKind::Data {
+                f.stream_len.div_ceil(4096)
+            } else {
+                0
+            }
         );
         so += f.stream_len;
         co += f.comp_len;
