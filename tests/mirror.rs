@@ -486,6 +486,123 @@ fn publish_writes_log_distance_deltas_and_a_signed_index() {
     let _ = fs::remove_file(raw);
 }
 
+/// The content map listed with a stream: (path, sha256, size).
+fn map_of(s: &Value) -> Option<(String, String, u64)> {
+    let m = s.get("map")?;
+    Some((
+        m["path"].as_str().unwrap().to_string(),
+        m["sha256"].as_str().unwrap().to_string(),
+        m["size"].as_u64().unwrap(),
+    ))
+}
+
+#[test]
+fn full_streams_are_framed_along_their_data_with_a_content_map() {
+    use subvol::content::{ContentMap, FrameKind, block_key};
+    let Some(f) = fixture() else { return };
+    let idx = index_of(&f.repo);
+    for s in idx["streams"].as_array().unwrap() {
+        assert_eq!(
+            map_of(s).is_some(),
+            s["from"].is_null(),
+            "maps for fulls only: {s}"
+        );
+    }
+    let full = idx["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["to"] == "5" && s["from"].is_null())
+        .unwrap();
+    let (map_path, map_sha, map_size) = map_of(full).unwrap();
+    let map_bytes = fs::read(f.repo.join(&map_path)).unwrap();
+    assert_eq!(map_bytes.len() as u64, map_size);
+    use sha2::Digest;
+    let sha = subvol::util::hex::encode(sha2::Sha256::digest(&map_bytes));
+    assert_eq!(sha, map_sha);
+    assert_eq!(map_path, format!("streams/{sha}.map"));
+    let comp = fs::read(f.repo.join(full["path"].as_str().unwrap())).unwrap();
+    let stream_bytes = full["stream_bytes"].as_u64().unwrap();
+    let map = ContentMap::decode(&map_bytes, stream_bytes, comp.len() as u64).unwrap();
+    // Still one zstd file, and every frame on its own is its range of the stream.
+    let stream = zstd::stream::decode_all(&comp[..]).unwrap();
+    assert_eq!(stream.len() as u64, stream_bytes);
+    let mut data = 0;
+    for fr in &map.frames {
+        let c = &comp[fr.comp_offset as usize..(fr.comp_offset + fr.comp_len) as usize];
+        assert_eq!(block_key(c), fr.digest);
+        let want = &stream[fr.stream_offset as usize..(fr.stream_offset + fr.stream_len) as usize];
+        assert_eq!(zstd::stream::decode_all(c).unwrap(), want);
+        if fr.kind == FrameKind::Data {
+            let keys: Vec<_> = want.chunks(4096).map(block_key).collect();
+            assert_eq!(map.keys_of(fr), &keys[..]);
+            data += fr.stream_len;
+        }
+    }
+    // Most of the stream is data in DATA frames (the tree is 2 MiB of big.bin and 150 files
+    // of up to 16 KiB).
+    assert!(data * 10 > stream_bytes * 7, "{data} of {stream_bytes}");
+    // The cost against one zstd frame of the same stream at the same level (3).
+    let single = zstd::stream::encode_all(&stream[..], 3).unwrap();
+    eprintln!(
+        "full 5: stream {stream_bytes} B; one zstd frame {} B; {} frames {} B + map {} B = {:+.2} %",
+        single.len(),
+        map.frames.len(),
+        comp.len(),
+        map_bytes.len(),
+        ((comp.len() + map_bytes.len()) as f64 / single.len() as f64 - 1.0) * 100.0
+    );
+    assert!((comp.len() + map_bytes.len()) * 100 < single.len() * 105);
+}
+
+#[test]
+fn publish_no_deltas_writes_fulls_that_btrfs_receive_takes() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    for (i, t) in f.trees[..2].iter().enumerate() {
+        run(subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--key")
+            .arg(&f.key)
+            .arg("--trees")
+            .arg(work.path().join("trees"))
+            .arg("--no-deltas")
+            .arg("--version")
+            .arg((i + 1).to_string())
+            .arg(t));
+    }
+    let idx = index_of(&repo);
+    let streams = idx["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2);
+    assert!(
+        streams
+            .iter()
+            .all(|s| s["from"].is_null() && map_of(s).is_some())
+    );
+    assert_eq!(fs::read_dir(repo.join("streams")).unwrap().count(), 4);
+    // The framed full goes through the standard tools: zstd -d | btrfs receive.
+    let (path, _) = stream(&idx, None, "2");
+    let dest = btrfs.path().join("recv");
+    fs::create_dir(&dest).unwrap();
+    let out = run(Command::new("sh").arg("-c").arg(format!(
+        "zstd -d -q < '{}' | btrfs receive '{}'",
+        repo.join(path).display(),
+        dest.display()
+    )));
+    assert!(out.status.success());
+    assert_same_tree(
+        &f.trees[1],
+        &dest.join("2"),
+        "btrfs receive of the framed full",
+    );
+}
+
 #[test]
 fn pull_over_http_from_empty_and_from_every_older_version() {
     let Some(f) = fixture() else { return };
@@ -851,7 +968,10 @@ fn publish_prune_keeps_chains_valid() {
         .arg("--trees")
         .arg(&trees));
     let after2 = fs::read_dir(repo.join("streams")).unwrap().count();
-    assert_eq!(after2, idx["streams"].as_array().unwrap().len());
+    let listed = idx["streams"].as_array().unwrap();
+    let maps = listed.iter().filter(|s| s["map"].is_object()).count();
+    assert_eq!(maps, 3, "one map per full");
+    assert_eq!(after2, listed.len() + maps);
     // A new version after pruning gets deltas from the remaining ones, and pools still update.
     let v6 = work.path().join("v6");
     copy_tree(&f.trees[4], &v6);
@@ -982,6 +1102,7 @@ fn stream_signed_by_another_key_is_refused_while_receiving() {
         stream_bytes: fs::metadata(&signed).unwrap().len(),
         from: None,
         to: "5".into(),
+        map: None,
     });
     index.serial += 1;
     fs::write(repo.join("index.json"), index.sign(&key).unwrap()).unwrap();

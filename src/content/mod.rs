@@ -9,9 +9,13 @@
 //! cloned as one range, so extents stay large. The cost is 1.5 table slots of 24 bytes per
 //! block: 9 MiB per GiB of seed data (see [`index`]).
 
+mod framing;
 pub mod index;
+pub mod map;
 
+pub use framing::{FramingWriter, LITERAL_MAX, MIN_DATA_FRAME};
 pub use index::{ContentError, ContentIndex, Location, Seed, SeedFile};
+pub use map::{ContentMap, Frame, FrameKind, MapError};
 
 /// The block size of chunking and of btrfs clones.
 pub const BLOCK: u64 = 4096;

@@ -116,6 +116,21 @@ pub struct StreamFile {
     pub from: Option<String>,
     /// Version the stream produces.
     pub to: String,
+    /// The content map of a full stream file, whose zstd frames follow its file data (see
+    /// [`crate::content::map`]); None for deltas and for files published before maps existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapFile>,
+}
+
+/// A content map file: `streams/<sha256>.map`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapFile {
+    /// Path relative to the repository root: `streams/<sha256>.map`.
+    pub path: String,
+    /// SHA-256 of the file.
+    pub sha256: Sha256Digest,
+    /// File size in bytes.
+    pub size: u64,
 }
 
 /// The index proper.
@@ -209,6 +224,17 @@ impl Index {
             }
             if !paths.insert(s.path.as_str()) {
                 return Err(bad(format!("stream {:?} listed twice", s.path)));
+            }
+            if let Some(m) = &s.map {
+                if m.path != format!("{STREAMS_DIR}/{}.map", m.sha256) {
+                    return Err(bad(format!(
+                        "stream {:?}: map {:?} is not named by its content",
+                        s.path, m.path
+                    )));
+                }
+                if !paths.insert(m.path.as_str()) {
+                    return Err(bad(format!("map {:?} listed twice", m.path)));
+                }
             }
             if !names.contains(s.to.as_str()) {
                 return Err(bad(format!("stream {:?} to unknown version", s.path)));
@@ -333,8 +359,33 @@ mod tests {
                 stream_bytes: 9,
                 from: None,
                 to: "1".into(),
+                map: Some(MapFile {
+                    path: format!("streams/{}.map", "cd".repeat(32)),
+                    sha256: "cd".repeat(32).parse().unwrap(),
+                    size: 3,
+                }),
             }],
         }
+    }
+
+    #[test]
+    fn maps_are_named_by_content_and_optional() {
+        let mut i = sample();
+        i.validate().unwrap();
+        // Misnamed: the other file's digest, or the stream's extension.
+        for p in [
+            format!("streams/{}.map", "ab".repeat(32)),
+            format!("streams/{}.zst", "cd".repeat(32)),
+        ] {
+            i.streams[0].map.as_mut().unwrap().path = p;
+            let e = i.validate().unwrap_err().to_string();
+            assert!(e.contains("not named by its content"), "{e}");
+        }
+        // Absent: not in the JSON at all, and an index without it parses.
+        i.streams[0].map = None;
+        let text = serde_json::to_string(&i).unwrap();
+        assert!(!text.contains("\"map\""), "{text}");
+        assert_eq!(serde_json::from_str::<Index>(&text).unwrap(), i);
     }
 
     #[test]

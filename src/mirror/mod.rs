@@ -23,7 +23,7 @@ pub mod pull;
 pub mod state;
 
 pub use fetch::StallLimits;
-pub use index::{Index, Sha256Digest, StreamFile, Version};
+pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
 pub use pull::{PullEvent, PullOptions, PullReport, pull};

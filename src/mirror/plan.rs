@@ -177,6 +177,7 @@ mod tests {
                     stream_bytes: size,
                     from: from.map(|f| format!("{}", f + 1)),
                     to: format!("{}", i + 1),
+                    map: None,
                 });
             };
             add(None, full);

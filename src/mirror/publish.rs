@@ -5,20 +5,24 @@
 //!    is on btrfs, else a directory; `cp -a --reflink=auto`), and check the copy has the same
 //!    tree UUID as SOURCE. Streams are made from the copy, which nothing changes afterwards.
 //! 3. Write a full stream and deltas from the versions 1, 2, 4, 8, ... positions back (those
-//!    whose tree is still in the store): tree send → sign → zstd → `streams/<sha256>.zst`
-//!    (temporary name, fsync, rename).
+//!    whose tree is still in the store; none with `--no-deltas`): tree send → sign → zstd →
+//!    `streams/<sha256>.zst` (temporary name, fsync, rename). The full stream is compressed as
+//!    independent zstd frames cut along its file data ([`FramingWriter`]), described by a
+//!    content map `streams/<sha256>.map` that the index lists with it: pulls can fetch only
+//!    the frames whose data they lack. Deltas are one zstd frame.
 //! 4. Retire versions beyond `--prune N` (their index entries, streams from and to them, their
 //!    trees).
 //! 5. Write the index with serial + 1 and a new expiry atomically; only then delete stream
-//!    files referenced neither by the new index nor by the previous one (a mirror client that
-//!    read the previous index can still fetch what it names).
+//!    and map files referenced neither by the new index nor by the previous one (a mirror
+//!    client that read the previous index can still fetch what it names).
 
 use super::MirrorError;
 use super::index::{
-    INDEX_FILE, Index, STREAMS_DIR, Sha256Digest, StreamFile, Version, valid_version_name,
+    INDEX_FILE, Index, MapFile, STREAMS_DIR, Sha256Digest, StreamFile, Version, valid_version_name,
 };
 use super::plan::delta_sources;
 use crate::Error;
+use crate::content::{ContentMap, FramingWriter};
 use crate::pipeline::{Hook, Totals};
 use crate::send::{TreeSendOptions, Uuid, send_tree, tree_uuid};
 use crate::sign::{SecretKey, Signer};
@@ -51,6 +55,8 @@ pub struct PublishOptions {
     pub level: i32,
     /// Send stream protocol version (1 or 2).
     pub proto: u32,
+    /// Write deltas too (false: the full stream only).
+    pub deltas: bool,
 }
 
 /// Progress of a publish.
@@ -100,7 +106,7 @@ pub struct PublishReport {
     pub removed_files: Vec<String>,
     /// The tree store.
     pub trees: PathBuf,
-    /// Total size of the stream files the index lists.
+    /// Total size of the stream and map files the index lists.
     pub repo_bytes: u64,
     /// Versions now listed.
     pub versions: usize,
@@ -259,7 +265,12 @@ pub fn publish(
             let f = write_stream(o, None, &stored, uuid, &name, on_event)?;
             on_event(PublishEvent::StreamDone(&f));
             written.push(f);
-            for s in delta_sources(n) {
+            let sources = if o.deltas {
+                delta_sources(n)
+            } else {
+                Vec::new()
+            };
+            for s in sources {
                 let old = &index.versions[s];
                 let old_tree = trees.join(&old.name);
                 if !old_tree.is_dir() {
@@ -285,7 +296,9 @@ pub fn publish(
         if let Err(e) = r {
             // The index never named them: remove what was written and the stored tree.
             for f in &written {
-                let _ = fs::remove_file(repo.join(&f.path));
+                for p in files_of(f) {
+                    let _ = fs::remove_file(repo.join(p));
+                }
             }
             let _ = crate::pool::remove_tree(&trees, &name);
             return Err(e);
@@ -325,9 +338,9 @@ pub fn publish(
     write_atomic(repo, INDEX_FILE, text.as_bytes())?;
 
     // Garbage: files named by neither the new nor the previous index, and stale temporaries.
-    let mut keep: HashSet<String> = index.streams.iter().map(|s| s.path.clone()).collect();
+    let mut keep: HashSet<&str> = index.streams.iter().flat_map(files_of).collect();
     if let Some(p) = &previous {
-        keep.extend(p.streams.iter().map(|s| s.path.clone()));
+        keep.extend(p.streams.iter().flat_map(files_of));
     }
     let mut removed_files = Vec::new();
     let dir = repo.join(STREAMS_DIR);
@@ -335,7 +348,7 @@ pub fn publish(
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let rel = format!("{STREAMS_DIR}/{name}");
-            if keep.contains(&rel) {
+            if keep.contains(rel.as_str()) {
                 continue;
             }
             if fs::remove_file(e.path()).is_ok() && !name.starts_with('.') {
@@ -355,12 +368,22 @@ pub fn publish(
         pruned,
         removed_files,
         trees,
-        repo_bytes: index.streams.iter().map(|s| s.size).sum(),
+        repo_bytes: index
+            .streams
+            .iter()
+            .map(|s| s.size + s.map.as_ref().map_or(0, |m| m.size))
+            .sum(),
         versions: index.versions.len(),
     })
 }
 
-/// Tree send (full, or incremental from `parent`) → sign → zstd → `streams/<sha256>.zst`.
+/// The repository files of a stream: the stream file and its map.
+fn files_of(s: &StreamFile) -> impl Iterator<Item = &str> {
+    std::iter::once(s.path.as_str()).chain(s.map.as_ref().map(|m| m.path.as_str()))
+}
+
+/// Tree send (full, or incremental from `parent`) → sign → zstd → `streams/<sha256>.zst`, and
+/// for a full stream its map `streams/<sha256>.map`.
 fn write_stream(
     o: &PublishOptions,
     parent: Option<(&Path, Uuid, &str)>,
@@ -372,20 +395,31 @@ fn write_stream(
     let dir = o.repo.join(STREAMS_DIR);
     let tmp = dir.join(format!(".tmp-{}-{}.zst", std::process::id(), nonce()));
     let r = write_stream_to(o, parent, source, uuid, name, &tmp, on_event);
-    match r {
-        Ok((sha, size, stream_bytes)) => {
-            let rel = format!("{STREAMS_DIR}/{sha}.zst");
-            let fin = o.repo.join(&rel);
-            fs::rename(&tmp, &fin).map_err(|e| MirrorError::io("rename", &fin, e))?;
+    let written = r.and_then(|(sha, size, stream_bytes, map)| {
+        // The map goes first: a stream file under its final name always has its map.
+        let map = map.map(|m| write_map(&dir, &m)).transpose()?;
+        let rel = format!("{STREAMS_DIR}/{sha}.zst");
+        let fin = o.repo.join(&rel);
+        if let Err(e) = fs::rename(&tmp, &fin) {
+            if let Some(m) = &map {
+                let _ = fs::remove_file(o.repo.join(&m.path));
+            }
+            return Err(MirrorError::io("rename", &fin, e).into());
+        }
+        Ok(StreamFile {
+            path: rel,
+            sha256: sha,
+            size,
+            stream_bytes,
+            from: parent.map(|p| p.2.to_string()),
+            to: name.to_string(),
+            map,
+        })
+    });
+    match written {
+        Ok(f) => {
             sync_dir(&dir)?;
-            Ok(StreamFile {
-                path: rel,
-                sha256: sha,
-                size,
-                stream_bytes,
-                from: parent.map(|p| p.2.to_string()),
-                to: name.to_string(),
-            })
+            Ok(f)
         }
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -394,6 +428,21 @@ fn write_stream(
     }
 }
 
+/// Writes a map as `streams/<sha256>.map` (atomically, fsynced).
+fn write_map(dir: &Path, map: &ContentMap) -> Result<MapFile, Error> {
+    let bytes = map.encode();
+    let sha = Sha256Digest(Sha256::digest(&bytes).into());
+    let name = format!("{sha}.map");
+    write_atomic(dir, &name, &bytes)?;
+    Ok(MapFile {
+        path: format!("{STREAMS_DIR}/{name}"),
+        sha256: sha,
+        size: bytes.len() as u64,
+    })
+}
+
+/// Writes the stream file under `tmp`; returns its SHA-256, size, stream bytes and (full
+/// streams) content map.
 fn write_stream_to(
     o: &PublishOptions,
     parent: Option<(&Path, Uuid, &str)>,
@@ -402,15 +451,65 @@ fn write_stream_to(
     name: &str,
     tmp: &Path,
     on_event: &mut dyn FnMut(PublishEvent<'_>),
-) -> Result<(Sha256Digest, u64, u64), Error> {
+) -> Result<(Sha256Digest, u64, u64, Option<ContentMap>), Error> {
     let file = File::create(tmp).map_err(|e| MirrorError::io("create", tmp, e))?;
     let hw = HashWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let enc = zstd::stream::write::Encoder::new(hw, o.level)
-        .map_err(|e| MirrorError::io("start zstd for", tmp, e))?;
+    let compress_err = |e| MirrorError::io("compress into", tmp, e);
+    let (hw, stream_bytes, map) = if parent.is_none() {
+        let mut zstd = zstd::bulk::Compressor::new(o.level)
+            .map_err(|e| MirrorError::io("start zstd for", tmp, e))?;
+        let (fw, stream_bytes) = sign_into(
+            o,
+            parent,
+            source,
+            uuid,
+            name,
+            FramingWriter::new(hw, &mut zstd),
+            on_event,
+        )?;
+        let (hw, map) = fw.finish().map_err(compress_err)?;
+        if map.stream_bytes != stream_bytes || map.comp_bytes != hw.bytes {
+            return Err(MirrorError::Bug(format!(
+                "content map of {} covers {} stream and {} file bytes, not {stream_bytes} and {}",
+                tmp.display(),
+                map.stream_bytes,
+                map.comp_bytes,
+                hw.bytes
+            ))
+            .into());
+        }
+        (hw, stream_bytes, Some(map))
+    } else {
+        let enc = zstd::stream::write::Encoder::new(hw, o.level)
+            .map_err(|e| MirrorError::io("start zstd for", tmp, e))?;
+        let (enc, stream_bytes) = sign_into(o, parent, source, uuid, name, enc, on_event)?;
+        (enc.finish().map_err(compress_err)?, stream_bytes, None)
+    };
+    let sha = Sha256Digest(hw.hasher.finalize().into());
+    let size = hw.bytes;
+    let file = hw
+        .inner
+        .into_inner()
+        .map_err(|e| MirrorError::io("write", tmp, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| MirrorError::io("fsync", tmp, e))?;
+    Ok((sha, size, stream_bytes, map))
+}
+
+/// Tree send → sign into `out`; returns `out` and the signed stream's size.
+fn sign_into<W: Write>(
+    o: &PublishOptions,
+    parent: Option<(&Path, Uuid, &str)>,
+    source: &Path,
+    uuid: Uuid,
+    name: &str,
+    out: W,
+    on_event: &mut dyn FnMut(PublishEvent<'_>),
+) -> Result<(W, u64), Error> {
     let key = SecretKey::from_seed(&o.key.signing_key().to_bytes());
     let opts = TreeSendOptions {
         version: o.proto,
@@ -420,7 +519,7 @@ fn write_stream_to(
         name: Some(name.as_bytes().to_vec()),
     };
     let from = parent.map(|p| p.2);
-    let mut signer = Signer::new(enc, key)?;
+    let mut signer = Signer::new(out, key)?;
     let mut tick = |t: &Totals| {
         on_event(PublishEvent::Stream {
             from,
@@ -436,18 +535,6 @@ fn write_stream_to(
         &mut signer,
         &mut Hook::none().progress(&mut tick),
     )?;
-    let summary = signer.summary();
-    let enc = signer.into_inner();
-    let hw = enc
-        .finish()
-        .map_err(|e| MirrorError::io("compress into", tmp, e))?;
-    let sha = Sha256Digest(hw.hasher.finalize().into());
-    let size = hw.bytes;
-    let file = hw
-        .inner
-        .into_inner()
-        .map_err(|e| MirrorError::io("write", tmp, e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| MirrorError::io("fsync", tmp, e))?;
-    Ok((sha, size, summary.bytes))
+    let stream_bytes = signer.summary().bytes;
+    Ok((signer.into_inner(), stream_bytes))
 }

@@ -19,6 +19,10 @@ fn size(s: &str) -> Result<u64, String> {
 /// log2(n) steps while the repository keeps O(n log n) deltas), each one file named by its
 /// SHA-256, then replaces the signed index (serial + 1, new expiry) in one rename.
 ///
+/// The full stream file is a series of independent zstd frames cut along its file data, with a
+/// content map (`streams/<sha256>.map`, listed in the index) naming each frame's 4 KiB blocks,
+/// so a pull can fetch only the byte ranges holding data its pool lacks.
+///
 /// SOURCE is a directory tree on any file system, or a read-only subvolume (read as a tree).
 /// Deltas need the earlier trees: each published version is kept in the tree store
 /// (--trees, default REPO.trees next to the repository) as a read-only subvolume when the
@@ -33,7 +37,8 @@ Examples:
   subvol publish --repo /srv/repo --key vendor.key ./build-2 --version 1.1 --prune 20
   subvol publish --repo /srv/repo --key vendor.key            # re-sign before it expires
 
-Repository layout: REPO/index.json (signed index) and REPO/streams/<sha256>.zst.
+Repository layout: REPO/index.json (signed index), REPO/streams/<sha256>.zst (stream files)
+and REPO/streams/<sha256>.map (content maps of full streams).
 See docs/mirrors.md.",
     disable_version_flag = true
 )]
@@ -68,6 +73,10 @@ pub struct PublishArgs {
     /// Send stream protocol version of the streams (1 or 2)
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
     pub proto: u32,
+    /// Write only the full stream (and its content map) of SOURCE, no deltas: pulls then
+    /// fetch the parts of the full stream whose data the pool lacks
+    #[arg(long = "no-deltas")]
+    pub no_deltas: bool,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

@@ -59,6 +59,7 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         valid_for: a.valid_for,
         level: a.level,
         proto: a.proto,
+        deltas: !a.no_deltas,
     };
     let mut line = Status::new(false);
     let json = a.json;
@@ -74,6 +75,14 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
             line.clear();
             if !json {
                 eprintln!("  wrote {}", short(f));
+                if let Some(m) = &f.map {
+                    eprintln!(
+                        "  wrote {:<24} {:>10}  {}",
+                        "content map",
+                        human(m.size),
+                        esc(&m.path)
+                    );
+                }
             }
         }
         PublishEvent::MissingTree { version, path } => {
@@ -117,7 +126,7 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
     }
     writeln!(
         out,
-        "index serial {}, valid until {}; {} version(s), {} in stream files; trees in {}",
+        "index serial {}, valid until {}; {} version(s), {} in stream and map files; trees in {}",
         r.serial,
         time(r.expires),
         r.versions,
