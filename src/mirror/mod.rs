@@ -20,6 +20,7 @@ pub mod index;
 pub mod plan;
 pub mod publish;
 pub mod pull;
+pub mod ranges;
 pub mod state;
 
 pub use fetch::StallLimits;
@@ -27,6 +28,7 @@ pub use index::{Index, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
 pub use pull::{PullEvent, PullOptions, PullReport, pull};
+pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};
 
 use crate::ExitCode;
