@@ -153,8 +153,10 @@ enum Cut {
 enum PartError {
     /// The answer is malformed or not what was asked.
     Bad(String),
-    /// Reading failed, or the body ended early.
+    /// Reading failed.
     Read(io::Error),
+    /// The body ended before the parts did.
+    Ended(String),
     /// The sink failed.
     Write(io::Error),
 }
@@ -349,7 +351,10 @@ impl HttpRanges<'_> {
                 Mode::Single | Mode::Whole => &ranges[next..=next],
             };
             match self.request(batch, &mut mode)? {
-                Answer::Done if mode == Mode::Whole => return Ok(()),
+                Answer::Done if mode == Mode::Whole => {
+                    self.done.whole_file = true;
+                    return Ok(());
+                }
                 Answer::Done => next += batch.len(),
                 Answer::NoMultiRange => mode = Mode::Single,
             }
@@ -393,6 +398,8 @@ impl HttpRanges<'_> {
             let content_type = header("content-type");
             let content_range = header("content-range");
             let content_length = header("content-length");
+            let framed = content_length.is_some()
+                || header("transfer-encoding").is_some_and(|t| t.contains("chunked"));
             let read = match status {
                 404 | 410 => {
                     return Err(FetchError::Missing(format!("{}: HTTP {status}", self.url)));
@@ -420,7 +427,7 @@ impl HttpRanges<'_> {
                         }
                     }
                     let limit = self.file_size;
-                    self.read_body(resp, limit, |r, out| read_whole(r, limit, out))
+                    self.read_body(resp, limit, framed, |r, out| read_whole(r, limit, out))
                 }
                 206 if *mode == Mode::Whole => {
                     return Err(FetchError::Bad(format!(
@@ -439,12 +446,12 @@ impl HttpRanges<'_> {
                         .filter(|t| is_multipart_byteranges(t));
                     match (multipart, content_range) {
                         (Some(t), _) => match boundary(t) {
-                            Ok(b) => self.read_body(resp, limit, |r, out| {
+                            Ok(b) => self.read_body(resp, limit, framed, |r, out| {
                                 read_multipart(r, &b, file_size, batch, out)
                             }),
                             Err(e) => Err(Cut::Bad(e)),
                         },
-                        (None, Some(cr)) => self.read_body(resp, limit, |r, out| {
+                        (None, Some(cr)) => self.read_body(resp, limit, framed, |r, out| {
                             read_single(r, &cr, file_size, batch, out)
                         }),
                         (None, None) => Err(Cut::Bad(
@@ -490,6 +497,7 @@ impl HttpRanges<'_> {
         &mut self,
         resp: ureq::http::Response<ureq::Body>,
         limit: u64,
+        framed: bool,
         parse: impl FnOnce(
             &mut dyn BufRead,
             &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
@@ -516,6 +524,12 @@ impl HttpRanges<'_> {
             Ok(()) => Ok(()),
             Err(PartError::Bad(e)) => Err(Cut::Bad(e)),
             Err(PartError::Read(e)) => Err(Cut::Transient(crate::util::error_chain(&e))),
+            // ureq reports a connection closed before the Content-Length or the last chunk as a
+            // read error: a body that ends cleanly is complete, its parts are wrong.
+            Err(PartError::Ended(e)) if framed => Err(Cut::Bad(format!(
+                "{e}, though the response is complete: a part's length does not match its data"
+            ))),
+            Err(PartError::Ended(e)) => Err(Cut::Transient(e)),
             Err(PartError::Write(e)) => Err(Cut::Write(e)),
         }
     }
@@ -649,9 +663,8 @@ fn copy_data(
     while pos < len {
         let avail = match r.fill_buf() {
             Ok([]) => {
-                return Err(PartError::Read(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the body ended {} bytes into a part of {len}", pos),
+                return Err(PartError::Ended(format!(
+                    "the body ended {pos} bytes into a part of {len}"
                 )));
             }
             Ok(b) => b,
@@ -763,10 +776,21 @@ fn read_whole_line(r: &mut dyn BufRead, max: usize) -> Result<Vec<u8>, PartError
 }
 
 fn ended_early() -> PartError {
-    PartError::Read(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the multipart body ended early",
-    ))
+    PartError::Ended("the multipart body ended early".into())
+}
+
+/// Fills `buf` from `r`; [`PartError::Ended`] at the end of the body.
+fn read_exactly(r: &mut dyn BufRead, buf: &mut [u8]) -> Result<(), PartError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Err(ended_early()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(PartError::Read(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Reads a `multipart/byteranges` body: each part's data goes to `sink` at the offset its
@@ -836,10 +860,10 @@ fn read_multipart(
         copy_data(r, part.0, part.1, sink)?;
         // The data must end right before CRLF and the delimiter.
         let mut after = vec![0u8; 2 + delimiter.len()];
-        r.read_exact(&mut after).map_err(PartError::Read)?;
+        read_exactly(r, &mut after)?;
         if after[..2] != *b"\r\n" || after[2..] != *delimiter {
             return Err(PartError::Bad(format!(
-                "part {cr:?} is not followed by the boundary: its length does not match the data"
+                "part {cr:?} is not followed by the boundary: its length does not match its data"
             )));
         }
         // "--" closes (a body may end right after it); else padding up to the line end.
@@ -986,7 +1010,7 @@ mod tests {
     }
 
     fn truncated(r: Result<Vec<u8>, PartError>) -> bool {
-        matches!(r, Err(PartError::Read(e)) if e.kind() == io::ErrorKind::UnexpectedEof)
+        matches!(r, Err(PartError::Ended(_)))
     }
 
     #[test]
@@ -1149,7 +1173,7 @@ mod tests {
         ));
         assert!(matches!(
             run(b"cd", "bytes 2-6/10", &[(2, 1)]),
-            Err(PartError::Read(_))
+            Err(PartError::Ended(_))
         ));
         assert!(matches!(
             run(b"cdefg", "bytes 2-6/10", &[(2, 1), (8, 1)]),
@@ -1168,7 +1192,7 @@ mod tests {
         ));
         assert!(matches!(
             read_whole(&mut &b"01234"[..], 10, &mut sink),
-            Err(PartError::Read(_))
+            Err(PartError::Ended(_))
         ));
     }
 }
