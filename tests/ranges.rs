@@ -333,10 +333,10 @@ impl Canned {
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
                         break;
                     }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("range") {
-                            range = v.trim().to_string();
-                        }
+                    if let Some((k, v)) = line.split_once(':')
+                        && k.eq_ignore_ascii_case("range")
+                    {
+                        range = v.trim().to_string();
                     }
                 }
                 ranges2.lock().unwrap().push(range.clone());
@@ -399,6 +399,11 @@ fn multipart(parts: &[(String, &[u8])]) -> Vec<u8> {
     body
 }
 
+/// A part of a canned multipart answer: Content-Range value and data.
+type Part = (String, Vec<u8>);
+/// Headers of a canned answer.
+type Headers = Vec<(&'static str, String)>;
+
 fn multipart_type() -> (&'static str, String) {
     (
         "Content-Type",
@@ -437,7 +442,7 @@ fn wrong_ranges_from_a_server_are_refused() {
 
     // A part outside the file, one none of the asked ranges meets, another file size, a part
     // shorter than its Content-Range, a range left out.
-    let cases: Vec<(Vec<(String, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(Vec<Part>, &str)> = vec![
         (
             vec![
                 part(d, 100, 149, 1000),
@@ -478,7 +483,7 @@ fn wrong_ranges_from_a_server_are_refused() {
     let single = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
         Canned::start(move |_, conn| respond(conn, "206 Partial Content", &headers, &body))
     };
-    let cases: Vec<(Vec<(&str, String)>, Vec<u8>, &str)> = vec![
+    let cases: Vec<(Headers, Vec<u8>, &str)> = vec![
         (
             vec![("Content-Range", "bytes 0-49/1000".into())],
             d[..50].to_vec(),

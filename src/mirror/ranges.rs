@@ -418,13 +418,13 @@ impl HttpRanges<'_> {
                 }
                 200 => {
                     *mode = Mode::Whole;
-                    if let Some(n) = content_length.as_deref() {
-                        if n.trim().parse::<u64>().ok() != Some(self.file_size) {
-                            return Err(FetchError::Bad(format!(
-                                "{}: Content-Length {n}, the index says {} bytes",
-                                self.url, self.file_size
-                            )));
-                        }
+                    if let Some(n) = content_length.as_deref()
+                        && n.trim().parse::<u64>().ok() != Some(self.file_size)
+                    {
+                        return Err(FetchError::Bad(format!(
+                            "{}: Content-Length {n}, the index says {} bytes",
+                            self.url, self.file_size
+                        )));
                     }
                     let limit = self.file_size;
                     self.read_body(resp, limit, framed, |r, out| read_whole(r, limit, out))
@@ -817,10 +817,10 @@ fn read_multipart(
                 "no multipart boundary within the first {MAX_PART_HEADER} bytes"
             )));
         }
-        if let Some(rest) = line.strip_prefix(delimiter.as_slice()) {
-            if rest.iter().all(|b| *b == b' ' || *b == b'\t') {
-                break;
-            }
+        if let Some(rest) = line.strip_prefix(delimiter.as_slice())
+            && rest.iter().all(|b| *b == b' ' || *b == b'\t')
+        {
+            break;
         }
     }
     let mut parts: Vec<(u64, u64)> = Vec::new();
@@ -840,10 +840,10 @@ fn read_multipart(
                 break;
             }
             let text = String::from_utf8_lossy(&line);
-            if let Some((name, value)) = text.split_once(':') {
-                if name.trim().eq_ignore_ascii_case("content-range") {
-                    content_range = Some(value.trim().to_string());
-                }
+            if let Some((name, value)) = text.split_once(':')
+                && name.trim().eq_ignore_ascii_case("content-range")
+            {
+                content_range = Some(value.trim().to_string());
             }
         }
         let cr = content_range
