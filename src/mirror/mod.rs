@@ -14,6 +14,8 @@
 //!   by received UUID, plans the cheapest chain ([`plan`]), downloads (HTTP(S) with Range
 //!   resume, or a directory), checks each file's SHA-256, and receives each step through the
 //!   signature-verifying source, atomically.
+//! * [`ranges`] fetches scattered byte ranges of one repository file in few requests
+//!   (multi-range HTTP, with fallbacks for servers without it).
 
 pub mod fetch;
 pub mod index;
