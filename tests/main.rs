@@ -9,6 +9,7 @@ mod content;
 mod decompress;
 mod man;
 mod mirror;
+mod ranges;
 mod recv;
 mod send_tree;
 mod sign;

@@ -198,11 +198,15 @@ class H(http.server.BaseHTTPRequestHandler):
             return
         size = os.path.getsize(real)
         rng = self.headers.get("Range")
-        start, status = 0, 200
-        if rng:
-            m = re.match(r"bytes=(\d+)-$", rng)
-            start = int(m.group(1)) if m else 0
-            if start >= size:
+        start, end, status = 0, size - 1, 200
+        # One range (bytes=N- or bytes=N-M); several ranges are ignored (200), as many
+        # servers do.
+        m = re.match(r"bytes=(\d+)-(\d*)$", rng) if rng else None
+        if m:
+            start = int(m.group(1))
+            if m.group(2):
+                end = min(int(m.group(2)), size - 1)
+            if start >= size or start > end:
                 self.send_response(416)
                 self.send_header("Content-Range", "bytes */%d" % size)
                 self.send_header("Content-Length", "0")
@@ -212,9 +216,9 @@ class H(http.server.BaseHTTPRequestHandler):
             status = 206
         self.send_response(status)
         if status == 206:
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(size - start))
+        self.send_header("Content-Length", str(end - start + 1))
         self.end_headers()
         cut = None
         cut_file = os.path.join(ctl, "cut")
@@ -224,7 +228,7 @@ class H(http.server.BaseHTTPRequestHandler):
                 if want == rel:
                     os.remove(cut_file)
                     cut = int(n)
-        limit = size - start if cut is None else min(size - start, cut)
+        limit = end - start + 1 if cut is None else min(end - start + 1, cut)
         sent = 0
         trickle_file = os.path.join(ctl, "trickle")
         if rel.startswith("streams/") and os.path.exists(trickle_file):
@@ -264,8 +268,8 @@ print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
-/// A static HTTP server on 127.0.0.1 serving `root`, killed on drop.
-struct Server {
+/// A static HTTP server on 127.0.0.1 serving `root` (one range per request), killed on drop.
+pub(crate) struct Server {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -274,15 +278,15 @@ struct Server {
 
 /// One logged request.
 #[derive(Debug)]
-struct Req {
-    path: String,
-    range: Option<String>,
-    status: u16,
-    sent: u64,
+pub(crate) struct Req {
+    pub(crate) path: String,
+    pub(crate) range: Option<String>,
+    pub(crate) status: u16,
+    pub(crate) sent: u64,
 }
 
 impl Server {
-    fn start(root: &Path) -> Server {
+    pub(crate) fn start(root: &Path) -> Server {
         let ctl = tempfile::tempdir().unwrap();
         let script = ctl.path().join("server.py");
         fs::write(&script, SERVER).unwrap();
@@ -308,10 +312,10 @@ impl Server {
             ctl,
         }
     }
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
-    fn requests(&self) -> Vec<Req> {
+    pub(crate) fn requests(&self) -> Vec<Req> {
         fs::read_to_string(&self.log)
             .unwrap()
             .lines()
@@ -326,7 +330,7 @@ impl Server {
             })
             .collect()
     }
-    fn clear_log(&self) {
+    pub(crate) fn clear_log(&self) {
         fs::write(&self.log, "").unwrap();
     }
     /// Stream files are sent one byte every `interval` seconds (negative: never a byte).
@@ -334,7 +338,7 @@ impl Server {
         fs::write(self.ctl.path().join("trickle"), interval.to_string()).unwrap();
     }
     /// The next response for `rel` stops after `n` bytes and the connection is closed.
-    fn cut_next(&self, rel: &str, n: u64) {
+    pub(crate) fn cut_next(&self, rel: &str, n: u64) {
         fs::write(self.ctl.path().join("cut"), format!("{rel} {n}")).unwrap();
     }
 }

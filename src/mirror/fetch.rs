@@ -48,7 +48,7 @@ impl Default for StallLimits {
 
 /// A response body that fails with [`io::ErrorKind::TimedOut`] when it falls below the
 /// minimum rate over a window (ureq's per-read time-out covers a silent server).
-struct RateGuard<R> {
+pub(super) struct RateGuard<R> {
     inner: R,
     limits: StallLimits,
     window_start: Instant,
@@ -56,7 +56,7 @@ struct RateGuard<R> {
 }
 
 impl<R: Read> RateGuard<R> {
-    fn new(inner: R, limits: StallLimits) -> RateGuard<R> {
+    pub(super) fn new(inner: R, limits: StallLimits) -> RateGuard<R> {
         RateGuard {
             inner,
             limits,
@@ -114,7 +114,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// Opens a repository file only if it is a regular file: opened without blocking (a FIFO's
 /// open would wait for a writer), then checked on the open descriptor (no race with a rename).
-fn open_regular(p: &Path) -> io::Result<File> {
+pub(super) fn open_regular(p: &Path) -> io::Result<File> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
@@ -548,7 +548,7 @@ enum Cut {
     Write(io::Error),
 }
 
-fn no_response(limits: &StallLimits) -> String {
+pub(super) fn no_response(limits: &StallLimits) -> String {
     format!(
         "no response within {} s (--timeout)",
         limits.timeout.as_secs_f64()

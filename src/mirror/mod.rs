@@ -14,12 +14,15 @@
 //!   by received UUID, plans the cheapest chain ([`plan`]), downloads (HTTP(S) with Range
 //!   resume, or a directory), checks each file's SHA-256, and receives each step through the
 //!   signature-verifying source, atomically.
+//! * [`ranges`] fetches scattered byte ranges of one repository file in few requests
+//!   (multi-range HTTP, with fallbacks for servers without it).
 
 pub mod fetch;
 pub mod index;
 pub mod plan;
 pub mod publish;
 pub mod pull;
+pub mod ranges;
 pub mod state;
 
 pub use fetch::StallLimits;
@@ -27,6 +30,7 @@ pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
 pub use pull::{PullEvent, PullOptions, PullReport, pull};
+pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};
 
 use crate::ExitCode;

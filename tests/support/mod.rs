@@ -5,6 +5,7 @@
 #[path = "btrfs_fixture.rs"]
 pub mod btrfs_fixture;
 pub mod kernel_streams;
+pub mod nginx;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
