@@ -23,6 +23,7 @@ pub mod plan;
 pub mod publish;
 pub mod pull;
 pub mod ranges;
+pub mod seeded;
 pub mod state;
 
 pub use fetch::StallLimits;

@@ -26,8 +26,12 @@ pub struct Plan {
     pub start: Option<String>,
     /// Steps in order.
     pub steps: Vec<Step>,
-    /// Total bytes of the files.
+    /// Bytes to fetch: the files of a chain, or the ranges and map of a seeded full.
     pub bytes: u64,
+    /// Set when the one step is a seeded full (see [`super::seeded`]): what is fetched by
+    /// range and what is found in the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeded: Option<super::seeded::SeededSummary>,
 }
 
 /// Plans the cheapest chain to version `target` (index position), starting from empty or any
@@ -51,6 +55,7 @@ pub fn plan(
             start: Some(index.versions[target].name.clone()),
             steps: Vec::new(),
             bytes: 0,
+            seeded: None,
         });
     }
     let empty = n;
@@ -128,6 +133,7 @@ pub fn plan(
         start: steps.first().and_then(|s| s.file.from.clone()),
         steps,
         bytes,
+        seeded: None,
     })
 }
 

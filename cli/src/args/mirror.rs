@@ -123,6 +123,10 @@ pub struct PullArgs {
     /// Print the plan (steps and sizes) and change nothing
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// How to reach the target: the cheaper of both (auto), a chain of stream files (chain), or
+    /// the target's full stream rebuilt from data the pool holds plus ranges fetched (seeded)
+    #[arg(long, value_name = "HOW", value_enum, default_value_t = PlanChoice::Auto)]
+    pub plan: PlanChoice,
     /// Give an HTTP transfer up after this long without a byte (also connecting, and waiting
     /// for the response)
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = duration)]
@@ -140,6 +144,17 @@ pub struct PullArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// `subvol pull --plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanChoice {
+    /// The fewest bytes to fetch of both
+    Auto,
+    /// Stream files only, whole (today's delta chains and fulls)
+    Chain,
+    /// The target's full stream, seeded from the pool (fails when it has no content map)
+    Seeded,
 }
 
 /// `subvol pool`: manage pools.
