@@ -10,8 +10,10 @@
 //! block: 9 MiB per GiB of seed data (see [`index`]).
 
 pub mod index;
+pub mod pool;
 
 pub use index::{ContentError, ContentIndex, Location, Seed, SeedFile};
+pub use pool::pool_index;
 
 /// The block size of chunking and of btrfs clones.
 pub const BLOCK: u64 = 4096;
