@@ -13,6 +13,9 @@
 //!    under its name only after its END verified.
 //! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
 //!    chain planned again from what the pool holds now; versions received as steps stay valid.
+//!    Each receive dedups against the pool's content index ([`crate::content::pool`]): WRITE
+//!    data found in any pool subvolume becomes verified clones. The index is brought up to
+//!    date when a pull starts and extended after each version it keeps.
 //! 5. Intermediate versions received only as steps are deleted; `--keep N` deletes the oldest
 //!    pulled versions beyond N (the target always stays; subvolumes not pulled are never
 //!    touched).
