@@ -1519,3 +1519,162 @@ fn failures_name_the_path_and_leave_no_side_effects() {
     }
     assert!(!base.join("snap").exists());
 }
+
+/// `POOL/.subvol/content/*.idx`, sorted.
+fn index_files(pool: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(pool.join(".subvol/content"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".idx"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn version_uuid(f: &Fixture, v: usize) -> String {
+    index_of(&f.repo)["versions"][v - 1]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn names(r: &Value, field: &str) -> Vec<String> {
+    r[field]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Issue 12: every version pull keeps has a content index file named by its received UUID;
+/// deleting the version drops it; a missing, corrupt or stale file is dealt with at the next
+/// pull.
+#[test]
+fn pull_keeps_a_content_index_file_per_version() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let pool = new_pool(&btrfs, "pool");
+    let src = f.repo.to_str().unwrap();
+    let (u1, u2) = (version_uuid(f, 1), version_uuid(f, 2));
+    let r = pull_ok(f, src, &pool, &["--version", "1"]);
+    assert_eq!(names(&r, "indexed"), ["1"]);
+    assert_eq!(index_files(&pool), [format!("{u1}.idx")]);
+    let r = pull_ok(f, src, &pool, &["--version", "2"]);
+    assert_eq!(names(&r, "indexed"), ["2"]);
+    let mut want = vec![format!("{u1}.idx"), format!("{u2}.idx")];
+    want.sort();
+    assert_eq!(index_files(&pool), want);
+    let idx2 = pool.join(format!(".subvol/content/{u2}.idx"));
+    let good = fs::read(&idx2).unwrap();
+    assert_eq!(&good[..8], b"SVCIDX\r\n");
+
+    // Deleting a version drops its file.
+    run(subvol().arg("delete").arg(pool.join("1")));
+    assert_eq!(index_files(&pool), [format!("{u2}.idx")]);
+
+    // Corrupt (truncated) and stale files: rebuilt and dropped by the next pull, even one
+    // with nothing to fetch.
+    fs::write(&idx2, &good[..good.len() - 10]).unwrap();
+    let stale = pool.join(".subvol/content/0123456789abcdef0123456789abcdef.idx");
+    fs::write(&stale, b"x").unwrap();
+    let out = pull(f, src, &pool, &["--version", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(names(&r, "indexed"), ["2"]);
+    assert_eq!(index_files(&pool), [format!("{u2}.idx")]);
+    assert_eq!(fs::read(&idx2).unwrap(), good, "rebuilt exactly");
+    // A version without a file (pulled by an older subvol) is indexed.
+    fs::remove_file(&idx2).unwrap();
+    let r = pull_ok(f, src, &pool, &["--version", "2"]);
+    assert_eq!(names(&r, "indexed"), ["2"]);
+    assert_eq!(fs::read(&idx2).unwrap(), good);
+    // Intermediate steps are not indexed (deleted anyway); retention drops the files.
+    let r = pull_ok(f, src, &pool, &["--keep", "1"]);
+    assert_eq!(names(&r, "indexed"), ["5"]);
+    assert_eq!(pool_versions(&pool), ["5"]);
+    assert_eq!(index_files(&pool), [format!("{}.idx", version_uuid(f, 5))]);
+    check_version(f, &pool, 5);
+}
+
+/// Issue 12: two repositories with no history in common (other keys, other version names)
+/// whose trees hold mostly the same files: pulling the second into a pool holding the first
+/// applies the common data as clones of the first's files (checked bytes), so they share
+/// extents, and both trees are exact.
+#[test]
+fn unrelated_pulls_into_one_pool_share_common_data() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut rng = Rng(0xded0_0012);
+    let a = dir.path().join("tree-a");
+    let mut common = 0u64;
+    for i in 0..40 {
+        let len = 4096 + rng.below(200 << 10) as usize;
+        write(&a.join(format!("lib/f{i}")), &bytes(rng.next(), len));
+        common += len as u64;
+    }
+    let b = dir.path().join("tree-b");
+    copy_tree(&a, &b);
+    // B: a few files of its own, one common file changed in one block, one removed.
+    for i in 0..5 {
+        write(&b.join(format!("own/g{i}")), &bytes(rng.next(), 50_000));
+    }
+    write_at(&b.join("lib/f3"), 4096, &bytes(rng.next(), 4096));
+    fs::remove_file(b.join("lib/f7")).unwrap();
+    let _ = f;
+    let mut pubs = Vec::new();
+    for (name, tree) in [("a", &a), ("b", &b)] {
+        let key = dir.path().join(format!("{name}.key"));
+        run(subvol().arg("keygen").arg("-o").arg(&key));
+        run(subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(dir.path().join(format!("repo-{name}")))
+            .arg("--key")
+            .arg(&key)
+            .arg(tree)
+            .arg("--version")
+            .arg(format!("{name}1")));
+        pubs.push(dir.path().join(format!("{name}.key.pub")));
+    }
+    let pool = new_pool(&btrfs, "pool");
+    let pull_from = |name: &str, public: &Path| -> Value {
+        let out = run(subvol()
+            .arg("pull")
+            .arg(dir.path().join(format!("repo-{name}")))
+            .arg("--into")
+            .arg(&pool)
+            .arg("--verify")
+            .arg(public)
+            .arg("--json"));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let ra = pull_from("a", &pubs[0]);
+    assert_eq!(ra["deduped"], 0);
+    let rb = pull_from("b", &pubs[1]);
+    assert_eq!(names(&rb, "indexed"), ["b1"]);
+    assert_same_tree(&a, &pool.join("a1"), "tree a");
+    assert_same_tree(&b, &pool.join("b1"), "tree b");
+    // Everything of B's lib/ but f3's changed block (f7 is gone from B) came from A.
+    let f7 = fs::metadata(a.join("lib/f7")).unwrap().len();
+    let from_a = common - f7 - 4096;
+    let deduped = rb["deduped"].as_u64().unwrap();
+    assert!(
+        deduped >= from_a - 40 * 4096 && deduped <= from_a,
+        "deduped {deduped} of {from_a} common bytes"
+    );
+    btrfs.sync();
+    let shared = crate::support::tree::shared_bytes(&pool.join("b1/lib"));
+    assert!(shared >= from_a - 40 * 4096, "shared {shared} of {from_a}");
+    let own = crate::support::tree::shared_bytes(&pool.join("b1/own"));
+    assert_eq!(own, 0);
+}

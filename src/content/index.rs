@@ -14,11 +14,21 @@
 //! per GiB of seed data in large files, more for small ones (one block each), plus 24 bytes
 //! and the path per file (bench/results/dedup.md has a measured size).
 //!
+//! Saved ([`ContentIndex::save`]), an index is one file: an 80-byte header (magic
+//! `SVCIDX\r\n`, format version u32, seed count u32, slots u64, files u32, 4 zero bytes, path
+//! bytes u64, file bytes u64, blocks u64, the first 16 bytes of a BLAKE3 of the rest, 8 zero
+//! bytes; little-endian), then the table, the file table and the paths. Opened again
+//! ([`ContentIndex::open`]) with the seed directories its paths are relative to, it is read in
+//! place with `pread`; the header must describe the file's length exactly, [`ContentIndex::verify`]
+//! checks the digest. Saved indexes of several trees are used as one with
+//! [`ContentIndex::join`] (file ids run on from part to part).
+//!
 //! The walk never follows a symlink, never leaves a seed directory (`RESOLVE_BENEATH`, no mount
 //! crossings), and records regular files only. What the index says is a hint: a user of a
 //! location opens the file again beneath its seed and compares bytes before keeping anything.
 
 use super::{BLOCK, Key, block_key, is_zero};
+use crate::util::fs::{AtomicFile, PathError};
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -26,6 +36,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 const RECORD: usize = 24;
@@ -60,6 +71,20 @@ pub enum ContentError {
         #[source]
         source: io::Error,
     },
+    /// A saved index file is not one, or not whole: it must not be used (build it again).
+    #[error("content index {}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Only an index of one part (one build, or one saved file) can be saved.
+    #[error("a joined content index cannot be saved")]
+    ManyParts,
+    /// Listing a pool's subvolumes failed.
+    #[error(transparent)]
+    Pool(#[from] crate::pool::PoolError),
     /// More seed files than an index can name.
     #[error("more than {} seed files", u32::MAX - 1)]
     TooManyFiles,
@@ -73,6 +98,14 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Con
         op,
         path: path.to_path_buf(),
         source,
+    }
+}
+
+fn path_err(e: PathError) -> ContentError {
+    ContentError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
     }
 }
 
@@ -310,19 +343,264 @@ fn walk(
     Ok(())
 }
 
-/// The index: see the module documentation.
+/// A stretch of a file holding one section of an index: a whole scratch file, or a section of
+/// a saved index file. Reads beyond its length are refused (a saved file may be corrupt).
 #[derive(Debug)]
-pub struct ContentIndex {
+struct Section {
+    file: Arc<File>,
+    base: u64,
+    len: u64,
+}
+
+impl Section {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.len) {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        self.file.read_exact_at(buf, self.base + offset)
+    }
+}
+
+/// One index: its seeds and its three sections (see the module documentation).
+#[derive(Debug)]
+struct Part {
     seeds: Vec<Seed>,
-    scratch: PathBuf,
-    table: File,
+    /// The saved file, or the scratch directory (for messages).
+    path: PathBuf,
+    table: Section,
+    files: Section,
+    paths: Section,
     slots: u64,
-    files: File,
-    paths: File,
     nfiles: u32,
-    /// Bytes of the files indexed, and blocks recorded.
     bytes: u64,
     blocks: u64,
+    /// A saved file's digest of its sections.
+    digest: Option<[u8; 16]>,
+}
+
+impl Part {
+    fn home(&self, key: &Key) -> u64 {
+        let mut h = [0u8; 8];
+        h.copy_from_slice(&key[..8]);
+        u64::from_le_bytes(h) % self.slots
+    }
+
+    /// Reads the probe window at `slot` (up to the end of the table).
+    fn window(
+        &self,
+        slot: u64,
+        buf: &mut [u8; RECORD * WINDOW as usize],
+    ) -> Result<usize, ContentError> {
+        let n = WINDOW.min(self.slots - slot) as usize;
+        self.table
+            .read_at(&mut buf[..n * RECORD], slot * RECORD as u64)
+            .map_err(io_err("read index", &self.path))?;
+        Ok(n)
+    }
+
+    fn insert(&mut self, key: &Key, file: u32, block: u32) -> Result<(), ContentError> {
+        let mut buf = [0u8; RECORD * WINDOW as usize];
+        let mut slot = self.home(key);
+        // At most two thirds full, so an empty slot is always found.
+        loop {
+            let n = self.window(slot, &mut buf)?;
+            for i in 0..n {
+                let rec = &buf[i * RECORD..(i + 1) * RECORD];
+                if rec[16..20] == [0; 4] {
+                    let mut r = [0u8; RECORD];
+                    r[..16].copy_from_slice(key);
+                    r[16..20].copy_from_slice(&(file + 1).to_le_bytes());
+                    r[20..24].copy_from_slice(&block.to_le_bytes());
+                    self.table
+                        .file
+                        .write_all_at(&r, (slot + i as u64) * RECORD as u64)
+                        .map_err(io_err("write index in", &self.path))?;
+                    self.blocks += 1;
+                    return Ok(());
+                }
+            }
+            slot = (slot + n as u64) % self.slots;
+        }
+    }
+
+    /// Appends the locations of `key` in this part, file ids offset by `base`.
+    fn lookup(&self, key: &Key, base: u32, out: &mut Vec<Location>) -> Result<(), ContentError> {
+        let mut buf = [0u8; RECORD * WINDOW as usize];
+        let mut slot = self.home(key);
+        // A saved table may be corrupt (no empty slot): never probe more than all of it.
+        let mut left = self.slots;
+        while left > 0 {
+            let n = self.window(slot, &mut buf)?;
+            for i in 0..n {
+                let rec = &buf[i * RECORD..(i + 1) * RECORD];
+                let file = u32::from_le_bytes([rec[16], rec[17], rec[18], rec[19]]);
+                if file == 0 {
+                    return Ok(());
+                }
+                if rec[..16] == key[..]
+                    && let Some(id) = base.checked_add(file - 1)
+                {
+                    out.push(Location {
+                        file: id,
+                        block: u32::from_le_bytes([rec[20], rec[21], rec[22], rec[23]]),
+                    });
+                }
+            }
+            left = left.saturating_sub(n as u64);
+            slot = (slot + n as u64) % self.slots;
+        }
+        Ok(())
+    }
+
+    /// File `id` of this part (its seed number local to the part).
+    fn file(&self, id: u32) -> Result<SeedFile, ContentError> {
+        let bad = || ContentError::Io {
+            op: "read index",
+            path: self.path.clone(),
+            source: io::ErrorKind::InvalidData.into(),
+        };
+        if id >= self.nfiles {
+            return Err(bad());
+        }
+        let mut rec = [0u8; FILE_RECORD];
+        self.files
+            .read_at(&mut rec, u64::from(id) * FILE_RECORD as u64)
+            .map_err(io_err("read index", &self.path))?;
+        let word = |r: std::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b[..r.len()].copy_from_slice(&rec[r]);
+            u64::from_le_bytes(b)
+        };
+        let len = usize::try_from(word(4..8)).map_err(|_| bad())?;
+        if len > 4096 {
+            return Err(bad());
+        }
+        let mut path = vec![0u8; len];
+        self.paths
+            .read_at(&mut path, word(8..16))
+            .map_err(io_err("read index", &self.path))?;
+        Ok(SeedFile {
+            seed: u32::try_from(word(0..4)).map_err(|_| bad())?,
+            path,
+            size: word(16..24),
+        })
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.table.len + self.files.len + self.paths.len
+    }
+}
+
+/// The index: see the module documentation. One or more parts (built here, or saved files
+/// opened with [`ContentIndex::open`] and put together with [`ContentIndex::join`]); file ids
+/// and seed numbers run on across the parts, so a user sees one index.
+#[derive(Debug, Clone)]
+pub struct ContentIndex {
+    parts: Vec<Arc<Part>>,
+    /// The first file id of each part.
+    file_base: Vec<u32>,
+    /// The first seed number of each part.
+    seed_base: Vec<u32>,
+}
+
+/// The saved file's header: magic, format version, counts, and a BLAKE3 of the sections.
+const MAGIC: &[u8; 8] = b"SVCIDX\r\n";
+const FORMAT: u32 = 1;
+const HEADER: usize = 80;
+
+/// What a saved file's header says.
+struct Header {
+    seeds: u32,
+    slots: u64,
+    nfiles: u32,
+    path_bytes: u64,
+    bytes: u64,
+    blocks: u64,
+    digest: [u8; 16],
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&FORMAT.to_le_bytes());
+        h[12..16].copy_from_slice(&self.seeds.to_le_bytes());
+        h[16..24].copy_from_slice(&self.slots.to_le_bytes());
+        h[24..28].copy_from_slice(&self.nfiles.to_le_bytes());
+        h[32..40].copy_from_slice(&self.path_bytes.to_le_bytes());
+        h[40..48].copy_from_slice(&self.bytes.to_le_bytes());
+        h[48..56].copy_from_slice(&self.blocks.to_le_bytes());
+        h[56..72].copy_from_slice(&self.digest);
+        h
+    }
+
+    /// Checks the header against the file's length: the sections it names must tile the file
+    /// exactly.
+    fn decode(h: &[u8; HEADER], file_len: u64) -> Result<Header, String> {
+        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        if &h[0..8] != MAGIC {
+            return Err("not a content index (bad magic)".into());
+        }
+        let version = u32_at(8);
+        if version != FORMAT {
+            return Err(format!("format version {version}, not {FORMAT}"));
+        }
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&h[56..72]);
+        let hd = Header {
+            seeds: u32_at(12),
+            slots: u64_at(16),
+            nfiles: u32_at(24),
+            path_bytes: u64_at(32),
+            bytes: u64_at(40),
+            blocks: u64_at(48),
+            digest,
+        };
+        if hd.slots == 0 || hd.blocks > hd.slots || hd.nfiles == u32::MAX {
+            return Err("inconsistent counts".into());
+        }
+        let want = hd
+            .slots
+            .checked_mul(RECORD as u64)
+            .and_then(|t| t.checked_add(u64::from(hd.nfiles) * FILE_RECORD as u64))
+            .and_then(|t| t.checked_add(hd.path_bytes))
+            .and_then(|t| t.checked_add(HEADER as u64));
+        if want != Some(file_len) {
+            return Err(format!(
+                "{file_len} bytes, its header describes {}",
+                want.map_or_else(|| "more than 2^64".into(), |w| w.to_string())
+            ));
+        }
+        Ok(hd)
+    }
+}
+
+/// Feeds `len` bytes of `section` from its start to `hasher` and, if given, to `out`.
+fn copy_section(
+    section: &Section,
+    hasher: &mut blake3::Hasher,
+    mut out: Option<&mut dyn Write>,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    let mut at = 0;
+    while at < section.len {
+        let n = buf
+            .len()
+            .min(usize::try_from(section.len - at).unwrap_or(usize::MAX));
+        section.read_at(&mut buf[..n], at)?;
+        hasher.update(&buf[..n]);
+        if let Some(o) = out.as_mut() {
+            o.write_all(&buf[..n])?;
+        }
+        at += n as u64;
+    }
+    Ok(())
 }
 
 impl ContentIndex {
@@ -363,178 +641,236 @@ impl ContentIndex {
         table
             .set_len(slots * RECORD as u64)
             .map_err(io_err("size index", scratch))?;
-        let mut index = ContentIndex {
+        let whole = |file: File, len: u64| Section {
+            file: Arc::new(file),
+            base: 0,
+            len,
+        };
+        let mut part = Part {
             seeds,
-            scratch: scratch.to_path_buf(),
-            table,
+            path: scratch.to_path_buf(),
+            table: whole(table, slots * RECORD as u64),
+            files: whole(files, u64::from(w.count) * FILE_RECORD as u64),
+            paths: whole(paths, w.path_bytes),
             slots,
-            files,
-            paths,
             nfiles: w.count,
             bytes: w.bytes,
             blocks: 0,
+            digest: None,
         };
         let mut buf = vec![0u8; READ_BUF];
-        for id in 0..index.nfiles {
+        for id in 0..part.nfiles {
             if stopped(stop) {
                 return Err(ContentError::Interrupted);
             }
-            index.hash_file(id, &mut buf)?;
+            hash_file(&mut part, id, &mut buf)?;
         }
+        Ok(ContentIndex {
+            parts: vec![Arc::new(part)],
+            file_base: vec![0],
+            seed_base: vec![0],
+        })
+    }
+
+    /// Saves this index (of one part) as the file `path`, atomically: a header (magic, format
+    /// version, counts, a BLAKE3 of what follows), then the table, the file table and the
+    /// paths. Open it again with [`ContentIndex::open`] and the same seeds.
+    ///
+    /// # Errors
+    /// [`ContentError::ManyParts`] for a joined index; I/O errors (the file is then not made).
+    pub fn save(&self, path: &Path) -> Result<(), ContentError> {
+        let [part] = self.parts.as_slice() else {
+            return Err(ContentError::ManyParts);
+        };
+        let mut out = AtomicFile::create(path, 0o644).map_err(path_err)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; READ_BUF];
+        // The header goes last, when the digest is known; its place is kept.
+        out.write_all(&[0u8; HEADER])
+            .map_err(io_err("write", path))?;
+        for s in [&part.table, &part.files, &part.paths] {
+            copy_section(s, &mut hasher, Some(&mut out), &mut buf)
+                .map_err(io_err("write", path))?;
+        }
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        let header = Header {
+            seeds: u32::try_from(part.seeds.len()).map_err(|_| ContentError::TooManyFiles)?,
+            slots: part.slots,
+            nfiles: part.nfiles,
+            path_bytes: part.paths.len,
+            bytes: part.bytes,
+            blocks: part.blocks,
+            digest,
+        };
+        out.file()
+            .write_all_at(&header.encode(), 0)
+            .map_err(io_err("write", path))?;
+        out.commit().map_err(path_err)
+    }
+
+    /// Opens a saved index read-only; lookups read it with `pread`. `seeds` are the
+    /// directories its paths are relative to, in the order given to [`ContentIndex::build`].
+    /// The header is checked against the file's length; the sections are not read (see
+    /// [`ContentIndex::verify`]): what a location says is checked by its user anyway.
+    ///
+    /// # Errors
+    /// [`ContentError::Corrupt`] for a file that is no index, truncated or inconsistent, or
+    /// saved with another number of seeds; I/O errors.
+    pub fn open(path: &Path, seeds: Vec<Seed>) -> Result<ContentIndex, ContentError> {
+        let corrupt = |reason: String| ContentError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let fd = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(errno("open", path))?;
+        let st = rfs::fstat(&fd).map_err(errno("stat", path))?;
+        if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+            return Err(corrupt("not a regular file".into()));
+        }
+        let file = Arc::new(File::from(fd));
+        let len = u64::try_from(st.st_size).unwrap_or(0);
+        let mut h = [0u8; HEADER];
+        if len < HEADER as u64 {
+            return Err(corrupt(format!("{len} bytes, shorter than its header")));
+        }
+        file.read_exact_at(&mut h, 0)
+            .map_err(io_err("read", path))?;
+        let hd = Header::decode(&h, len).map_err(corrupt)?;
+        if u64::from(hd.seeds) != seeds.len() as u64 {
+            return Err(corrupt(format!(
+                "saved with {} seed directories, opened with {}",
+                hd.seeds,
+                seeds.len()
+            )));
+        }
+        let table_len = hd.slots * RECORD as u64;
+        let files_len = u64::from(hd.nfiles) * FILE_RECORD as u64;
+        let section = |base: u64, len: u64| Section {
+            file: Arc::clone(&file),
+            base,
+            len,
+        };
+        let part = Part {
+            seeds,
+            path: path.to_path_buf(),
+            table: section(HEADER as u64, table_len),
+            files: section(HEADER as u64 + table_len, files_len),
+            paths: section(HEADER as u64 + table_len + files_len, hd.path_bytes),
+            slots: hd.slots,
+            nfiles: hd.nfiles,
+            bytes: hd.bytes,
+            blocks: hd.blocks,
+            digest: Some(hd.digest),
+        };
+        let index = ContentIndex {
+            parts: vec![Arc::new(part)],
+            file_base: vec![0],
+            seed_base: vec![0],
+        };
         Ok(index)
     }
 
-    /// Reads one file of the table and records its blocks (a file changed or gone since the
-    /// walk is recorded as read now, or skipped).
-    fn hash_file(&mut self, id: u32, buf: &mut [u8]) -> Result<(), ContentError> {
-        let f = self.file(id)?;
-        let Some(seed) = self.seeds.get(f.seed as usize) else {
-            return Ok(());
-        };
-        let seed_path = seed.path().to_path_buf();
-        let Some((mut file, _)) =
-            open_regular_beneath(seed.root(), &f.path).map_err(io_err("open", &seed_path))?
-        else {
-            return Ok(());
-        };
-        let mut block: u64 = 0;
-        loop {
-            // Fill the buffer fully (a short read mid-file must not shift block boundaries).
-            let mut n = 0;
-            while n < buf.len() {
-                match file.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        return Err(ContentError::Io {
-                            op: "read",
-                            path: seed_path.join(std::ffi::OsStr::from_bytes(&f.path)),
-                            source: e,
-                        });
-                    }
-                }
-            }
-            for chunk in buf[..n].chunks(BLOCK as usize) {
-                let Ok(b) = u32::try_from(block) else {
-                    return Ok(());
-                };
-                if !is_zero(chunk) {
-                    self.insert(&block_key(chunk), id, b)?;
-                }
-                block += 1;
-            }
-            if n < buf.len() {
-                return Ok(());
-            }
-        }
-    }
-
-    fn home(&self, key: &Key) -> u64 {
-        let mut h = [0u8; 8];
-        h.copy_from_slice(&key[..8]);
-        u64::from_le_bytes(h) % self.slots
-    }
-
-    /// Reads the probe window at `slot` (up to the end of the table).
-    fn window(
-        &self,
-        slot: u64,
-        buf: &mut [u8; RECORD * WINDOW as usize],
-    ) -> Result<usize, ContentError> {
-        let n = WINDOW.min(self.slots - slot) as usize;
-        self.table
-            .read_exact_at(&mut buf[..n * RECORD], slot * RECORD as u64)
-            .map_err(io_err("read index in", &self.scratch))?;
-        Ok(n)
-    }
-
-    fn insert(&mut self, key: &Key, file: u32, block: u32) -> Result<(), ContentError> {
-        let mut buf = [0u8; RECORD * WINDOW as usize];
-        let mut slot = self.home(key);
-        // At most two thirds full, so an empty slot is always found.
-        loop {
-            let n = self.window(slot, &mut buf)?;
-            for i in 0..n {
-                let rec = &buf[i * RECORD..(i + 1) * RECORD];
-                if rec[16..20] == [0; 4] {
-                    let mut r = [0u8; RECORD];
-                    r[..16].copy_from_slice(key);
-                    r[16..20].copy_from_slice(&(file + 1).to_le_bytes());
-                    r[20..24].copy_from_slice(&block.to_le_bytes());
-                    self.table
-                        .write_all_at(&r, (slot + i as u64) * RECORD as u64)
-                        .map_err(io_err("write index in", &self.scratch))?;
-                    self.blocks += 1;
-                    return Ok(());
-                }
-            }
-            slot = (slot + n as u64) % self.slots;
-        }
-    }
-
-    /// Every location recorded for `key`, into `out` (cleared first).
+    /// Reads every saved part whole and checks it against the digest in its header (parts
+    /// built here have none to check).
     ///
     /// # Errors
-    /// Reading the table failed.
-    pub fn lookup(&self, key: &Key, out: &mut Vec<Location>) -> Result<(), ContentError> {
-        out.clear();
-        let mut buf = [0u8; RECORD * WINDOW as usize];
-        let mut slot = self.home(key);
-        loop {
-            let n = self.window(slot, &mut buf)?;
-            for i in 0..n {
-                let rec = &buf[i * RECORD..(i + 1) * RECORD];
-                let file = u32::from_le_bytes([rec[16], rec[17], rec[18], rec[19]]);
-                if file == 0 {
-                    return Ok(());
-                }
-                if rec[..16] == key[..] {
-                    out.push(Location {
-                        file: file - 1,
-                        block: u32::from_le_bytes([rec[20], rec[21], rec[22], rec[23]]),
-                    });
-                }
+    /// [`ContentError::Corrupt`] when a part's sections differ from what was saved; I/O errors.
+    pub fn verify(&self) -> Result<(), ContentError> {
+        let mut buf = vec![0u8; READ_BUF];
+        for part in &self.parts {
+            let Some(want) = part.digest else { continue };
+            let mut hasher = blake3::Hasher::new();
+            for s in [&part.table, &part.files, &part.paths] {
+                copy_section(s, &mut hasher, None, &mut buf).map_err(io_err("read", &part.path))?;
             }
-            slot = (slot + n as u64) % self.slots;
+            if hasher.finalize().as_bytes()[..16] != want {
+                return Err(ContentError::Corrupt {
+                    path: part.path.clone(),
+                    reason: "its contents differ from what was saved (digest mismatch)".into(),
+                });
+            }
         }
+        Ok(())
     }
 
-    /// File `id` of the index.
+    /// One index over the parts of all of `indexes` (their files stay shared, nothing is
+    /// copied): a lookup finds locations in any of them.
+    ///
+    /// # Errors
+    /// [`ContentError::TooManyFiles`] when the parts hold more files or seeds than a `u32`
+    /// numbers.
+    pub fn join<'a>(
+        indexes: impl IntoIterator<Item = &'a ContentIndex>,
+    ) -> Result<ContentIndex, ContentError> {
+        let mut out = ContentIndex {
+            parts: Vec::new(),
+            file_base: Vec::new(),
+            seed_base: Vec::new(),
+        };
+        let (mut files, mut seeds) = (0u32, 0u32);
+        for part in indexes.into_iter().flat_map(|i| i.parts.iter()) {
+            out.parts.push(Arc::clone(part));
+            out.file_base.push(files);
+            out.seed_base.push(seeds);
+            files = files
+                .checked_add(part.nfiles)
+                .filter(|&n| n < u32::MAX)
+                .ok_or(ContentError::TooManyFiles)?;
+            seeds = u32::try_from(part.seeds.len())
+                .ok()
+                .and_then(|n| seeds.checked_add(n))
+                .ok_or(ContentError::TooManyFiles)?;
+        }
+        Ok(out)
+    }
+
+    /// Every location recorded for `key` in any part, into `out` (cleared first).
+    ///
+    /// # Errors
+    /// Reading a table failed.
+    pub fn lookup(&self, key: &Key, out: &mut Vec<Location>) -> Result<(), ContentError> {
+        out.clear();
+        for (part, &base) in self.parts.iter().zip(&self.file_base) {
+            part.lookup(key, base, out)?;
+        }
+        Ok(())
+    }
+
+    /// The part holding file `id`, with its local id and the part's first seed number.
+    fn part_of(&self, id: u32) -> Option<(&Part, u32, u32)> {
+        let i = self
+            .file_base
+            .partition_point(|&b| b <= id)
+            .checked_sub(1)?;
+        let part = &self.parts[i];
+        let local = id - self.file_base[i];
+        (local < part.nfiles).then_some((&**part, local, self.seed_base[i]))
+    }
+
+    /// File `id` of the index (its seed numbered across all parts).
     ///
     /// # Errors
     /// Reading the file table failed, or `id` is not in it.
     pub fn file(&self, id: u32) -> Result<SeedFile, ContentError> {
-        let bad = || ContentError::Io {
-            op: "read index in",
-            path: self.scratch.clone(),
-            source: io::ErrorKind::InvalidData.into(),
+        let Some((part, local, seed_base)) = self.part_of(id) else {
+            return Err(ContentError::Io {
+                op: "read index",
+                path: self
+                    .parts
+                    .first()
+                    .map(|p| p.path.clone())
+                    .unwrap_or_default(),
+                source: io::ErrorKind::InvalidData.into(),
+            });
         };
-        if id >= self.nfiles {
-            return Err(bad());
-        }
-        let mut rec = [0u8; FILE_RECORD];
-        self.files
-            .read_exact_at(&mut rec, u64::from(id) * FILE_RECORD as u64)
-            .map_err(io_err("read index in", &self.scratch))?;
-        let word = |r: std::ops::Range<usize>| {
-            let mut b = [0u8; 8];
-            b[..r.len()].copy_from_slice(&rec[r]);
-            u64::from_le_bytes(b)
-        };
-        let len = usize::try_from(word(4..8)).map_err(|_| bad())?;
-        if len > 4096 {
-            return Err(bad());
-        }
-        let mut path = vec![0u8; len];
-        self.paths
-            .read_exact_at(&mut path, word(8..16))
-            .map_err(io_err("read index in", &self.scratch))?;
-        Ok(SeedFile {
-            seed: u32::try_from(word(0..4)).map_err(|_| bad())?,
-            path,
-            size: word(16..24),
-        })
+        let mut f = part.file(local)?;
+        f.seed = f.seed.saturating_add(seed_base);
+        Ok(f)
     }
 
     /// Opens file `id` for reading, again beneath its seed directory and without following
@@ -543,42 +879,95 @@ impl ContentIndex {
     /// # Errors
     /// Reading the index or opening the file failed otherwise.
     pub fn open_file(&self, id: u32) -> Result<Option<(File, u64)>, ContentError> {
-        let f = self.file(id)?;
-        let Some(seed) = self.seeds.get(f.seed as usize) else {
+        let Some((part, local, _)) = self.part_of(id) else {
+            return Ok(None);
+        };
+        let f = part.file(local)?;
+        let Some(seed) = part.seeds.get(f.seed as usize) else {
             return Ok(None);
         };
         open_regular_beneath(seed.root(), &f.path).map_err(io_err("open", seed.path()))
     }
 
-    /// The seed directories.
+    /// The seed directories of all parts, in seed-number order.
+    pub fn seeds(&self) -> impl Iterator<Item = &Seed> {
+        self.parts.iter().flat_map(|p| p.seeds.iter())
+    }
+
+    /// Number of parts (saved files or builds) joined.
     #[must_use]
-    pub fn seeds(&self) -> &[Seed] {
-        &self.seeds
+    pub fn parts(&self) -> usize {
+        self.parts.len()
     }
 
     /// Files indexed.
     #[must_use]
     pub fn files(&self) -> u64 {
-        u64::from(self.nfiles)
+        self.parts.iter().map(|p| u64::from(p.nfiles)).sum()
     }
 
     /// Bytes of the files indexed.
     #[must_use]
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.parts.iter().map(|p| p.bytes).sum()
     }
 
     /// Blocks recorded (non-zero blocks).
     #[must_use]
     pub fn blocks(&self) -> u64 {
-        self.blocks
+        self.parts.iter().map(|p| p.blocks).sum()
     }
 
-    /// Bytes the index occupies on disk (table, file table, paths).
+    /// Bytes the index occupies on disk (tables, file tables, paths; headers not counted).
     #[must_use]
     pub fn disk_bytes(&self) -> u64 {
-        let len = |f: &File| f.metadata().map(|m| m.len()).unwrap_or(0);
-        len(&self.table) + len(&self.files) + len(&self.paths)
+        self.parts.iter().map(|p| p.disk_bytes()).sum()
+    }
+}
+
+/// Reads one file of the part's table and records its blocks (a file changed or gone since
+/// the walk is recorded as read now, or skipped).
+fn hash_file(part: &mut Part, id: u32, buf: &mut [u8]) -> Result<(), ContentError> {
+    let f = part.file(id)?;
+    let Some(seed) = part.seeds.get(f.seed as usize) else {
+        return Ok(());
+    };
+    let seed_path = seed.path().to_path_buf();
+    let Some((mut file, _)) =
+        open_regular_beneath(seed.root(), &f.path).map_err(io_err("open", &seed_path))?
+    else {
+        return Ok(());
+    };
+    let mut block: u64 = 0;
+    loop {
+        // Fill the buffer fully (a short read mid-file must not shift block boundaries).
+        let mut n = 0;
+        while n < buf.len() {
+            match file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(ContentError::Io {
+                        op: "read",
+                        path: seed_path.join(std::ffi::OsStr::from_bytes(&f.path)),
+                        source: e,
+                    });
+                }
+            }
+        }
+        for chunk in buf[..n].chunks(BLOCK as usize) {
+            let Ok(b) = u32::try_from(block) else {
+                return Ok(());
+            };
+            if !is_zero(chunk) {
+                part.insert(&block_key(chunk), id, b)?;
+            }
+            block += 1;
+        }
+        if n < buf.len() {
+            return Ok(());
+        }
     }
 }
 
@@ -744,5 +1133,132 @@ mod tests {
         .unwrap();
         assert_eq!(idx.files(), 1);
         assert_eq!(idx.file(0).unwrap().path, b"kept");
+    }
+
+    #[test]
+    fn a_saved_index_opens_with_its_seed_and_finds_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = data(10, 5 * 4096 + 7);
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/a"), &a).unwrap();
+        let built = build(dir.path());
+        let out_dir = tempfile::tempdir().unwrap();
+        let saved = out_dir.path().join("x.idx");
+        built.save(&saved).unwrap();
+        let idx = ContentIndex::open(&saved, vec![Seed::open(dir.path()).unwrap()]).unwrap();
+        idx.verify().unwrap();
+        assert_eq!(
+            (idx.files(), idx.blocks(), idx.bytes()),
+            (1, 6, a.len() as u64)
+        );
+        let mut out = Vec::new();
+        for (i, block) in a.chunks(4096).enumerate() {
+            idx.lookup(&block_key(block), &mut out).unwrap();
+            assert_eq!(
+                out,
+                [Location {
+                    file: 0,
+                    block: i as u32
+                }]
+            );
+        }
+        let (mut f, size) = idx.open_file(0).unwrap().unwrap();
+        let mut back = Vec::new();
+        f.read_to_end(&mut back).unwrap();
+        assert_eq!((back, size), (a.clone(), a.len() as u64));
+        // Saved with one seed: opened with two is refused.
+        let two = vec![
+            Seed::open(dir.path()).unwrap(),
+            Seed::open(dir.path()).unwrap(),
+        ];
+        assert!(matches!(
+            ContentIndex::open(&saved, two),
+            Err(ContentError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_or_altered_files_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), data(11, 3 * 4096)).unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let saved = out_dir.path().join("x.idx");
+        build(dir.path()).save(&saved).unwrap();
+        let good = fs::read(&saved).unwrap();
+        let seed = || vec![Seed::open(dir.path()).unwrap()];
+        let corrupt = |bytes: &[u8]| {
+            fs::write(&saved, bytes).unwrap();
+            ContentIndex::open(&saved, seed()).and_then(|i| i.verify())
+        };
+        for bad in [&good[..good.len() - 1], &good[..40], &[][..]] {
+            assert!(matches!(corrupt(bad), Err(ContentError::Corrupt { .. })));
+        }
+        let mut flipped = good.clone();
+        flipped[HEADER + 100] ^= 1;
+        let e = corrupt(&flipped).unwrap_err();
+        assert!(e.to_string().contains("digest"), "{e}");
+        let mut magic = good.clone();
+        magic[0] = b'X';
+        assert!(matches!(corrupt(&magic), Err(ContentError::Corrupt { .. })));
+        // Counts that claim more than the file holds.
+        let mut counts = good.clone();
+        counts[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            corrupt(&counts),
+            Err(ContentError::Corrupt { .. })
+        ));
+        assert!(corrupt(&good).is_ok());
+    }
+
+    #[test]
+    fn a_table_without_empty_slots_ends_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), data(12, 4096)).unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let saved = out_dir.path().join("x.idx");
+        build(dir.path()).save(&saved).unwrap();
+        let mut bytes = fs::read(&saved).unwrap();
+        // Every slot taken (file 1 of 1): the header still matches the length.
+        let slots = 1024;
+        for s in 0..slots {
+            let at = HEADER + s * RECORD;
+            bytes[at + 16..at + 20].copy_from_slice(&1u32.to_le_bytes());
+        }
+        fs::write(&saved, &bytes).unwrap();
+        let idx = ContentIndex::open(&saved, vec![Seed::open(dir.path()).unwrap()]).unwrap();
+        let mut out = Vec::new();
+        idx.lookup(&block_key(b"absent"), &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_joined_index_numbers_files_and_seeds_across_parts() {
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        let (a, b) = (data(13, 2 * 4096), data(14, 4096));
+        fs::write(one.path().join("a"), &a).unwrap();
+        fs::write(one.path().join("a2"), data(15, 4096)).unwrap();
+        fs::write(two.path().join("b"), &b).unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let (p1, p2) = (out_dir.path().join("1.idx"), out_dir.path().join("2.idx"));
+        build(one.path()).save(&p1).unwrap();
+        build(two.path()).save(&p2).unwrap();
+        let i1 = ContentIndex::open(&p1, vec![Seed::open(one.path()).unwrap()]).unwrap();
+        let i2 = ContentIndex::open(&p2, vec![Seed::open(two.path()).unwrap()]).unwrap();
+        let idx = ContentIndex::join([&i1, &i2]).unwrap();
+        assert_eq!((idx.parts(), idx.files(), idx.seeds().count()), (2, 3, 2));
+        let mut out = Vec::new();
+        idx.lookup(&block_key(&b), &mut out).unwrap();
+        assert_eq!(out, [Location { file: 2, block: 0 }]);
+        let f = idx.file(2).unwrap();
+        assert_eq!((f.seed, f.path.as_slice()), (1, &b"b"[..]));
+        let (mut file, _) = idx.open_file(2).unwrap().unwrap();
+        let mut back = Vec::new();
+        file.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b);
+        idx.lookup(&block_key(&a[4096..]), &mut out).unwrap();
+        assert_eq!(out, [Location { file: 0, block: 1 }]);
+        assert!(idx.open_file(3).unwrap().is_none());
+        assert!(matches!(idx.save(&p1), Err(ContentError::ManyParts)));
     }
 }

@@ -12,10 +12,12 @@
 mod framing;
 pub mod index;
 pub mod map;
+pub mod pool;
 
 pub use framing::{FramingWriter, LITERAL_MAX, MIN_DATA_FRAME};
 pub use index::{ContentError, ContentIndex, Location, Seed, SeedFile};
 pub use map::{ContentMap, Frame, FrameKind, MapError};
+pub use pool::pool_index;
 
 /// The block size of chunking and of btrfs clones.
 pub const BLOCK: u64 = 4096;

@@ -236,6 +236,9 @@ pub enum MirrorError {
     /// Interrupted by SIGINT/SIGTERM.
     #[error("interrupted by a signal")]
     Interrupted,
+    /// The pool's content index cannot be read or written.
+    #[error(transparent)]
+    Content(crate::content::ContentError),
     /// An internal invariant broke (a value that cannot fail to encode did).
     #[error("internal error: {0}")]
     Bug(String),
@@ -254,6 +257,7 @@ impl MirrorError {
             | MirrorError::NoSpace { .. }
             | MirrorError::DownloadInterrupted { .. } => ExitCode::Io,
             MirrorError::Pool(e) => e.exit_code(),
+            MirrorError::Content(_) => ExitCode::Io,
             MirrorError::BadIndex(_)
             | MirrorError::IndexJson { .. }
             | MirrorError::IndexTooLarge { .. }
@@ -291,6 +295,14 @@ impl MirrorError {
                 | MirrorError::Expired { .. }
                 | MirrorError::Rollback { .. }
         )
+    }
+
+    /// A content index error (an interrupted indexing is [`MirrorError::Interrupted`]).
+    pub(crate) fn content(e: crate::content::ContentError) -> MirrorError {
+        match e {
+            crate::content::ContentError::Interrupted => MirrorError::Interrupted,
+            e => MirrorError::Content(e),
+        }
     }
 
     /// An I/O error on a path.

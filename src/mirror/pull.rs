@@ -13,6 +13,9 @@
 //!    under its name only after its END verified.
 //! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
 //!    chain planned again from what the pool holds now; versions received as steps stay valid.
+//!    Each receive dedups against the pool's content index ([`crate::content::pool`]): WRITE
+//!    data found in any pool subvolume becomes verified clones. The index is brought up to
+//!    date when a pull starts and extended after each version it keeps.
 //! 5. Intermediate versions received only as steps are deleted; `--keep N` deletes the oldest
 //!    pulled versions beyond N (the target always stays; subvolumes not pulled are never
 //!    touched).
@@ -23,6 +26,7 @@ use super::index::{INDEX_FILE, Index, StreamFile};
 use super::plan::{Plan, plan};
 use super::state::{PullState, PulledVersion};
 use crate::Error;
+use crate::content::pool::{self as content_pool, Indexed};
 use crate::pool::{META_DIR, received_in};
 use crate::recv::{self, Event};
 use crate::sign::{KeyId, KeySet, VerifyingSource};
@@ -136,6 +140,18 @@ pub enum PullEvent<'a> {
     },
     /// A stale staging subvolume of an interrupted receive was removed.
     StaleRemoved(&'a OsStr),
+    /// A subvolume's content was indexed (after its receive, or at the start for one without
+    /// a usable index file).
+    Indexed(&'a Indexed),
+    /// Index files of subvolumes no longer in the pool were removed (file names).
+    IndexDropped(&'a [String]),
+    /// An index file was corrupt; it is built again.
+    IndexCorrupt {
+        /// The file's name.
+        file: &'a str,
+        /// What is wrong with it.
+        reason: &'a str,
+    },
 }
 
 /// What a pull did.
@@ -159,6 +175,10 @@ pub struct PullReport {
     pub refused: Vec<String>,
     /// Subvolumes deleted.
     pub removed: Vec<String>,
+    /// Subvolumes whose content was indexed (pool content index).
+    pub indexed: Vec<String>,
+    /// WRITE bytes applied as clones of data already in the pool (verified).
+    pub deduped: u64,
 }
 
 /// Marks the zstd decoder's own errors (corrupt compressed data, which carry no OS error) as
@@ -226,6 +246,21 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             }
         };
         drop(recv::Receiver::new(&opts, &mut on_recv)?);
+    }
+    let stop_flag = o.interrupted.as_deref();
+    let mut indexed: Vec<String> = Vec::new();
+    if !o.dry_run {
+        // The pool's content index: files of subvolumes gone are dropped, subvolumes without
+        // a usable one (pulled by an older subvol, or corrupt) are indexed.
+        let r = content_pool::refresh(&pool, stop_flag, &mut |i| on_event(PullEvent::Indexed(i)))
+            .map_err(MirrorError::content)?;
+        if !r.dropped.is_empty() {
+            on_event(PullEvent::IndexDropped(&r.dropped));
+        }
+        for (file, reason) in &r.corrupt {
+            on_event(PullEvent::IndexCorrupt { file, reason });
+        }
+        indexed.extend(r.indexed.into_iter().map(|i| i.name));
     }
 
     let remote = Remote::new(&o.source, o.stall);
@@ -304,6 +339,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut received_files: Vec<StreamFile> = Vec::new();
     let mut received_names: Vec<String> = Vec::new();
     let mut downloaded = 0u64;
+    let mut deduped = 0u64;
     let mut first = true;
     let keys = o.keys.clone();
 
@@ -347,6 +383,8 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 bytes: 0,
                 refused,
                 removed: Vec::new(),
+                indexed,
+                deduped: 0,
             });
         }
         first = false;
@@ -425,9 +463,11 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             let reader = Reader::new(BufReader::with_capacity(1 << 20, dec.take(f.stream_bytes)));
             let mut source = VerifyingSource::new(reader, keys.clone());
             // Pulled streams come from one signed sender: the default clone-source rule holds.
+            // WRITE data already in the pool (any subvolume) becomes verified clones.
             let opts = recv::Options {
                 dest: pool.clone(),
                 interrupted: o.interrupted.clone(),
+                dedup_index: content_pool::pool_index(&pool).map_err(MirrorError::content)?,
                 ..recv::Options::default()
             };
             let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
@@ -438,7 +478,8 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     file: f,
                     bytes,
                 }),
-                Event::Started { .. } | Event::SeedsIndexed { .. } | Event::Deduped(_) => {}
+                Event::Deduped(s) => deduped = deduped.saturating_add(s.cloned),
+                Event::Started { .. } | Event::SeedsIndexed { .. } => {}
             });
             let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
             let got = match r {
@@ -489,6 +530,14 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 pulled: unix_now(),
             });
             state.save(&pool)?;
+            // Hashed right after the receive, while its data is still in the page cache;
+            // an intermediate step (deleted below) is not worth it.
+            if f.to == target_name || held_at_start.contains(&f.to) {
+                let done = content_pool::index_subvolume(&pool, &f.to, &want, stop_flag)
+                    .map_err(MirrorError::content)?;
+                on_event(PullEvent::Indexed(&done));
+                indexed.push(done.name);
+            }
             received_files.push(f.clone());
             received_names.push(f.to.clone());
             on_event(PullEvent::Received {
@@ -572,5 +621,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         bytes: downloaded,
         refused,
         removed,
+        indexed,
+        deduped,
     })
 }

@@ -8,6 +8,7 @@
 //! POOL/.subvol/pool.json    written by `subvol pool init`: the backing image, if any
 //! POOL/.subvol/state.json   pull's bookkeeping (see `mirror::state`)
 //! POOL/.subvol/cache/       pull's downloads in progress
+//! POOL/.subvol/content/     content index files, one per pulled version (see `content::pool`)
 //! ```
 //!
 //! This module knows nothing of mirrors: `mirror` uses it, never the other way round.
@@ -27,6 +28,9 @@ use std::process::Command;
 
 /// The bookkeeping directory inside a pool.
 pub const META_DIR: &str = ".subvol";
+
+/// The content index directory inside [`META_DIR`]: `<received-uuid>.idx` per subvolume.
+pub const CONTENT_DIR: &str = "content";
 
 use crate::util::fs::{is_btrfs, is_subvolume};
 
@@ -423,7 +427,7 @@ pub fn snapshot(source: &Path, dest: &Path, readonly: bool) -> Result<SubvolEntr
     entry(dest)
 }
 
-/// Deletes the subvolume `path`.
+/// Deletes the subvolume `path`, and its content index file when it is in a pool.
 ///
 /// # Errors
 /// Not a subvolume, contains subvolumes, ioctl errors.
@@ -432,6 +436,16 @@ pub fn delete(path: &Path) -> Result<SubvolEntry, PoolError> {
     let (parent, name) = split(path)?;
     subvol_ioctl::subvol_destroy(open_dir(&parent)?, name)
         .map_err(|er| PoolError::ioctl("delete subvolume", path, er))?;
+    if let Some(uuid) = e.received_uuid {
+        // Another subvolume received as the same UUID may still be there: the next pull
+        // indexes it again.
+        let idx = parent
+            .join(META_DIR)
+            .join(CONTENT_DIR)
+            .join(format!("{uuid}.idx"));
+        // Left behind only if removal fails: the next pull drops it.
+        let _ = fs::remove_file(&idx);
+    }
     Ok(e)
 }
 

@@ -274,6 +274,11 @@ pub struct Options {
     /// Seed directories (on DEST's mount): WRITE data found in their files is cloned from
     /// there, checked, instead of written.
     pub dedup_from: Vec<PathBuf>,
+    /// A content index built beforehand (for example a pool's, see
+    /// [`crate::content::pool_index`]), used for dedup like `dedup_from`'s (both when both are
+    /// given). Its seeds must be reachable through DEST's mount for clones to happen; a
+    /// refused clone is written instead.
+    pub dedup_index: Option<crate::content::ContentIndex>,
 }
 
 /// Something a caller may want to show.
@@ -351,17 +356,25 @@ pub fn receive(
         if let Some(flag) = interrupted {
             hook = hook.cancel(flag);
         }
-        let (pumped, rx) = if opts.dedup_from.is_empty() {
+        let (pumped, rx) = if opts.dedup_from.is_empty() && opts.dedup_index.is_none() {
             let mut sink = fuse::Fuse::new(rx);
             let pumped = pipeline::pump(source, &mut sink, &mut hook);
             (pumped, sink.into_inner())
         } else {
-            let index = dedup::index_seeds(rx.dest.path(), &opts.dedup_from, interrupted)?;
-            (*events.borrow_mut())(Event::SeedsIndexed {
-                files: index.files(),
-                bytes: index.bytes(),
-                index_bytes: index.disk_bytes(),
-            });
+            let seeds = if opts.dedup_from.is_empty() {
+                None
+            } else {
+                let index = dedup::index_seeds(rx.dest.path(), &opts.dedup_from, interrupted)?;
+                (*events.borrow_mut())(Event::SeedsIndexed {
+                    files: index.files(),
+                    bytes: index.bytes(),
+                    index_bytes: index.disk_bytes(),
+                });
+                Some(index)
+            };
+            let index =
+                crate::content::ContentIndex::join(seeds.iter().chain(opts.dedup_index.as_ref()))
+                    .map_err(RecvError::Seed)?;
             let mut sink = fuse::Fuse::new(dedup::Dedup::new(rx, index));
             let pumped = pipeline::pump(source, &mut sink, &mut hook);
             let (rx, s) = sink.into_inner().into_parts();

@@ -285,6 +285,31 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                 escape(n.as_encoded_bytes())
             ),
         ),
+        PullEvent::Indexed(i) => say(
+            &mut line,
+            format!(
+                "indexed content of {}: {} file(s), {}, index {}",
+                esc(&i.name),
+                i.files,
+                human(i.bytes),
+                human(i.index_bytes)
+            ),
+        ),
+        PullEvent::IndexDropped(files) => say(
+            &mut line,
+            format!(
+                "dropped {} content index file(s) of subvolumes no longer in the pool",
+                files.len()
+            ),
+        ),
+        PullEvent::IndexCorrupt { file, reason } => say(
+            &mut line,
+            format!(
+                "content index {} is unusable ({}); indexing again",
+                esc(file),
+                super::escape_controls(reason)
+            ),
+        ),
     });
     line.clear();
     let r = report?;

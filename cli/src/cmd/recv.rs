@@ -63,6 +63,7 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
         interrupted: Some(interrupted),
         clone_from_any: a.clone_from_any,
         dedup_from: a.dedup_from.clone(),
+        dedup_index: None,
     };
     let mut progress = Progress::new("recv", size, a.progress);
     let quiet = a.quiet;
