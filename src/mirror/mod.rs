@@ -30,7 +30,7 @@ pub use fetch::StallLimits;
 pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
-pub use pull::{PullEvent, PullOptions, PullReport, pull};
+pub use pull::{PlanChoice, PullEvent, PullOptions, PullReport, pull};
 pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};
 

@@ -23,7 +23,8 @@
 use super::MirrorError;
 use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
 use super::index::{INDEX_FILE, Index, StreamFile};
-use super::plan::{Plan, plan};
+use super::plan::{Plan, Step, plan};
+use super::seeded::{Rebuilt, SeededPlan, fetch_map, plan_seeded};
 use super::state::{PullState, PulledVersion};
 use crate::Error;
 use crate::content::pool::{self as content_pool, Indexed};
@@ -35,7 +36,7 @@ use crate::util::fs::{is_btrfs, lock_dir};
 use crate::util::{error_chain, unix_now};
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,20 @@ pub struct PullOptions {
     pub interrupted: Option<Arc<AtomicBool>>,
     /// When an HTTP transfer is given up.
     pub stall: StallLimits,
+    /// Chains, seeded fulls, or the cheaper of both.
+    pub plan: PlanChoice,
+}
+
+/// How a pull may reach its target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlanChoice {
+    /// The fewest bytes to fetch: a chain or a seeded full.
+    #[default]
+    Auto,
+    /// Stream files fetched whole (delta chains, fulls).
+    Chain,
+    /// The target's full stream rebuilt from the pool and fetched ranges.
+    Seeded,
 }
 
 /// Progress of a pull.
@@ -341,6 +356,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut downloaded = 0u64;
     let mut deduped = 0u64;
     let mut first = true;
+    let mut seeded_given_up = false;
     let keys = o.keys.clone();
 
     let already = loop {
@@ -365,12 +381,66 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         if held.contains(&target) {
             break first;
         }
-        let Some(p) = plan(&index, &held, target, &excluded) else {
-            return Err(MirrorError::NoChain {
-                target: target_name,
-                failures: refused,
+        let chain = if o.plan == PlanChoice::Seeded {
+            None
+        } else {
+            plan(&index, &held, target, &excluded)
+        };
+        // The target's full stream seeded from the pool, when it has a content map and was
+        // not given up on; fetched and planned anew each round (the pool may have grown).
+        let mut seeded: Option<SeededPlan> = None;
+        let pool_index = content_pool::pool_index(&pool).map_err(MirrorError::content)?;
+        if o.plan != PlanChoice::Chain && !seeded_given_up {
+            let full = index
+                .streams
+                .iter()
+                .find(|s| s.from.is_none() && s.to == target_name && !excluded.contains(&s.path));
+            if let Some((f, m)) = full.and_then(|f| f.map.as_ref().map(|m| (f, m))) {
+                match fetch_map(&remote, f, m) {
+                    Ok(map) => {
+                        seeded = Some(
+                            plan_seeded(f, map, m.size, pool_index.as_ref())
+                                .map_err(MirrorError::content)?,
+                        );
+                    }
+                    Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
+                        on_event(PullEvent::Refused {
+                            file: f,
+                            reason: &reason,
+                        });
+                        refused.push(format!("{}: {reason}", m.path));
+                        seeded_given_up = true;
+                    }
+                    Err(FetchError::Fatal(e)) => return Err(e.into()),
+                }
+            } else if o.plan == PlanChoice::Seeded {
+                refused.push(format!(
+                    "version {target_name}: no full stream with a content map to seed"
+                ));
             }
-            .into());
+        }
+        let seeded = match (seeded, &chain) {
+            (Some(s), Some(c)) if s.cost() >= c.bytes => None,
+            (s, _) => s,
+        };
+        let p = match (&seeded, chain) {
+            (Some(s), _) => Plan {
+                target: target_name.clone(),
+                start: None,
+                steps: vec![Step {
+                    file: s.file.clone(),
+                }],
+                bytes: s.cost(),
+                seeded: Some(s.summary.clone()),
+            },
+            (None, Some(c)) => c,
+            (None, None) => {
+                return Err(MirrorError::NoChain {
+                    target: target_name,
+                    failures: refused,
+                }
+                .into());
+            }
         };
         if o.dry_run {
             return Ok(PullReport {
@@ -390,10 +460,13 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         first = false;
         on_event(PullEvent::Plan(&p));
         if remote.is_http() {
-            // The whole chain must fit before anything is fetched; leftovers of other
+            // The whole plan must fit before anything is fetched; leftovers of other
             // chains cannot be resumed by this one and only take space.
             drop_others(&cache, p.steps.iter().map(|s| &s.file));
-            let need = remote.bytes_to_download(p.steps.iter().map(|s| &s.file), &cache);
+            let need = match &seeded {
+                Some(s) => s.summary.fetch_bytes,
+                None => remote.bytes_to_download(p.steps.iter().map(|s| &s.file), &cache),
+            };
             let (free, reserve) = spare_space(&cache)?;
             if need > free.saturating_sub(reserve) {
                 return Err(MirrorError::NoSpace {
@@ -406,68 +479,134 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             }
         }
         let steps = p.steps.len();
-        // Download (or check, for a directory) every file of the chain first: a missing or
-        // bad file is found before anything is received.
-        let mut files = Vec::new();
-        let mut done_before = 0u64;
+        // The inputs of the steps, every byte fetched before anything is received: a missing
+        // or bad file is found first. A chain downloads (or checks, for a directory) each file;
+        // a seeded full fetches its ranges into a sparse file and rebuilds the stream from it.
+        let seeded_cache = match &seeded {
+            Some(s) => {
+                let path = cache.join(format!("{}.seeded", s.file.sha256));
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(s.file.size).map(|()| f))
+                    .map_err(|e| MirrorError::io("create", &path, e))?;
+                // The name goes now; the open file stays until the rebuild is done.
+                let _ = fs::remove_file(&path);
+                Some(file)
+            }
+            None => None,
+        };
+        let mut inputs: Vec<Box<dyn Read + '_>> = Vec::new();
         let mut failed = false;
-        for (i, s) in p.steps.iter().enumerate() {
+        if let (Some(s), Some(cache_file)) = (&seeded, &seeded_cache) {
             let f = &s.file;
-            let r = remote.fetch(
-                f,
-                &cache,
-                &mut |pr| match pr {
-                    Progress::Bytes(b) => on_event(PullEvent::Download {
-                        step: i + 1,
-                        steps,
+            let r = remote.fetch_ranges(
+                &f.path,
+                f.size,
+                &s.ranges,
+                cache_file,
+                &mut |b| {
+                    on_event(PullEvent::Download {
+                        step: 1,
+                        steps: 1,
                         file: f,
                         bytes: b,
-                        done: done_before.saturating_add(b),
-                        total: p.bytes,
-                    }),
-                    Progress::Resume(offset) => on_event(PullEvent::Resume { file: f, offset }),
+                        done: b,
+                        total: s.summary.fetch_bytes,
+                    });
                 },
                 &stop,
             );
             match r {
-                Ok(file) => {
-                    files.push(file);
-                    done_before = done_before.saturating_add(f.size);
-                    downloaded = downloaded.saturating_add(f.size);
+                Ok(got) => {
+                    downloaded = downloaded
+                        .saturating_add(got.bytes)
+                        .saturating_add(s.summary.map_bytes);
+                    let rebuilt = Rebuilt::new(s, pool_index.as_ref(), &remote, cache_file, &stop)
+                        .map_err(|e| {
+                            MirrorError::io("start zstd for", remote.location(&f.path), e)
+                        })?;
+                    inputs.push(Box::new(rebuilt));
                 }
                 Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
                     on_event(PullEvent::Refused {
                         file: f,
                         reason: &reason,
                     });
-                    refused.push(format!("{}: {reason}", f.path));
-                    excluded.insert(f.path.clone());
+                    refused.push(format!("{} (ranges): {reason}", f.path));
+                    seeded_given_up = true;
                     failed = true;
-                    break;
                 }
                 Err(FetchError::Fatal(e)) => return Err(e.into()),
+            }
+        } else {
+            let mut done_before = 0u64;
+            for (i, s) in p.steps.iter().enumerate() {
+                let f = &s.file;
+                let r = remote.fetch(
+                    f,
+                    &cache,
+                    &mut |pr| match pr {
+                        Progress::Bytes(b) => on_event(PullEvent::Download {
+                            step: i + 1,
+                            steps,
+                            file: f,
+                            bytes: b,
+                            done: done_before.saturating_add(b),
+                            total: p.bytes,
+                        }),
+                        Progress::Resume(offset) => {
+                            on_event(PullEvent::Resume { file: f, offset });
+                        }
+                    },
+                    &stop,
+                );
+                match r {
+                    Ok(file) => {
+                        let dec = zstd::stream::read::Decoder::new(file).map_err(|e| {
+                            MirrorError::io("start zstd for", remote.location(&f.path), e)
+                        })?;
+                        inputs.push(Box::new(CorruptIsInvalidData(dec)));
+                        done_before = done_before.saturating_add(f.size);
+                        downloaded = downloaded.saturating_add(f.size);
+                    }
+                    Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
+                        on_event(PullEvent::Refused {
+                            file: f,
+                            reason: &reason,
+                        });
+                        refused.push(format!("{}: {reason}", f.path));
+                        excluded.insert(f.path.clone());
+                        failed = true;
+                        break;
+                    }
+                    Err(FetchError::Fatal(e)) => return Err(e.into()),
+                }
             }
         }
         if failed {
             continue;
         }
         // Receive step by step.
-        for (i, (s, file)) in p.steps.iter().zip(files).enumerate() {
+        for (i, (s, input)) in p.steps.iter().zip(inputs).enumerate() {
             let f = &s.file;
             if stop() {
                 return Err(MirrorError::Interrupted.into());
             }
-            let dec = zstd::stream::read::Decoder::new(file)
-                .map_err(|e| MirrorError::io("start zstd for", remote.location(&f.path), e))?;
-            let dec = CorruptIsInvalidData(dec);
-            let reader = Reader::new(BufReader::with_capacity(1 << 20, dec.take(f.stream_bytes)));
+            let reader = Reader::new(BufReader::with_capacity(
+                1 << 20,
+                input.take(f.stream_bytes),
+            ));
             let mut source = VerifyingSource::new(reader, keys.clone());
             // Pulled streams come from one signed sender: the default clone-source rule holds.
             // WRITE data already in the pool (any subvolume) becomes verified clones.
             let opts = recv::Options {
                 dest: pool.clone(),
                 interrupted: o.interrupted.clone(),
-                dedup_index: content_pool::pool_index(&pool).map_err(MirrorError::content)?,
+                dedup_index: pool_index.clone(),
                 ..recv::Options::default()
             };
             let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
@@ -486,14 +625,21 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 Ok(got) => got,
                 // Only the stream's own faults give the file up; a fault of this host (disk
                 // full, no mount, a parent missing here) stops the pull with the file kept.
+                // A seeded full that fails is given up as a method (the file itself may be
+                // good: the next round may fetch it whole).
                 Err(e) if e.is_stream_fault() => {
                     let reason = error_chain(&e);
                     on_event(PullEvent::Refused {
                         file: f,
                         reason: &reason,
                     });
-                    refused.push(format!("{}: {reason}", f.path));
-                    excluded.insert(f.path.clone());
+                    if p.seeded.is_some() {
+                        refused.push(format!("{} (seeded): {reason}", f.path));
+                        seeded_given_up = true;
+                    } else {
+                        refused.push(format!("{}: {reason}", f.path));
+                        excluded.insert(f.path.clone());
+                    }
                     failed = true;
                     break;
                 }

@@ -88,7 +88,11 @@ impl SeededPlan {
 /// # Errors
 /// A missing map or one that does not match the index ([`FetchError::Missing`] /
 /// [`FetchError::Bad`]); reading failed.
-pub fn fetch_map(remote: &Remote, file: &StreamFile, map: &MapFile) -> Result<ContentMap, FetchError> {
+pub fn fetch_map(
+    remote: &Remote,
+    file: &StreamFile,
+    map: &MapFile,
+) -> Result<ContentMap, FetchError> {
     let bytes = remote.read_small(&map.path).map_err(|e| match e {
         MirrorError::HttpStatus { status: 404, .. } => {
             FetchError::Missing(format!("content map {}: not found", map.path))
@@ -127,8 +131,7 @@ pub fn plan_seeded(
     file: &StreamFile,
     map: ContentMap,
     map_bytes: u64,
-    pool: &ContentIndex,
-    name_of: &dyn Fn(&ContentIndex, Location) -> Option<String>,
+    pool: Option<&ContentIndex>,
 ) -> Result<SeededPlan, crate::content::ContentError> {
     let mut local = Vec::with_capacity(map.frames.len());
     let mut wanted = Vec::new();
@@ -136,9 +139,9 @@ pub fn plan_seeded(
     let mut from: BTreeMap<String, u64> = BTreeMap::new();
     let mut found = Vec::new();
     for f in &map.frames {
-        let mut here = f.kind == FrameKind::Data;
+        let mut here = f.kind == FrameKind::Data && pool.is_some();
         let mut first = None;
-        if here {
+        if let (true, Some(pool)) = (here, pool) {
             for k in map.keys_of(f) {
                 pool.lookup(k, &mut found)?;
                 match found.first() {
@@ -155,7 +158,7 @@ pub fn plan_seeded(
         local.push(here);
         if here {
             local_bytes = local_bytes.saturating_add(f.stream_len);
-            if let Some(name) = first.and_then(|l| name_of(pool, l)) {
+            if let Some(name) = first.zip(pool).and_then(|(l, p)| entry_name(p, l)) {
                 *from.entry(name).or_default() += f.stream_len;
             }
         } else {
@@ -186,6 +189,13 @@ pub fn plan_seeded(
     })
 }
 
+/// The pool entry (subvolume or seed directory name) holding location `l`.
+fn entry_name(pool: &ContentIndex, l: Location) -> Option<String> {
+    let seed = pool.file(l.file).ok()?.seed;
+    let seed = pool.seeds().nth(usize::try_from(seed).ok()?)?;
+    Some(seed.path().file_name()?.to_string_lossy().into_owned())
+}
+
 /// What rebuilding found on the way.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RebuildStats {
@@ -203,7 +213,7 @@ pub struct RebuildStats {
 /// stream: the seeded plan is given up and the file fetched whole or another chain taken.
 pub struct Rebuilt<'a> {
     plan: &'a SeededPlan,
-    pool: &'a ContentIndex,
+    pool: Option<&'a ContentIndex>,
     remote: &'a Remote,
     /// The sparse cache file holding the fetched ranges at their offsets.
     cache: &'a File,
@@ -231,7 +241,7 @@ impl<'a> Rebuilt<'a> {
     /// zstd could not start.
     pub fn new(
         plan: &'a SeededPlan,
-        pool: &'a ContentIndex,
+        pool: Option<&'a ContentIndex>,
         remote: &'a Remote,
         cache: &'a File,
         stop: &'a dyn Fn() -> bool,
@@ -264,6 +274,9 @@ impl<'a> Rebuilt<'a> {
     /// longer there as indexed.
     fn fill_local(&mut self, f: &Frame) -> io::Result<bool> {
         self.buf.clear();
+        let Some(pool) = self.pool else {
+            return Ok(false);
+        };
         let keys: &[Key] = self.plan.map.keys_of(f);
         let mut left = f.stream_len;
         for key in keys {
@@ -272,12 +285,11 @@ impl<'a> Rebuilt<'a> {
             let Ok(len) = usize::try_from(n) else {
                 return Ok(false);
             };
-            self.pool
-                .lookup(key, &mut self.found)
+            pool.lookup(key, &mut self.found)
                 .map_err(io::Error::other)?;
             let mut got = false;
             for l in std::mem::take(&mut self.found) {
-                if self.read_piece(l, len)? && block_key(&self.piece) == *key {
+                if self.read_piece(pool, l, len)? && block_key(&self.piece) == *key {
                     got = true;
                     break;
                 }
@@ -291,9 +303,9 @@ impl<'a> Rebuilt<'a> {
     }
 
     /// Reads `len` bytes of block `l` into `self.piece`; false when the file is gone or short.
-    fn read_piece(&mut self, l: Location, len: usize) -> io::Result<bool> {
+    fn read_piece(&mut self, pool: &ContentIndex, l: Location, len: usize) -> io::Result<bool> {
         if self.open.as_ref().is_none_or(|(id, _)| *id != l.file) {
-            self.open = match self.pool.open_file(l.file).map_err(io::Error::other)? {
+            self.open = match pool.open_file(l.file).map_err(io::Error::other)? {
                 Some((file, _size)) => Some((l.file, file)),
                 None => return Ok(false),
             };
@@ -312,7 +324,8 @@ impl<'a> Rebuilt<'a> {
 
     /// The frame's bytes from the cache file, checked and decompressed.
     fn fill_fetched(&mut self, i: usize, f: &Frame) -> io::Result<()> {
-        let len = usize::try_from(f.comp_len).map_err(|_| invalid(format!("frame {i}: too long")))?;
+        let len =
+            usize::try_from(f.comp_len).map_err(|_| invalid(format!("frame {i}: too long")))?;
         self.comp.resize(len, 0);
         self.cache.read_exact_at(&mut self.comp, f.comp_offset)?;
         if block_key(&self.comp) != f.digest {
@@ -323,7 +336,8 @@ impl<'a> Rebuilt<'a> {
                 f.comp_offset.saturating_add(f.comp_len)
             )));
         }
-        let cap = usize::try_from(f.stream_len).map_err(|_| invalid(format!("frame {i}: too long")))?;
+        let cap =
+            usize::try_from(f.stream_len).map_err(|_| invalid(format!("frame {i}: too long")))?;
         self.buf = self.dec.decompress(&self.comp, cap).map_err(|e| {
             invalid(format!(
                 "{}: frame {i} does not decompress: {e}",

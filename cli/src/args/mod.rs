@@ -7,7 +7,9 @@ mod mirror;
 mod send;
 mod sign;
 
-pub use mirror::{DeleteArgs, ListArgs, PoolArgs, PublishArgs, PullArgs, ShowArgs, SnapshotArgs};
+pub use mirror::{
+    DeleteArgs, ListArgs, PlanChoice, PoolArgs, PublishArgs, PullArgs, ShowArgs, SnapshotArgs,
+};
 pub use send::SendArgs;
 pub use sign::{KeygenArgs, SignArgs};
 

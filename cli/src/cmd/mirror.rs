@@ -156,6 +156,11 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             min_rate: a.min_rate,
             window: Duration::from_secs(a.rate_window.max(1)),
         },
+        plan: match a.plan {
+            args::PlanChoice::Auto => mirror::PlanChoice::Auto,
+            args::PlanChoice::Chain => mirror::PlanChoice::Chain,
+            args::PlanChoice::Seeded => mirror::PlanChoice::Seeded,
+        },
     };
     let json = a.json;
     let mut line = Status::new(a.progress);
