@@ -674,7 +674,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__send)
-            opts="-p -c -f -h -V --parent --clone-src --proto --compressed-data --no-data --from-tree --uuid --parent-uuid --sign --help --version"
+            opts="-p -c -e -f -h -V --parent --clone-src --proto --compressed-data --no-data --from-tree --uuid --parent-uuid --sign --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

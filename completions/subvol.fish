@@ -74,6 +74,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand send" -l uuid -d 'UUID of 
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l parent-uuid -d 'UUID of the parent tree instead of the one derived from its metadata (what the receiver of the parent\'s stream recorded)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l sign -d 'Sign the stream with this secret key (see `subvol keygen`)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l compressed-data -d 'Send compressed extents as they are stored (implies --proto 2; kernel send only)'
+complete -c subvol -n "__fish_subvol_using_subcommand send" -s e -d 'With several SOURCEs: make one stream of them (no END between the subvolumes), as `btrfs send -e`; the receiver needs to know this format (btrfs receive and subvol-recv do)'
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l no-data -d 'Send no file data: offsets and lengths only (UPDATE_EXTENT instead of WRITE)'
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l from-tree -d 'Read SOURCE as a directory tree even when it is a btrfs subvolume'
 complete -c subvol -n "__fish_subvol_using_subcommand send" -s h -l help -d 'Print help'

@@ -10,5 +10,6 @@ mod decompress;
 mod man;
 mod mirror;
 mod recv;
+mod send_kernel;
 mod send_tree;
 mod sign;
