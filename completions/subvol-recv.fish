@@ -8,7 +8,7 @@ complete -c subvol-recv -s C -l chroot -d 'Confine the receive to DEST (subvol a
 complete -c subvol-recv -l dump -d 'Print the stream\'s commands instead of applying them (same as `subvol dump`)'
 complete -c subvol-recv -l force-decompress -d 'Write file data decompressed instead of with encoded writes'
 complete -c subvol-recv -s q -l quiet -d 'Print less'
-complete -c subvol-recv -s v -l verbose -d 'Print more (repeat for more detail)'
+complete -c subvol-recv -s v -l verbose -d 'Print more (repeat for more detail; subvol-recv prints btrfs receive\'s lines: -v each subvolume, WRITE and CLONE, -vv every command)'
 complete -c subvol-recv -l progress -d 'Show a progress line on stderr even when it is not a terminal'
 complete -c subvol-recv -l clone-from-any -d 'Let CLONE read from any read-only subvolume on DEST\'s file system that the stream names by its own UUID'
 complete -c subvol-recv -s h -l help -d 'Print help (see more with \'--help\')'

@@ -61,7 +61,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand recv" -s C -l chroot -d 'C
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dump -d 'Print the stream\'s commands instead of applying them (same as `subvol dump`)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l force-decompress -d 'Write file data decompressed instead of with encoded writes'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s q -l quiet -d 'Print less'
-complete -c subvol -n "__fish_subvol_using_subcommand recv" -s v -l verbose -d 'Print more (repeat for more detail)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s v -l verbose -d 'Print more (repeat for more detail; subvol-recv prints btrfs receive\'s lines: -v each subvolume, WRITE and CLONE, -vv every command)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l progress -d 'Show a progress line on stderr even when it is not a terminal'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l clone-from-any -d 'Let CLONE read from any read-only subvolume on DEST\'s file system that the stream names by its own UUID'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s h -l help -d 'Print help (see more with \'--help\')'

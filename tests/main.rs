@@ -10,6 +10,7 @@ mod decompress;
 mod man;
 mod mirror;
 mod recv;
+mod recv_btrfs_output;
 mod send_kernel;
 mod send_tree;
 mod sign;

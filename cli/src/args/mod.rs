@@ -11,8 +11,10 @@ pub use mirror::{DeleteArgs, ListArgs, PoolArgs, PublishArgs, PullArgs, ShowArgs
 pub use send::SendArgs;
 pub use sign::{KeygenArgs, SignArgs};
 
-/// Exit codes, shown in `--help` and the man pages.
-pub const EXIT_CODES: &str = "\
+/// The exit codes' text, as a literal (for `concat!`).
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit status:
   0    success
   1    failure not listed below
@@ -21,7 +23,34 @@ Exit status:
   4    signature or key verification failed
   5    stream refused by the receiver (path escape, clone source outside the allowed set, unsafe operation)
   6    I/O or file-system error (including a full disk)
-  130  interrupted by SIGINT or SIGTERM (partial work removed)";
+  130  interrupted by SIGINT or SIGTERM (partial work removed)"
+    };
+}
+
+/// Exit codes, shown in `--help` and the man pages.
+pub const EXIT_CODES: &str = exit_codes!();
+
+/// `subvol-recv --help`: the exit codes, and how its output and codes compare with
+/// `btrfs receive`'s.
+pub const RECV_AFTER_HELP: &str = concat!(
+    exit_codes!(),
+    "
+
+Output as btrfs receive: subvol-recv prints an error as one line, ERROR: MESSAGE, on standard \
+error, as btrfs receive does (scripts match ^ERROR: ), with subvol's detail in MESSAGE (the \
+command, its index and byte offset, the path, the OS error); subvol recv prints subvol: error: \
+MESSAGE instead. With -v, subvol-recv prints btrfs receive's line for each subvolume started \
+and received, each WRITE and each CLONE; with -vv also one for every other command, with the \
+text of btrfs-progs 6.2 (control characters in names escaped as \\ooo). subvol recv -v prints \
+subvol's own summary of each received subvolume.
+
+Exit status compared with btrfs receive: btrfs receive exits 1 on every failure; subvol-recv \
+exits with the codes above, so that a caller can tell a damaged stream (3) or a refused one (5) \
+from an I/O error (6) or an interruption (130). Every failure is non-zero for both, so tests \
+such as `if subvol-recv ...` or `set -e` behave the same; a script that compares the status with \
+1 sees a difference for codes 3 to 6 and 130, and for a bad command line (2, where btrfs \
+receive exits 1)."
+);
 
 /// btrfs-native subvolume manager: send-stream codec, hardened atomic receive, signed streams.
 #[derive(Debug, Parser)]
@@ -184,7 +213,8 @@ pub struct RecvArgs {
     /// Print less
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
-    /// Print more (repeat for more detail)
+    /// Print more (repeat for more detail; subvol-recv prints btrfs receive's lines: -v each
+    /// subvolume, WRITE and CLONE, -vv every command)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Show a progress line on stderr even when it is not a terminal
@@ -236,7 +266,7 @@ pub struct DigestArgs {
 
 /// `subvol-recv`: the receiver as its own binary.
 #[derive(Debug, Parser)]
-#[command(name = "subvol-recv", version, about = "Receive a btrfs send stream into a new read-only subvolume (hardened, atomic; drop-in for `btrfs receive`)", after_help = EXIT_CODES)]
+#[command(name = "subvol-recv", version, about = "Receive a btrfs send stream into a new read-only subvolume (hardened, atomic; drop-in for `btrfs receive`)", after_help = RECV_AFTER_HELP)]
 pub struct RecvCli {
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -1,6 +1,6 @@
 //! `subvol recv` and `subvol-recv`.
 
-use super::{Progress, ThreadedInput, dump, open_input};
+use super::{Progress, ThreadedInput, dump, open_input, trace};
 use crate::args;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -15,11 +15,21 @@ fn bytes_human(bytes: u64) -> String {
     format!("{bytes} bytes ({})", subvol::util::size::human_size(bytes))
 }
 
+/// Whose output conventions a receive follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// `subvol recv`: subvol's own messages.
+    Subvol,
+    /// `subvol-recv`: `btrfs receive`'s lines (`-v`/`-vv` traces, `ERROR: ` lines, see
+    /// [`super::report_as_btrfs`]).
+    Btrfs,
+}
+
 /// `subvol recv` / `subvol-recv`.
 ///
 /// # Errors
 /// Any receive failure (the partial subvolume is removed first).
-pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
+pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
     if a.dump {
         // Like `btrfs receive --dump`: the first stream only (up to its END).
         return dump(&a.input, false, false, a.progress);
@@ -47,7 +57,7 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
     };
     let reader = Reader::new(input);
     // Parsing, CRC checks and signature verification run on their own thread.
-    let mut source = if a.verify_keys.is_empty() {
+    let source = if a.verify_keys.is_empty() {
         ThreadedSource::spawn(reader)
     } else {
         // Nothing of a segment reaches the receiver before its signature verified, and END
@@ -64,7 +74,20 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
         clone_from_any: a.clone_from_any,
         dedup_from: a.dedup_from.clone(),
     };
-    let mut progress = Progress::new("recv", size, a.progress);
+    // progs' verbosity: 1 by default, each -v one more, -q 0.
+    let level = match (style, a.quiet) {
+        (Style::Btrfs, false) => a.verbose.saturating_add(1),
+        _ => 0,
+    };
+    let tracing = level >= trace::WRITES;
+    // The traces run on this thread, between the receiver's commands.
+    let mut source = trace::ProgsTrace::new(source, level);
+    let pending = std::rc::Rc::clone(&source.pending);
+    let mut progress = Progress::new("recv", size, a.progress && !tracing);
+    if tracing {
+        // Trace lines and a bar redrawn between them do not mix.
+        progress.finish();
+    }
     let quiet = a.quiet;
     let verbose = a.verbose;
     let received = recv::receive(&mut source, &opts, &mut |ev| match ev {
@@ -84,8 +107,15 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
                     eprintln!("At subvol {}", escape(name.as_bytes()));
                 }
             }
+            if let Some(line) = pending.borrow_mut().take() {
+                trace::print(&line);
+            }
         }
-        Event::Progress { bytes, commands } => progress.update(bytes, commands),
+        Event::Progress { bytes, commands } => {
+            if !tracing {
+                progress.update(bytes, commands);
+            }
+        }
         Event::SeedsIndexed {
             files,
             bytes,
@@ -121,7 +151,8 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
     });
     progress.finish();
     let received = received?;
-    if a.verbose > 0 {
+    // subvol-recv traced the received UUIDs as progs does.
+    if a.verbose > 0 && style == Style::Subvol {
         for r in &received {
             eprintln!(
                 "received {} (received UUID {}, stransid {})",
