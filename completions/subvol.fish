@@ -52,11 +52,12 @@ complete -c subvol -n "__fish_subvol_using_subcommand verify" -l json -d 'Print 
 complete -c subvol -n "__fish_subvol_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c subvol -n "__fish_subvol_using_subcommand verify" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
-complete -c subvol -n "__fish_subvol_using_subcommand recv" -s E -l max-errors -d 'Stop after N errors (accepted for compatibility; subvol stops at the first error and commits nothing, so every value behaves as 1)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s E -l max-errors -d 'Stop at the Nth failed command (default 1; 0: never), as btrfs receive -E' -r
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s m -d 'The mount point of DEST\'s file system (found in /proc/self/mounts otherwise)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l verify -d 'Require every segment to be signed by one of these public keys, and apply nothing before its signature verified (repeatable); nothing is committed before the whole input verified' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dedup-from -d 'Clone WRITE data found in the files under DIR instead of writing it (repeatable)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s e -d 'Stop after the first END command (for streams made with `btrfs send -e`)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l keep-incomplete -d 'With -E: commit the subvolumes even though commands failed and were skipped (btrfs receive\'s behaviour); they are read-only and carry the received UUID, but are incomplete. The exit status stays non-zero'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s C -l chroot -d 'Confine the receive to DEST (subvol always resolves every stream path beneath the new subvolume, so this changes nothing but is accepted)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dump -d 'Print the stream\'s commands instead of applying them (same as `subvol dump`)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l force-decompress -d 'Write file data decompressed instead of with encoded writes'

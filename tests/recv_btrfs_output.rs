@@ -225,3 +225,136 @@ fn exit_codes() {
         }
     }
 }
+
+// ---------- -E N ----------
+
+/// SUBVOL s; f written; two UNLINKs of files that do not exist (each fails with ENOENT, an OS
+/// error, as it does for btrfs receive); g written; END.
+fn stream_with_two_failing_commands() -> Vec<u8> {
+    use subvol::stream::{Builder, Uuid, Writer, attr, cmd, end_command};
+    let b = |c: u16| Builder::new(c, 1);
+    let cmds = [
+        b(cmd::SUBVOL)
+            .bytes(attr::PATH, b"s")
+            .uuid(attr::UUID, &Uuid([0x4e; 16]))
+            .u64(attr::CTRANSID, 7),
+        b(cmd::MKFILE).bytes(attr::PATH, b"f").u64(attr::INO, 257),
+        b(cmd::WRITE)
+            .bytes(attr::PATH, b"f")
+            .u64(attr::FILE_OFFSET, 0)
+            .data(b"first"),
+        b(cmd::UNLINK).bytes(attr::PATH, b"missing1"),
+        b(cmd::UNLINK).bytes(attr::PATH, b"missing2"),
+        b(cmd::MKFILE).bytes(attr::PATH, b"g").u64(attr::INO, 258),
+        b(cmd::WRITE)
+            .bytes(attr::PATH, b"g")
+            .u64(attr::FILE_OFFSET, 0)
+            .data(b"second"),
+    ];
+    let mut w = Writer::new(Vec::new());
+    w.write_header(1).unwrap();
+    for c in cmds {
+        w.write_command(&c.build().unwrap()).unwrap();
+    }
+    w.write_command(&end_command(1)).unwrap();
+    w.into_inner()
+}
+
+fn error_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("ERROR: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `-E N` goes past failed commands as btrfs receive does (each reported as an `ERROR: ` line),
+/// but commits nothing unless `--keep-incomplete`; then the subvolume is what btrfs receive
+/// leaves.
+#[test]
+fn max_errors_goes_past_failed_commands_and_commits_nothing_unless_asked() {
+    let Some(fs_) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let stream = work.path().join("stream");
+    fs::write(&stream, stream_with_two_failing_commands()).unwrap();
+    let dest = |name: &str| {
+        let d = fs_.path().join(name);
+        fs::create_dir(&d).unwrap();
+        d
+    };
+    // (arguments, skipped errors reported, final error contains)
+    let cases: [(&[&str], usize, &str); 4] = [
+        (&[], 0, "command 3 (unlink) at byte"),
+        (&["-E", "2"], 1, "command 4 (unlink) at byte"),
+        (
+            &["-E", "3"],
+            2,
+            "2 command(s) failed and were skipped; nothing was committed",
+        ),
+        (
+            &["-E", "0"],
+            2,
+            "2 command(s) failed and were skipped; nothing was committed",
+        ),
+    ];
+    for (i, (args, skipped, last)) in cases.into_iter().enumerate() {
+        let d = dest(&format!("d{i}"));
+        let o = receive("subvol-recv", args, &stream, &d);
+        let errors = error_lines(&o);
+        assert_eq!(o.status.code(), Some(6), "{args:?}: {errors:?}");
+        assert_eq!(errors.len(), skipped + 1, "{args:?}: {errors:?}");
+        assert!(
+            errors[errors.len() - 1].contains(last),
+            "{args:?}: {errors:?}"
+        );
+        for e in &errors[..skipped] {
+            assert!(e.contains("(unlink)") && e.contains("missing"), "{e}");
+        }
+        assert_eq!(
+            fs::read_dir(&d).unwrap().count(),
+            0,
+            "{args:?}: left something"
+        );
+    }
+
+    // --keep-incomplete: btrfs receive's result, still a failure.
+    let theirs = dest("theirs");
+    let t = receive("btrfs", &["-E", "0"], &stream, &theirs);
+    assert_eq!(t.status.code(), Some(1), "{t:?}");
+    assert_eq!(error_lines(&t).len(), 2, "{t:?}");
+    let ours = dest("ours");
+    let o = receive(
+        "subvol-recv",
+        &["-E", "0", "--keep-incomplete"],
+        &stream,
+        &ours,
+    );
+    let errors = error_lines(&o);
+    assert_eq!(o.status.code(), Some(6), "{errors:?}");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[2].contains("committed anyway"), "{errors:?}");
+    for f in ["f", "g"] {
+        assert_eq!(
+            fs::read(ours.join("s").join(f)).unwrap(),
+            fs::read(theirs.join("s").join(f)).unwrap()
+        );
+    }
+    let show = run(Command::new("btrfs")
+        .args(["subvolume", "show"])
+        .arg(ours.join("s")));
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("readonly"), "{show}");
+    assert!(
+        show.contains("4e4e4e4e-4e4e-4e4e-4e4e-4e4e4e4e4e4e"),
+        "{show}"
+    );
+
+    // `subvol recv` reports skipped commands in its own style.
+    let d = dest("own");
+    let o = receive("subvol", &["-E", "0"], &stream, &d);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert_eq!(err.matches("subvol: error: ").count(), 3, "{err}");
+}

@@ -188,8 +188,17 @@ pub struct RecvArgs {
     /// Stop after the first END command (for streams made with `btrfs send -e`)
     #[arg(short = 'e')]
     pub stop_at_end: bool,
-    /// Stop after N errors (accepted for compatibility; subvol stops at the first error and
-    /// commits nothing, so every value behaves as 1)
+    /// Stop at the Nth failed command (default 1; 0: never), as btrfs receive -E
+    ///
+    /// A command that fails with an OS error (a file that cannot be created, written, renamed)
+    /// is reported as an error line and skipped, and the receive goes on, until the Nth such
+    /// failure, which stops it as any error does. Only such failures count: an invalid or
+    /// unverified stream, a refused command, a failed SUBVOL/SNAPSHOT or commit, and an
+    /// interruption stop at once. Unlike btrfs receive, an input with a skipped command commits
+    /// nothing (it is removed and the exit status is the first failure's): a subvolume that
+    /// did not apply completely is never left looking like a good one, with a received UUID a
+    /// later incremental stream would build on. --keep-incomplete keeps them, as btrfs receive
+    /// does.
     #[arg(
         short = 'E',
         long = "max-errors",
@@ -197,6 +206,11 @@ pub struct RecvArgs {
         default_value_t = 1
     )]
     pub max_errors: u64,
+    /// With -E: commit the subvolumes even though commands failed and were skipped (btrfs
+    /// receive's behaviour); they are read-only and carry the received UUID, but are
+    /// incomplete. The exit status stays non-zero
+    #[arg(long = "keep-incomplete")]
+    pub keep_incomplete: bool,
     /// Confine the receive to DEST (subvol always resolves every stream path beneath the new
     /// subvolume, so this changes nothing but is accepted)
     #[arg(short = 'C', long = "chroot")]

@@ -181,6 +181,17 @@ pub fn report_as_btrfs(e: &Error) -> std::process::ExitCode {
     std::process::ExitCode::from(e.exit_code() as u8)
 }
 
+/// Prints an error that does not end the command (a command skipped under -E) as the
+/// binary prints its final error.
+pub(crate) fn print_error(style: Style, e: &Error) {
+    let _ = io::stdout().flush();
+    let line = escape_controls(&message(e));
+    match style {
+        Style::Btrfs => eprintln!("ERROR: {line}"),
+        Style::Subvol => eprintln!("subvol: error: {line}"),
+    }
+}
+
 /// An error's message and its causes on one line, each cause once (a cause whose text already
 /// ends the line is not repeated).
 fn message(e: &Error) -> String {

@@ -2,6 +2,7 @@
 
 use super::{Progress, ThreadedInput, dump, open_input, trace};
 use crate::args;
+use std::cell::RefCell;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -83,73 +84,89 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
     // The traces run on this thread, between the receiver's commands.
     let mut source = trace::ProgsTrace::new(source, level);
     let pending = std::rc::Rc::clone(&source.pending);
-    let mut progress = Progress::new("recv", size, a.progress && !tracing);
+    let progress = RefCell::new(Progress::new("recv", size, a.progress && !tracing));
     if tracing {
         // Trace lines and a bar redrawn between them do not mix.
-        progress.finish();
+        progress.borrow_mut().finish();
     }
+    let tolerance = recv::Tolerance {
+        max_errors: a.max_errors,
+        keep_incomplete: a.keep_incomplete,
+    };
+    // Each command skipped under -E is reported as the error it is, where it happens.
+    let mut on_skip = |e: &Error| {
+        progress.borrow_mut().finish();
+        super::print_error(style, e);
+    };
     let quiet = a.quiet;
     let verbose = a.verbose;
-    let received = recv::receive(&mut source, &opts, &mut |ev| match ev {
-        Event::StaleRemoved(name) => {
-            eprintln!(
-                "removed stale staging subvolume {} left by an interrupted receive",
-                escape(name.as_bytes())
-            );
-        }
-        Event::Started { name, snapshot } => {
-            if !quiet {
-                progress.finish();
-                // As btrfs-progs: `At snapshot` on stdout, `At subvol` on stderr.
-                if snapshot {
-                    println!("At snapshot {}", escape(name.as_bytes()));
-                } else {
-                    eprintln!("At subvol {}", escape(name.as_bytes()));
+    let received =
+        recv::receive_tolerant(
+            &mut source,
+            &opts,
+            tolerance,
+            &mut on_skip,
+            &mut |ev| match ev {
+                Event::StaleRemoved(name) => {
+                    eprintln!(
+                        "removed stale staging subvolume {} left by an interrupted receive",
+                        escape(name.as_bytes())
+                    );
                 }
-            }
-            if let Some(line) = pending.borrow_mut().take() {
-                trace::print(&line);
-            }
-        }
-        Event::Progress { bytes, commands } => {
-            if !tracing {
-                progress.update(bytes, commands);
-            }
-        }
-        Event::SeedsIndexed {
-            files,
-            bytes,
-            index_bytes,
-        } => {
-            if verbose > 0 {
-                progress.finish();
-                eprintln!(
-                    "indexed {files} seed files ({}), index {}",
-                    bytes_human(bytes),
-                    bytes_human(index_bytes)
-                );
-            }
-        }
-        Event::Deduped(s) => {
-            if !quiet {
-                progress.finish();
-                let mismatched = if s.mismatched > 0 {
-                    format!(
-                        " ({} clones differed from the stream and were rewritten)",
-                        s.mismatched
-                    )
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "dedup: {} cloned from seeds, {} written{mismatched}",
-                    bytes_human(s.cloned),
-                    bytes_human(s.written)
-                );
-            }
-        }
-    });
-    progress.finish();
+                Event::Started { name, snapshot } => {
+                    if !quiet {
+                        progress.borrow_mut().finish();
+                        // As btrfs-progs: `At snapshot` on stdout, `At subvol` on stderr.
+                        if snapshot {
+                            println!("At snapshot {}", escape(name.as_bytes()));
+                        } else {
+                            eprintln!("At subvol {}", escape(name.as_bytes()));
+                        }
+                    }
+                    if let Some(line) = pending.borrow_mut().take() {
+                        trace::print(&line);
+                    }
+                }
+                Event::Progress { bytes, commands } => {
+                    if !tracing {
+                        progress.borrow_mut().update(bytes, commands);
+                    }
+                }
+                Event::SeedsIndexed {
+                    files,
+                    bytes,
+                    index_bytes,
+                } => {
+                    if verbose > 0 {
+                        progress.borrow_mut().finish();
+                        eprintln!(
+                            "indexed {files} seed files ({}), index {}",
+                            bytes_human(bytes),
+                            bytes_human(index_bytes)
+                        );
+                    }
+                }
+                Event::Deduped(s) => {
+                    if !quiet {
+                        progress.borrow_mut().finish();
+                        let mismatched = if s.mismatched > 0 {
+                            format!(
+                                " ({} clones differed from the stream and were rewritten)",
+                                s.mismatched
+                            )
+                        } else {
+                            String::new()
+                        };
+                        eprintln!(
+                            "dedup: {} cloned from seeds, {} written{mismatched}",
+                            bytes_human(s.cloned),
+                            bytes_human(s.written)
+                        );
+                    }
+                }
+            },
+        );
+    progress.borrow_mut().finish();
     let received = received?;
     // subvol-recv traced the received UUIDs as progs does.
     if a.verbose > 0 && style == Style::Subvol {
