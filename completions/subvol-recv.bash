@@ -23,7 +23,7 @@ _subvol__recv() {
 
     case "${cmd}" in
         subvol__recv)
-            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --chroot --dump --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
+            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --keep-incomplete --chroot --dump --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

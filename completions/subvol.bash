@@ -632,7 +632,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__recv)
-            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --chroot --dump --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
+            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --keep-incomplete --chroot --dump --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -674,7 +674,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__send)
-            opts="-p -c -f -h -V --parent --clone-src --proto --compressed-data --no-data --from-tree --uuid --parent-uuid --sign --help --version"
+            opts="-p -c -e -f -h -V --parent --clone-src --proto --compressed-data --no-data --from-tree --uuid --parent-uuid --sign --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -52,16 +52,17 @@ complete -c subvol -n "__fish_subvol_using_subcommand verify" -l json -d 'Print 
 complete -c subvol -n "__fish_subvol_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c subvol -n "__fish_subvol_using_subcommand verify" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
-complete -c subvol -n "__fish_subvol_using_subcommand recv" -s E -l max-errors -d 'Stop after N errors (accepted for compatibility; subvol stops at the first error and commits nothing, so every value behaves as 1)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s E -l max-errors -d 'Stop at the Nth failed command (default 1; 0: never), as btrfs receive -E' -r
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s m -d 'The mount point of DEST\'s file system (found in /proc/self/mounts otherwise)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l verify -d 'Require every segment to be signed by one of these public keys, and apply nothing before its signature verified (repeatable); nothing is committed before the whole input verified' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dedup-from -d 'Clone WRITE data found in the files under DIR instead of writing it (repeatable)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s e -d 'Stop after the first END command (for streams made with `btrfs send -e`)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l keep-incomplete -d 'With -E: commit the subvolumes even though commands failed and were skipped (btrfs receive\'s behaviour); they are read-only and carry the received UUID, but are incomplete. The exit status stays non-zero'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s C -l chroot -d 'Confine the receive to DEST (subvol always resolves every stream path beneath the new subvolume, so this changes nothing but is accepted)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dump -d 'Print the stream\'s commands instead of applying them (same as `subvol dump`)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l force-decompress -d 'Write file data decompressed instead of with encoded writes'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s q -l quiet -d 'Print less'
-complete -c subvol -n "__fish_subvol_using_subcommand recv" -s v -l verbose -d 'Print more (repeat for more detail)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -s v -l verbose -d 'Print more (repeat for more detail; subvol-recv prints btrfs receive\'s lines: -v each subvolume, WRITE and CLONE, -vv every command)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l progress -d 'Show a progress line on stderr even when it is not a terminal'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l clone-from-any -d 'Let CLONE read from any read-only subvolume on DEST\'s file system that the stream names by its own UUID'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -74,6 +75,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand send" -l uuid -d 'UUID of 
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l parent-uuid -d 'UUID of the parent tree instead of the one derived from its metadata (what the receiver of the parent\'s stream recorded)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l sign -d 'Sign the stream with this secret key (see `subvol keygen`)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l compressed-data -d 'Send compressed extents as they are stored (implies --proto 2; kernel send only)'
+complete -c subvol -n "__fish_subvol_using_subcommand send" -s e -d 'With several SOURCEs: make one stream of them (no END between the subvolumes), as `btrfs send -e`; the receiver needs to know this format (btrfs receive and subvol-recv do)'
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l no-data -d 'Send no file data: offsets and lengths only (UPDATE_EXTENT instead of WRITE)'
 complete -c subvol -n "__fish_subvol_using_subcommand send" -l from-tree -d 'Read SOURCE as a directory tree even when it is a btrfs subvolume'
 complete -c subvol -n "__fish_subvol_using_subcommand send" -s h -l help -d 'Print help'

@@ -11,5 +11,7 @@ mod man;
 mod mirror;
 mod ranges;
 mod recv;
+mod recv_btrfs_output;
+mod send_kernel;
 mod send_tree;
 mod sign;

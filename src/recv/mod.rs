@@ -223,6 +223,17 @@ pub enum RecvError {
     /// SIGINT or SIGTERM arrived; the staging subvolume was removed.
     #[error("interrupted by a signal; partial subvolume removed")]
     Interrupted,
+    /// With [`Tolerance::max_errors`] other than 1, commands failed and were skipped (each was
+    /// reported to [`receive_tolerant`]'s `on_skip`); the input was read to its end.
+    #[error("{errors} command(s) failed and were skipped; {}", if *kept { "the subvolumes were committed anyway, incomplete (keep-incomplete)" } else { "nothing was committed" })]
+    Incomplete {
+        /// How many commands failed.
+        errors: u64,
+        /// Whether the subvolumes were committed all the same.
+        kept: bool,
+        /// The exit code of the first failure.
+        code: ExitCode,
+    },
     /// A `--dedup-from` seed directory cannot be used, or its index cannot be read.
     #[error(transparent)]
     Seed(crate::content::ContentError),
@@ -234,6 +245,7 @@ impl RecvError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             RecvError::Interrupted => ExitCode::Interrupted,
+            RecvError::Incomplete { code, .. } => *code,
             RecvError::Dest { .. } | RecvError::Seed(_) => ExitCode::Io,
             RecvError::Command { failure, .. } | RecvError::Commit { failure, .. } => {
                 failure.exit_code()
@@ -250,7 +262,10 @@ impl RecvError {
             RecvError::Command { failure, .. } | RecvError::Commit { failure, .. } => {
                 failure.is_stream_fault()
             }
-            RecvError::Dest { .. } | RecvError::Seed(_) | RecvError::Interrupted => false,
+            RecvError::Dest { .. }
+            | RecvError::Seed(_)
+            | RecvError::Interrupted
+            | RecvError::Incomplete { .. } => false,
         }
     }
 }
@@ -279,6 +294,29 @@ pub struct Options {
     /// given). Its seeds must be reachable through DEST's mount for clones to happen; a
     /// refused clone is written instead.
     pub dedup_index: Option<crate::content::ContentIndex>,
+}
+
+/// How many failed commands a receive goes past (`btrfs receive -E N`), and what it does with
+/// the subvolumes they leave incomplete. Kept apart from [`Options`]: only the command line
+/// sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tolerance {
+    /// Stop at the Nth failed command (1, the default: at the first; 0: never). Only commands
+    /// that fail with an OS error count; an invalid, refused or unverified stream, a failed
+    /// SUBVOL/SNAPSHOT or commit, and an interruption always stop at once.
+    pub max_errors: u64,
+    /// Commit the subvolumes of an input read to its end even though commands failed (what
+    /// btrfs receive leaves behind). Otherwise nothing of such an input is committed.
+    pub keep_incomplete: bool,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            max_errors: 1,
+            keep_incomplete: false,
+        }
+    }
 }
 
 /// Something a caller may want to show.
@@ -340,6 +378,21 @@ pub fn receive(
     opts: &Options,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<Received>, Error> {
+    receive_tolerant(source, opts, Tolerance::default(), &mut |_| {}, on_event)
+}
+
+/// [`receive`], going past failed commands as `tolerance` says; each skipped command's error
+/// goes to `on_skip` as it happens.
+///
+/// # Errors
+/// As [`receive`]; [`RecvError::Incomplete`] when commands failed and were skipped.
+pub fn receive_tolerant(
+    source: &mut dyn Source,
+    opts: &Options,
+    tolerance: Tolerance,
+    on_skip: &mut dyn FnMut(&Error),
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<Received>, Error> {
     // The sink reports subvolumes, the hook progress: both go to the one callback.
     let events = RefCell::new(on_event);
     let mut sink_events = |ev: Event<'_>| (*events.borrow_mut())(ev);
@@ -351,7 +404,9 @@ pub fn receive(
     };
     let interrupted = opts.interrupted.as_deref();
     let mut stats = None;
-    let result = Receiver::new(opts, &mut sink_events).and_then(|rx| {
+    let result = Receiver::new(opts, &mut sink_events).and_then(|mut rx| {
+        rx.tolerance = tolerance;
+        rx.on_skip = Some(on_skip);
         let mut hook = Hook::none().progress(&mut on_progress);
         if let Some(flag) = interrupted {
             hook = hook.cancel(flag);
@@ -413,6 +468,10 @@ pub struct Receiver<'a> {
     done: Vec<Received>,
     /// Where the last command ended (for a stream that stops without END).
     end_offset: u64,
+    tolerance: Tolerance,
+    /// Commands that failed and were skipped, and the first one's exit code.
+    skipped: Option<(u64, ExitCode)>,
+    on_skip: Option<&'a mut dyn FnMut(&Error)>,
     on_event: &'a mut dyn FnMut(Event<'_>),
 }
 
@@ -458,6 +517,9 @@ impl<'a> Receiver<'a> {
             bare_header: None,
             done: Vec::new(),
             end_offset: 0,
+            tolerance: Tolerance::default(),
+            skipped: None,
+            on_skip: None,
             on_event,
         })
     }
@@ -562,6 +624,21 @@ impl<'a> Receiver<'a> {
         Ok(())
     }
 
+    /// A command failed with an OS error: skips it (reporting it) while the tolerance allows,
+    /// as btrfs receive does with -E; the Nth failure stops.
+    fn skip(&mut self, e: Error) -> Result<ControlFlow<()>, Error> {
+        let max = self.tolerance.max_errors;
+        let (errors, _) = self.skipped.get_or_insert((0, e.exit_code()));
+        *errors += 1;
+        if max > 0 && *errors >= max {
+            return Err(e);
+        }
+        if let Some(f) = self.on_skip.as_mut() {
+            f(&e);
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
     /// Notes a command applied outside [`CommandSink::command`] (by a filter, in parts).
     fn seen(&mut self, c: &Command, at: Position) {
         self.bare_header = None;
@@ -660,8 +737,11 @@ impl CommandSink for Receiver<'_> {
                 }
             }
             _ => {
-                self.apply(&op)
-                    .map_err(|f| command_error(c, at, apply::path_of(&op), f))?;
+                if let Err(f) = self.apply(&op) {
+                    let skip = matches!(f, Failure::Os { .. } | Failure::Ioctl(_));
+                    let e = command_error(c, at, apply::path_of(&op), f);
+                    return if skip { self.skip(e) } else { Err(e) };
+                }
             }
         }
         Ok(ControlFlow::Continue(()))
@@ -693,6 +773,15 @@ impl CommandSink for Receiver<'_> {
         {
             self.abort();
             return Err(RecvError::Interrupted.into());
+        }
+        if let Some((errors, code)) = self.skipped {
+            let kept = self.tolerance.keep_incomplete;
+            if kept {
+                self.commit_staged()?;
+            } else {
+                self.abort();
+            }
+            return Err(RecvError::Incomplete { errors, kept, code }.into());
         }
         self.commit_staged()
     }

@@ -110,6 +110,17 @@ pub enum SendError {
     /// The request itself is not valid (bad option combination, unsupported protocol).
     #[error("{0}")]
     Invalid(String),
+    /// `-c` without `-p`: no clone source can be the parent of this subvolume (it is not a
+    /// snapshot of a clone source, and no clone source is a snapshot of its source). btrfs
+    /// send fails the same way ("parent determination failed").
+    #[error(
+        "{}: no parent among the clone sources (neither its snapshot source nor a snapshot of that source is one of them); give -p PARENT",
+        path.display()
+    )]
+    NoParent {
+        /// The subvolume to send.
+        path: PathBuf,
+    },
     /// The sink the commands went to failed (a signer refusing its input, a receiver), or
     /// the send was cancelled ([`crate::Error::Interrupted`]).
     #[error(transparent)]
@@ -123,9 +134,10 @@ impl SendError {
         match self {
             SendError::Io(_) | SendError::FileChanged { .. } | SendError::Output(_) => ExitCode::Io,
             SendError::Kernel { .. } => ExitCode::Io,
-            SendError::Unsupported { .. } | SendError::Encode { .. } | SendError::Invalid(_) => {
-                ExitCode::Failure
-            }
+            SendError::Unsupported { .. }
+            | SendError::Encode { .. }
+            | SendError::Invalid(_)
+            | SendError::NoParent { .. } => ExitCode::Failure,
             SendError::Sink(e) => e.exit_code(),
         }
     }

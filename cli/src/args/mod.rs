@@ -13,8 +13,10 @@ pub use mirror::{
 pub use send::SendArgs;
 pub use sign::{KeygenArgs, SignArgs};
 
-/// Exit codes, shown in `--help` and the man pages.
-pub const EXIT_CODES: &str = "\
+/// The exit codes' text, as a literal (for `concat!`).
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit status:
   0    success
   1    failure not listed below
@@ -23,7 +25,34 @@ Exit status:
   4    signature or key verification failed
   5    stream refused by the receiver (path escape, clone source outside the allowed set, unsafe operation)
   6    I/O or file-system error (including a full disk)
-  130  interrupted by SIGINT or SIGTERM (partial work removed)";
+  130  interrupted by SIGINT or SIGTERM (partial work removed)"
+    };
+}
+
+/// Exit codes, shown in `--help` and the man pages.
+pub const EXIT_CODES: &str = exit_codes!();
+
+/// `subvol-recv --help`: the exit codes, and how its output and codes compare with
+/// `btrfs receive`'s.
+pub const RECV_AFTER_HELP: &str = concat!(
+    exit_codes!(),
+    "
+
+Output as btrfs receive: subvol-recv prints an error as one line, ERROR: MESSAGE, on standard \
+error, as btrfs receive does (scripts match ^ERROR: ), with subvol's detail in MESSAGE (the \
+command, its index and byte offset, the path, the OS error); subvol recv prints subvol: error: \
+MESSAGE instead. With -v, subvol-recv prints btrfs receive's line for each subvolume started \
+and received, each WRITE and each CLONE; with -vv also one for every other command, with the \
+text of btrfs-progs 6.2 (control characters in names escaped as \\ooo). subvol recv -v prints \
+subvol's own summary of each received subvolume.
+
+Exit status compared with btrfs receive: btrfs receive exits 1 on every failure; subvol-recv \
+exits with the codes above, so that a caller can tell a damaged stream (3) or a refused one (5) \
+from an I/O error (6) or an interruption (130). Every failure is non-zero for both, so tests \
+such as `if subvol-recv ...` or `set -e` behave the same; a script that compares the status with \
+1 sees a difference for codes 3 to 6 and 130, and for a bad command line (2, where btrfs \
+receive exits 1)."
+);
 
 /// btrfs-native subvolume manager: send-stream codec, hardened atomic receive, signed streams.
 #[derive(Debug, Parser)]
@@ -161,8 +190,17 @@ pub struct RecvArgs {
     /// Stop after the first END command (for streams made with `btrfs send -e`)
     #[arg(short = 'e')]
     pub stop_at_end: bool,
-    /// Stop after N errors (accepted for compatibility; subvol stops at the first error and
-    /// commits nothing, so every value behaves as 1)
+    /// Stop at the Nth failed command (default 1; 0: never), as btrfs receive -E
+    ///
+    /// A command that fails with an OS error (a file that cannot be created, written, renamed)
+    /// is reported as an error line and skipped, and the receive goes on, until the Nth such
+    /// failure, which stops it as any error does. Only such failures count: an invalid or
+    /// unverified stream, a refused command, a failed SUBVOL/SNAPSHOT or commit, and an
+    /// interruption stop at once. Unlike btrfs receive, an input with a skipped command commits
+    /// nothing (it is removed and the exit status is the first failure's): a subvolume that
+    /// did not apply completely is never left looking like a good one, with a received UUID a
+    /// later incremental stream would build on. --keep-incomplete keeps them, as btrfs receive
+    /// does.
     #[arg(
         short = 'E',
         long = "max-errors",
@@ -170,6 +208,11 @@ pub struct RecvArgs {
         default_value_t = 1
     )]
     pub max_errors: u64,
+    /// With -E: commit the subvolumes even though commands failed and were skipped (btrfs
+    /// receive's behaviour); they are read-only and carry the received UUID, but are
+    /// incomplete. The exit status stays non-zero
+    #[arg(long = "keep-incomplete")]
+    pub keep_incomplete: bool,
     /// Confine the receive to DEST (subvol always resolves every stream path beneath the new
     /// subvolume, so this changes nothing but is accepted)
     #[arg(short = 'C', long = "chroot")]
@@ -186,7 +229,8 @@ pub struct RecvArgs {
     /// Print less
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
-    /// Print more (repeat for more detail)
+    /// Print more (repeat for more detail; subvol-recv prints btrfs receive's lines: -v each
+    /// subvolume, WRITE and CLONE, -vv every command)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Show a progress line on stderr even when it is not a terminal
@@ -238,7 +282,7 @@ pub struct DigestArgs {
 
 /// `subvol-recv`: the receiver as its own binary.
 #[derive(Debug, Parser)]
-#[command(name = "subvol-recv", version, about = "Receive a btrfs send stream into a new read-only subvolume (hardened, atomic; drop-in for `btrfs receive`)", after_help = EXIT_CODES)]
+#[command(name = "subvol-recv", version, about = "Receive a btrfs send stream into a new read-only subvolume (hardened, atomic; drop-in for `btrfs receive`)", after_help = RECV_AFTER_HELP)]
 pub struct RecvCli {
     #[command(flatten)]
     #[allow(missing_docs)]

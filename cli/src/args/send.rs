@@ -13,7 +13,18 @@ fn parse_uuid(s: &str) -> Result<Uuid, String> {
 ///
 /// When SOURCE is the root of a btrfs subvolume (and --from-tree is not given), the kernel's
 /// send ioctl makes the stream, with the same arguments `btrfs send` passes: the output is byte
-/// for byte what `btrfs send` writes with the same options.
+/// for byte what `btrfs send` writes with the same options. As with `btrfs send`:
+///
+/// - several SOURCEs (`subvol send A B C`) are sent one after the other into the one output,
+///   each as a whole stream (header to END), so a receiver makes one subvolume per stream; with
+///   -e they form one stream (a header before the first, END after the last). With -p every
+///   SOURCE is sent from the same PARENT.
+///
+/// - -c CLONE_SRC without -p makes an incremental stream too: the parent is picked among the
+///   clone sources, as btrfs-progs picks it: SOURCE's snapshot source if it is a clone source,
+///   otherwise the clone source that is a snapshot of the same source with the ctransid nearest
+///   to that source's. When none qualifies the send fails, as `btrfs send` does. With several
+///   SOURCEs each one sent becomes a clone source (and parent candidate) for those after it.
 ///
 /// Otherwise SOURCE is read as a directory tree (the same file system only; mount points below
 /// it become empty directories). Without -p the stream is full; with -p OLD_DIR it is
@@ -43,9 +54,9 @@ Examples:
 Options that only apply to one source: -c and --compressed-data need the kernel (a btrfs
 subvolume); --uuid and --parent-uuid apply to directory trees.")]
 pub struct SendArgs {
-    /// The read-only subvolume or the directory tree to send
-    #[arg(value_name = "SOURCE")]
-    pub source: PathBuf,
+    /// The read-only subvolume(s) or the directory tree to send (several only for subvolumes)
+    #[arg(value_name = "SOURCE", required = true, num_args = 1..)]
+    pub sources: Vec<PathBuf>,
     /// Send incrementally from PARENT (a read-only subvolume, or a directory tree with a tree SOURCE)
     #[arg(short = 'p', long = "parent", value_name = "PARENT")]
     pub parent: Option<PathBuf>,
@@ -58,6 +69,10 @@ pub struct SendArgs {
     /// Send compressed extents as they are stored (implies --proto 2; kernel send only)
     #[arg(long = "compressed-data")]
     pub compressed_data: bool,
+    /// With several SOURCEs: make one stream of them (no END between the subvolumes), as
+    /// `btrfs send -e`; the receiver needs to know this format (btrfs receive and subvol-recv do)
+    #[arg(short = 'e')]
+    pub one_stream: bool,
     /// Send no file data: offsets and lengths only (UPDATE_EXTENT instead of WRITE)
     #[arg(long = "no-data")]
     pub no_data: bool,

@@ -4,8 +4,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = subvol_cli::args::RecvCli::parse();
-    match subvol_cli::cmd::recv(&cli.args) {
+    match subvol_cli::cmd::recv(&cli.args, subvol_cli::cmd::Style::Btrfs) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => subvol_cli::cmd::report("subvol-recv", &e),
+        // As `btrfs receive`: `ERROR: ...` on stderr.
+        Err(e) => subvol_cli::cmd::report_as_btrfs(&e),
     }
 }

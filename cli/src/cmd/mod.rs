@@ -8,12 +8,13 @@ mod progress;
 mod recv;
 mod send;
 mod sign;
+mod trace;
 mod verify;
 
 pub use dump::dump;
 pub use input::ThreadedInput;
 pub use mirror::{delete, list, pool, publish, pull, show, snapshot};
-pub use recv::recv;
+pub use recv::{Style, recv};
 pub use send::send;
 pub use sign::{keygen, sign};
 pub use verify::verify;
@@ -116,7 +117,7 @@ pub fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Dump(a) => dump(&a.input, a.json, a.all, false),
         Command::Verify(a) => verify(&a),
-        Command::Recv(a) => recv(&a),
+        Command::Recv(a) => recv(&a, Style::Subvol),
         Command::Send(a) => send(&a),
         Command::Sign(a) => sign(&a),
         Command::Keygen(a) => keygen(&a),
@@ -163,6 +164,37 @@ pub fn report(prog: &str, e: &Error) -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     let _ = io::stdout().flush();
+    eprintln!("{prog}: error: {}", escape_controls(&message(e)));
+    std::process::ExitCode::from(e.exit_code() as u8)
+}
+
+/// Prints an error as `btrfs receive` does (`ERROR: MESSAGE` on stderr, the line scripts
+/// match with `^ERROR: `), with the same message and causes as [`report`], and returns the
+/// exit code (subvol's, documented; progs exits 1 for every failure).
+#[must_use]
+pub fn report_as_btrfs(e: &Error) -> std::process::ExitCode {
+    if e.is_broken_pipe() {
+        return std::process::ExitCode::SUCCESS;
+    }
+    let _ = io::stdout().flush();
+    eprintln!("ERROR: {}", escape_controls(&message(e)));
+    std::process::ExitCode::from(e.exit_code() as u8)
+}
+
+/// Prints an error that does not end the command (a command skipped under -E) as the
+/// binary prints its final error.
+pub(crate) fn print_error(style: Style, e: &Error) {
+    let _ = io::stdout().flush();
+    let line = escape_controls(&message(e));
+    match style {
+        Style::Btrfs => eprintln!("ERROR: {line}"),
+        Style::Subvol => eprintln!("subvol: error: {line}"),
+    }
+}
+
+/// An error's message and its causes on one line, each cause once (a cause whose text already
+/// ends the line is not repeated).
+fn message(e: &Error) -> String {
     let mut line = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -173,8 +205,7 @@ pub fn report(prog: &str, e: &Error) -> std::process::ExitCode {
         }
         src = s.source();
     }
-    eprintln!("{prog}: error: {}", escape_controls(&line));
-    std::process::ExitCode::from(e.exit_code() as u8)
+    line
 }
 
 /// `text` with its control characters escaped as [`escape`] does, everything else as it is

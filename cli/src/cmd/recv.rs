@@ -1,7 +1,8 @@
 //! `subvol recv` and `subvol-recv`.
 
-use super::{Progress, ThreadedInput, dump, open_input};
+use super::{Progress, ThreadedInput, dump, open_input, trace};
 use crate::args;
+use std::cell::RefCell;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -15,11 +16,21 @@ fn bytes_human(bytes: u64) -> String {
     format!("{bytes} bytes ({})", subvol::util::size::human_size(bytes))
 }
 
+/// Whose output conventions a receive follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// `subvol recv`: subvol's own messages.
+    Subvol,
+    /// `subvol-recv`: `btrfs receive`'s lines (`-v`/`-vv` traces, `ERROR: ` lines, see
+    /// [`super::report_as_btrfs`]).
+    Btrfs,
+}
+
 /// `subvol recv` / `subvol-recv`.
 ///
 /// # Errors
 /// Any receive failure (the partial subvolume is removed first).
-pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
+pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
     if a.dump {
         // Like `btrfs receive --dump`: the first stream only (up to its END).
         return dump(&a.input, false, false, a.progress);
@@ -47,7 +58,7 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
     };
     let reader = Reader::new(input);
     // Parsing, CRC checks and signature verification run on their own thread.
-    let mut source = if a.verify_keys.is_empty() {
+    let source = if a.verify_keys.is_empty() {
         ThreadedSource::spawn(reader)
     } else {
         // Nothing of a segment reaches the receiver before its signature verified, and END
@@ -65,64 +76,101 @@ pub fn recv(a: &args::RecvArgs) -> Result<(), Error> {
         dedup_from: a.dedup_from.clone(),
         dedup_index: None,
     };
-    let mut progress = Progress::new("recv", size, a.progress);
+    // progs' verbosity: 1 by default, each -v one more, -q 0.
+    let level = match (style, a.quiet) {
+        (Style::Btrfs, false) => a.verbose.saturating_add(1),
+        _ => 0,
+    };
+    let tracing = level >= trace::WRITES;
+    // The traces run on this thread, between the receiver's commands.
+    let mut source = trace::ProgsTrace::new(source, level);
+    let pending = std::rc::Rc::clone(&source.pending);
+    let progress = RefCell::new(Progress::new("recv", size, a.progress && !tracing));
+    if tracing {
+        // Trace lines and a bar redrawn between them do not mix.
+        progress.borrow_mut().finish();
+    }
+    let tolerance = recv::Tolerance {
+        max_errors: a.max_errors,
+        keep_incomplete: a.keep_incomplete,
+    };
+    // Each command skipped under -E is reported as the error it is, where it happens.
+    let mut on_skip = |e: &Error| {
+        progress.borrow_mut().finish();
+        super::print_error(style, e);
+    };
     let quiet = a.quiet;
     let verbose = a.verbose;
-    let received = recv::receive(&mut source, &opts, &mut |ev| match ev {
-        Event::StaleRemoved(name) => {
-            eprintln!(
-                "removed stale staging subvolume {} left by an interrupted receive",
-                escape(name.as_bytes())
-            );
-        }
-        Event::Started { name, snapshot } => {
-            if !quiet {
-                progress.finish();
-                // As btrfs-progs: `At snapshot` on stdout, `At subvol` on stderr.
-                if snapshot {
-                    println!("At snapshot {}", escape(name.as_bytes()));
-                } else {
-                    eprintln!("At subvol {}", escape(name.as_bytes()));
+    let received =
+        recv::receive_tolerant(
+            &mut source,
+            &opts,
+            tolerance,
+            &mut on_skip,
+            &mut |ev| match ev {
+                Event::StaleRemoved(name) => {
+                    eprintln!(
+                        "removed stale staging subvolume {} left by an interrupted receive",
+                        escape(name.as_bytes())
+                    );
                 }
-            }
-        }
-        Event::Progress { bytes, commands } => progress.update(bytes, commands),
-        Event::SeedsIndexed {
-            files,
-            bytes,
-            index_bytes,
-        } => {
-            if verbose > 0 {
-                progress.finish();
-                eprintln!(
-                    "indexed {files} seed files ({}), index {}",
-                    bytes_human(bytes),
-                    bytes_human(index_bytes)
-                );
-            }
-        }
-        Event::Deduped(s) => {
-            if !quiet {
-                progress.finish();
-                let mismatched = if s.mismatched > 0 {
-                    format!(
-                        " ({} clones differed from the stream and were rewritten)",
-                        s.mismatched
-                    )
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "dedup: {} cloned from seeds, {} written{mismatched}",
-                    bytes_human(s.cloned),
-                    bytes_human(s.written)
-                );
-            }
-        }
-    });
-    progress.finish();
+                Event::Started { name, snapshot } => {
+                    if !quiet {
+                        progress.borrow_mut().finish();
+                        // As btrfs-progs: `At snapshot` on stdout, `At subvol` on stderr.
+                        if snapshot {
+                            println!("At snapshot {}", escape(name.as_bytes()));
+                        } else {
+                            eprintln!("At subvol {}", escape(name.as_bytes()));
+                        }
+                    }
+                    if let Some(line) = pending.borrow_mut().take() {
+                        trace::print(&line);
+                    }
+                }
+                Event::Progress { bytes, commands } => {
+                    if !tracing {
+                        progress.borrow_mut().update(bytes, commands);
+                    }
+                }
+                Event::SeedsIndexed {
+                    files,
+                    bytes,
+                    index_bytes,
+                } => {
+                    if verbose > 0 {
+                        progress.borrow_mut().finish();
+                        eprintln!(
+                            "indexed {files} seed files ({}), index {}",
+                            bytes_human(bytes),
+                            bytes_human(index_bytes)
+                        );
+                    }
+                }
+                Event::Deduped(s) => {
+                    if !quiet {
+                        progress.borrow_mut().finish();
+                        let mismatched = if s.mismatched > 0 {
+                            format!(
+                                " ({} clones differed from the stream and were rewritten)",
+                                s.mismatched
+                            )
+                        } else {
+                            String::new()
+                        };
+                        eprintln!(
+                            "dedup: {} cloned from seeds, {} written{mismatched}",
+                            bytes_human(s.cloned),
+                            bytes_human(s.written)
+                        );
+                    }
+                }
+            },
+        );
+    progress.borrow_mut().finish();
     let received = received?;
-    if a.verbose > 0 {
+    // subvol-recv traced the received UUIDs as progs does.
+    if a.verbose > 0 && style == Style::Subvol {
         for r in &received {
             eprintln!(
                 "received {} (received UUID {}, stransid {})",

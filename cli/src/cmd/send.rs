@@ -3,6 +3,7 @@
 use super::{OUTPUT_MODE, Progress};
 use crate::args;
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
 use subvol::Error;
 use subvol::pipeline::{CommandSink, Hook, Totals};
 use subvol::send::kernel::{KernelSendOptions, is_subvolume, send_kernel, send_kernel_into};
@@ -24,8 +25,13 @@ pub fn send(a: &args::SendArgs) -> Result<(), Error> {
         .as_deref()
         .map(subvol::sign::SecretKey::load)
         .transpose()?;
-    let tree = a.from_tree || !is_subvolume(&a.source);
+    let tree = a.from_tree || !a.sources.iter().all(|s| is_subvolume(s));
     if tree {
+        if a.sources.len() > 1 {
+            return Err(Error::Invalid(
+                "several SOURCEs need btrfs subvolumes (kernel send); send directory trees one at a time".into(),
+            ));
+        }
         if !a.clone_sources.is_empty() {
             return Err(Error::Invalid("-c needs a btrfs subvolume SOURCE (kernel send); tree sends clone from the parent and the tree itself".into()));
         }
@@ -40,7 +46,9 @@ pub fn send(a: &args::SendArgs) -> Result<(), Error> {
         ));
     }
     // Check every input before the output is touched.
-    for p in std::iter::once(&a.source)
+    for p in a
+        .sources
+        .iter()
         .chain(a.parent.as_ref())
         .chain(&a.clone_sources)
     {
@@ -121,7 +129,13 @@ fn produce<K: CommandSink + KernelOutput>(
             parent_uuid: a.parent_uuid,
             name: None,
         };
-        send_tree(&a.source, a.parent.as_deref(), &opts, &mut sink, &mut hook)?;
+        send_tree(
+            &a.sources[0],
+            a.parent.as_deref(),
+            &opts,
+            &mut sink,
+            &mut hook,
+        )?;
     } else {
         let opts = KernelSendOptions {
             parent: a.parent.clone(),
@@ -129,8 +143,9 @@ fn produce<K: CommandSink + KernelOutput>(
             proto: a.proto,
             compressed: a.compressed_data,
             no_data: a.no_data,
+            one_stream: a.one_stream,
         };
-        sink.kernel_send(&a.source, &opts, &mut hook)?;
+        sink.kernel_send(&a.sources, &opts, &mut hook)?;
     }
     Ok(())
 }
@@ -140,7 +155,7 @@ fn produce<K: CommandSink + KernelOutput>(
 trait KernelOutput {
     fn kernel_send(
         &mut self,
-        source: &std::path::Path,
+        sources: &[PathBuf],
         opts: &KernelSendOptions,
         hook: &mut Hook<'_>,
     ) -> Result<(), Error>;
@@ -149,7 +164,7 @@ trait KernelOutput {
 impl<W: Write> KernelOutput for Writer<W> {
     fn kernel_send(
         &mut self,
-        source: &std::path::Path,
+        sources: &[PathBuf],
         opts: &KernelSendOptions,
         hook: &mut Hook<'_>,
     ) -> Result<(), Error> {
@@ -162,7 +177,7 @@ impl<W: Write> KernelOutput for Writer<W> {
                 false,
             );
         };
-        send_kernel(source, opts, self.get_mut(), Some(&mut tick))?;
+        send_kernel(sources, opts, self.get_mut(), Some(&mut tick))?;
         Ok(())
     }
 }
@@ -170,11 +185,11 @@ impl<W: Write> KernelOutput for Writer<W> {
 impl<W: Write> KernelOutput for subvol::sign::Signer<W> {
     fn kernel_send(
         &mut self,
-        source: &std::path::Path,
+        sources: &[PathBuf],
         opts: &KernelSendOptions,
         hook: &mut Hook<'_>,
     ) -> Result<(), Error> {
-        send_kernel_into(source, opts, self, hook)?;
+        send_kernel_into(sources, opts, self, hook)?;
         Ok(())
     }
 }
