@@ -247,12 +247,16 @@ class H(http.server.BaseHTTPRequestHandler):
             except OSError:
                 self.close_connection = True
             return
+        # A lying server: ranges of stream files come back with every byte inverted.
+        garble = status == 206 and rel.endswith(".zst") and os.path.exists(os.path.join(ctl, "garble"))
         with open(real, "rb") as f:
             f.seek(start)
             while sent < limit:
                 b = f.read(min(65536, limit - sent))
                 if not b:
                     break
+                if garble:
+                    b = bytes(x ^ 0xFF for x in b)
                 self.wfile.write(b)
                 sent += len(b)
         self.wfile.flush()
@@ -336,6 +340,10 @@ impl Server {
     /// Stream files are sent one byte every `interval` seconds (negative: never a byte).
     fn trickle(&self, interval: f64) {
         fs::write(self.ctl.path().join("trickle"), interval.to_string()).unwrap();
+    }
+    /// Ranges of stream files are answered with other bytes (every byte inverted).
+    fn garble(&self) {
+        fs::write(self.ctl.path().join("garble"), "").unwrap();
     }
     /// The next response for `rel` stops after `n` bytes and the connection is closed.
     pub(crate) fn cut_next(&self, rel: &str, n: u64) {
@@ -1677,4 +1685,195 @@ fn unrelated_pulls_into_one_pool_share_common_data() {
     assert!(shared >= from_a - 40 * 4096, "shared {shared} of {from_a}");
     let own = crate::support::tree::shared_bytes(&pool.join("b1/own"));
     assert_eq!(own, 0);
+}
+
+/// The full stream file of version `v` and its content map (path, size).
+fn full_with_map(f: &Fixture, v: usize) -> (String, u64, String) {
+    let idx = index_of(&f.repo);
+    let s = idx["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["from"].is_null() && s["to"] == v.to_string().as_str())
+        .unwrap();
+    let (map, _, _) = map_of(s).expect("the full has a content map");
+    (
+        s["path"].as_str().unwrap().to_string(),
+        s["size"].as_u64().unwrap(),
+        map,
+    )
+}
+
+/// A pool holding version 1 (pulled, so indexed) on a fresh btrfs.
+fn pool_with_v1(f: &Fixture, btrfs: &BtrfsFs, name: &str, repo: &Path) -> PathBuf {
+    let pool = new_pool(btrfs, name);
+    pull_ok(f, repo.to_str().unwrap(), &pool, &["--version", "1"]);
+    pool
+}
+
+/// A repository of fulls only (with content maps): versions 1 and 5 of the fixture, under
+/// `dir/repo`.
+fn fulls_only_repo(f: &Fixture, dir: &Path) -> PathBuf {
+    let repo = dir.join("repo");
+    for v in [1, 5] {
+        run(subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--key")
+            .arg(&f.key)
+            .arg(&f.trees[v - 1])
+            .arg("--version")
+            .arg(v.to_string())
+            .arg("--level")
+            .arg("3")
+            .arg("--no-deltas"));
+    }
+    repo
+}
+
+/// Issue 12: a pool holding v1 pulls v5 as a seeded full from nginx: only the frames it lacks
+/// are fetched, by multi-range requests, the rest is read (and cloned) from v1, and the result
+/// is exact. The dry run says how much is found locally and where.
+#[test]
+fn seeded_full_from_nginx_fetches_only_what_the_pool_lacks() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let Some(nginx) = crate::support::nginx::Nginx::start(&f.dir) else {
+        return;
+    };
+    let url = format!("{}repo", nginx.url());
+    let pool = pool_with_v1(f, &btrfs, "pool", &f.repo);
+    let (full, full_size, map) = full_with_map(f, 5);
+
+    let dry = pull_ok(f, &url, &pool, &["--plan", "seeded", "--dry-run"]);
+    let seeded = &dry["plan"]["seeded"];
+    let local = seeded["local_bytes"].as_u64().unwrap();
+    assert!(local > 1 << 20, "found locally: {dry}");
+    assert_eq!(seeded["local_from"][0]["name"], "1", "{dry}");
+    let planned = dry["plan"]["bytes"].as_u64().unwrap();
+    assert!(
+        planned < full_size / 2,
+        "plan {planned} of a {full_size}-byte full"
+    );
+    assert_eq!(pool_versions(&pool), ["1"], "a dry run changes nothing");
+
+    nginx.clear_log();
+    let r = pull_ok(f, &url, &pool, &["--plan", "seeded"]);
+    check_version(f, &pool, 5);
+    let fetched = r["bytes"].as_u64().unwrap();
+    assert!(fetched > 0 && fetched < full_size / 2, "fetched {fetched}");
+    assert_eq!(r["seeded"]["local_bytes"].as_u64().unwrap(), local, "{r}");
+    assert_eq!(r["seeded"]["refetched_frames"], 0, "{r}");
+    let reqs = nginx.requests();
+    let ranged: Vec<_> = reqs
+        .iter()
+        .filter(|q| q.path == format!("repo/{full}"))
+        .collect();
+    assert!(!ranged.is_empty() && ranged.len() <= 2, "{reqs:?}");
+    assert!(
+        ranged.iter().all(|q| q.status == 206 && q.range.is_some()),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|q| q.path == format!("repo/{map}")),
+        "{reqs:?}"
+    );
+    assert!(reqs.len() <= 4, "index, map and ranges only: {reqs:?}");
+    // The data found in v1 became clones of it.
+    assert!(r["deduped"].as_u64().unwrap() >= local, "{r}");
+    btrfs.sync();
+    assert!(crate::support::tree::shared_bytes(&pool.join("5/big.bin")) > 1 << 20);
+}
+
+/// Issue 12: from a repository of fulls only, auto picks the seeded full; a server without
+/// Range support still works (the file comes whole); a server that sends other bytes for
+/// ranges makes `--plan seeded` fail cleanly and `--plan auto` fetch the full instead.
+#[test]
+fn seeded_full_falls_back_on_servers_without_ranges_or_with_wrong_bytes() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let repo = fulls_only_repo(f, dir.path());
+    let idx = index_of(&repo);
+    let full_size = stream(&idx, None, "5").1;
+
+    // No Range support at all: the file comes whole, the result is exact.
+    let port = crate::support::nginx::free_port();
+    let mut plain = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let plain = Kill(&mut plain);
+    assert!(crate::support::nginx::wait_for_port(port, plain.0));
+    let pool = pool_with_v1(f, &btrfs, "pool", &repo);
+    let url = format!("http://127.0.0.1:{port}/repo");
+    let dry = pull_ok(f, &url, &pool, &["--dry-run"]);
+    assert!(
+        dry["plan"]["seeded"].is_object(),
+        "auto picks the seeded full: {dry}"
+    );
+    let r = pull_ok(f, &url, &pool, &[]);
+    check_version(f, &pool, 5);
+    assert!(
+        r["bytes"].as_u64().unwrap() >= full_size,
+        "the whole file: {r}"
+    );
+    drop(plain);
+
+    // Wrong bytes for every range.
+    let srv = Server::start(dir.path());
+    srv.garble();
+    let url = format!("{}repo", srv.url());
+    run(subvol().arg("delete").arg(pool.join("5")));
+    let err = pull_fails(f, &url, &pool, &["--plan", "seeded"], 4);
+    assert!(err.contains("do not match the content map"), "{err}");
+    assert_eq!(pool_versions(&pool), ["1"], "nothing partial is left");
+    let r = pull_ok(f, &url, &pool, &[]);
+    check_version(f, &pool, 5);
+    let refused = r["refused"].to_string();
+    assert!(refused.contains("(seeded)"), "{r}");
+    assert!(r["seeded"].is_null(), "{r}");
+}
+
+/// Issue 12: what the pool's index says is a hint. Here v1's index file is replaced by v2's
+/// (so it lists v2's blocks at v1's paths, as if v1's files had changed after indexing): the
+/// frames whose bytes do not match are fetched instead, and the result is exact.
+#[test]
+fn seeded_full_fetches_frames_whose_local_bytes_changed() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let pool = pool_with_v1(f, &btrfs, "pool", &f.repo);
+    let other = new_pool(&btrfs, "other");
+    pull_ok(f, f.repo.to_str().unwrap(), &other, &["--version", "2"]);
+    fs::copy(
+        other.join(format!(".subvol/content/{}.idx", version_uuid(f, 2))),
+        pool.join(format!(".subvol/content/{}.idx", version_uuid(f, 1))),
+    )
+    .unwrap();
+    let r = pull_ok(f, f.repo.to_str().unwrap(), &pool, &["--plan", "seeded"]);
+    check_version(f, &pool, 5);
+    assert!(r["seeded"]["refetched_frames"].as_u64().unwrap() > 0, "{r}");
 }

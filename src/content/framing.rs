@@ -24,6 +24,11 @@ use std::io::{self, Write};
 /// fetching it costs about as much as a range request's own overhead.
 pub const MIN_DATA_FRAME: usize = 2048;
 
+/// Largest DATA frame (stream bytes, a multiple of the block size): the aligned part of a larger
+/// WRITE is cut into frames of this size. A puller fetches whole frames, so one changed block
+/// costs a frame; smaller frames compress a little worse (each starts without context).
+pub const DATA_FRAME_MAX: usize = 64 << 10;
+
 /// Largest LITERAL frame (stream bytes). Small enough that a puller fetching a literal frame
 /// for a few headers does not fetch much else; large enough that zstd compresses metadata
 /// well (its window at the levels publish uses is 1 to 8 MiB).
@@ -270,7 +275,9 @@ impl<'c, W: Write> FramingWriter<'c, W> {
                 Some((start, end, _)) => {
                     self.push_literal(&payload[..start])?;
                     self.emit_literal()?;
-                    self.emit(FrameKind::Data, &payload[start..end])?;
+                    for piece in payload[start..end].chunks(DATA_FRAME_MAX) {
+                        self.emit(FrameKind::Data, piece)?;
+                    }
                     self.push_literal(&payload[end..])
                 }
             }
@@ -431,11 +438,14 @@ mod tests {
             let input = stream(version, &writes, 5);
             let (out, map) = frame(&input, 1 << 16, 3);
             check(&input, &out, &map);
-            // The DATA frames are exactly the aligned parts of at least MIN_DATA_FRAME bytes.
+            // The DATA frames are exactly the aligned parts of at least MIN_DATA_FRAME bytes,
+            // cut every DATA_FRAME_MAX bytes.
+            let max = DATA_FRAME_MAX as u64;
             let want: Vec<u64> = writes
                 .iter()
                 .map(|&(off, len)| aligned_blocks(off, len as u64).map(|b| b.1).sum::<u64>())
                 .filter(|&n| n >= MIN_DATA_FRAME as u64)
+                .flat_map(|n| (0..n.div_ceil(max)).map(move |i| (n - i * max).min(max)))
                 .collect();
             assert_eq!(data_frames(&map), want, "version {version}");
             // And their keys are the blocks' keys as the pool indexes them (at file offsets).
@@ -510,7 +520,8 @@ mod tests {
         .unwrap();
         let (out, map) = framed.finish().unwrap();
         check(&signed, &out, &map);
-        assert_eq!(data_frames(&map).len(), 5);
+        // Five aligned parts, the 128 KiB one cut in two DATA_FRAME_MAX frames.
+        assert_eq!(data_frames(&map).len(), 6);
     }
 
     #[test]

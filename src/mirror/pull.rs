@@ -24,7 +24,7 @@ use super::MirrorError;
 use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
 use super::index::{INDEX_FILE, Index, StreamFile};
 use super::plan::{Plan, Step, plan};
-use super::seeded::{Rebuilt, SeededPlan, fetch_map, plan_seeded};
+use super::seeded::{RebuildStats, Rebuilt, SeededPlan, fetch_map, plan_seeded};
 use super::state::{PullState, PulledVersion};
 use crate::Error;
 use crate::content::pool::{self as content_pool, Indexed};
@@ -34,6 +34,7 @@ use crate::sign::{KeyId, KeySet, VerifyingSource};
 use crate::stream::Reader;
 use crate::util::fs::{is_btrfs, lock_dir};
 use crate::util::{error_chain, unix_now};
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -194,6 +195,9 @@ pub struct PullReport {
     pub indexed: Vec<String>,
     /// WRITE bytes applied as clones of data already in the pool (verified).
     pub deduped: u64,
+    /// Set when the target came as a seeded full: what its rebuild read from the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeded: Option<RebuildStats>,
 }
 
 /// Marks the zstd decoder's own errors (corrupt compressed data, which carry no OS error) as
@@ -357,6 +361,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut deduped = 0u64;
     let mut first = true;
     let mut seeded_given_up = false;
+    let mut seeded_outcome: Option<RebuildStats> = None;
     let keys = o.keys.clone();
 
     let already = loop {
@@ -455,6 +460,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 removed: Vec::new(),
                 indexed,
                 deduped: 0,
+                seeded: None,
             });
         }
         first = false;
@@ -499,6 +505,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             }
             None => None,
         };
+        let rebuild_stats = Cell::new(RebuildStats::default());
         let mut inputs: Vec<Box<dyn Read + '_>> = Vec::new();
         let mut failed = false;
         if let (Some(s), Some(cache_file)) = (&seeded, &seeded_cache) {
@@ -525,10 +532,15 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     downloaded = downloaded
                         .saturating_add(got.bytes)
                         .saturating_add(s.summary.map_bytes);
-                    let rebuilt = Rebuilt::new(s, pool_index.as_ref(), &remote, cache_file, &stop)
-                        .map_err(|e| {
-                            MirrorError::io("start zstd for", remote.location(&f.path), e)
-                        })?;
+                    let rebuilt = Rebuilt::new(
+                        s,
+                        pool_index.as_ref(),
+                        &remote,
+                        cache_file,
+                        &stop,
+                        &rebuild_stats,
+                    )
+                    .map_err(|e| MirrorError::io("start zstd for", remote.location(&f.path), e))?;
                     inputs.push(Box::new(rebuilt));
                 }
                 Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
@@ -684,6 +696,9 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 on_event(PullEvent::Indexed(&done));
                 indexed.push(done.name);
             }
+            if p.seeded.is_some() {
+                seeded_outcome = Some(rebuild_stats.get());
+            }
             received_files.push(f.clone());
             received_names.push(f.to.clone());
             on_event(PullEvent::Received {
@@ -769,5 +784,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         removed,
         indexed,
         deduped,
+        seeded: seeded_outcome,
     })
 }

@@ -24,6 +24,7 @@ use super::ranges::{RANGES_PER_REQUEST, coalesce};
 use crate::content::map::{ContentMap, Frame, FrameKind};
 use crate::content::{ContentIndex, Key, Location, block_key};
 use sha2::{Digest, Sha256};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
@@ -197,7 +198,7 @@ fn entry_name(pool: &ContentIndex, l: Location) -> Option<String> {
 }
 
 /// What rebuilding found on the way.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RebuildStats {
     /// Uncompressed bytes read from the pool (and checked).
     pub local_bytes: u64,
@@ -227,7 +228,7 @@ pub struct Rebuilt<'a> {
     /// The pool file read last (pieces of one frame usually come from one file).
     open: Option<(u32, File)>,
     dec: zstd::bulk::Decompressor<'static>,
-    stats: RebuildStats,
+    stats: &'a Cell<RebuildStats>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -245,6 +246,7 @@ impl<'a> Rebuilt<'a> {
         remote: &'a Remote,
         cache: &'a File,
         stop: &'a dyn Fn() -> bool,
+        stats: &'a Cell<RebuildStats>,
     ) -> io::Result<Rebuilt<'a>> {
         Ok(Rebuilt {
             plan,
@@ -260,14 +262,8 @@ impl<'a> Rebuilt<'a> {
             found: Vec::new(),
             open: None,
             dec: zstd::bulk::Decompressor::new()?,
-            stats: RebuildStats::default(),
+            stats,
         })
-    }
-
-    /// What was found so far.
-    #[must_use]
-    pub fn stats(&self) -> RebuildStats {
-        self.stats
     }
 
     /// The frame's bytes from the pool, each piece hashed here; false when a piece is no
@@ -363,8 +359,10 @@ impl<'a> Rebuilt<'a> {
         self.next += 1;
         self.pos = 0;
         if self.plan.local.get(i).copied().unwrap_or(false) {
+            let mut st = self.stats.get();
             if self.fill_local(&f)? {
-                self.stats.local_bytes = self.stats.local_bytes.saturating_add(f.stream_len);
+                st.local_bytes = st.local_bytes.saturating_add(f.stream_len);
+                self.stats.set(st);
                 return Ok(true);
             }
             // Changed since it was indexed: fetch this frame after all.
@@ -384,8 +382,9 @@ impl<'a> Rebuilt<'a> {
                     FetchError::Fatal(e) => io::Error::other(crate::util::error_chain(&e)),
                     FetchError::Missing(m) | FetchError::Bad(m) => invalid(m),
                 })?;
-            self.stats.refetched_frames += 1;
-            self.stats.refetched_bytes = self.stats.refetched_bytes.saturating_add(f.comp_len);
+            st.refetched_frames += 1;
+            st.refetched_bytes = st.refetched_bytes.saturating_add(f.comp_len);
+            self.stats.set(st);
         }
         self.fill_fetched(i, &f)?;
         Ok(true)
