@@ -590,7 +590,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__pull)
-            opts="-h --into --verify --version --keep --dry-run --timeout --min-rate --rate-window --progress --json --help"
+            opts="-h --into --verify --version --keep --dry-run --plan --timeout --min-rate --rate-window --progress --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -610,6 +610,10 @@ _subvol() {
                     ;;
                 --keep)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --plan)
+                    COMPREPLY=($(compgen -W "auto chain seeded" -- "${cur}"))
                     return 0
                     ;;
                 --timeout)

@@ -107,6 +107,9 @@ complete -c subvol -n "__fish_subvol_using_subcommand pull" -l into -d 'The pool
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l verify -d 'Accepted public key for the index and the streams (repeatable)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l version -d 'Target version (default: the newest)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l keep -d 'Keep at most N pulled versions in the pool' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l plan -d 'How to reach the target: the cheaper of both (auto), a chain of stream files (chain), or the target\'s full stream rebuilt from data the pool holds plus ranges fetched (seeded)' -r -f -a "auto\t'The fewest bytes to fetch of both'
+chain\t'Stream files only, whole (today\'s delta chains and fulls)'
+seeded\t'The target\'s full stream, seeded from the pool (fails when it has no content map)'"
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l timeout -d 'Give an HTTP transfer up after this long without a byte (also connecting, and waiting for the response)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l min-rate -d 'Give an HTTP transfer up when it moves fewer bytes per second than this over --rate-window (0: no minimum)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l rate-window -d 'The window --min-rate is measured over' -r

@@ -6,7 +6,7 @@ use crate::args;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 use subvol::mirror::{
-    self, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
+    self, Plan, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
 };
 use subvol::sign::{KeySet, SecretKey};
 use subvol::util::{escape, human_size as human};
@@ -41,6 +41,47 @@ fn short(f: &StreamFile) -> String {
         Some(from) => format!("delta {} → {}", esc(from), esc(&f.to)),
     };
     format!("{what:<24} {:>10}  {}", human(f.size), esc(&f.path))
+}
+
+/// The lines describing a plan (the `plan` event and `--dry-run`).
+fn plan_lines(p: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    match &p.seeded {
+        None => {
+            out.push(format!(
+                "plan: {} → {} in {} step(s), {} to fetch",
+                esc(p.start.as_deref().unwrap_or("empty")),
+                esc(&p.target),
+                p.steps.len(),
+                human(p.bytes)
+            ));
+            for (i, s) in p.steps.iter().enumerate() {
+                out.push(format!("  {}. {}", i + 1, short(&s.file)));
+            }
+        }
+        Some(s) => {
+            out.push(format!(
+                "plan: {} seeded from the pool, {} to fetch ({} in {} range(s) + map {})",
+                esc(&p.target),
+                human(p.bytes),
+                human(s.fetch_bytes),
+                s.ranges,
+                human(s.map_bytes)
+            ));
+            for st in &p.steps {
+                out.push(format!("  1. {}", short(&st.file)));
+            }
+            out.push(format!(
+                "  found locally: {} of {} stream bytes",
+                human(s.local_bytes),
+                human(s.stream_bytes)
+            ));
+            for l in &s.local_from {
+                out.push(format!("    {} from {}", human(l.bytes), esc(&l.name)));
+            }
+        }
+    }
+    out
 }
 
 /// `subvol publish`.
@@ -197,15 +238,8 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         PullEvent::Plan(p) => {
             if !json {
                 line.clear();
-                eprintln!(
-                    "plan: {} → {} in {} step(s), {} to fetch",
-                    esc(p.start.as_deref().unwrap_or("empty")),
-                    esc(&p.target),
-                    p.steps.len(),
-                    human(p.bytes)
-                );
-                for (i, s) in p.steps.iter().enumerate() {
-                    eprintln!("  {}. {}", i + 1, short(&s.file));
+                for l in plan_lines(p) {
+                    eprintln!("{l}");
                 }
             }
         }
@@ -324,17 +358,8 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     let w = |e| Error::output(e);
     if let Some(p) = &r.plan {
-        writeln!(
-            out,
-            "plan: {} → {} in {} step(s), {} to fetch",
-            esc(p.start.as_deref().unwrap_or("empty")),
-            esc(&p.target),
-            p.steps.len(),
-            human(p.bytes)
-        )
-        .map_err(w)?;
-        for (i, s) in p.steps.iter().enumerate() {
-            writeln!(out, "  {}. {}", i + 1, short(&s.file)).map_err(w)?;
+        for l in plan_lines(p) {
+            writeln!(out, "{l}").map_err(w)?;
         }
         return writeln!(out, "dry run: nothing fetched or changed").map_err(w);
     }
@@ -347,12 +372,28 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         )
         .map_err(w);
     }
+    let how = match &r.seeded {
+        Some(s) => format!(
+            "seeded full ({} read from the pool{})",
+            human(s.local_bytes),
+            if s.refetched_frames > 0 {
+                format!(", {} frame(s) fetched after all", s.refetched_frames)
+            } else {
+                String::new()
+            }
+        ),
+        None => format!("{} step(s)", r.steps.len()),
+    };
+    let shared = if r.deduped > 0 {
+        format!(", {} shared with the pool", human(r.deduped))
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{} is version {}: {} step(s), {} fetched in {:.1}s",
+        "{} is version {}: {how}, {} fetched{shared} in {:.1}s",
         esc_path(&r.path),
         esc(&r.target),
-        r.steps.len(),
         human(r.bytes),
         start.elapsed().as_secs_f64()
     )
