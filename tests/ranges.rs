@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use subvol::mirror::fetch::{FetchError, Remote};
-use subvol::mirror::ranges::{RANGES_PER_REQUEST, RangeFetch, coalesce};
+use subvol::mirror::ranges::{RANGES_PER_REQUEST, RangeFetch, SINGLE_RANGE_REQUESTS, coalesce};
 use subvol::mirror::{MirrorError, StallLimits};
 
 const FILE: &str = "streams/data.bin";
@@ -229,6 +229,15 @@ fn a_single_range_server_gets_one_range_per_request() {
         assert_eq!(r.sent, len);
     }
     assert_eq!(done.bytes, plan.iter().map(|r| r.1).sum::<u64>());
+
+    // Many ranges: merged into at most SINGLE_RANGE_REQUESTS single-range requests.
+    let wanted = scattered(4, size, 200, 700);
+    let plan = coalesce(&wanted, 64, RANGES_PER_REQUEST);
+    assert!(plan.len() > SINGLE_RANGE_REQUESTS);
+    let f = fetch(&http(&server.url()), size, &plan);
+    let done = f.result.unwrap();
+    assert_ranges(&f.file, &data, &wanted);
+    assert_eq!(done.requests as usize, 1 + SINGLE_RANGE_REQUESTS);
 }
 
 /// `python3 -m http.server` on a free port serving `root`, killed on drop.

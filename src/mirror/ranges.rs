@@ -322,6 +322,9 @@ fn copy_ranges(
 }
 
 /// One HTTP fetch_ranges call.
+/// Requests at most, one range each, once a server turned out not to do multi-range.
+pub const SINGLE_RANGE_REQUESTS: usize = 48;
+
 struct HttpRanges<'a> {
     agent: &'a ureq::Agent,
     limits: StallLimits,
@@ -345,6 +348,7 @@ impl HttpRanges<'_> {
     fn run(&mut self, ranges: &[(u64, u64)]) -> Result<(), FetchError> {
         let mut mode = Mode::Multi;
         let mut next = 0;
+        let mut ranges = std::borrow::Cow::Borrowed(ranges);
         while next < ranges.len() {
             let batch = match mode {
                 Mode::Multi => &ranges[next..next + fits_in_header(&ranges[next..])],
@@ -356,7 +360,15 @@ impl HttpRanges<'_> {
                     return Ok(());
                 }
                 Answer::Done => next += batch.len(),
-                Answer::NoMultiRange => mode = Mode::Single,
+                Answer::NoMultiRange => {
+                    // One range per request from now on: the rest is merged into at most
+                    // SINGLE_RANGE_REQUESTS ranges (closing the smallest gaps), so a server
+                    // without multi-range support costs a bounded number of requests.
+                    mode = Mode::Single;
+                    let rest = coalesce(&ranges[next..], SINGLE_RANGE_REQUESTS, 1);
+                    ranges = std::borrow::Cow::Owned(rest);
+                    next = 0;
+                }
             }
         }
         Ok(())
