@@ -328,3 +328,36 @@ fn a_seed_on_another_mount_of_the_same_file_system_is_refused() {
     assert!(err.contains("is on another mount than"), "{err}");
     assert_eq!(fs::read_dir(&s.pool).unwrap().count(), 0);
 }
+
+/// Issue 12: `subvol recv` into a pool (a directory with `.subvol`) needs no seed: each
+/// received subvolume joins the pool's content index, and the next receive dedups against it.
+#[test]
+fn receives_into_a_pool_index_and_dedup_without_seeds() {
+    let Some(s) = setup() else { return };
+    fs::create_dir(s.pool.join(".subvol")).unwrap();
+    ok(&recv(&s.stream_a, &s.pool, &[]));
+    let idx: Vec<_> = fs::read_dir(s.pool.join(".subvol/content"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(idx.len(), 1, "{idx:?}");
+    assert!(idx[0].ends_with(".idx"), "{idx:?}");
+    let err = ok(&recv(&s.stream_b, &s.pool, &[]));
+    let got_b = s.pool.join("treeb");
+    assert_same_tree(&s.b, &got_b);
+    let cloned = cloned(&err);
+    assert!(cloned >= s.common_bytes, "cloned {cloned}: {err}");
+    let (total, exclusive, _) = du(&got_b);
+    assert!(
+        (total - exclusive) * 100 >= s.common_bytes * 95,
+        "{total} {exclusive} of {}",
+        s.common_bytes
+    );
+    assert_eq!(
+        fs::read_dir(s.pool.join(".subvol/content"))
+            .unwrap()
+            .count(),
+        2
+    );
+}

@@ -18,6 +18,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+/// True when `dir` is a pool (it has `POOL/.subvol`, made by `subvol pool init` or a pull):
+/// receives into it dedup against its content index and add to it.
+#[must_use]
+pub fn is_pool(dir: &Path) -> bool {
+    dir.join(META_DIR).is_dir()
+}
+
 /// `POOL/.subvol/content`.
 #[must_use]
 pub fn index_dir(pool: &Path) -> PathBuf {

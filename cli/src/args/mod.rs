@@ -261,7 +261,9 @@ pub struct RecvArgs {
     /// was indexed). The received tree is the same as without this option. Symlinks beneath DIR
     /// are never followed and other mounts never entered. DIR must be on DEST's mount (the
     /// kernel refuses clones across mounts); otherwise the receive stops before it starts
-    /// (exit code 6). Prints how many bytes were cloned and written.
+    /// (exit code 6). Prints how many bytes were cloned and written. When DEST is a pool
+    /// (it has `.subvol/`, see `subvol pool init`), its content index is used without this
+    /// option, and each received subvolume is added to it.
     #[arg(long = "dedup-from", value_name = "DIR")]
     pub dedup_from: Vec<PathBuf>,
 }

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use subvol::Error;
+use subvol::content::pool as content_pool;
 use subvol::recv::{self, Event};
 use subvol::stream::{Reader, ThreadedSource};
 use subvol::util::escape;
@@ -66,15 +67,21 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
         let keys = subvol::sign::KeySet::load(&a.verify_keys)?;
         ThreadedSource::spawn(subvol::sign::VerifyingSource::new(reader, keys))
     };
+    let into_pool = content_pool::is_pool(&dest);
     let opts = recv::Options {
-        dest,
+        dest: dest.clone(),
         root_mount: a.root_mount.clone(),
         stop_at_end: a.stop_at_end,
         force_decompress: a.force_decompress,
         interrupted: Some(interrupted),
         clone_from_any: a.clone_from_any,
         dedup_from: a.dedup_from.clone(),
-        dedup_index: None,
+        // Into a pool: WRITE data the pool holds becomes verified clones of it.
+        dedup_index: if into_pool {
+            content_pool::pool_index(&dest).map_err(recv::RecvError::Seed)?
+        } else {
+            None
+        },
     };
     // progs' verbosity: 1 by default, each -v one more, -q 0.
     let level = match (style, a.quiet) {
@@ -169,6 +176,21 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
         );
     progress.borrow_mut().finish();
     let received = received?;
+    // Into a pool: what was received joins its content index.
+    if into_pool {
+        for r in &received {
+            // The subvolume is committed whatever happens here; a pull indexes it later.
+            if let Some(name) = r.name.to_str()
+                && let Err(e) = content_pool::index_subvolume(&dest, name, &r.uuid, None)
+            {
+                eprintln!(
+                    "subvol: warning: {} is received but not in the pool's content index: {}",
+                    escape(r.path.as_os_str().as_bytes()),
+                    subvol::util::error_chain(&e)
+                );
+            }
+        }
+    }
     // subvol-recv traced the received UUIDs as progs does.
     if a.verbose > 0 && style == Style::Subvol {
         for r in &received {
