@@ -6,7 +6,10 @@
 //! 2. Remove stale staging subvolumes of killed receives, then find the versions the pool
 //!    holds: read-only subvolumes directly in the pool (never staging ones) whose received UUID
 //!    is a version's UUID.
-//! 3. Plan the cheapest chain ([`super::plan`]), check its downloads fit in the space the
+//! 3. Plan the cheapest chain ([`super::plan`]) and, when the target's full stream has a
+//!    content map, a seeded full ([`super::seeded`]: the frames the pool lacks fetched by
+//!    range, the rest read from the pool); take the one with fewer bytes to fetch (or the one
+//!    `--plan` names). Check its downloads fit in the space the
 //!    pool's file system can spare, download every file of it (checking size and SHA-256;
 //!    stalled transfers are given up, see [`StallLimits`]), then receive step by step through [`VerifyingSource`] over a zstd decoder:
 //!    nothing of a segment is applied before its signature verified, and each version appears
