@@ -45,6 +45,9 @@ const FILE_RECORD: usize = 24;
 const WINDOW: u64 = 4096 / RECORD as u64;
 /// Read buffer while hashing seed files.
 const READ_BUF: usize = 1 << 20;
+/// Largest table built in memory (64 MiB: 1.7 million blocks, 7 GiB of data); larger ones are
+/// built in their file.
+const MEM_TABLE_MAX: usize = 64 << 20;
 
 /// Errors of building or reading a content index.
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +380,10 @@ struct Part {
     blocks: u64,
     /// A saved file's digest of its sections.
     digest: Option<[u8; 16]>,
+    /// While [`ContentIndex::build`] fills a table small enough to hold in memory, the table
+    /// (written to `table` once full): two system calls per block otherwise cost more than
+    /// hashing it.
+    building: Option<Vec<u8>>,
 }
 
 impl Part {
@@ -393,9 +400,24 @@ impl Part {
         buf: &mut [u8; RECORD * WINDOW as usize],
     ) -> Result<usize, ContentError> {
         let n = WINDOW.min(self.slots - slot) as usize;
-        self.table
-            .read_at(&mut buf[..n * RECORD], slot * RECORD as u64)
-            .map_err(io_err("read index", &self.path))?;
+        let at = slot * RECORD as u64;
+        match &self.building {
+            Some(mem) => {
+                let src = usize::try_from(at)
+                    .ok()
+                    .and_then(|a| mem.get(a..a + n * RECORD))
+                    .ok_or_else(|| ContentError::Io {
+                        op: "read index",
+                        path: self.path.clone(),
+                        source: io::ErrorKind::InvalidData.into(),
+                    })?;
+                buf[..n * RECORD].copy_from_slice(src);
+            }
+            None => self
+                .table
+                .read_at(&mut buf[..n * RECORD], at)
+                .map_err(io_err("read index", &self.path))?,
+        }
         Ok(n)
     }
 
@@ -412,10 +434,20 @@ impl Part {
                     r[..16].copy_from_slice(key);
                     r[16..20].copy_from_slice(&(file + 1).to_le_bytes());
                     r[20..24].copy_from_slice(&block.to_le_bytes());
-                    self.table
-                        .file
-                        .write_all_at(&r, (slot + i as u64) * RECORD as u64)
-                        .map_err(io_err("write index in", &self.path))?;
+                    let at = (slot + i as u64) * RECORD as u64;
+                    match &mut self.building {
+                        Some(mem) => {
+                            let at = usize::try_from(at).unwrap_or(usize::MAX);
+                            if let Some(dst) = mem.get_mut(at..at + RECORD) {
+                                dst.copy_from_slice(&r);
+                            }
+                        }
+                        None => self
+                            .table
+                            .file
+                            .write_all_at(&r, at)
+                            .map_err(io_err("write index in", &self.path))?,
+                    }
                     self.blocks += 1;
                     return Ok(());
                 }
@@ -618,6 +650,18 @@ impl ContentIndex {
         skip: &dyn Fn(&[u8]) -> bool,
         stop: Option<&AtomicBool>,
     ) -> Result<ContentIndex, ContentError> {
+        Self::build_with(seeds, scratch, skip, stop, MEM_TABLE_MAX)
+    }
+
+    /// [`ContentIndex::build`], with the table built in memory when it is at most `mem_max`
+    /// bytes.
+    fn build_with(
+        seeds: Vec<Seed>,
+        scratch: &Path,
+        skip: &dyn Fn(&[u8]) -> bool,
+        stop: Option<&AtomicBool>,
+        mem_max: usize,
+    ) -> Result<ContentIndex, ContentError> {
         let files = scratch_file(scratch)?;
         let paths = scratch_file(scratch)?;
         let mut w = FileTableWriter {
@@ -657,6 +701,10 @@ impl ContentIndex {
             bytes: w.bytes,
             blocks: 0,
             digest: None,
+            building: usize::try_from(slots * RECORD as u64)
+                .ok()
+                .filter(|&n| n <= mem_max)
+                .map(|n| vec![0u8; n]),
         };
         let mut buf = vec![0u8; READ_BUF];
         for id in 0..part.nfiles {
@@ -664,6 +712,12 @@ impl ContentIndex {
                 return Err(ContentError::Interrupted);
             }
             hash_file(&mut part, id, &mut buf)?;
+        }
+        if let Some(mem) = part.building.take() {
+            part.table
+                .file
+                .write_all_at(&mem, 0)
+                .map_err(io_err("write index in", scratch))?;
         }
         Ok(ContentIndex {
             parts: vec![Arc::new(part)],
@@ -766,6 +820,7 @@ impl ContentIndex {
             bytes: hd.bytes,
             blocks: hd.blocks,
             digest: Some(hd.digest),
+            building: None,
         };
         let index = ContentIndex {
             parts: vec![Arc::new(part)],
@@ -1133,6 +1188,31 @@ mod tests {
         .unwrap();
         assert_eq!(idx.files(), 1);
         assert_eq!(idx.file(0).unwrap().path, b"kept");
+    }
+
+    /// A table built in memory and one built in its file are the same bytes.
+    #[test]
+    fn tables_built_in_memory_and_in_a_file_are_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..20u64 {
+            fs::write(
+                dir.path().join(format!("f{i}")),
+                data(i as u8, 4096 * (i as usize % 7) + 13),
+            )
+            .unwrap();
+        }
+        let out = tempfile::tempdir().unwrap();
+        let saved = |mem_max: usize, name: &str| {
+            let seeds = vec![Seed::open(dir.path()).unwrap()];
+            let idx =
+                ContentIndex::build_with(seeds, dir.path(), &|_| false, None, mem_max).unwrap();
+            let p = out.path().join(name);
+            idx.save(&p).unwrap();
+            fs::read(p).unwrap()
+        };
+        let (mem, file) = (saved(MEM_TABLE_MAX, "mem"), saved(0, "file"));
+        assert!(mem.len() > 80 + 1024 * RECORD);
+        assert!(mem == file, "the two tables differ");
     }
 
     #[test]
