@@ -43,6 +43,15 @@ pub const RANGES_PER_REQUEST: usize = (MAX_RANGE_HEADER - RANGE_PREFIX.len()) / 
 
 const RANGE_PREFIX: &str = "Range: bytes=";
 
+/// Ranges of a file of `file_size` bytes that one request always carries: as many `a-b,` as
+/// fit in [`MAX_RANGE_HEADER`] with offsets of that file's digits (at least
+/// [`RANGES_PER_REQUEST`]).
+#[must_use]
+pub fn ranges_per_request(file_size: u64) -> usize {
+    let digits = file_size.max(1).ilog10() as usize + 1;
+    ((MAX_RANGE_HEADER - RANGE_PREFIX.len()) / (2 * digits + 2)).max(RANGES_PER_REQUEST)
+}
+
 /// Longest preamble or part header block of a multipart answer.
 const MAX_PART_HEADER: usize = 4096;
 
@@ -915,6 +924,19 @@ mod tests {
         wanted
             .iter()
             .all(|&(o, l)| l == 0 || plan.iter().any(|&(po, pl)| po <= o && o + l <= po + pl))
+    }
+
+    #[test]
+    fn ranges_per_request_follow_the_file_size() {
+        assert_eq!(ranges_per_request(u64::MAX), RANGES_PER_REQUEST);
+        // 9-digit offsets: "123456789-123456999," is 20 bytes.
+        assert_eq!(ranges_per_request(130_000_000), (4000 - 13) / 20);
+        // Whatever the offsets, a plan with that many per request fits the header.
+        let size = 130_000_000u64;
+        let plan: Vec<(u64, u64)> = (0..ranges_per_request(size) as u64)
+            .map(|i| (size - 1000 - i * 3, 1))
+            .collect();
+        assert_eq!(fits_in_header(&plan), plan.len());
     }
 
     #[test]

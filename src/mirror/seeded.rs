@@ -20,7 +20,7 @@
 use super::MirrorError;
 use super::fetch::{FetchError, Remote};
 use super::index::{MapFile, StreamFile};
-use super::ranges::{RANGES_PER_REQUEST, coalesce};
+use super::ranges::{coalesce, ranges_per_request};
 use crate::content::map::{ContentMap, Frame, FrameKind};
 use crate::content::{ContentIndex, Key, Location, block_key};
 use sha2::{Digest, Sha256};
@@ -166,7 +166,7 @@ pub fn plan_seeded(
             wanted.push((f.comp_offset, f.comp_len));
         }
     }
-    let ranges = coalesce(&wanted, MAX_REQUESTS, RANGES_PER_REQUEST);
+    let ranges = coalesce(&wanted, MAX_REQUESTS, ranges_per_request(file.size));
     let fetch_bytes = ranges.iter().fold(0u64, |s, r| s.saturating_add(r.1));
     let mut local_from: Vec<LocalSource> = from
         .into_iter()
