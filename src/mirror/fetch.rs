@@ -490,7 +490,12 @@ impl Remote {
             match status {
                 404 | 410 => {
                     let _ = fs::remove_file(&part);
-                    return Err(FetchError::Missing(format!("{url}: HTTP {status}")));
+                    let note = if matches!(self, Remote::Oci(_)) {
+                        " (the registry lacks this blob, which its manifest names)"
+                    } else {
+                        ""
+                    };
+                    return Err(FetchError::Missing(format!("{url}: HTTP {status}{note}")));
                 }
                 416 => {
                     // Our partial copy does not fit the file on the server: start over.

@@ -1,0 +1,268 @@
+//! Tests: pushing a directory repository to a real OCI registry (Debian's `docker-registry` on
+//! 127.0.0.1) and pulling from it: from empty and from older versions, seeded with ranges,
+//! refusals of tampered and missing blobs, basic auth with right and wrong credentials.
+//!
+//! The repository is the one `tests/mirror.rs` publishes (five versions). Credentials are given
+//! through `REGISTRY_AUTH_FILE` only (a file the test writes, or a missing one: no host file is
+//! ever read).
+
+use crate::mirror::{
+    Fixture, VERSIONS, check_version, fixture, index_of, new_pool, pool_versions, stream, subvol,
+};
+use crate::support::btrfs_fixture::BtrfsFs;
+use crate::support::registry::Registry;
+use serde_json::Value;
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+/// `subvol push REPO DEST --json` with the credentials file `auth`.
+fn push(repo: &Path, dest: &str, auth: &Path) -> Output {
+    subvol()
+        .arg("push")
+        .arg(repo)
+        .arg(dest)
+        .arg("--json")
+        .env("REGISTRY_AUTH_FILE", auth)
+        .output()
+        .unwrap()
+}
+
+fn push_ok(repo: &Path, dest: &str, auth: &Path) -> Value {
+    let out = push(repo, dest, auth);
+    assert!(
+        out.status.success(),
+        "push {dest} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `subvol pull SOURCE --into POOL --verify PUB --json [extra]` with the credentials file
+/// `auth`.
+fn pull(f: &Fixture, source: &str, pool: &Path, auth: &Path, extra: &[&str]) -> Output {
+    subvol()
+        .arg("pull")
+        .arg(source)
+        .arg("--into")
+        .arg(pool)
+        .arg("--verify")
+        .arg(&f.public)
+        .arg("--json")
+        .args(extra)
+        .env("REGISTRY_AUTH_FILE", auth)
+        .output()
+        .unwrap()
+}
+
+fn pull_ok(f: &Fixture, source: &str, pool: &Path, auth: &Path, extra: &[&str]) -> Value {
+    let out = pull(f, source, pool, auth, extra);
+    assert!(
+        out.status.success(),
+        "pull {source} {extra:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn pull_fails(
+    f: &Fixture,
+    source: &str,
+    pool: &Path,
+    auth: &Path,
+    extra: &[&str],
+    code: i32,
+) -> String {
+    let out = pull(f, source, pool, auth, extra);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "pull {source} {extra:?}: expected exit {code}:\n{err}"
+    );
+    err
+}
+
+/// The blobs a push of the fixture uploads: every stream and map file, the index, the config.
+fn blob_count(repo: &Path) -> u64 {
+    let idx = index_of(repo);
+    let streams = idx["streams"].as_array().unwrap();
+    let maps = streams.iter().filter(|s| !s["map"].is_null()).count();
+    (streams.len() + maps + 2) as u64
+}
+
+#[test]
+fn push_then_pull_from_empty_and_from_older_versions() {
+    let Some(f) = fixture() else { return };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let Some(btrfs) = BtrfsFs::with_size_or_skip(1 << 30) else {
+        return;
+    };
+    let no_auth = reg.dir().join("no-auth.json");
+    let dest = reg.url("vendor/os");
+    let r = push_ok(&f.repo, &dest, &no_auth);
+    assert_eq!(r["uploaded"], blob_count(&f.repo), "{r}");
+    assert_eq!(r["present"], 0, "{r}");
+    assert_eq!(r["serial"], VERSIONS as u64);
+    assert_eq!(
+        r["tags"],
+        serde_json::json!([format!("serial-{VERSIONS}"), "latest"])
+    );
+    // Again: nothing to upload, the same manifest.
+    let again = push_ok(&f.repo, &dest, &no_auth);
+    assert_eq!(again["uploaded"], 0, "{again}");
+    assert_eq!(again["manifest"], r["manifest"]);
+    // The serial tag and the digest name the same repository.
+    let by_serial = format!("{dest}:serial-{VERSIONS}");
+    let by_digest = format!("{dest}@{}", r["manifest"].as_str().unwrap());
+
+    // From empty: the full stream of the newest.
+    let pool = new_pool(&btrfs, "empty");
+    let p = pull_ok(f, &dest, &pool, &no_auth, &["--plan", "chain"]);
+    assert_eq!(p["target"], VERSIONS.to_string());
+    assert_eq!(p["steps"].as_array().unwrap().len(), 1);
+    assert!(p["steps"][0]["from"].is_null());
+    check_version(f, &pool, VERSIONS);
+    let p = pull_ok(f, &by_digest, &pool, &no_auth, &[]);
+    assert_eq!(p["already"], true);
+
+    // From each older version: deltas only.
+    let idx = index_of(&f.repo);
+    let (_, full) = stream(&idx, None, &VERSIONS.to_string());
+    for old in 1..VERSIONS {
+        let pool = new_pool(&btrfs, &format!("from{old}"));
+        pull_ok(
+            f,
+            &by_serial,
+            &pool,
+            &no_auth,
+            &["--version", &old.to_string()],
+        );
+        check_version(f, &pool, old);
+        let p = pull_ok(f, &dest, &pool, &no_auth, &["--plan", "chain"]);
+        let steps = p["steps"].as_array().unwrap();
+        assert!(steps.iter().all(|s| !s["from"].is_null()), "{p}");
+        assert!(p["bytes"].as_u64().unwrap() < full);
+        check_version(f, &pool, VERSIONS);
+        assert_eq!(
+            pool_versions(&pool),
+            vec![old.to_string(), VERSIONS.to_string()]
+        );
+    }
+
+    // Seeded from version 1: the newest full rebuilt from the pool plus ranges of its blob.
+    let pool = new_pool(&btrfs, "seeded");
+    pull_ok(f, &dest, &pool, &no_auth, &["--version", "1"]);
+    let p = pull_ok(f, &dest, &pool, &no_auth, &["--plan", "seeded"]);
+    assert!(p["seeded"].is_object(), "{p}");
+    assert!(p["bytes"].as_u64().unwrap() < full, "{p}");
+    check_version(f, &pool, VERSIONS);
+
+    // A registry repository nothing was pushed to.
+    let pool = new_pool(&btrfs, "nothing");
+    let err = pull_fails(f, &reg.url("vendor/none"), &pool, &no_auth, &[], 4);
+    assert!(err.contains("nothing was pushed there"), "{err}");
+}
+
+#[test]
+fn tampered_and_missing_blobs_are_refused() {
+    let Some(f) = fixture() else { return };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let no_auth = reg.dir().join("no-auth.json");
+    let dest = reg.url("vendor/os");
+    push_ok(&f.repo, &dest, &no_auth);
+    let idx = index_of(&f.repo);
+    let hex = |path: &str| {
+        path.trim_start_matches("streams/")
+            .trim_end_matches(".zst")
+            .to_string()
+    };
+
+    // Version 1 has one way in, its full stream: tampered (same size), it is refused by its
+    // SHA-256 and nothing is received.
+    let (full1, _) = stream(&idx, None, "1");
+    let data_path = reg.blob_data(&hex(&full1));
+    let original = fs::read(&data_path).unwrap();
+    let mut data = original.clone();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x40;
+    fs::write(&data_path, &data).unwrap();
+    let pool = new_pool(&btrfs, "tampered");
+    let err = pull_fails(f, &dest, &pool, &no_auth, &["--version", "1"], 4);
+    assert!(err.contains("no usable chain"), "{err}");
+    assert!(err.contains("SHA-256"), "{err}");
+    assert!(pool_versions(&pool).is_empty());
+
+    // The manifest names a blob the registry lost: refused with the blob's URL and 404.
+    fs::remove_file(&data_path).unwrap();
+    let pool = new_pool(&btrfs, "missing");
+    let err = pull_fails(f, &dest, &pool, &no_auth, &["--version", "1"], 4);
+    assert!(err.contains("no usable chain"), "{err}");
+    assert!(
+        err.contains(&format!("blobs/sha256:{}", hex(&full1))),
+        "{err}"
+    );
+    assert!(err.contains("the registry lacks this blob"), "{err}");
+    assert!(pool_versions(&pool).is_empty());
+
+    // Restored: the same pull works.
+    fs::write(&data_path, &original).unwrap();
+    pull_ok(f, &dest, &pool, &no_auth, &["--version", "1"]);
+    check_version(f, &pool, 1);
+}
+
+#[test]
+fn basic_auth_with_right_wrong_and_no_credentials() {
+    let Some(f) = fixture() else { return };
+    let Some(reg) = Registry::start(Some(("vendor", "s3cret-pass"))) else {
+        return;
+    };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    // `auth` is base64 of user:password.
+    let auth_file = |name: &str, auth: &str| {
+        let p = reg.dir().join(name);
+        let json = serde_json::json!({ "auths": { reg.host(): { "auth": auth } } });
+        fs::write(&p, json.to_string()).unwrap();
+        p
+    };
+    let right = auth_file("right.json", "dmVuZG9yOnMzY3JldC1wYXNz"); // vendor:s3cret-pass
+    let wrong = auth_file("wrong.json", "dmVuZG9yOmd1ZXNz"); // vendor:guess
+    let none = reg.dir().join("none.json");
+    let dest = reg.url("vendor/os");
+
+    // Without or with wrong credentials, push is refused (exit 1) with the reason.
+    let out = push(&f.repo, &dest, &none);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(err.contains("none are stored for"), "{err}");
+    let out = push(&f.repo, &dest, &wrong);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused the credentials of vendor from"),
+        "{err}"
+    );
+    assert!(!err.contains("guess"), "the password is never shown: {err}");
+
+    push_ok(&f.repo, &dest, &right);
+    let pool = new_pool(&btrfs, "auth");
+    let err = pull_fails(f, &dest, &pool, &wrong, &[], 1);
+    assert!(err.contains("authentication failed"), "{err}");
+    let err = pull_fails(f, &dest, &pool, &none, &[], 1);
+    assert!(err.contains("none are stored for"), "{err}");
+    assert!(pool_versions(&pool).is_empty());
+    pull_ok(f, &dest, &pool, &right, &[]);
+    check_version(f, &pool, VERSIONS);
+}

@@ -1,0 +1,120 @@
+//! A real OCI registry (Debian's `docker-registry`, the CNCF distribution registry) on
+//! 127.0.0.1, for `oci://` tests.
+//!
+//! [`Registry::start`] writes a config into a temporary directory (filesystem storage there,
+//! optionally htpasswd basic auth), starts the registry on a free port and waits until it
+//! answers; dropping it kills the process and removes the directory.
+
+use super::btrfs_fixture::skip_or_panic;
+use super::nginx::{free_port, wait_for_port};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const REGISTRY: &str = "/usr/bin/docker-registry";
+pub const HTPASSWD: &str = "/usr/bin/htpasswd";
+
+/// A running registry, killed on drop.
+pub struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry; with `user` (name, password) it requires basic auth for them. `None`
+    /// (after [`skip_or_panic`]) when the registry or `htpasswd` is not installed.
+    pub fn start(user: Option<(&str, &str)>) -> Option<Registry> {
+        if !Path::new(REGISTRY).is_file() {
+            skip_or_panic(&format!(
+                "{REGISTRY} is needed (scripts/setup.sh installs docker-registry)"
+            ));
+            return None;
+        }
+        if user.is_some() && !Path::new(HTPASSWD).is_file() {
+            skip_or_panic(&format!(
+                "{HTPASSWD} is needed (scripts/setup.sh installs apache2-utils)"
+            ));
+            return None;
+        }
+        let mut last = String::new();
+        // A port taken between free_port() and the registry's bind is retried with another.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("registry directory");
+            let port = free_port();
+            let mut auth = String::new();
+            if let Some((name, password)) = user {
+                let out = Command::new(HTPASSWD)
+                    .args(["-B", "-b", "-n", name, password])
+                    .output()
+                    .expect("run htpasswd");
+                assert!(out.status.success(), "htpasswd failed");
+                let file = dir.path().join("htpasswd");
+                fs::write(&file, &out.stdout).expect("write htpasswd");
+                auth = format!(
+                    "auth:\n  htpasswd:\n    realm: subvol-test\n    path: {}\n",
+                    file.display()
+                );
+            }
+            let conf = dir.path().join("config.yml");
+            fs::write(
+                &conf,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: 127.0.0.1:{port}\n{auth}",
+                    dir.path().join("store").display()
+                ),
+            )
+            .expect("write the registry config");
+            let log = fs::File::create(dir.path().join("registry.log")).expect("registry log");
+            let mut child = Command::new(REGISTRY)
+                .arg("serve")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start docker-registry");
+            if wait_for_port(port, &mut child) {
+                return Some(Registry { child, port, dir });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last = fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
+        }
+        panic!("docker-registry did not start; its log:\n{last}");
+    }
+
+    /// `oci+http://127.0.0.1:PORT/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("oci+http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The data file of a blob in the registry's storage.
+    pub fn blob_data(&self, hex: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("store/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// A scratch directory that lives as long as the registry.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
