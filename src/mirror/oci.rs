@@ -292,8 +292,16 @@ impl std::fmt::Debug for Credentials {
 /// The credentials for `host`/`name` in the first file that has any: the entry whose key
 /// (scheme and trailing `/` ignored) is the host or the longest `host/namespace` prefix.
 fn find_credentials(host: &str, name: &str) -> Result<Option<Credentials>, OciError> {
+    find_credentials_in(credential_files(), host, name)
+}
+
+fn find_credentials_in(
+    files: Vec<PathBuf>,
+    host: &str,
+    name: &str,
+) -> Result<Option<Credentials>, OciError> {
     let full = format!("{host}/{name}");
-    for path in credential_files() {
+    for path in files {
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -440,11 +448,23 @@ fn parse_challenge(h: &str) -> Option<Challenge> {
 }
 
 /// The `Authorization` header in use, and when a bearer token runs out.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct AuthState {
     header: Option<String>,
     /// A bearer token's challenge and expiry, to renew it.
     bearer: Option<(Challenge, Instant)>,
+}
+
+impl std::fmt::Debug for AuthState {
+    /// Without the header: it holds the password (basic) or a token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self
+            .header
+            .as_deref()
+            .and_then(|h| h.split(' ').next())
+            .unwrap_or("anonymous");
+        write!(f, "AuthState({scheme})")
+    }
 }
 
 /// The manifest's content, as far as subvol reads it.
@@ -1220,6 +1240,45 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn credentials_from_the_first_file_with_an_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.json");
+        let b = d.path().join("b.json");
+        // vendor:pw, other:x, ns:y
+        std::fs::write(&a, r#"{"auths":{"other.example":{"auth":"b3RoZXI6eA=="}}}"#).unwrap();
+        std::fs::write(
+            &b,
+            r#"{"auths":{"https://reg.example:5000/v1/":{"auth":"dmVuZG9yOnB3"},
+                "reg.example:5000/ns":{"auth":"bnM6eQ=="}}}"#,
+        )
+        .unwrap();
+        let files = vec![d.path().join("missing.json"), a.clone(), b.clone()];
+        let c = find_credentials_in(files.clone(), "reg.example:5000", "top/os")
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("vendor", "pw"));
+        assert_eq!(c.file, b);
+        // The longest HOST/NAMESPACE prefix wins.
+        let c = find_credentials_in(files.clone(), "reg.example:5000", "ns/os")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.user, "ns");
+        assert!(
+            find_credentials_in(files, "none.example", "a")
+                .unwrap()
+                .is_none()
+        );
+        std::fs::write(&a, "{").unwrap();
+        assert!(find_credentials_in(vec![a], "x", "y").is_err());
+        // Never shown by Debug.
+        let st = AuthState {
+            header: Some("Basic dmVuZG9yOnB3".to_string()),
+            bearer: None,
+        };
+        assert_eq!(format!("{st:?}"), "AuthState(Basic)");
     }
 
     #[test]
