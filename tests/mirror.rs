@@ -21,9 +21,9 @@ pub(crate) const VERSIONS: usize = 5;
 
 /// The published repository, shared by all tests (read-only: tests copy it to alter it).
 pub(crate) struct Fixture {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     pub(crate) repo: PathBuf,
-    key: PathBuf,
+    pub(crate) key: PathBuf,
     pub(crate) public: PathBuf,
     /// Source trees, index 0 = version "1".
     trees: Vec<PathBuf>,
@@ -433,7 +433,7 @@ pub(crate) fn new_pool(fs: &BtrfsFs, name: &str) -> PathBuf {
 }
 
 /// A copy of the repository that a test may alter.
-fn repo_copy(f: &Fixture, dir: &Path) -> PathBuf {
+pub(crate) fn repo_copy(f: &Fixture, dir: &Path) -> PathBuf {
     let r = dir.join("repo");
     copy_tree(&f.repo, &r);
     r

@@ -1,35 +1,40 @@
 //! Tests: pushing a directory repository to a real OCI registry (Debian's `docker-registry` on
-//! 127.0.0.1) and pulling from it: from empty and from older versions, seeded with ranges,
-//! refusals of tampered and missing blobs, basic auth with right and wrong credentials.
+//! 127.0.0.1) and pulling from it: from empty and from older versions, seeded with ranges, a
+//! resumed blob download, refusals of tampered and missing blobs, basic auth over TLS (a CA the
+//! test makes, `--ca`) with right, wrong and no credentials, and the registry's garbage
+//! collector after pruning.
 //!
 //! The repository is the one `tests/mirror.rs` publishes (five versions). Credentials are given
 //! through `REGISTRY_AUTH_FILE` only (a file the test writes, or a missing one: no host file is
 //! ever read).
 
 use crate::mirror::{
-    Fixture, VERSIONS, check_version, fixture, index_of, new_pool, pool_versions, stream, subvol,
+    Fixture, VERSIONS, check_version, fixture, index_of, new_pool, pool_versions, repo_copy,
+    stream, subvol,
 };
 use crate::support::btrfs_fixture::BtrfsFs;
 use crate::support::registry::Registry;
+use crate::support::tree::{copy_tree, run};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-/// `subvol push REPO DEST --json` with the credentials file `auth`.
-fn push(repo: &Path, dest: &str, auth: &Path) -> Output {
+/// `subvol push REPO DEST --json [extra]` with the credentials file `auth`.
+fn push(repo: &Path, dest: &str, auth: &Path, extra: &[&str]) -> Output {
     subvol()
         .arg("push")
         .arg(repo)
         .arg(dest)
         .arg("--json")
+        .args(extra)
         .env("REGISTRY_AUTH_FILE", auth)
         .output()
         .unwrap()
 }
 
-fn push_ok(repo: &Path, dest: &str, auth: &Path) -> Value {
-    let out = push(repo, dest, auth);
+fn push_ok(repo: &Path, dest: &str, auth: &Path, extra: &[&str]) -> Value {
+    let out = push(repo, dest, auth, extra);
     assert!(
         out.status.success(),
         "push {dest} failed ({}):\n{}",
@@ -96,7 +101,7 @@ fn blob_count(repo: &Path) -> u64 {
 #[test]
 fn push_then_pull_from_empty_and_from_older_versions() {
     let Some(f) = fixture() else { return };
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start(None, false) else {
         return;
     };
     let Some(btrfs) = BtrfsFs::with_size_or_skip(1 << 30) else {
@@ -104,7 +109,7 @@ fn push_then_pull_from_empty_and_from_older_versions() {
     };
     let no_auth = reg.dir().join("no-auth.json");
     let dest = reg.url("vendor/os");
-    let r = push_ok(&f.repo, &dest, &no_auth);
+    let r = push_ok(&f.repo, &dest, &no_auth, &[]);
     assert_eq!(r["uploaded"], blob_count(&f.repo), "{r}");
     assert_eq!(r["present"], 0, "{r}");
     assert_eq!(r["serial"], VERSIONS as u64);
@@ -113,7 +118,7 @@ fn push_then_pull_from_empty_and_from_older_versions() {
         serde_json::json!([format!("serial-{VERSIONS}"), "latest"])
     );
     // Again: nothing to upload, the same manifest.
-    let again = push_ok(&f.repo, &dest, &no_auth);
+    let again = push_ok(&f.repo, &dest, &no_auth, &[]);
     assert_eq!(again["uploaded"], 0, "{again}");
     assert_eq!(again["manifest"], r["manifest"]);
     // The serial tag and the digest name the same repository.
@@ -162,6 +167,37 @@ fn push_then_pull_from_empty_and_from_older_versions() {
     assert!(p["bytes"].as_u64().unwrap() < full, "{p}");
     check_version(f, &pool, VERSIONS);
 
+    // A pull killed mid-download left part of the newest full in the cache: the next pull
+    // resumes the blob with a Range request.
+    let pool = new_pool(&btrfs, "resume");
+    let (full_path, size) = stream(&idx, None, &VERSIONS.to_string());
+    let sha = full_path
+        .trim_start_matches("streams/")
+        .trim_end_matches(".zst");
+    let cache = pool.join(".subvol/cache");
+    fs::create_dir_all(&cache).unwrap();
+    let have = size / 3;
+    let data = fs::read(f.repo.join(&full_path)).unwrap();
+    fs::write(cache.join(format!("{sha}.part")), &data[..have as usize]).unwrap();
+    let out = subvol()
+        .arg("pull")
+        .arg(&dest)
+        .arg("--into")
+        .arg(&pool)
+        .arg("--verify")
+        .arg(&f.public)
+        .args(["--plan", "chain"])
+        .env("REGISTRY_AUTH_FILE", &no_auth)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("resuming {full_path} at byte {have} of {size}")),
+        "{err}"
+    );
+    check_version(f, &pool, VERSIONS);
+
     // A registry repository nothing was pushed to.
     let pool = new_pool(&btrfs, "nothing");
     let err = pull_fails(f, &reg.url("vendor/none"), &pool, &no_auth, &[], 4);
@@ -171,7 +207,7 @@ fn push_then_pull_from_empty_and_from_older_versions() {
 #[test]
 fn tampered_and_missing_blobs_are_refused() {
     let Some(f) = fixture() else { return };
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start(None, false) else {
         return;
     };
     let Some(btrfs) = BtrfsFs::new_or_skip() else {
@@ -179,7 +215,7 @@ fn tampered_and_missing_blobs_are_refused() {
     };
     let no_auth = reg.dir().join("no-auth.json");
     let dest = reg.url("vendor/os");
-    push_ok(&f.repo, &dest, &no_auth);
+    push_ok(&f.repo, &dest, &no_auth, &[]);
     let idx = index_of(&f.repo);
     let hex = |path: &str| {
         path.trim_start_matches("streams/")
@@ -221,9 +257,9 @@ fn tampered_and_missing_blobs_are_refused() {
 }
 
 #[test]
-fn basic_auth_with_right_wrong_and_no_credentials() {
+fn basic_auth_over_tls_with_right_wrong_and_no_credentials() {
     let Some(f) = fixture() else { return };
-    let Some(reg) = Registry::start(Some(("vendor", "s3cret-pass"))) else {
+    let Some(reg) = Registry::start(Some(("vendor", "s3cret-pass")), true) else {
         return;
     };
     let Some(btrfs) = BtrfsFs::new_or_skip() else {
@@ -240,14 +276,17 @@ fn basic_auth_with_right_wrong_and_no_credentials() {
     let wrong = auth_file("wrong.json", "dmVuZG9yOmd1ZXNz"); // vendor:guess
     let none = reg.dir().join("none.json");
     let dest = reg.url("vendor/os");
+    assert!(dest.starts_with("oci://"), "TLS: {dest}");
+    let ca_path = reg.ca();
+    let ca = ["--ca", ca_path.to_str().unwrap()];
 
     // Without or with wrong credentials, push is refused (exit 1) with the reason.
-    let out = push(&f.repo, &dest, &none);
+    let out = push(&f.repo, &dest, &none, &ca);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("authentication failed"), "{err}");
     assert!(err.contains("none are stored for"), "{err}");
-    let out = push(&f.repo, &dest, &wrong);
+    let out = push(&f.repo, &dest, &wrong, &ca);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -256,13 +295,97 @@ fn basic_auth_with_right_wrong_and_no_credentials() {
     );
     assert!(!err.contains("guess"), "the password is never shown: {err}");
 
-    push_ok(&f.repo, &dest, &right);
+    push_ok(&f.repo, &dest, &right, &ca);
     let pool = new_pool(&btrfs, "auth");
-    let err = pull_fails(f, &dest, &pool, &wrong, &[], 1);
+    let err = pull_fails(f, &dest, &pool, &wrong, &ca, 1);
     assert!(err.contains("authentication failed"), "{err}");
-    let err = pull_fails(f, &dest, &pool, &none, &[], 1);
+    let err = pull_fails(f, &dest, &pool, &none, &ca, 1);
     assert!(err.contains("none are stored for"), "{err}");
+    // Without --ca the registry's certificate is not trusted (network error, exit 6).
+    let err = pull_fails(f, &dest, &pool, &right, &[], 6);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert!(pool_versions(&pool).is_empty());
-    pull_ok(f, &dest, &pool, &right, &[]);
+    pull_ok(f, &dest, &pool, &right, &ca);
+    check_version(f, &pool, VERSIONS);
+}
+
+#[test]
+fn registry_garbage_collection_after_pruning_keeps_what_the_live_index_names() {
+    let Some(f) = fixture() else { return };
+    let Some(reg) = Registry::start(None, false) else {
+        return;
+    };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let no_auth = reg.dir().join("no-auth.json");
+    let dest = reg.url("vendor/os");
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let trees = work.path().join("trees");
+    copy_tree(&f.dir.join("repo.trees"), &trees);
+    let old = push_ok(&repo, &dest, &no_auth, &[]);
+    let old_idx = index_of(&repo);
+    // Versions 1 and 2 retired; the new index (serial 6) pushed.
+    run(subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--trees")
+        .arg(&trees)
+        .arg("--prune")
+        .arg("3"));
+    let new = push_ok(&repo, &dest, &no_auth, &[]);
+    assert_eq!(new["serial"], VERSIONS as u64 + 1);
+    // Pruning writes no stream: only the new index is uploaded.
+    assert_eq!(new["uploaded"], 1, "{new}");
+    // The old manifest (tag serial-5) deleted, then the registry's garbage collector run.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+        ])
+        .arg(format!(
+            "{}vendor/os/manifests/{}",
+            reg.api(),
+            old["manifest"].as_str().unwrap()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "202", "{out:?}");
+    let out = std::process::Command::new(crate::support::registry::REGISTRY)
+        .arg("garbage-collect")
+        .arg(reg.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Blobs only the retired versions used are gone; everything the live index names stays.
+    let (full1, _) = stream(&old_idx, None, "1");
+    let hex = |p: &str| {
+        p.trim_start_matches("streams/")
+            .trim_end_matches(".zst")
+            .trim_end_matches(".map")
+            .to_string()
+    };
+    assert!(!reg.blob_data(&hex(&full1)).exists(), "{full1} collected");
+    let idx = index_of(&repo);
+    for s in idx["streams"].as_array().unwrap() {
+        let p = s["path"].as_str().unwrap();
+        assert!(reg.blob_data(&hex(p)).is_file(), "{p} kept");
+        if let Some(m) = s["map"]["path"].as_str() {
+            assert!(reg.blob_data(&hex(m)).is_file(), "{m} kept");
+        }
+    }
+    let pool = new_pool(&btrfs, "after-gc");
+    pull_ok(f, &dest, &pool, &no_auth, &["--version", "3"]);
+    check_version(f, &pool, 3);
+    pull_ok(f, &dest, &pool, &no_auth, &[]);
     check_version(f, &pool, VERSIONS);
 }

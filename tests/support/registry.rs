@@ -2,8 +2,9 @@
 //! 127.0.0.1, for `oci://` tests.
 //!
 //! [`Registry::start`] writes a config into a temporary directory (filesystem storage there,
-//! optionally htpasswd basic auth), starts the registry on a free port and waits until it
-//! answers; dropping it kills the process and removes the directory.
+//! optionally htpasswd basic auth and TLS with a certificate from a CA made there with
+//! `openssl`), starts the registry on a free port and waits until it answers; dropping it kills
+//! the process and removes the directory.
 
 use super::btrfs_fixture::skip_or_panic;
 use super::nginx::{free_port, wait_for_port};
@@ -13,18 +14,81 @@ use std::process::{Child, Command, Stdio};
 
 pub const REGISTRY: &str = "/usr/bin/docker-registry";
 pub const HTPASSWD: &str = "/usr/bin/htpasswd";
+pub const OPENSSL: &str = "/usr/bin/openssl";
 
 /// A running registry, killed on drop.
 pub struct Registry {
     child: Child,
     port: u16,
+    tls: bool,
     dir: tempfile::TempDir,
 }
 
+/// Makes `ca.pem` (a CA) and `server.pem`/`server.key` (for IP 127.0.0.1, signed by it) in
+/// `dir`.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new(OPENSSL)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509", "-days", "2", "-subj", "/CN=subvol test CA"];
+    a.extend(ec);
+    a.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    a.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&a);
+    let mut a = vec!["req", "-subj", "/CN=127.0.0.1"];
+    a.extend(ec);
+    a.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&a);
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
 impl Registry {
-    /// Starts a registry; with `user` (name, password) it requires basic auth for them. `None`
-    /// (after [`skip_or_panic`]) when the registry or `htpasswd` is not installed.
-    pub fn start(user: Option<(&str, &str)>) -> Option<Registry> {
+    /// Starts a registry; with `user` (name, password) it requires basic auth for them, with
+    /// `tls` it serves HTTPS with a certificate from a CA of its own ([`Registry::ca`]). `None`
+    /// (after [`skip_or_panic`]) when the registry, `htpasswd` or `openssl` is not installed.
+    pub fn start(user: Option<(&str, &str)>, tls: bool) -> Option<Registry> {
         if !Path::new(REGISTRY).is_file() {
             skip_or_panic(&format!(
                 "{REGISTRY} is needed (scripts/setup.sh installs docker-registry)"
@@ -34,6 +98,12 @@ impl Registry {
         if user.is_some() && !Path::new(HTPASSWD).is_file() {
             skip_or_panic(&format!(
                 "{HTPASSWD} is needed (scripts/setup.sh installs apache2-utils)"
+            ));
+            return None;
+        }
+        if tls && !Path::new(OPENSSL).is_file() {
+            skip_or_panic(&format!(
+                "{OPENSSL} is needed (scripts/setup.sh installs openssl)"
             ));
             return None;
         }
@@ -56,13 +126,22 @@ impl Registry {
                     file.display()
                 );
             }
+            let mut http_tls = String::new();
+            if tls {
+                make_certificates(dir.path());
+                http_tls = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    dir.path().join("server.pem").display(),
+                    dir.path().join("server.key").display()
+                );
+            }
             let conf = dir.path().join("config.yml");
             fs::write(
                 &conf,
                 format!(
                     "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: 127.0.0.1:{port}\n{auth}",
+                     http:\n  addr: 127.0.0.1:{port}\n{http_tls}{auth}",
                     dir.path().join("store").display()
                 ),
             )
@@ -77,7 +156,12 @@ impl Registry {
                 .spawn()
                 .expect("start docker-registry");
             if wait_for_port(port, &mut child) {
-                return Some(Registry { child, port, dir });
+                return Some(Registry {
+                    child,
+                    port,
+                    tls,
+                    dir,
+                });
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -86,9 +170,25 @@ impl Registry {
         panic!("docker-registry did not start; its log:\n{last}");
     }
 
-    /// `oci+http://127.0.0.1:PORT/NAME`.
+    /// `oci://127.0.0.1:PORT/NAME` with TLS, else `oci+http://...`.
     pub fn url(&self, name: &str) -> String {
-        format!("oci+http://127.0.0.1:{}/{name}", self.port)
+        let scheme = if self.tls { "oci" } else { "oci+http" };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The CA that signed the TLS certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The registry's config file (for `docker-registry garbage-collect`).
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
+    }
+
+    /// `http://127.0.0.1:PORT/v2/` (plain HTTP registries).
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}/v2/", self.port)
     }
 
     /// `127.0.0.1:PORT`.
