@@ -1,8 +1,9 @@
 //! Tests: pushing a directory repository to a real OCI registry (Debian's `docker-registry` on
 //! 127.0.0.1) and pulling from it: from empty and from older versions, seeded with ranges, a
 //! resumed blob download, refusals of tampered and missing blobs, basic auth over TLS (a CA the
-//! test makes, `--ca`) with right, wrong and no credentials, and the registry's garbage
-//! collector after pruning.
+//! test makes, `--ca`) with right, wrong and no credentials, the bearer-token flow and a
+//! registry that ignores Range (a Python proxy in front of the registry), and the registry's
+//! garbage collector after pruning.
 //!
 //! The repository is the one `tests/mirror.rs` publishes (five versions). Credentials are given
 //! through `REGISTRY_AUTH_FILE` only (a file the test writes, or a missing one: no host file is
@@ -13,7 +14,7 @@ use crate::mirror::{
     stream, subvol,
 };
 use crate::support::btrfs_fixture::BtrfsFs;
-use crate::support::registry::Registry;
+use crate::support::registry::{Proxy, ProxyMode, Registry};
 use crate::support::tree::{copy_tree, run};
 use serde_json::Value;
 use std::fs;
@@ -387,5 +388,100 @@ fn registry_garbage_collection_after_pruning_keeps_what_the_live_index_names() {
     pull_ok(f, &dest, &pool, &no_auth, &["--version", "3"]);
     check_version(f, &pool, 3);
     pull_ok(f, &dest, &pool, &no_auth, &[]);
+    check_version(f, &pool, VERSIONS);
+}
+
+#[test]
+fn bearer_token_flow_through_a_token_endpoint() {
+    let Some(f) = fixture() else { return };
+    let Some(reg) = Registry::start(None, false) else {
+        return;
+    };
+    let Some(proxy) = Proxy::start(&reg, ProxyMode::Bearer) else {
+        return;
+    };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let auth_file = |name: &str, auth: &str| {
+        let p = reg.dir().join(name);
+        let json = serde_json::json!({ "auths": { proxy.host(): { "auth": auth } } });
+        fs::write(&p, json.to_string()).unwrap();
+        p
+    };
+    let right = auth_file("right.json", "dG9rZW51c2VyOnRva2VuLXBhc3M="); // tokenuser:token-pass
+    let wrong = auth_file("wrong.json", "dG9rZW51c2VyOm5vcGU="); // tokenuser:nope
+    let none = reg.dir().join("none.json");
+    let dest = proxy.url("vendor/os");
+
+    push_ok(&f.repo, &dest, &right, &[]);
+    let tokens = proxy.token_requests();
+    assert!(
+        tokens.iter().all(|t| t.contains("service=subvol-test")),
+        "{tokens:?}"
+    );
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t.contains("repository%3Avendor%2Fos%3Apull%2Cpush")),
+        "{tokens:?}"
+    );
+    let pool = new_pool(&btrfs, "bearer");
+    let err = pull_fails(f, &dest, &pool, &wrong, &[], 1);
+    assert!(
+        err.contains("refused the credentials of tokenuser from"),
+        "{err}"
+    );
+    let err = pull_fails(f, &dest, &pool, &none, &[], 1);
+    assert!(err.contains("none are stored for"), "{err}");
+    pull_ok(f, &dest, &pool, &right, &[]);
+    check_version(f, &pool, VERSIONS);
+    assert!(
+        proxy
+            .token_requests()
+            .iter()
+            .any(|t| t.contains("repository%3Avendor%2Fos%3Apull&") || t.ends_with("%3Apull")),
+        "a pull asks for pull only: {:?}",
+        proxy.token_requests()
+    );
+}
+
+#[test]
+fn a_registry_that_ignores_range_gets_whole_blob_requests() {
+    let Some(f) = fixture() else { return };
+    let Some(reg) = Registry::start(None, false) else {
+        return;
+    };
+    let Some(proxy) = Proxy::start(&reg, ProxyMode::NoRange) else {
+        return;
+    };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let no_auth = reg.dir().join("no-auth.json");
+    push_ok(&f.repo, &reg.url("vendor/os"), &no_auth, &[]);
+    let dest = proxy.url("vendor/os");
+    // Seeded: the range requests get 200, so the whole blob is read once.
+    let pool = new_pool(&btrfs, "seeded");
+    pull_ok(f, &dest, &pool, &no_auth, &["--version", "1"]);
+    let p = pull_ok(f, &dest, &pool, &no_auth, &["--plan", "seeded"]);
+    check_version(f, &pool, VERSIONS);
+    assert!(p["refused"].as_array().unwrap().is_empty(), "{p}");
+    // A partial download cannot be resumed: it starts over and completes.
+    let idx = index_of(&f.repo);
+    let pool = new_pool(&btrfs, "restart");
+    let (full_path, size) = stream(&idx, None, &VERSIONS.to_string());
+    let sha = full_path
+        .trim_start_matches("streams/")
+        .trim_end_matches(".zst");
+    let cache = pool.join(".subvol/cache");
+    fs::create_dir_all(&cache).unwrap();
+    let data = fs::read(f.repo.join(&full_path)).unwrap();
+    fs::write(
+        cache.join(format!("{sha}.part")),
+        &data[..(size / 2) as usize],
+    )
+    .unwrap();
+    pull_ok(f, &dest, &pool, &no_auth, &["--plan", "chain"]);
     check_version(f, &pool, VERSIONS);
 }

@@ -218,3 +218,145 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// What [`Proxy`] does in front of a registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Token authentication: every `/v2/` request needs `Authorization: Bearer TOKEN`, else
+    /// 401 with a `Bearer realm=".../token"` challenge; `/token` hands out TOKEN for the basic
+    /// credentials [`PROXY_USER`]:[`PROXY_PASSWORD`] (and logs the scopes asked for).
+    Bearer,
+    /// Range headers are dropped: the registry answers every request with the whole blob.
+    NoRange,
+}
+
+pub const PROXY_USER: &str = "tokenuser";
+pub const PROXY_PASSWORD: &str = "token-pass";
+
+/// A Python reverse proxy in front of a registry, killed on drop.
+pub struct Proxy {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const PROXY: &str = r#"
+import base64, http.server, json, socketserver, sys, urllib.error, urllib.request
+upstream, mode, scopes = sys.argv[1], sys.argv[2], sys.argv[3]
+USER, PASSWORD, TOKEN = sys.argv[4], sys.argv[5], "t0ken-" + "x" * 20
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a):
+        return None
+opener = urllib.request.build_opener(NoRedirect)
+
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def reply(self, status, headers, body):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+    def handle_any(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        host = self.headers.get("Host")
+        if self.path.startswith("/token"):
+            want = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            if self.headers.get("Authorization") != want:
+                return self.reply(401, [], b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+            with open(scopes, "a") as f:
+                f.write(self.path + "\n")
+            tok = json.dumps({"token": TOKEN, "expires_in": 300}).encode()
+            return self.reply(200, [("Content-Type", "application/json")], tok)
+        if mode == "bearer" and self.headers.get("Authorization") != "Bearer " + TOKEN:
+            ch = f'Bearer realm="http://{host}/token",service="subvol-test"'
+            return self.reply(401, [("WWW-Authenticate", ch)], b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("authorization", "connection", "content-length")
+                   and not (mode == "norange" and k.lower() == "range")}
+        req = urllib.request.Request(upstream + self.path, data=body, headers=headers,
+                                     method=self.command)
+        try:
+            resp = opener.open(req)
+        except urllib.error.HTTPError as e:
+            resp = e
+        data = resp.read()
+        hs = [(k, v) for k, v in resp.headers.items()
+              if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+        self.reply(resp.status if hasattr(resp, "status") else resp.code, hs, data)
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+s = S(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+impl Proxy {
+    /// Starts a proxy in `mode` in front of the plain-HTTP `registry`; `None` (after
+    /// [`skip_or_panic`]) without python3.
+    pub fn start(registry: &Registry, mode: ProxyMode) -> Option<Proxy> {
+        use std::io::{BufRead, BufReader};
+        if !Path::new("/usr/bin/python3").is_file() {
+            skip_or_panic("/usr/bin/python3 is needed for the registry proxy");
+            return None;
+        }
+        assert!(!registry.tls, "the proxy talks plain HTTP to the registry");
+        let dir = tempfile::tempdir().expect("proxy directory");
+        let script = dir.path().join("proxy.py");
+        fs::write(&script, PROXY).expect("write proxy.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(format!("http://127.0.0.1:{}", registry.port))
+            .arg(match mode {
+                ProxyMode::Bearer => "bearer",
+                ProxyMode::NoRange => "norange",
+            })
+            .arg(dir.path().join("scopes.log"))
+            .arg(PROXY_USER)
+            .arg(PROXY_PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("proxy stdout"))
+            .read_line(&mut line)
+            .expect("read the proxy's port");
+        let port = line.trim().parse().expect("proxy port");
+        Some(Proxy { child, port, dir })
+    }
+
+    /// `oci+http://127.0.0.1:PORT/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("oci+http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The token requests served (path and query), in order.
+    pub fn token_requests(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("scopes.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
