@@ -201,7 +201,7 @@ fn push_then_pull_from_empty_and_from_older_versions() {
 
     // A registry repository nothing was pushed to.
     let pool = new_pool(&btrfs, "nothing");
-    let err = pull_fails(f, &reg.url("vendor/none"), &pool, &no_auth, &[], 4);
+    let err = pull_fails(f, &reg.url("vendor/none"), &pool, &no_auth, &[], 6);
     assert!(err.contains("nothing was pushed there"), "{err}");
 }
 

@@ -263,7 +263,9 @@ impl MirrorError {
             MirrorError::Pool(e) => e.exit_code(),
             MirrorError::Registry(oci::OciError::Manifest { .. }) => ExitCode::Verification,
             MirrorError::Registry(
-                oci::OciError::Protocol { .. } | oci::OciError::AuthFile { .. },
+                oci::OciError::Protocol { .. }
+                | oci::OciError::AuthFile { .. }
+                | oci::OciError::NoManifest(_),
             ) => ExitCode::Io,
             MirrorError::Registry(_) => ExitCode::Failure,
             MirrorError::Content(_) => ExitCode::Io,

@@ -83,6 +83,10 @@ pub enum OciError {
         /// What is wrong.
         reason: String,
     },
+    /// The registry has no manifest under that tag or digest (like a 404 on an HTTP
+    /// mirror's index).
+    #[error("{0}: no such manifest in the registry: nothing was pushed there (`subvol push`)")]
+    NoManifest(String),
     /// A credentials file cannot be read or parsed.
     #[error("{}: {reason}", path.display())]
     AuthFile {
@@ -805,16 +809,7 @@ impl Registry {
         match resp.status().as_u16() {
             200 => {}
             401 | 403 => return Err(self.unauthorized(&resp)),
-            404 => {
-                return Err(OciError::Manifest {
-                    location: url,
-                    reason: format!(
-                        "no manifest {} in {}: nothing was pushed there (`subvol push`)",
-                        self.reference.reference, self.reference.name
-                    ),
-                }
-                .into());
-            }
+            404 => return Err(OciError::NoManifest(self.reference.display()).into()),
             status => return Err(MirrorError::HttpStatus { url, status }),
         }
         let body = self.read_limited(&url, resp, MAX_MANIFEST_BYTES)?;
