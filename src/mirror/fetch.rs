@@ -315,7 +315,6 @@ impl Remote {
                 let Some(req) = self.get(rel)? else {
                     return Err(MirrorError::Bug("no request for an HTTP file".to_string()));
                 };
-                let loc = self.location(rel);
                 let resp = req.call().map_err(|e| match e {
                     ureq::Error::Timeout(_) => MirrorError::Stalled {
                         url: loc.clone(),
