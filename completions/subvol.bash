@@ -43,6 +43,9 @@ _subvol() {
             subvol,pull)
                 cmd="subvol__subcmd__pull"
                 ;;
+            subvol,push)
+                cmd="subvol__subcmd__push"
+                ;;
             subvol,recv)
                 cmd="subvol__subcmd__recv"
                 ;;
@@ -88,6 +91,9 @@ _subvol() {
             subvol__subcmd__help,pull)
                 cmd="subvol__subcmd__help__subcmd__pull"
                 ;;
+            subvol__subcmd__help,push)
+                cmd="subvol__subcmd__help__subcmd__push"
+                ;;
             subvol__subcmd__help,recv)
                 cmd="subvol__subcmd__help__subcmd__recv"
                 ;;
@@ -128,7 +134,7 @@ _subvol() {
 
     case "${cmd}" in
         subvol)
-            opts="-h -V --help --version dump verify recv send sign keygen digest publish pull pool list show snapshot delete help"
+            opts="-h -V --help --version dump verify recv send sign keygen digest publish pull push pool list show snapshot delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -192,7 +198,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__help)
-            opts="dump verify recv send sign keygen digest publish pull pool list show snapshot delete help"
+            opts="dump verify recv send sign keygen digest publish pull push pool list show snapshot delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -332,6 +338,20 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__help__subcmd__pull)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__help__subcmd__push)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -590,7 +610,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__pull)
-            opts="-h --into --verify --version --keep --dry-run --plan --timeout --min-rate --rate-window --progress --json --help"
+            opts="-h --into --verify --version --keep --dry-run --plan --timeout --min-rate --rate-window --ca --progress --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -625,6 +645,32 @@ _subvol() {
                     return 0
                     ;;
                 --rate-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__push)
+            opts="-h -V --ca --timeout --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

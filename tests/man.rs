@@ -356,6 +356,25 @@ const PAGES: &[Page] = &[
         see_also: &["subvol-publish(1)", "subvol-pool(1)", "subvol-recv(1)"],
     },
     Page {
+        name: "subvol-push",
+        description: &[],
+        examples: &[(
+            "Publish a version, then mirror the repository to a registry's stable channel:",
+            &[
+                "subvol publish --repo /srv/repo --key vendor.key /build/rootfs --version 2026.12",
+                "subvol push /srv/repo oci://registry.example/vendor/os:stable",
+            ],
+        )],
+        security: &[
+            "Credentials are read only from the registry auth files (never from the command \
+             line, so they do not show in process lists or shell history), and never printed. \
+             The registry is not trusted by pulls: they verify the signed index and every blob.",
+        ],
+        exit: "Status 1: authentication failed, or serial-N already names another manifest. \
+               Status 6: the repository cannot be read, or the network failed.",
+        see_also: &["subvol-publish(1)", "subvol-pull(1)"],
+    },
+    Page {
         name: "subvol-pool",
         description: &[
             "A pool is a directory on btrfs that holds received versions as read-only \

@@ -17,21 +17,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
-const VERSIONS: usize = 5;
+pub(crate) const VERSIONS: usize = 5;
 
 /// The published repository, shared by all tests (read-only: tests copy it to alter it).
-struct Fixture {
-    dir: PathBuf,
-    repo: PathBuf,
-    key: PathBuf,
-    public: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) dir: PathBuf,
+    pub(crate) repo: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) public: PathBuf,
     /// Source trees, index 0 = version "1".
     trees: Vec<PathBuf>,
     /// The index as it was after each publish (index i = after version i+1).
     saved_index: Vec<PathBuf>,
 }
 
-fn subvol() -> Command {
+pub(crate) fn subvol() -> Command {
     Command::new(bin("subvol"))
 }
 
@@ -102,7 +102,7 @@ fn make_trees(base: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn fixture() -> Option<&'static Fixture> {
+pub(crate) fn fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
         if find_tool("python3").is_none() {
@@ -157,13 +157,13 @@ fn fixture() -> Option<&'static Fixture> {
     .as_ref()
 }
 
-fn index_of(repo: &Path) -> Value {
+pub(crate) fn index_of(repo: &Path) -> Value {
     let env: Value = serde_json::from_slice(&fs::read(repo.join("index.json")).unwrap()).unwrap();
     serde_json::from_str(env["index"].as_str().unwrap()).unwrap()
 }
 
 /// The stream file `from` → `to` (None: full) of an index.
-fn stream(index: &Value, from: Option<&str>, to: &str) -> (String, u64) {
+pub(crate) fn stream(index: &Value, from: Option<&str>, to: &str) -> (String, u64) {
     let s = index["streams"]
         .as_array()
         .unwrap()
@@ -359,7 +359,7 @@ impl Drop for Server {
 }
 
 /// `subvol pull SOURCE --into POOL --verify PUB --json [extra]`.
-fn pull(f: &Fixture, source: &str, pool: &Path, extra: &[&str]) -> Output {
+pub(crate) fn pull(f: &Fixture, source: &str, pool: &Path, extra: &[&str]) -> Output {
     subvol()
         .arg("pull")
         .arg(source)
@@ -373,7 +373,7 @@ fn pull(f: &Fixture, source: &str, pool: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn pull_ok(f: &Fixture, source: &str, pool: &Path, extra: &[&str]) -> Value {
+pub(crate) fn pull_ok(f: &Fixture, source: &str, pool: &Path, extra: &[&str]) -> Value {
     let out = pull(f, source, pool, extra);
     assert!(
         out.status.success(),
@@ -389,7 +389,13 @@ fn pull_ok(f: &Fixture, source: &str, pool: &Path, extra: &[&str]) -> Value {
     })
 }
 
-fn pull_fails(f: &Fixture, source: &str, pool: &Path, extra: &[&str], code: i32) -> String {
+pub(crate) fn pull_fails(
+    f: &Fixture,
+    source: &str,
+    pool: &Path,
+    extra: &[&str],
+    code: i32,
+) -> String {
     let out = pull(f, source, pool, extra);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
@@ -401,7 +407,7 @@ fn pull_fails(f: &Fixture, source: &str, pool: &Path, extra: &[&str], code: i32)
 }
 
 /// Subvolume names directly in the pool.
-fn pool_versions(pool: &Path) -> Vec<String> {
+pub(crate) fn pool_versions(pool: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(pool)
         .unwrap()
         .flatten()
@@ -412,7 +418,7 @@ fn pool_versions(pool: &Path) -> Vec<String> {
     v
 }
 
-fn check_version(f: &Fixture, pool: &Path, v: usize) {
+pub(crate) fn check_version(f: &Fixture, pool: &Path, v: usize) {
     assert_same_tree(
         &f.trees[v - 1],
         &pool.join(v.to_string()),
@@ -420,14 +426,14 @@ fn check_version(f: &Fixture, pool: &Path, v: usize) {
     );
 }
 
-fn new_pool(fs: &BtrfsFs, name: &str) -> PathBuf {
+pub(crate) fn new_pool(fs: &BtrfsFs, name: &str) -> PathBuf {
     let p = fs.path().join(name);
     fs::create_dir(&p).unwrap();
     p
 }
 
 /// A copy of the repository that a test may alter.
-fn repo_copy(f: &Fixture, dir: &Path) -> PathBuf {
+pub(crate) fn repo_copy(f: &Fixture, dir: &Path) -> PathBuf {
     let r = dir.join("repo");
     copy_tree(&f.repo, &r);
     r

@@ -14,6 +14,7 @@
 
 use super::MirrorError;
 use super::index::{MAX_INDEX_BYTES, Sha256Digest, StreamFile};
+use super::oci::{Reference, Registry};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -143,6 +144,8 @@ pub enum Remote {
         /// When to give a transfer up.
         limits: StallLimits,
     },
+    /// An OCI registry repository (`oci://`, `oci+http://`), see [`super::oci`].
+    Oci(Box<Registry>),
 }
 
 /// Download progress of one file.
@@ -196,12 +199,57 @@ impl Remote {
         }
     }
 
+    /// Parses `URL|DIR` as [`Remote::new`] does, and `oci://` (`oci+http://`) registry
+    /// references, connecting to the registry (credentials, TLS roots from `ca`).
+    ///
+    /// # Errors
+    /// A registry reference, its credentials or CA file are unusable, or it cannot be reached.
+    pub fn open(
+        source: &str,
+        limits: StallLimits,
+        ca: Option<&Path>,
+    ) -> Result<Remote, MirrorError> {
+        if Reference::is_oci(source) {
+            return Ok(Remote::Oci(Box::new(Registry::connect(
+                source, limits, ca, false,
+            )?)));
+        }
+        let mut r = Remote::new(source, limits);
+        if let (Remote::Http { agent, .. }, Some(_)) = (&mut r, ca) {
+            *agent = super::oci::agent(limits, ca)?;
+        }
+        Ok(r)
+    }
+
+    /// A GET request for repository file `rel` over HTTP or from a registry (with its
+    /// credentials); None for a directory.
+    pub(super) fn get(
+        &self,
+        rel: &str,
+    ) -> Result<Option<ureq::RequestBuilder<ureq::typestate::WithoutBody>>, MirrorError> {
+        match self {
+            Remote::Dir(_) => Ok(None),
+            Remote::Http { agent, .. } => Ok(Some(agent.get(self.location(rel)))),
+            Remote::Oci(r) => r.get(rel).map(Some),
+        }
+    }
+
+    /// The stall limits of HTTP and registry transfers.
+    pub(super) fn limits(&self) -> Option<StallLimits> {
+        match self {
+            Remote::Dir(_) => None,
+            Remote::Http { limits, .. } => Some(*limits),
+            Remote::Oci(r) => Some(r.limits()),
+        }
+    }
+
     /// The URL or path of a repository file, for messages.
     #[must_use]
     pub fn location(&self, rel: &str) -> String {
         match self {
             Remote::Dir(d) => d.join(rel).display().to_string(),
             Remote::Http { base, .. } => format!("{base}{rel}"),
+            Remote::Oci(r) => r.location(rel),
         }
     }
 
@@ -215,13 +263,14 @@ impl Remote {
                 .display()
                 .to_string(),
             Remote::Http { base, .. } => base.clone(),
+            Remote::Oci(r) => r.reference.display(),
         }
     }
 
-    /// True for HTTP(S).
+    /// True for HTTP(S) and registries (files are downloaded into the pool's cache).
     #[must_use]
     pub fn is_http(&self) -> bool {
-        matches!(self, Remote::Http { .. })
+        !matches!(self, Remote::Dir(_))
     }
 
     /// Bytes still to download for `files` into `cache`: what complete or partial copies
@@ -261,8 +310,12 @@ impl Remote {
                     .and_then(|f| f.take(MAX_INDEX_BYTES + 1).read_to_end(&mut buf))
                     .map_err(|e| MirrorError::io("read", &p, e))?;
             }
-            Remote::Http { agent, limits, .. } => {
-                let resp = agent.get(&loc).call().map_err(|e| match e {
+            Remote::Http { .. } | Remote::Oci(_) => {
+                let limits = &self.limits().unwrap_or_default();
+                let Some(req) = self.get(rel)? else {
+                    return Err(MirrorError::Bug("no request for an HTTP file".to_string()));
+                };
+                let resp = req.call().map_err(|e| match e {
                     ureq::Error::Timeout(_) => MirrorError::Stalled {
                         url: loc.clone(),
                         reason: no_response(limits),
@@ -344,15 +397,13 @@ impl Remote {
                     .map_err(|e| FetchError::Fatal(MirrorError::io("seek", &p, e)))?;
                 Ok(file)
             }
-            Remote::Http { agent, limits, .. } => {
-                self.fetch_http(agent, *limits, f, cache, progress, stop)
-            }
+            Remote::Http { limits, .. } => self.fetch_http(*limits, f, cache, progress, stop),
+            Remote::Oci(r) => self.fetch_http(r.limits(), f, cache, progress, stop),
         }
     }
 
     fn fetch_http(
         &self,
-        agent: &ureq::Agent,
         limits: StallLimits,
         f: &StreamFile,
         cache: &Path,
@@ -411,7 +462,11 @@ impl Remote {
             if have == f.size {
                 return finish(f, out, h, &part, &done);
             }
-            let mut req = agent.get(&url);
+            let Some(mut req) = self.get(&f.path).map_err(FetchError::Fatal)? else {
+                return Err(FetchError::Fatal(MirrorError::Bug(
+                    "no request for an HTTP file".to_string(),
+                )));
+            };
             if have > 0 {
                 req = req.header("Range", &format!("bytes={have}-"));
                 progress(Progress::Resume(have));
@@ -434,7 +489,12 @@ impl Remote {
             match status {
                 404 | 410 => {
                     let _ = fs::remove_file(&part);
-                    return Err(FetchError::Missing(format!("{url}: HTTP {status}")));
+                    let note = if matches!(self, Remote::Oci(_)) {
+                        " (the registry lacks this blob, which its manifest names)"
+                    } else {
+                        ""
+                    };
+                    return Err(FetchError::Missing(format!("{url}: HTTP {status}{note}")));
                 }
                 416 => {
                     // Our partial copy does not fit the file on the server: start over.

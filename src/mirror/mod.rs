@@ -19,6 +19,7 @@
 
 pub mod fetch;
 pub mod index;
+pub mod oci;
 pub mod plan;
 pub mod publish;
 pub mod pull;
@@ -239,6 +240,9 @@ pub enum MirrorError {
     /// The pool's content index cannot be read or written.
     #[error(transparent)]
     Content(crate::content::ContentError),
+    /// An OCI registry refused or failed (see [`oci`]).
+    #[error(transparent)]
+    Registry(#[from] oci::OciError),
     /// An internal invariant broke (a value that cannot fail to encode did).
     #[error("internal error: {0}")]
     Bug(String),
@@ -257,6 +261,13 @@ impl MirrorError {
             | MirrorError::NoSpace { .. }
             | MirrorError::DownloadInterrupted { .. } => ExitCode::Io,
             MirrorError::Pool(e) => e.exit_code(),
+            MirrorError::Registry(oci::OciError::Manifest { .. }) => ExitCode::Verification,
+            MirrorError::Registry(
+                oci::OciError::Protocol { .. }
+                | oci::OciError::AuthFile { .. }
+                | oci::OciError::NoManifest(_),
+            ) => ExitCode::Io,
+            MirrorError::Registry(_) => ExitCode::Failure,
             MirrorError::Content(_) => ExitCode::Io,
             MirrorError::BadIndex(_)
             | MirrorError::IndexJson { .. }

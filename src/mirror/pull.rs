@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// What to pull.
 #[derive(Debug)]
 pub struct PullOptions {
-    /// `http(s)://...` or a directory.
+    /// `http(s)://...`, `oci://...` or a directory.
     pub source: String,
     /// The pool (a directory on btrfs).
     pub pool: PathBuf,
@@ -67,6 +67,8 @@ pub struct PullOptions {
     pub stall: StallLimits,
     /// Chains, seeded fulls, or the cheaper of both.
     pub plan: PlanChoice,
+    /// TLS roots for HTTPS and registries instead of the bundled ones (`--ca`).
+    pub ca: Option<PathBuf>,
 }
 
 /// How a pull may reach its target.
@@ -285,7 +287,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         indexed.extend(r.indexed.into_iter().map(|i| i.name));
     }
 
-    let remote = Remote::new(&o.source, o.stall);
+    let remote = Remote::open(&o.source, o.stall, o.ca.as_deref())?;
     let bytes = remote.read_small(INDEX_FILE)?;
     let (index, key) = Index::open(&bytes, &o.keys)?;
     let t = unix_now();

@@ -244,10 +244,11 @@ impl Remote {
         }
         match self {
             Remote::Dir(d) => copy_ranges(&d.join(rel), file_size, &ranges, out, progress, stop),
-            Remote::Http { agent, limits, .. } => {
+            Remote::Http { .. } | Remote::Oci(_) => {
                 let mut http = HttpRanges {
-                    agent,
-                    limits: *limits,
+                    remote: self,
+                    rel,
+                    limits: self.limits().unwrap_or_default(),
                     url: self.location(rel),
                     file_size,
                     out,
@@ -335,7 +336,8 @@ fn copy_ranges(
 pub const SINGLE_RANGE_REQUESTS: usize = 48;
 
 struct HttpRanges<'a> {
-    agent: &'a ureq::Agent,
+    remote: &'a Remote,
+    rel: &'a str,
     limits: StallLimits,
     url: String,
     file_size: u64,
@@ -391,7 +393,11 @@ impl HttpRanges<'_> {
             if (self.stop)() {
                 return Err(FetchError::Fatal(MirrorError::Interrupted));
             }
-            let mut req = self.agent.get(&self.url);
+            let Some(mut req) = self.remote.get(self.rel).map_err(FetchError::Fatal)? else {
+                return Err(FetchError::Fatal(MirrorError::Bug(
+                    "no request for an HTTP file".to_string(),
+                )));
+            };
             if *mode != Mode::Whole {
                 req = req.header("Range", &range_header(batch));
             }

@@ -6,6 +6,7 @@
 pub mod btrfs_fixture;
 pub mod kernel_streams;
 pub mod nginx;
+pub mod registry;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

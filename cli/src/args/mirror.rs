@@ -105,7 +105,8 @@ oldest versions this pool pulled beyond N (never the target, never other subvolu
     disable_version_flag = true
 )]
 pub struct PullArgs {
-    /// Repository URL (http:// or https://) or directory
+    /// Repository URL (http:// or https://), registry (oci://HOST[:PORT]/NAME[:TAG], or
+    /// oci+http:// for plain HTTP) or directory
     #[arg(value_name = "URL|DIR")]
     pub source: String,
     /// The pool: a directory on btrfs (see `subvol pool init`)
@@ -138,9 +139,33 @@ pub struct PullArgs {
     /// The window --min-rate is measured over
     #[arg(long = "rate-window", value_name = "DURATION", default_value = "60", value_parser = duration)]
     pub rate_window: u64,
+    /// Trust the PEM certificates in FILE for HTTPS and registries instead of the bundled
+    /// Mozilla roots
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Show progress on stderr even when it is not a terminal
     #[arg(long)]
     pub progress: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `subvol push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The directory repository (as written by `subvol publish`)
+    #[arg(value_name = "DIR")]
+    pub repo: PathBuf,
+    /// The registry repository: oci://HOST[:PORT]/NAME[:CHANNEL] (oci+http:// for plain HTTP)
+    #[arg(value_name = "REFERENCE")]
+    pub dest: String,
+    /// Trust the PEM certificates in FILE instead of the bundled Mozilla roots
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Give a request up after this long without a byte
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = duration)]
+    pub timeout: u64,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

@@ -8,7 +8,8 @@ mod send;
 mod sign;
 
 pub use mirror::{
-    DeleteArgs, ListArgs, PlanChoice, PoolArgs, PublishArgs, PullArgs, ShowArgs, SnapshotArgs,
+    DeleteArgs, ListArgs, PlanChoice, PoolArgs, PublishArgs, PullArgs, PushArgs, ShowArgs,
+    SnapshotArgs,
 };
 pub use send::SendArgs;
 pub use sign::{KeygenArgs, SignArgs};
@@ -130,6 +131,18 @@ pub enum Command {
     /// POOL/VERSION only once complete and verified. A missing or bad file makes it try another
     /// chain.
     Pull(PullArgs),
+    /// Mirror a directory repository to an OCI registry (oci://HOST[:PORT]/NAME[:CHANNEL])
+    ///
+    /// Uploads every stream and map file the index names as a blob (named by its SHA-256; blobs
+    /// the registry has are skipped), the index as a blob, then an OCI manifest of artifact type
+    /// application/vnd.subvol.repository.v1 listing all of them, tagged serial-N (never moved)
+    /// and then with the channel tag (default latest): no tag ever names a manifest whose blobs
+    /// are missing. The directory stays the repository of record; run push after each publish.
+    /// Credentials come from $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json,
+    /// ~/.config/containers/auth.json or ~/.docker/config.json (auths.HOST.auth, base64
+    /// user:password), never from the command line. oci+http:// talks plain HTTP (a registry on
+    /// 127.0.0.1).
+    Push(PushArgs),
     /// Manage pools (directories on btrfs holding received versions)
     Pool(PoolArgs),
     /// List the subvolumes under a directory on btrfs

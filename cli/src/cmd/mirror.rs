@@ -177,6 +177,45 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
     .map_err(w)
 }
 
+/// `subvol push`.
+///
+/// # Errors
+/// Unreadable repository, registry, credential and network errors.
+pub fn push(a: &args::PushArgs) -> Result<(), Error> {
+    let limits = mirror::StallLimits {
+        timeout: Duration::from_secs(a.timeout.max(1)),
+        ..mirror::StallLimits::default()
+    };
+    let json = a.json;
+    let report = mirror::oci::push(&a.repo, &a.dest, a.ca.as_deref(), limits, &mut |ev| {
+        if json {
+            return;
+        }
+        match ev {
+            mirror::oci::PushEvent::Upload { path, size } => {
+                eprintln!("  upload {:>10}  {}", human(size), esc(path));
+            }
+            mirror::oci::PushEvent::Present { .. } => {}
+            mirror::oci::PushEvent::Tagged(t) => eprintln!("  tagged {}", esc(t)),
+        }
+    })?;
+    if json {
+        return print_json(&report);
+    }
+    let w = Error::output;
+    writeln!(
+        io::stdout(),
+        "pushed serial {} to {}: {} blob(s) uploaded ({}), {} already there; manifest {}",
+        report.serial,
+        esc(&report.reference),
+        report.uploaded,
+        human(report.uploaded_bytes),
+        report.present,
+        report.manifest
+    )
+    .map_err(w)
+}
+
 /// `subvol pull`.
 ///
 /// # Errors
@@ -202,6 +241,7 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             args::PlanChoice::Chain => mirror::PlanChoice::Chain,
             args::PlanChoice::Seeded => mirror::PlanChoice::Seeded,
         },
+        ca: a.ca.clone(),
     };
     let json = a.json;
     let mut line = Status::new(a.progress);

@@ -13,7 +13,7 @@ mod verify;
 
 pub use dump::dump;
 pub use input::ThreadedInput;
-pub use mirror::{delete, list, pool, publish, pull, show, snapshot};
+pub use mirror::{delete, list, pool, publish, pull, push, show, snapshot};
 pub use recv::{Style, recv};
 pub use send::send;
 pub use sign::{keygen, sign};
@@ -124,6 +124,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Digest(a) => digest(&a),
         Command::Publish(a) => publish(&a),
         Command::Pull(a) => pull(&a),
+        Command::Push(a) => push(&a),
         Command::Pool(a) => pool(&a),
         Command::List(a) => list(&a),
         Command::Show(a) => show(&a),
