@@ -400,7 +400,14 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         // not given up on; fetched and planned anew each round (the pool may have grown).
         let mut seeded: Option<SeededPlan> = None;
         let pool_index = content_pool::pool_index(&pool).map_err(MirrorError::content)?;
-        if o.plan != PlanChoice::Chain && !seeded_given_up {
+        // With nothing indexed in the pool a seeded full is the full file plus its map: only
+        // worth planning when asked for.
+        let worth_seeding = match o.plan {
+            PlanChoice::Auto => pool_index.is_some(),
+            PlanChoice::Seeded => true,
+            PlanChoice::Chain => false,
+        };
+        if worth_seeding && !seeded_given_up {
             let full = index
                 .streams
                 .iter()
