@@ -23,7 +23,7 @@ _subvol__recv() {
 
     case "${cmd}" in
         subvol__recv)
-            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --keep-incomplete --chroot --dump --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
+            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --keep-incomplete --chroot --dump --dump-format --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -47,6 +47,10 @@ _subvol__recv() {
                     ;;
                 -m)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dump-format)
+                    COMPREPLY=($(compgen -W "progs-6.2 progs-6.10" -- "${cur}"))
                     return 0
                     ;;
                 --verify)

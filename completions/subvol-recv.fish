@@ -1,6 +1,8 @@
 complete -c subvol-recv -s f -l file -d 'Read the stream from FILE instead of stdin' -r -F
 complete -c subvol-recv -s E -l max-errors -d 'Stop at the Nth failed command (default 1; 0: never), as btrfs receive -E' -r
 complete -c subvol-recv -s m -d 'The mount point of DEST\'s file system (found in /proc/self/mounts otherwise)' -r -F
+complete -c subvol-recv -l dump-format -d 'With --dump: whose text to print, btrfs-progs 6.2 to 6.9 (progs-6.2) or 6.9.1, 6.10 and later (progs-6.10), as `subvol dump --format`' -r -f -a "progs-6.2\t'btrfs-progs 6.2 to 6.9 (Debian 12): xattr names and values and clone sources raw'
+progs-6.10\t'btrfs-progs 6.9.1, 6.10 and later: every name and value escaped'"
 complete -c subvol-recv -l verify -d 'Require every segment to be signed by one of these public keys, and apply nothing before its signature verified (repeatable); nothing is committed before the whole input verified' -r -F
 complete -c subvol-recv -l dedup-from -d 'Clone WRITE data found in the files under DIR instead of writing it (repeatable)' -r -F
 complete -c subvol-recv -s e -d 'Stop after the first END command (for streams made with `btrfs send -e`)'

@@ -176,7 +176,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__dump)
-            opts="-f -h -V --file --json --all --help --version"
+            opts="-f -h -V --file --json --format --all --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,6 +188,10 @@ _subvol() {
                     ;;
                 -f)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "progs-6.2 progs-6.10" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -682,7 +686,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__recv)
-            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --keep-incomplete --chroot --dump --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
+            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --keep-incomplete --chroot --dump --dump-format --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -706,6 +710,10 @@ _subvol() {
                     ;;
                 -m)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dump-format)
+                    COMPREPLY=($(compgen -W "progs-6.2 progs-6.10" -- "${cur}"))
                     return 0
                     ;;
                 --verify)

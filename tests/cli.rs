@@ -810,3 +810,49 @@ fn list_show_and_snapshot_escape_names_but_json_keeps_them() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("gone\\033[2J"), "{err:?}");
 }
+
+/// `--format progs-6.10` (and `subvol-recv --dump --dump-format progs-6.10`) prints xattrs as
+/// btrfs-progs 6.9.1+ does; the default stays 6.2's text; --format and --json exclude each
+/// other.
+#[test]
+fn dump_format_selects_the_progs_release() {
+    let xattr = Builder::new(cmd::SET_XATTR, 2)
+        .bytes(attr::PATH, b"f")
+        .bytes(attr::XATTR_NAME, b"user.a b")
+        .bytes(attr::XATTR_DATA, b"x\ny")
+        .build()
+        .unwrap();
+    let mut w = Writer::new(Vec::new());
+    w.write_command(&xattr).unwrap();
+    let stream = good_then(&[w.into_inner(), END.to_vec()].concat());
+    let line = |out: &Output| {
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout.clone())
+            .unwrap()
+            .split_once("set_xattr")
+            .map(|(_, l)| format!("set_xattr{l}"))
+            .unwrap()
+    };
+    let old = "set_xattr       ./s/f                           name=user.a b data=x\ny len=3\n";
+    let new = "set_xattr       ./s/f                           name=user.a\\ b x\\ny len=3\n";
+    with_file(&stream, |f| {
+        assert_eq!(line(&subvol(&["dump", "-f", f], "UTC", None)), old);
+        let out = subvol(&["dump", "--format", "progs-6.2", "-f", f], "UTC", None);
+        assert_eq!(line(&out), old);
+        let out = subvol(&["dump", "--format", "progs-6.10", "-f", f], "UTC", None);
+        assert_eq!(line(&out), new);
+        let out = subvol(&["dump", "--format=progs-6.9.1", "-f", f], "UTC", None);
+        assert_eq!(line(&out), new);
+        let out = Command::new(bin("subvol-recv"))
+            .args(["--dump", "--dump-format", "progs-6.10", "-f", f])
+            .output()
+            .unwrap();
+        assert_eq!(line(&out), new);
+        let out = subvol(
+            &["dump", "--json", "--format", "progs-6.10", "-f", f],
+            "UTC",
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    });
+}

@@ -120,8 +120,10 @@ const PAGES: &[Page] = &[
             "dump only reads and prints: it applies nothing and checks no signature (use \
              subvol verify --key for that). Names are printed escaped as btrfs receive --dump \
              prints them (control characters, spaces and bytes outside printable ASCII as \
-             backslash escapes), so a hostile stream cannot send terminal control sequences \
-             through the text output.",
+             backslash escapes). btrfs-progs 6.2, and so the default text, prints xattr names \
+             and values and clone sources raw: a hostile stream can send terminal control \
+             sequences through them. --format progs-6.10 (btrfs-progs 6.9.1 and later) and \
+             --json escape every name and value.",
         ],
         exit: "Status 3 means the stream is malformed; the commands before the problem have \
                been printed.",

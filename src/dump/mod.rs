@@ -1,11 +1,12 @@
-//! Dump sinks ([`crate::pipeline::CommandSink`]s): the text of `btrfs receive --dump` (btrfs-progs v6.2, byte for byte) and one JSON
+//! Dump sinks ([`crate::pipeline::CommandSink`]s): the text of `btrfs receive --dump` (btrfs-progs v6.2 or
+//! 6.9.1+, byte for byte) and one JSON
 //! object per command for scripts.
 
 mod json;
 mod text;
 
 pub use json::JsonDump;
-pub use text::TextDump;
+pub use text::{TextDump, TextFormat};
 
 use crate::Error;
 use crate::pipeline::{CommandSink, Hook, Source, Totals, UntilEnd, pump};

@@ -1,10 +1,12 @@
-//! `btrfs receive --dump` text, byte for byte as btrfs-progs v6.2 prints it.
+//! `btrfs receive --dump` text, byte for byte as btrfs-progs v6.2 prints it, or (with
+//! [`TextFormat::Progs6_10`]) as btrfs-progs 6.9.1 and later do.
 //!
 //! Quirks kept on purpose (they are what scripts parsing progs' output expect): titles padded to
 //! 16 columns, paths escaped and padded to 32 columns (at least one space), `chown` printing gid
-//! before uid, `fileattr=0x<decimal>`, `, ` separators in `encoded_write`, xattr names, values and
-//! clone sources printed raw (C strings: cut at the first NUL), times in the local time zone
-//! (honours `TZ`) without nanoseconds.
+//! before uid, `fileattr=0x<decimal>`, times in the local time zone (honours `TZ`) without
+//! nanoseconds. v6.2 also prints `, ` separators in `encoded_write`, and xattr names, values and
+//! clone sources raw (C strings: cut at the first NUL); 6.9.1 escapes those three (the value over
+//! its whole length, NULs included), drops the `data=` before the value and the commas.
 
 use super::escape_into;
 use crate::Error;
@@ -15,12 +17,24 @@ use std::ops::ControlFlow;
 
 const PATH_MAX: usize = 4096;
 
+/// Which btrfs-progs release's `--dump` text to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextFormat {
+    /// btrfs-progs 6.2 (Debian 12) up to 6.9: xattr names and values and clone sources raw.
+    #[default]
+    Progs6_2,
+    /// btrfs-progs 6.9.1, 6.10 and later: those escaped too, no `data=`, no commas in
+    /// `encoded_write`.
+    Progs6_10,
+}
+
 /// Prints the progs `--dump` text.
 pub struct TextDump<W: Write> {
     out: W,
     line: Vec<u8>,
     full_subvol_path: Vec<u8>,
     tz: jiff::tz::TimeZone,
+    format: TextFormat,
 }
 
 /// Proleptic Gregorian (year, month, day) of a day number counted from 1970-01-01 (Howard
@@ -68,7 +82,14 @@ impl<W: Write> TextDump<W> {
             line: Vec::with_capacity(512),
             full_subvol_path: b".".to_vec(),
             tz: jiff::tz::TimeZone::system(),
+            format: TextFormat::Progs6_2,
         }
+    }
+
+    /// The same dump in another release's text.
+    #[must_use]
+    pub fn format(self, format: TextFormat) -> TextDump<W> {
+        TextDump { format, ..self }
     }
 
     /// A dump with an explicit time zone (tests).
@@ -178,6 +199,7 @@ impl<W: Write> TextDump<W> {
         let esc = |f: &mut Vec<u8>, b: &[u8]| {
             escape_into(f, cstr(b));
         };
+        let new_text = self.format == TextFormat::Progs6_10;
         let (title, path): (&str, Vec<u8>) = match op {
             Op::Subvol {
                 path,
@@ -243,15 +265,25 @@ impl<W: Write> TextDump<W> {
             }
             Op::SetXattr { path, name, data } => {
                 f.extend_from_slice(b"name=");
-                f.extend_from_slice(cstr(name));
-                f.extend_from_slice(b" data=");
-                f.extend_from_slice(cstr(data));
+                if new_text {
+                    esc(&mut f, name);
+                    f.push(b' ');
+                    escape_into(&mut f, data);
+                } else {
+                    f.extend_from_slice(cstr(name));
+                    f.extend_from_slice(b" data=");
+                    f.extend_from_slice(cstr(data));
+                }
                 write!(f, " len={}", data.len()).map_err(Error::output)?;
                 ("set_xattr", in_subvol(path, self)?)
             }
             Op::RemoveXattr { path, name } => {
                 f.extend_from_slice(b"name=");
-                f.extend_from_slice(cstr(name));
+                if new_text {
+                    esc(&mut f, name);
+                } else {
+                    f.extend_from_slice(cstr(name));
+                }
                 ("remove_xattr", in_subvol(path, self)?)
             }
             Op::Write { path, offset, data } => {
@@ -271,7 +303,11 @@ impl<W: Write> TextDump<W> {
                 let len = i64::from(len as u32 as i32) as u64;
                 let from = in_subvol(clone_path, self)?;
                 write!(f, "offset={offset} len={len} from=").map_err(Error::output)?;
-                f.extend_from_slice(&from);
+                if new_text {
+                    esc(&mut f, &from);
+                } else {
+                    f.extend_from_slice(&from);
+                }
                 write!(f, " clone_offset={clone_offset}").map_err(Error::output)?;
                 ("clone", in_subvol(path, self)?)
             }
@@ -335,11 +371,12 @@ impl<W: Write> TextDump<W> {
                 encryption,
                 data,
             } => {
+                let sep = if new_text { " " } else { ", " };
                 write!(
                     f,
-                    "offset={offset} len={}, unencoded_file_len={unencoded_file_len}, \
-                     unencoded_len={unencoded_len}, unencoded_offset={unencoded_offset}, \
-                     compression={compression}, encryption={encryption}",
+                    "offset={offset} len={}{sep}unencoded_file_len={unencoded_file_len}{sep}\
+                     unencoded_len={unencoded_len}{sep}unencoded_offset={unencoded_offset}{sep}\
+                     compression={compression}{sep}encryption={encryption}",
                     data.len()
                 )
                 .map_err(Error::output)?;
@@ -485,6 +522,125 @@ mod tests {
         assert_eq!(path_cat(b"./s", b"").unwrap(), b"./s/");
         assert_eq!(path_cat(b"./s/", b"a//").unwrap(), b"./s/a/");
         assert!(path_cat(b"./s", &[b'a'; 4093]).is_none());
+    }
+
+    /// SUBVOL `s`, then commands with names holding spaces, newlines, backslashes, NULs and
+    /// bytes outside printable ASCII in paths, xattr names and values, clone sources and link
+    /// targets (the cases of btrfs-progs' misc-tests/054 and more).
+    fn special_names() -> Vec<Command> {
+        use crate::stream::{Builder, Uuid, attr, cmd};
+        let v = 2;
+        let b = |c| Builder::new(c, v);
+        let xattr = |name: &[u8], data: &[u8]| {
+            b(cmd::SET_XATTR)
+                .bytes(attr::PATH, b"x file")
+                .bytes(attr::XATTR_NAME, name)
+                .bytes(attr::XATTR_DATA, data)
+        };
+        [
+            b(cmd::SUBVOL)
+                .bytes(attr::PATH, b"s")
+                .uuid(attr::UUID, &Uuid([7; 16]))
+                .u64(attr::CTRANSID, 9),
+            xattr(b"user.name\nfailed xattr name", b"123\nfailed xattr value"),
+            xattr(b"user.k\\ey", b"a\0b\t\\\xff"),
+            b(cmd::REMOVE_XATTR)
+                .bytes(attr::PATH, b"dir/\x01f")
+                .bytes(attr::XATTR_NAME, b"user.sp ace"),
+            b(cmd::CLONE)
+                .bytes(attr::PATH, b"clone target\nx")
+                .u64(attr::FILE_OFFSET, 0)
+                .u64(attr::CLONE_LEN, 4096)
+                .uuid(attr::CLONE_UUID, &Uuid([7; 16]))
+                .u64(attr::CLONE_CTRANSID, 9)
+                .bytes(attr::CLONE_PATH, b"clone source\\1")
+                .u64(attr::CLONE_OFFSET, 8192),
+            b(cmd::SYMLINK)
+                .bytes(attr::PATH, b"a b")
+                .u64(attr::INO, 258)
+                .bytes(attr::PATH_LINK, b"t\nu"),
+            b(cmd::UNLINK).bytes(attr::PATH, b"\x7f\xe9 a very long name that is longer"),
+            b(cmd::TRUNCATE)
+                .bytes(attr::PATH, b"a very long name\tthat is longer")
+                .u64(attr::SIZE, 5),
+            b(cmd::ENCODED_WRITE)
+                .bytes(attr::PATH, b"e")
+                .u64(attr::FILE_OFFSET, 0)
+                .u64(attr::UNENCODED_FILE_LEN, 4096)
+                .u64(attr::UNENCODED_LEN, 4096)
+                .u64(attr::UNENCODED_OFFSET, 0)
+                .u32(attr::COMPRESSION, 1)
+                .data(b"abc"),
+        ]
+        .into_iter()
+        .map(|c| c.build().unwrap())
+        .collect()
+    }
+
+    fn dump_with(format: TextFormat) -> String {
+        let mut out = Vec::new();
+        let mut d = TextDump::with_time_zone(&mut out, jiff::tz::TimeZone::UTC).format(format);
+        for (i, c) in special_names().iter().enumerate() {
+            d.print(c, i as u64).unwrap();
+        }
+        drop(d);
+        String::from_utf8(out).unwrap()
+    }
+
+    const SUBVOL_LINE: &str = "subvol          ./s                             \
+        uuid=07070707-0707-0707-0707-070707070707 transid=9\n";
+
+    /// Lines both formats print alike: paths and link targets were escaped already in 6.2.
+    const COMMON_TAIL: &str = concat!(
+        r"symlink         ./s/a\ b                        dest=t\nu",
+        "\n",
+        r"unlink          ./s/\177\351\ a\ very\ long\ name\ that\ is\ longer",
+        "\n",
+        r"truncate        ./s/a\ very\ long\ name\tthat\ is\ longer size=5",
+        "\n",
+    );
+
+    #[test]
+    fn progs_6_2_prints_xattrs_and_clone_sources_raw() {
+        let want = [
+            SUBVOL_LINE,
+            r"set_xattr       ./s/x\ file                     name=user.name",
+            "\nfailed xattr name data=123\nfailed xattr value len=22\n",
+            r"set_xattr       ./s/x\ file                     name=user.k\ey data=a len=6",
+            "\n",
+            r"remove_xattr    ./s/dir/\001f                   name=user.sp ace",
+            "\n",
+            r"clone           ./s/clone\ target\nx            offset=0 len=4096 from=./s/clone source\1 clone_offset=8192",
+            "\n",
+            COMMON_TAIL,
+            "encoded_write   ./s/e                           offset=0 len=3, unencoded_file_len=4096, \
+             unencoded_len=4096, unencoded_offset=0, compression=1, encryption=0\n",
+        ]
+        .concat();
+        assert_eq!(dump_with(TextFormat::Progs6_2), want);
+    }
+
+    #[test]
+    fn progs_6_10_escapes_xattrs_and_clone_sources() {
+        let got = dump_with(TextFormat::Progs6_10);
+        let want = [
+            SUBVOL_LINE,
+            r"set_xattr       ./s/x\ file                     name=user.name\nfailed\ xattr\ name 123\nfailed\ xattr\ value len=22",
+            "\n",
+            r"set_xattr       ./s/x\ file                     name=user.k\\ey a\000b\t\\\377 len=6",
+            "\n",
+            r"remove_xattr    ./s/dir/\001f                   name=user.sp\ ace",
+            "\n",
+            r"clone           ./s/clone\ target\nx            offset=0 len=4096 from=./s/clone\ source\\1 clone_offset=8192",
+            "\n",
+            COMMON_TAIL,
+            "encoded_write   ./s/e                           offset=0 len=3 unencoded_file_len=4096 \
+             unencoded_len=4096 unencoded_offset=0 compression=1 encryption=0\n",
+        ]
+        .concat();
+        assert_eq!(got, want);
+        // misc-tests/054's check: no name can start a line of its own.
+        assert!(!got.lines().any(|l| l.starts_with("failed")), "{got}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use super::content::{BLOCK, ContentHasher, MIN_CLONE_SIZE, SourceFile, hash_file};
 use super::dedupe::{Dedupe, Source};
 use super::emit::Emitter;
-use super::tree::{CAPABILITY, DentryId, InodeId, Kind, ROOT, Tree};
+use super::tree::{
+    ACL_ACCESS, ACL_DEFAULT, CAPABILITY, DentryId, InodeId, Kind, ROOT, Tree, acl_is_extended,
+};
 use super::{SendError, SendSummary, TreeSendOptions, subvol_name};
 use crate::pipeline::CommandSink;
 use crate::stream::{Uuid, cmd, proto};
@@ -231,6 +233,9 @@ pub(crate) fn ino_of(id: InodeId) -> u64 {
 
 /// Creates inode `id` of `t` at stream path `rel` with everything but the directory's UTIMES
 /// (sent once its contents are complete): MK*, xattrs, data, CHOWN, CHMOD, capability, UTIMES.
+/// `parent_default` is the default ACL the directory it is made in has on the receiver at this
+/// point of the stream: the ACLs the receiver's kernel derives from it and the source inode
+/// lacks are removed.
 pub(crate) fn create_inode<W: CommandSink>(
     em: &mut Emitter<'_, W>,
     data: &mut ContentSender<'_>,
@@ -238,6 +243,7 @@ pub(crate) fn create_inode<W: CommandSink>(
     de: DentryId,
     ino: u64,
     rel: &[u8],
+    parent_default: Option<&[u8]>,
 ) -> Result<(), SendError> {
     let id = t.dentries[de as usize].inode;
     let i = &t.inodes[id as usize];
@@ -255,7 +261,7 @@ pub(crate) fn create_inode<W: CommandSink>(
             u64::from(i.kind.ifmt() | i.mode),
         )?,
     }
-    finish_new_inode(em, data, t, id, Some(de), rel)
+    finish_new_inode(em, data, t, id, Some(de), rel, parent_default)
 }
 
 /// Everything after MK* for a new inode made at entry `de` (also used for the root of a full
@@ -267,11 +273,24 @@ fn finish_new_inode<W: CommandSink>(
     id: InodeId,
     de: Option<DentryId>,
     rel: &[u8],
+    parent_default: Option<&[u8]>,
 ) -> Result<(), SendError> {
     let i = &t.inodes[id as usize];
     for (n, v) in &i.xattrs {
         if **n != *CAPABILITY {
             em.set_xattr(rel, n, v)?;
+        }
+    }
+    // Symlinks get no ACLs; other inodes inherit them from the directory's default ACL
+    // (whatever order the source's ACLs were set in): drop what the source does not have.
+    if let Some(dacl) = parent_default
+        && i.kind != Kind::Symlink
+    {
+        if i.xattr(ACL_ACCESS).is_none() && acl_is_extended(dacl) {
+            em.remove_xattr(rel, ACL_ACCESS)?;
+        }
+        if i.kind == Kind::Dir && i.xattr(ACL_DEFAULT).is_none() {
+            em.remove_xattr(rel, ACL_DEFAULT)?;
         }
     }
     if i.kind == Kind::File
@@ -306,7 +325,7 @@ pub(crate) fn send_full<W: CommandSink>(
     em.subvol(&subvol_name(t, opts), &uuid, ctransid)?;
     let mut data = ContentSender::new(t, opts, uuid, ctransid, None);
     // The root exists already: the kernel sends its CHOWN and CHMOD first.
-    finish_new_inode(&mut em, &mut data, t, ROOT, None, b"")?;
+    finish_new_inode(&mut em, &mut data, t, ROOT, None, b"", None)?;
     let mut first_path: HashMap<InodeId, Vec<u8>> = HashMap::new();
     let mut path = Vec::new();
     walk(&mut em, &mut data, t, ROOT, &mut path, &mut first_path)?;
@@ -344,7 +363,9 @@ fn walk<W: CommandSink>(
             em.link(path, existing)?;
             continue;
         }
-        create_inode(em, data, t, de_id, ino_of(de.inode), path)?;
+        // The directory's default ACL was sent with it (before its entries).
+        let parent_default = t.inodes[dir as usize].xattr(ACL_DEFAULT);
+        create_inode(em, data, t, de_id, ino_of(de.inode), path, parent_default)?;
         if i.links.len() > 1 {
             first_path.insert(de.inode, path.clone());
         }

@@ -23,7 +23,7 @@ use super::content::{BLOCK, SourceFile, block_is_data, hash_file};
 use super::dedupe::Source;
 use super::emit::Emitter;
 use super::full::{ContentSender, create_inode, ino_of};
-use super::tree::{CAPABILITY, Inode, InodeId, Kind, ROOT, Tree, Xattr};
+use super::tree::{ACL_DEFAULT, CAPABILITY, Inode, InodeId, Kind, ROOT, Tree, Xattr};
 use super::{SendError, SendSummary, TreeSendOptions, subvol_name};
 use crate::pipeline::CommandSink;
 use crate::stream::proto;
@@ -403,7 +403,21 @@ impl<W: CommandSink> Incr<'_, '_, W> {
                     let existing = self.live.path(lid);
                     self.em.link(&to, &existing)?;
                 } else {
-                    create_inode(&mut self.em, &mut self.data, self.new, de, ino_of(lid), &to)?;
+                    // A kept directory still has OLD's xattrs (step 4 updates them); a new
+                    // one got NEW's when it was made.
+                    let parent_default = match self.m.new_to_old[nd as usize] {
+                        Some(od) => self.old.inodes[od as usize].xattr(ACL_DEFAULT),
+                        None => self.new.inodes[nd as usize].xattr(ACL_DEFAULT),
+                    };
+                    create_inode(
+                        &mut self.em,
+                        &mut self.data,
+                        self.new,
+                        de,
+                        ino_of(lid),
+                        &to,
+                        parent_default,
+                    )?;
                     self.created[nj as usize] = true;
                 }
                 self.live.add_name(lid, dir_live, &d.name);

@@ -117,6 +117,33 @@ pub(crate) struct Tree {
 /// The xattr that `chown` clears, so it is always sent after CHOWN/CHMOD.
 pub(crate) const CAPABILITY: &[u8] = b"security.capability";
 
+/// An inode's access ACL.
+pub(crate) const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+
+/// A directory's default ACL: what the kernel gives inodes created in it.
+pub(crate) const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
+
+impl Inode {
+    /// The value of xattr `name`.
+    pub(crate) fn xattr(&self, name: &[u8]) -> Option<&[u8]> {
+        self.xattrs
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| &*self.xattrs[i].1)
+    }
+}
+
+/// Whether an inode created in a directory with default ACL `acl` gets an access ACL from it.
+/// The kernel (`posix_acl_create`) stores one only when the ACL has entries the mode cannot
+/// express: named users or groups, or a mask. The xattr is a 4-byte version, then 8-byte
+/// entries starting with a 16-bit tag (`ACL_USER` 2, `ACL_GROUP` 8, `ACL_MASK` 0x10).
+pub(crate) fn acl_is_extended(acl: &[u8]) -> bool {
+    acl.get(4..).unwrap_or_default().chunks_exact(8).any(|e| {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        matches!(tag, 0x02 | 0x08 | 0x10)
+    })
+}
+
 /// `new_encode_dev` as the kernel puts it in MKNOD's RDEV.
 pub(crate) fn encode_dev(major: u32, minor: u32) -> u64 {
     u64::from((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12))
@@ -395,5 +422,29 @@ impl Tree {
         u[6] = (u[6] & 0x0f) | 0x80;
         u[8] = (u[8] & 0x3f) | 0x80;
         Uuid(u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acl_is_extended;
+
+    fn acl(tags: &[u16]) -> Vec<u8> {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for &t in tags {
+            v.extend_from_slice(&t.to_le_bytes());
+            v.extend_from_slice(&7u16.to_le_bytes());
+            v.extend_from_slice(&1000u32.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn only_named_entries_or_a_mask_make_an_acl_extended() {
+        assert!(!acl_is_extended(&acl(&[0x01, 0x04, 0x20])));
+        assert!(acl_is_extended(&acl(&[0x01, 0x02, 0x04, 0x10, 0x20])));
+        assert!(acl_is_extended(&acl(&[0x01, 0x04, 0x08, 0x10, 0x20])));
+        assert!(acl_is_extended(&acl(&[0x01, 0x04, 0x10, 0x20])));
+        assert!(!acl_is_extended(b""));
     }
 }

@@ -69,13 +69,17 @@ pub struct Cli {
 pub enum Command {
     /// Print a send stream's commands as `btrfs receive --dump` does (or as JSON lines)
     ///
-    /// The text is byte for byte what `btrfs receive --dump` (btrfs-progs 6.2) prints, names
-    /// included: it does not sanitize control characters beyond what btrfs-progs does, so a
-    /// hostile stream can put terminal escapes into it. Pipe it through `cat -v` to look at an
-    /// untrusted stream, or use --json, where every name is escaped (and given as hex when it
-    /// is not UTF-8).
+    /// The text is byte for byte what `btrfs receive --dump` prints, names included: by default
+    /// that of btrfs-progs 6.2 to 6.9 (Debian 12 ships 6.2), with --format progs-6.10 that of
+    /// btrfs-progs 6.9.1, 6.10 and later, which also escapes xattr names and values and clone
+    /// sources, prints an xattr's value without `data=` and `encoded_write` without commas.
+    /// It does not sanitize control characters beyond what btrfs-progs does: in the 6.2 text
+    /// xattr names and values and clone sources are printed raw, so a hostile stream can put
+    /// terminal escapes into it. Pipe it through `cat -v` to look at an untrusted stream, or
+    /// use --format progs-6.10, or --json, where every name is escaped (and given as hex when
+    /// it is not UTF-8).
     #[command(
-        after_help = "Examples:\n  btrfs send /mnt/snap | subvol dump\n  subvol dump -f snap.stream --json | jq .command\n\nWithout --all, printing stops at the first END, as btrfs receive --dump does."
+        after_help = "Examples:\n  btrfs send /mnt/snap | subvol dump\n  subvol dump -f snap.stream --json | jq .command\n  subvol dump --format progs-6.10 -f snap.stream\n\nWithout --all, printing stops at the first END, as btrfs receive --dump does."
     )]
     Dump(DumpArgs),
     /// Check a send stream's framing, versions, CRCs and attributes without applying it
@@ -170,11 +174,27 @@ pub struct DumpArgs {
     #[allow(missing_docs)]
     pub input: InputArgs,
     /// Print one JSON object per header and command instead of text
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Whose text to print: btrfs-progs 6.2 to 6.9 (progs-6.2), or 6.9.1, 6.10 and later
+    /// (progs-6.10: xattr names and values and clone sources escaped too)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = DumpFormat::Progs6_2)]
+    pub format: DumpFormat,
     /// Continue after the first END through all concatenated streams
     #[arg(long)]
     pub all: bool,
+}
+
+/// `subvol dump --format`, `subvol recv --dump-format`: which btrfs-progs release's
+/// `receive --dump` text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DumpFormat {
+    /// btrfs-progs 6.2 to 6.9 (Debian 12): xattr names and values and clone sources raw
+    #[value(name = "progs-6.2")]
+    Progs6_2,
+    /// btrfs-progs 6.9.1, 6.10 and later: every name and value escaped
+    #[value(name = "progs-6.10", alias = "progs-6.9.1")]
+    Progs6_10,
 }
 
 /// `subvol verify`.
@@ -236,6 +256,16 @@ pub struct RecvArgs {
     /// Print the stream's commands instead of applying them (same as `subvol dump`)
     #[arg(long)]
     pub dump: bool,
+    /// With --dump: whose text to print, btrfs-progs 6.2 to 6.9 (progs-6.2) or 6.9.1, 6.10 and
+    /// later (progs-6.10), as `subvol dump --format`
+    #[arg(
+        long = "dump-format",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = DumpFormat::Progs6_2,
+        requires = "dump"
+    )]
+    pub dump_format: DumpFormat,
     /// Write file data decompressed instead of with encoded writes
     #[arg(long = "force-decompress")]
     pub force_decompress: bool,

@@ -4,7 +4,7 @@ use super::{Progress, open_input};
 use crate::args;
 use std::io::{self, BufWriter};
 use subvol::Error;
-use subvol::dump::{JsonDump, TextDump, run};
+use subvol::dump::{JsonDump, TextDump, TextFormat, run};
 use subvol::pipeline::{Hook, Totals};
 use subvol::stream::Reader;
 
@@ -15,6 +15,7 @@ use subvol::stream::Reader;
 pub fn dump(
     input: &args::InputArgs,
     json: bool,
+    format: args::DumpFormat,
     all: bool,
     force_progress: bool,
 ) -> Result<(), Error> {
@@ -28,7 +29,16 @@ pub fn dump(
     if json {
         run(&mut reader, JsonDump::new(out), all, &mut hook)?;
     } else {
-        run(&mut reader, TextDump::new(out), all, &mut hook)?;
+        let format = match format {
+            args::DumpFormat::Progs6_2 => TextFormat::Progs6_2,
+            args::DumpFormat::Progs6_10 => TextFormat::Progs6_10,
+        };
+        run(
+            &mut reader,
+            TextDump::new(out).format(format),
+            all,
+            &mut hook,
+        )?;
     }
     Ok(())
 }

@@ -115,7 +115,7 @@ pub fn name_output(e: Error, file: &Path) -> Error {
 /// Whatever the subcommand fails with.
 pub fn run(command: Command) -> Result<(), Error> {
     match command {
-        Command::Dump(a) => dump(&a.input, a.json, a.all, false),
+        Command::Dump(a) => dump(&a.input, a.json, a.format, a.all, false),
         Command::Verify(a) => verify(&a),
         Command::Recv(a) => recv(&a, Style::Subvol),
         Command::Send(a) => send(&a),

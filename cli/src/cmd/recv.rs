@@ -34,7 +34,7 @@ pub enum Style {
 pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
     if a.dump {
         // Like `btrfs receive --dump`: the first stream only (up to its END).
-        return dump(&a.input, false, false, a.progress);
+        return dump(&a.input, false, a.dump_format, false, a.progress);
     }
     let dest = a
         .dest
