@@ -303,8 +303,9 @@ fn deploy_switch_under_readers_and_rollback() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(pulled, ["1", "2"]);
-    // The newest pulled version is not deployed: an update is pending.
-    assert_eq!(s["pending"], "2");
+    // The newest pulled version was rolled back from: not pending (an update would undo the
+    // rollback).
+    assert!(s["pending"].is_null());
     let actions: Vec<&str> = s["history"]
         .as_array()
         .unwrap()
@@ -447,4 +448,50 @@ fn deploy_refuses_what_it_does_not_manage() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no previous deployment"));
+}
+
+/// `dist/subvol-update` (what `subvol-pull@.service` runs) with the configuration in its
+/// environment.
+fn update_script(env: &Env, verify: &Path) -> Output {
+    Command::new("sh")
+        .arg(crate::support::repo_root().join("dist/subvol-update"))
+        .env("SUBVOL_BIN", bin("subvol"))
+        .env("SUBVOL_SOURCE", &env.repo)
+        .env("SUBVOL_POOL", &env.pool)
+        .env("SUBVOL_VERIFY", verify)
+        .env("SUBVOL_PULL_ARGS", "--keep 1")
+        .env("SUBVOL_DEPLOY_TO", &env.target)
+        .env("SUBVOL_DEPLOY_POST", "echo \"post $SUBVOL_VERSION\" >&2")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_update_service_pulls_deploys_and_respects_rollbacks() {
+    let Some(env) = Env::new() else { return };
+    env.pull(2, &[]);
+    env.deploy_ok(2, &[]);
+    let out = update_script(&env, &env.public);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("post 4"), "{err}");
+    assert_eq!(env.deployed_tree(), 4);
+    assert_eq!(env.pool_versions(), ["2", "4"]);
+    // Nothing new: no second deployment.
+    let out = update_script(&env, &env.public);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing new to deploy"));
+    assert_eq!(env.status()["history"].as_array().unwrap().len(), 2);
+    // A rollback sticks: the version rolled back from is not deployed again.
+    env.rollback_ok();
+    let out = update_script(&env, &env.public);
+    assert!(out.status.success());
+    assert_eq!(env.deployed_tree(), 2);
+    // A pull that fails (the index is signed by another key) leaves the deployment untouched.
+    let other = env.fs.path().join("other.key");
+    run(subvol().arg("keygen").arg("-o").arg(&other));
+    let out = update_script(&env, &env.fs.path().join("other.key.pub"));
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(env.deployed_tree(), 2);
+    assert_eq!(env.status()["history"].as_array().unwrap().len(), 3);
 }

@@ -301,7 +301,8 @@ pub struct Status {
     pub pool: Option<PathBuf>,
     /// Versions the pool holds, oldest pull first.
     pub pulled: Vec<PulledEntry>,
-    /// The newest pulled version when it is not the deployed one: an update to deploy.
+    /// The newest pulled version when it is neither the current nor the previous deployment's
+    /// (rolled back from): an update to deploy.
     pub pending: Option<String>,
     /// Newest last.
     pub history: Vec<HistoryEntry>,
@@ -618,6 +619,8 @@ pub fn deploy(
     let id = format!("{}-{version}", state.next);
     state.next += 1;
     let path = l.dir.join(&id);
+    // Ids in the state are all below `next`: one here is a snapshot a crash left unrecorded.
+    pool::remove_tree(&l.dir, &id)?;
     let made = pool::snapshot(&source, &path, !opts.writable)?;
     let record = pulled_record(&pool, version)?;
     let new = Deployment {
@@ -810,10 +813,11 @@ pub fn status(target: &Path, pool: Option<&Path>) -> Result<Status, DeployError>
                 uuid,
             });
         }
+        // Rolled back from is not pending: an automatic deploy must not undo a rollback.
         pending = pulled
             .iter()
             .rfind(|p| p.pulled != 0)
-            .filter(|p| !p.deployed)
+            .filter(|p| !p.deployed && !p.previous)
             .map(|p| p.name.clone());
     }
     Ok(Status {

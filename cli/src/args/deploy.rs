@@ -89,7 +89,8 @@ Examples:
   subvol status --to /var/lib/app/current --json | jq .pending
 
 Shows the current and previous deployments (version, snapshot, remote), the versions the pool
-holds, and the newest pulled version when it is not deployed yet (pending).",
+holds, and the newest pulled version when it is neither the current nor the previous
+deployment's (pending: an update to deploy; a version rolled back from is not pending).",
     disable_version_flag = true
 )]
 pub struct StatusArgs {
