@@ -7,7 +7,8 @@
 #
 # --install-tool  run `cargo install cargo-deb --locked` when cargo-deb is missing
 # --check         list the package and check that the pages, completions and units are in it,
-#                 and unpack it into a scratch root to run `systemd-analyze verify` on the units
+#                 unpack it into a scratch directory, run its subvol, and `systemd-analyze
+#                 verify` its units
 # Prints the path of the .deb (target/debian/subvol_<version>_<arch>.deb).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,7 +47,14 @@ if [ $check = 1 ]; then
   dpkg-deb -x "$deb" "$root"
   "$root/usr/bin/subvol" --version >/dev/null
   if command -v systemd-analyze >/dev/null; then
-    systemd-analyze verify --man=no --root="$root" subvol-pull@check.timer subvol-pull@check.service
+    # The units as installed, with ExecStart pointing into the unpacked copy (verify checks
+    # that the program exists and is executable).
+    units=$root/units
+    mkdir "$units"
+    sed "s|^ExecStart=/|ExecStart=$root/|" "$root/usr/lib/systemd/system/subvol-pull@.service" \
+      >"$units/subvol-pull@check.service"
+    cp "$root/usr/lib/systemd/system/subvol-pull@.timer" "$units/subvol-pull@check.timer"
+    systemd-analyze verify --man=no "$units/subvol-pull@check.timer" "$units/subvol-pull@check.service"
   fi
   echo "package.sh: $deb checked" >&2
 fi
