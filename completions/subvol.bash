@@ -19,6 +19,9 @@ _subvol() {
             subvol,delete)
                 cmd="subvol__subcmd__delete"
                 ;;
+            subvol,deploy)
+                cmd="subvol__subcmd__deploy"
+                ;;
             subvol,digest)
                 cmd="subvol__subcmd__digest"
                 ;;
@@ -49,6 +52,9 @@ _subvol() {
             subvol,recv)
                 cmd="subvol__subcmd__recv"
                 ;;
+            subvol,rollback)
+                cmd="subvol__subcmd__rollback"
+                ;;
             subvol,send)
                 cmd="subvol__subcmd__send"
                 ;;
@@ -61,11 +67,17 @@ _subvol() {
             subvol,snapshot)
                 cmd="subvol__subcmd__snapshot"
                 ;;
+            subvol,status)
+                cmd="subvol__subcmd__status"
+                ;;
             subvol,verify)
                 cmd="subvol__subcmd__verify"
                 ;;
             subvol__subcmd__help,delete)
                 cmd="subvol__subcmd__help__subcmd__delete"
+                ;;
+            subvol__subcmd__help,deploy)
+                cmd="subvol__subcmd__help__subcmd__deploy"
                 ;;
             subvol__subcmd__help,digest)
                 cmd="subvol__subcmd__help__subcmd__digest"
@@ -97,6 +109,9 @@ _subvol() {
             subvol__subcmd__help,recv)
                 cmd="subvol__subcmd__help__subcmd__recv"
                 ;;
+            subvol__subcmd__help,rollback)
+                cmd="subvol__subcmd__help__subcmd__rollback"
+                ;;
             subvol__subcmd__help,send)
                 cmd="subvol__subcmd__help__subcmd__send"
                 ;;
@@ -108,6 +123,9 @@ _subvol() {
                 ;;
             subvol__subcmd__help,snapshot)
                 cmd="subvol__subcmd__help__subcmd__snapshot"
+                ;;
+            subvol__subcmd__help,status)
+                cmd="subvol__subcmd__help__subcmd__status"
                 ;;
             subvol__subcmd__help,verify)
                 cmd="subvol__subcmd__help__subcmd__verify"
@@ -134,7 +152,7 @@ _subvol() {
 
     case "${cmd}" in
         subvol)
-            opts="-h -V --help --version dump verify recv send sign keygen digest publish pull push pool list show snapshot delete help"
+            opts="-h -V --help --version dump verify recv send sign keygen digest publish pull push pool list show snapshot delete deploy rollback status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -154,6 +172,32 @@ _subvol() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__deploy)
+            opts="-h --to --writable --pre --post --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pre)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --post)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -202,7 +246,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__help)
-            opts="dump verify recv send sign keygen digest publish pull push pool list show snapshot delete help"
+            opts="dump verify recv send sign keygen digest publish pull push pool list show snapshot delete deploy rollback status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -216,6 +260,20 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__help__subcmd__deploy)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -383,6 +441,20 @@ _subvol() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        subvol__subcmd__help__subcmd__rollback)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         subvol__subcmd__help__subcmd__send)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -426,6 +498,20 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__help__subcmd__snapshot)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -731,6 +817,32 @@ _subvol() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        subvol__subcmd__rollback)
+            opts="-h --to --pre --post --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pre)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --post)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         subvol__subcmd__send)
             opts="-p -c -e -f -h -V --parent --clone-src --proto --compressed-data --no-data --from-tree --uuid --parent-uuid --sign --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -836,6 +948,28 @@ _subvol() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__status)
+            opts="-h --to --pool --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -72,6 +72,9 @@ pub enum Error {
     /// Pool or subvolume management failed.
     #[error(transparent)]
     Pool(#[from] crate::pool::PoolError),
+    /// Deploying, rolling back or reading a deployment failed.
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
     /// Stopped by SIGINT or SIGTERM (partial work removed).
     #[error("interrupted")]
     Interrupted,
@@ -141,6 +144,7 @@ impl Error {
             | Error::Output(_)
             | Error::Send(_)
             | Error::Pool(_)
+            | Error::Deploy(_)
             | Error::Interrupted
             | Error::Invalid(_)
             | Error::Bug(_) => false,
@@ -162,6 +166,7 @@ impl Error {
             Error::Recv(e) => e.exit_code(),
             Error::Mirror(e) => e.exit_code(),
             Error::Pool(e) => e.exit_code(),
+            Error::Deploy(e) => e.exit_code(),
             Error::Invalid(_) | Error::Bug(_) => ExitCode::Failure,
             Error::Interrupted => ExitCode::Interrupted,
         }

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod content;
+pub mod deploy;
 pub mod digest;
 pub mod dump;
 pub mod error;

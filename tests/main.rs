@@ -7,6 +7,7 @@ mod cli;
 mod codec;
 mod content;
 mod decompress;
+mod deploy;
 mod man;
 mod mirror;
 mod oci;

@@ -458,6 +458,41 @@ const PAGES: &[Page] = &[
         exit: "",
         see_also: &["subvol-list(1)", "btrfs-subvolume(8)"],
     },
+    Page {
+        name: "subvol-deploy",
+        description: &[],
+        examples: &[],
+        security: &[
+            "The switch is one rename(2) of the symbolic link PATH: every path lookup through \
+             PATH reaches the old deployment or the new one, never a mix. A program that reads \
+             several files and needs them from one version opens PATH once and reads relative \
+             to that directory.",
+            "Hooks run as the calling user with sh -c; the command line comes from the caller, \
+             never from a repository or a pool.",
+            "subvol pull --keep never deletes the versions the current and the previous \
+             deployment came from (POOL/.subvol/pins/).",
+        ],
+        exit: "Status 1: the version is not in the pool, PATH exists and is no symbolic link, \
+               or a hook failed (a failed --pre hook changes nothing). Status 6: a snapshot, \
+               the switch or the state file failed.",
+        see_also: &["subvol-rollback(1)", "subvol-status(1)", "subvol-pull(1)"],
+    },
+    Page {
+        name: "subvol-rollback",
+        description: &[],
+        examples: &[],
+        security: &[],
+        exit: "Status 1: nothing deployed, no previous deployment, or a hook failed.",
+        see_also: &["subvol-deploy(1)", "subvol-status(1)"],
+    },
+    Page {
+        name: "subvol-status",
+        description: &[],
+        examples: &[],
+        security: &[],
+        exit: "",
+        see_also: &["subvol-deploy(1)", "subvol-pull(1)"],
+    },
 ];
 
 /// No `help` subcommand at any level (it gets no page and is no entry of SUBCOMMANDS).

@@ -20,8 +20,8 @@
 //!    data found in any pool subvolume becomes verified clones. The index is brought up to
 //!    date when a pull starts and extended after each version it keeps.
 //! 5. Intermediate versions received only as steps are deleted; `--keep N` deletes the oldest
-//!    pulled versions beyond N (the target always stays; subvolumes not pulled are never
-//!    touched).
+//!    pulled versions beyond N (the target and the versions deployments use always stay, see
+//!    [`crate::deploy::pinned_versions`]; subvolumes not pulled are never touched).
 
 use super::MirrorError;
 use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
@@ -698,6 +698,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 name: f.to.clone(),
                 uuid: want,
                 pulled: unix_now(),
+                source: Some(o.source.clone()),
             });
             state.save(&pool)?;
             // Hashed right after the receive, while its data is still in the page cache;
@@ -739,8 +740,9 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             removed.push(n.clone());
         }
     }
-    // Retention.
+    // Retention: never a version a deployment uses (current, previous).
     if let Some(keep) = o.keep {
+        let pinned = crate::deploy::pinned_versions(&pool)?;
         let present = received_in(&pool)?;
         let mut pulled: Vec<(usize, u64, String)> = Vec::new();
         for (name, uuid, _) in &present {
@@ -763,7 +765,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             if excess == 0 {
                 break;
             }
-            if *name == target_name {
+            if *name == target_name || pinned.contains(name) {
                 continue;
             }
             crate::pool::delete(&pool.join(name))?;

@@ -37,6 +37,9 @@ pub struct PulledVersion {
     pub uuid: Uuid,
     /// When (Unix seconds).
     pub pulled: u64,
+    /// Where it was pulled from (URL or directory; absent in records of older pulls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// `POOL/.subvol/state.json`.
@@ -179,6 +182,7 @@ mod tests {
             name: "1".into(),
             uuid,
             pulled: 5,
+            source: None,
         });
         state.save(dir.path()).unwrap();
         assert_eq!(

@@ -3,10 +3,12 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod deploy;
 mod mirror;
 mod send;
 mod sign;
 
+pub use deploy::{DeployArgs, HookArgs, RollbackArgs, StatusArgs};
 pub use mirror::{
     DeleteArgs, ListArgs, PlanChoice, PoolArgs, PublishArgs, PullArgs, PushArgs, ShowArgs,
     SnapshotArgs,
@@ -157,6 +159,17 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Delete subvolumes
     Delete(DeleteArgs),
+    /// Make a version of a pool the current one at a path, switched atomically
+    ///
+    /// Snapshots POOL/VERSION (read-only, or writable with --writable) into PATH.deployments,
+    /// runs the --pre hook, then points the symbolic link PATH at the new snapshot in one
+    /// rename: a program opening files under PATH sees the old tree or the new one, never a mix.
+    /// The deployment it replaces stays as the previous one (`subvol rollback`).
+    Deploy(DeployArgs),
+    /// Switch a deployed path back to its previous deployment
+    Rollback(RollbackArgs),
+    /// Show what is deployed at a path, the previous deployment, and the pool's versions
+    Status(StatusArgs),
 }
 
 /// Where a stream comes from.

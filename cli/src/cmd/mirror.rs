@@ -12,13 +12,13 @@ use subvol::sign::{KeySet, SecretKey};
 use subvol::util::{escape, human_size as human};
 use subvol::{Error, pool};
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
+pub(super) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v).map_err(|e| Error::output(io::Error::other(e)))?;
     writeln!(out).map_err(Error::output)
 }
 
-fn time(sec: u64) -> String {
+pub(super) fn time(sec: u64) -> String {
     jiff::Timestamp::from_second(i64::try_from(sec).unwrap_or(i64::MAX))
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|_| sec.to_string())
@@ -26,12 +26,12 @@ fn time(sec: u64) -> String {
 
 /// A name from a repository, a pool or the command line, for a person: control characters
 /// escaped (a hostile name must not retitle or clear the terminal).
-fn esc(name: &str) -> String {
+pub(super) fn esc(name: &str) -> String {
     escape(name.as_bytes())
 }
 
 /// A path for a person, escaped as [`esc`].
-fn esc_path(p: &std::path::Path) -> String {
+pub(super) fn esc_path(p: &std::path::Path) -> String {
     escape(p.as_os_str().as_encoded_bytes())
 }
 

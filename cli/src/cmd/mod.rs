@@ -1,6 +1,7 @@
 //! The subcommands as the binaries run them: open inputs and outputs, wire a source to a sink,
 //! show progress, print results. This is the only module that prints.
 
+mod deploy;
 mod dump;
 mod input;
 mod mirror;
@@ -11,6 +12,7 @@ mod sign;
 mod trace;
 mod verify;
 
+pub use deploy::{deploy, rollback, status};
 pub use dump::dump;
 pub use input::ThreadedInput;
 pub use mirror::{delete, list, pool, publish, pull, push, show, snapshot};
@@ -130,6 +132,9 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Show(a) => show(&a),
         Command::Snapshot(a) => snapshot(&a),
         Command::Delete(a) => delete(&a),
+        Command::Deploy(a) => deploy(&a),
+        Command::Rollback(a) => rollback(&a),
+        Command::Status(a) => status(&a),
     }
 }
 
