@@ -46,6 +46,11 @@ if [ $check = 1 ]; then
   trap 'rm -rf "$root"' EXIT
   dpkg-deb -x "$deb" "$root"
   "$root/usr/bin/subvol" --version >/dev/null
+  # The pages render, the completions load.
+  for page in "$root"/usr/share/man/man1/subvol.1*; do
+    MANWIDTH=80 man -l "$page" 2>&1 | grep -q "subvol" || { echo "package.sh: $page does not render" >&2; exit 1; }
+  done
+  bash -c ". '$root/usr/share/bash-completion/completions/subvol' && complete -p subvol" >/dev/null
   if command -v systemd-analyze >/dev/null; then
     # The units as installed, with ExecStart pointing into the unpacked copy (verify checks
     # that the program exists and is executable).

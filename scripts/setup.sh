@@ -6,7 +6,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "setup.sh: run as root (it installs packages and the tests use loop devices)" >&2
   exit 1
 fi
-pkgs=(btrfs-progs e2fsprogs util-linux attr libcap2-bin zstd rsync python3 nginx curl ca-certificates debootstrap groff-base docker-registry apache2-utils openssl)
+pkgs=(btrfs-progs e2fsprogs util-linux attr libcap2-bin zstd rsync python3 nginx curl ca-certificates debootstrap groff-base man-db docker-registry apache2-utils openssl)
 if [ "${SUBVOL_SETUP_VM:-0}" = 1 ]; then
   pkgs+=(qemu-system-x86 busybox-static linux-image-amd64 python3-pip python3-venv)
 fi

@@ -9,6 +9,11 @@ cargo build --workspace --all-targets
 cargo test --workspace
 # The fuzz targets are outside the workspace; keep them compiling against the library.
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
+# The Debian package (cargo-deb, pinned): built, unpacked into a scratch root and checked (files,
+# `subvol --version`, the man page renders, the completions load, `systemd-analyze verify`).
+cargo deb --version 2>/dev/null | grep -qx "cargo-deb 3.8.0" ||
+  cargo install --quiet cargo-deb --version 3.8.0 --locked
+bash scripts/package.sh --check >/dev/null
 if [ "${SUBVOL_VM_TESTS:-1}" = 1 ] && [ -x vm-tests/run ]; then
   vm-tests/run
 fi
