@@ -205,6 +205,20 @@ pub struct PullReport {
     pub seeded: Option<RebuildStats>,
 }
 
+/// Gives file `f` up for `reason`: said, listed among the failures, and left out of the plans
+/// that follow.
+fn give_up(
+    f: &StreamFile,
+    reason: &str,
+    on_event: &mut dyn FnMut(PullEvent<'_>),
+    refused: &mut Vec<String>,
+    excluded: &mut HashSet<String>,
+) {
+    on_event(PullEvent::Refused { file: f, reason });
+    refused.push(format!("{}: {reason}", f.path));
+    excluded.insert(f.path.clone());
+}
+
 /// Marks the zstd decoder's own errors (corrupt compressed data, which carry no OS error) as
 /// [`io::ErrorKind::InvalidData`], so [`Error::is_stream_fault`] tells a corrupt file (give it
 /// up, try another chain) from a failing disk (stop).
@@ -352,12 +366,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 "listed as {} bytes, more than zstd makes of its {}-byte stream",
                 f.size, f.stream_bytes
             );
-            on_event(PullEvent::Refused {
-                file: f,
-                reason: &reason,
-            });
-            refused.push(format!("{}: {reason}", f.path));
-            excluded.insert(f.path.clone());
+            give_up(f, &reason, on_event, &mut refused, &mut excluded);
         }
     }
     let mut received_files: Vec<StreamFile> = Vec::new();
@@ -598,12 +607,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         downloaded = downloaded.saturating_add(f.size);
                     }
                     Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
-                        on_event(PullEvent::Refused {
-                            file: f,
-                            reason: &reason,
-                        });
-                        refused.push(format!("{}: {reason}", f.path));
-                        excluded.insert(f.path.clone());
+                        give_up(f, &reason, on_event, &mut refused, &mut excluded);
                         failed = true;
                         break;
                     }
@@ -684,12 +688,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     "the stream does not produce version {} (UUID {want}) as the index says",
                     f.to
                 );
-                on_event(PullEvent::Refused {
-                    file: f,
-                    reason: &reason,
-                });
-                refused.push(format!("{}: {reason}", f.path));
-                excluded.insert(f.path.clone());
+                give_up(f, &reason, on_event, &mut refused, &mut excluded);
                 failed = true;
                 break;
             }
