@@ -44,6 +44,8 @@ print("|---|---|---|---|---|---|---|---|---|---|")
 worst_b = worst_t = 0.0
 worst_req = 0
 for i in range(1, n):
+    if str(i) not in seeded_t:
+        continue
     s = json.load(open(os.path.join(out, f"pull-seeded-from-{i}.json")))
     c = json.load(open(os.path.join(out, f"pull-chain-from-{i}.json")))
     d = int(open(os.path.join(out, f"direct-{i}")).read())
