@@ -166,6 +166,10 @@ pub struct TreeSendOptions {
     pub parent_uuid: Option<Uuid>,
     /// Subvolume name in SUBVOL/SNAPSHOT (default: the source directory's name).
     pub name: Option<Vec<u8>>,
+    /// Send each inode's mtime as its CTIME and OTIME: a copy's ctimes are when it was made,
+    /// so streams of the same tree from two copies would differ (publish sends from its copy
+    /// in the tree store; receivers cannot set ctime or otime anyway).
+    pub mtime_as_ctime: bool,
 }
 
 /// What a send produced.
