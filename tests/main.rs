@@ -9,6 +9,7 @@ mod content;
 mod decompress;
 mod man;
 mod mirror;
+mod publish;
 mod ranges;
 mod recv;
 mod recv_btrfs_output;

@@ -662,3 +662,70 @@ fn sign_into<W: Write>(
     let stream_bytes = signer.summary().bytes;
     Ok((signer.into_inner(), stream_bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::derived_stream_id;
+
+    fn pseudo(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Half compressible, half not.
+                if (i >> 16) % 2 == 0 {
+                    (i % 61) as u8
+                } else {
+                    x as u8
+                }
+            })
+            .collect()
+    }
+
+    /// What publish's deltas rely on: zstd's multi-threaded mode gives the same bytes for any
+    /// number of workers and any write sizes (here over several of its jobs).
+    #[test]
+    fn multithreaded_zstd_output_does_not_depend_on_workers_or_writes() {
+        let input = pseudo(20 << 20);
+        let compress = |workers: u32, chunk: usize| {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            enc.multithread(workers).unwrap();
+            for c in input.chunks(chunk) {
+                enc.write_all(c).unwrap();
+            }
+            enc.flush().unwrap();
+            enc.finish().unwrap()
+        };
+        let want = compress(1, 1 << 20);
+        assert_eq!(zstd::stream::decode_all(&want[..]).unwrap(), input);
+        for (workers, chunk) in [(2, 1 << 20), (3, 4093), (8, 3 << 20)] {
+            assert!(
+                compress(workers, chunk) == want,
+                "{workers} workers, writes of {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn stream_identities_differ_for_different_streams() {
+        let (a, b) = (Uuid::from([1; 16]), Uuid::from([2; 16]));
+        let ids = [
+            stream_identity(2, a, None, "1"),
+            stream_identity(1, a, None, "1"),
+            stream_identity(2, b, None, "1"),
+            stream_identity(2, a, None, "2"),
+            stream_identity(2, b, Some(a), "1"),
+            stream_identity(2, b, Some(b), "1"),
+        ];
+        let key = SecretKey::from_seed(&[5; 32]);
+        let derived: HashSet<[u8; 16]> = ids.iter().map(|i| derived_stream_id(&key, i)).collect();
+        assert_eq!(derived.len(), ids.len());
+        assert_eq!(
+            derived_stream_id(&key, &stream_identity(2, b, Some(a), "1")),
+            derived_stream_id(&key, &ids[4])
+        );
+    }
+}
