@@ -17,8 +17,8 @@
 //! Publishing is reproducible: the same trees, key and settings give byte-identical stream and
 //! map files, whatever the number of threads. The signed streams' ids are derived from the key
 //! and the stream's identity ([`stream_identity`]) instead of drawn at random; the streams carry
-//! mtimes as ctimes ([`TreeSendOptions::mtime_as_ctime`]: the stored copy's ctimes are when it
-//! was made); zstd's multi-threaded mode gives the same frame for any number of workers (at
+//! mtimes as atimes and ctimes ([`TreeSendOptions::mtime_only`]: the stored copy's ctimes are
+//! when it was made, atimes change when a tree is read); zstd's multi-threaded mode gives the same frame for any number of workers (at
 //! least one), and the full stream's frames are independent.
 //! 4. Retire versions beyond `--prune N` (their index entries, streams from and to them, their
 //!    trees).
@@ -643,7 +643,7 @@ fn sign_into<W: Write>(
         uuid: Some(uuid),
         parent_uuid: parent.map(|p| p.1),
         name: Some(name.as_bytes().to_vec()),
-        mtime_as_ctime: true,
+        mtime_only: true,
     };
     let id = derived_stream_id(
         &key,

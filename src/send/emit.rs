@@ -25,7 +25,7 @@ fn sink_error(e: Error) -> SendError {
 pub(crate) struct Emitter<'p, W: CommandSink> {
     sink: W,
     pub(crate) version: u32,
-    /// UTIMES carries the mtime as CTIME and OTIME ([`super::TreeSendOptions::mtime_as_ctime`]).
+    /// UTIMES carries the mtime as CTIME and OTIME ([`super::TreeSendOptions::mtime_only`]).
     pub(crate) mtime_as_ctime: bool,
     /// Commands and bytes emitted so far (stream header included).
     totals: Totals,
