@@ -17,8 +17,10 @@ use super::map::{ContentMap, Frame, FrameKind};
 use super::{BLOCK, Key, block_key};
 use crate::stream::proto::{self, attr, cmd};
 use crate::stream::{Command, stream_header};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 
@@ -60,22 +62,86 @@ struct Compressed {
     keys: Vec<Key>,
 }
 
-/// Compresses one frame: its bytes, and for a DATA frame its piece keys.
+/// The DATA frames of an earlier stream file (written by a [`FramingWriter`] at the same
+/// level with the same zstd), to copy instead of compressing again: zstd at a fixed level is
+/// deterministic, so a frame of the same data has the same bytes. A candidate is used only
+/// when its bytes match its map digest and decompress to exactly the new frame's data.
+#[derive(Debug)]
+pub struct ReuseFrames {
+    file: File,
+    map: ContentMap,
+    /// DATA frames by their first piece key.
+    by_first_key: HashMap<Key, Vec<usize>>,
+}
+
+impl ReuseFrames {
+    /// The frames of `file`, described by its map.
+    #[must_use]
+    pub fn new(file: File, map: ContentMap) -> ReuseFrames {
+        let mut by_first_key: HashMap<Key, Vec<usize>> = HashMap::new();
+        for (i, f) in map.frames.iter().enumerate() {
+            if let Some(k) = map.keys_of(f).first() {
+                by_first_key.entry(*k).or_default().push(i);
+            }
+        }
+        ReuseFrames {
+            file,
+            map,
+            by_first_key,
+        }
+    }
+
+    /// The compressed bytes of an earlier frame holding exactly `src` (whose piece keys are
+    /// `keys`), if there is one.
+    fn find(&self, src: &[u8], keys: &[Key]) -> Option<Vec<u8>> {
+        for &i in self.by_first_key.get(keys.first()?)? {
+            let f = &self.map.frames[i];
+            // A frame of src's data is never larger than zstd's bound for it: nothing larger
+            // is read.
+            let len = usize::try_from(f.comp_len).ok()?;
+            if f.stream_len != src.len() as u64
+                || len > zstd::zstd_safe::compress_bound(src.len())
+                || self.map.keys_of(f) != keys
+            {
+                continue;
+            }
+            let mut comp = vec![0; len];
+            if self.file.read_exact_at(&mut comp, f.comp_offset).is_err()
+                || block_key(&comp) != f.digest
+            {
+                continue;
+            }
+            if zstd::bulk::decompress(&comp, src.len()).is_ok_and(|d| d == src) {
+                return Some(comp);
+            }
+        }
+        None
+    }
+}
+
+/// Compresses one frame (or copies it from `reuse`): its bytes, and for a DATA frame its
+/// piece keys.
 fn compress_frame(
     zstd: &mut zstd::bulk::Compressor<'static>,
+    reuse: Option<&ReuseFrames>,
     kind: FrameKind,
     src: &[u8],
     comp: &mut Vec<u8>,
 ) -> io::Result<Vec<Key>> {
-    comp.clear();
-    comp.reserve(zstd::zstd_safe::compress_bound(src.len()));
-    zstd.compress_to_buffer(src, comp)?;
-    Ok(if kind == FrameKind::Data {
+    let keys = if kind == FrameKind::Data {
         // `src` starts on a block boundary of the file: its 4 KiB chunks are its blocks.
         src.chunks(BLOCK as usize).map(block_key).collect()
     } else {
         Vec::new()
-    })
+    };
+    if let Some(old) = reuse.and_then(|r| r.find(src, &keys)) {
+        *comp = old;
+        return Ok(keys);
+    }
+    comp.clear();
+    comp.reserve(zstd::zstd_safe::compress_bound(src.len()));
+    zstd.compress_to_buffer(src, comp)?;
+    Ok(keys)
 }
 
 /// A frame to compress on a worker: its sequence number, kind and stream bytes.
@@ -101,7 +167,8 @@ struct FramePool {
 }
 
 impl FramePool {
-    fn new(level: i32, workers: usize) -> io::Result<FramePool> {
+    fn new(level: i32, workers: usize, reuse: Option<ReuseFrames>) -> io::Result<FramePool> {
+        let reuse = reuse.map(Arc::new);
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -110,6 +177,7 @@ impl FramePool {
             let mut zstd = zstd::bulk::Compressor::new(level)?;
             let rx = Arc::clone(&job_rx);
             let tx = done_tx.clone();
+            let reuse = reuse.clone();
             let h = std::thread::Builder::new()
                 .name("subvol-zstd".into())
                 .spawn(move || {
@@ -118,15 +186,19 @@ impl FramePool {
                         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
                         let Ok(job) = next else { break };
                         let mut comp = Vec::new();
-                        let r =
-                            compress_frame(&mut zstd, job.kind, &job.src, &mut comp).map(|keys| {
-                                Compressed {
-                                    kind: job.kind,
-                                    stream_len: job.src.len() as u64,
-                                    comp,
-                                    keys,
-                                }
-                            });
+                        let r = compress_frame(
+                            &mut zstd,
+                            reuse.as_deref(),
+                            job.kind,
+                            &job.src,
+                            &mut comp,
+                        )
+                        .map(|keys| Compressed {
+                            kind: job.kind,
+                            stream_len: job.src.len() as u64,
+                            comp,
+                            keys,
+                        });
                         if tx.send((job.seq, r)).is_err() {
                             break;
                         }
@@ -256,7 +328,9 @@ impl<'c, W: Write> FramingWriter<'c, W> {
     }
 
     /// A writer of frames to `out`, compressed at `level` by `workers` threads (at least one)
-    /// while the caller goes on writing. The output is the same as [`FramingWriter::new`]'s.
+    /// while the caller goes on writing, DATA frames copied from `reuse` where it holds them.
+    /// The output is the same as [`FramingWriter::new`]'s (if `reuse` was written at `level`
+    /// with this zstd).
     ///
     /// # Errors
     /// zstd cannot start at `level`; a thread cannot be started.
@@ -264,10 +338,11 @@ impl<'c, W: Write> FramingWriter<'c, W> {
         out: W,
         level: i32,
         workers: usize,
+        reuse: Option<ReuseFrames>,
     ) -> io::Result<FramingWriter<'static, W>> {
         Ok(FramingWriter::with_backend(
             out,
-            Backend::Pool(FramePool::new(level, workers)?),
+            Backend::Pool(FramePool::new(level, workers, reuse)?),
         ))
     }
 
@@ -339,7 +414,7 @@ impl<'c, W: Write> FramingWriter<'c, W> {
             return self.submit(kind, src.to_vec());
         };
         self.framed += src.len() as u64;
-        let keys = compress_frame(zstd, kind, src, &mut self.zbuf)?;
+        let keys = compress_frame(zstd, None, kind, src, &mut self.zbuf)?;
         let c = Compressed {
             kind,
             stream_len: src.len() as u64,
@@ -702,7 +777,7 @@ mod tests {
         let (want, want_map) = frame(&input, 1 << 16, 3);
         for workers in [1, 2, 3, 8] {
             for chunk in [999, 1 << 20] {
-                let mut fw = FramingWriter::with_workers(Vec::new(), 3, workers).unwrap();
+                let mut fw = FramingWriter::with_workers(Vec::new(), 3, workers, None).unwrap();
                 for c in input.chunks(chunk) {
                     fw.write_all(c).unwrap();
                 }
@@ -715,9 +790,57 @@ mod tests {
     }
 
     #[test]
+    fn frames_reused_from_an_earlier_file_give_the_same_file_and_map() {
+        let old_input = stream(2, WRITES, 6);
+        let (old, old_map) = frame(&old_input, 1 << 16, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.zst");
+        // One DATA frame of the old file is damaged: it is compressed anew, not copied.
+        let mut damaged = old.clone();
+        let f = old_map
+            .frames
+            .iter()
+            .rfind(|f| f.kind == FrameKind::Data)
+            .unwrap();
+        damaged[f.comp_offset as usize + 8] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        // The new stream has the old WRITEs and others.
+        let mut input = stream(2, &WRITES[..4], 6);
+        input.extend_from_slice(&stream(2, WRITES, 6));
+        input.extend_from_slice(&stream(2, &WRITES[..3], 8));
+        let (want, want_map) = frame(&input, 1 << 16, 3);
+        for workers in [1, 3] {
+            let reuse = ReuseFrames::new(std::fs::File::open(&path).unwrap(), old_map.clone());
+            let mut fw = FramingWriter::with_workers(Vec::new(), 3, workers, Some(reuse)).unwrap();
+            fw.write_all(&input).unwrap();
+            let (out, map) = fw.finish().unwrap();
+            assert!(out == want, "{workers} workers");
+            assert_eq!(map, want_map);
+        }
+        // And copies are found at all: frames that only the old file has, bit-flipped there,
+        // would appear in the output if copied without checks.
+        let reuse = ReuseFrames::new(std::fs::File::open(&path).unwrap(), old_map.clone());
+        let data: Vec<_> = old_map
+            .frames
+            .iter()
+            .filter(|f| f.kind == FrameKind::Data)
+            .collect();
+        let found = data
+            .iter()
+            .filter(|f| {
+                let src =
+                    &old_input[f.stream_offset as usize..(f.stream_offset + f.stream_len) as usize];
+                let keys: Vec<_> = src.chunks(4096).map(block_key).collect();
+                reuse.find(src, &keys).is_some()
+            })
+            .count();
+        assert_eq!(found, data.len() - 1);
+    }
+
+    #[test]
     fn a_dropped_parallel_writer_stops_its_workers() {
         let input = stream(2, WRITES, 1);
-        let mut fw = FramingWriter::with_workers(Vec::new(), 1, 2).unwrap();
+        let mut fw = FramingWriter::with_workers(Vec::new(), 1, 2, None).unwrap();
         fw.write_all(&input[..input.len() / 2]).unwrap();
         drop(fw);
     }

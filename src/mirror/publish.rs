@@ -32,7 +32,7 @@ use super::index::{
 };
 use super::plan::delta_sources;
 use crate::Error;
-use crate::content::{ContentMap, FramingWriter};
+use crate::content::{ContentMap, FramingWriter, ReuseFrames};
 use crate::pipeline::{Hook, Totals};
 use crate::send::{TreeSendOptions, Uuid, send_tree, tree_uuid};
 use crate::sign::{SecretKey, Signer, derived_stream_id};
@@ -255,6 +255,7 @@ pub fn publish(
         let stored = trees.join(&name);
         // A tree under this name that the index does not list is left over from a publish
         // that failed before writing its index.
+        let _ = fs::remove_file(trees.join(frames_note(&name)));
         crate::pool::remove_tree(&trees, &name)?;
         on_event(PublishEvent::StoringTree { path: &stored });
         crate::pool::store_tree(source, &trees, &name)?;
@@ -294,7 +295,8 @@ pub fn publish(
             }
             jobs.push(Some((old_tree, old.uuid, old.name.as_str())));
         }
-        let r = write_streams(o, &jobs, &stored, uuid, &name, on_event);
+        let reuse = previous_frames(o, &index, &trees);
+        let r = write_streams(o, &jobs, &stored, uuid, &name, reuse, on_event);
         written = r.written;
         let r = match r.error {
             Some(e) => Err(e),
@@ -343,6 +345,10 @@ pub fn publish(
     index.validate()?;
     let text = index.sign(&o.key)?;
     write_atomic(repo, INDEX_FILE, text.as_bytes())?;
+    if let Some(v) = &added {
+        // Without it the next publish compresses all of its full stream (no error).
+        let _ = fs::write(trees.join(frames_note(&v.name)), compression_note(o.level));
+    }
 
     // Garbage: files named by neither the new nor the previous index, and stale temporaries.
     let mut keep: HashSet<&str> = index.streams.iter().flat_map(files_of).collect();
@@ -365,6 +371,7 @@ pub fn publish(
     }
     for v in &pruned {
         let _ = crate::pool::remove_tree(&trees, v);
+        let _ = fs::remove_file(trees.join(frames_note(v)));
     }
     Ok(PublishReport {
         repo: repo.clone(),
@@ -421,8 +428,11 @@ fn write_streams(
     source: &Path,
     uuid: Uuid,
     name: &str,
+    reuse: Option<ReuseFrames>,
     on_event: &mut dyn FnMut(PublishEvent<'_>),
 ) -> Written {
+    // For the full stream (job 0), taken by the worker that makes it.
+    let reuse = std::sync::Mutex::new(reuse);
     let threads = thread_count(o);
     let next = AtomicUsize::new(0);
     let cancel = AtomicBool::new(false);
@@ -432,7 +442,7 @@ fn write_streams(
         let (tx, rx) = mpsc::channel();
         for _ in 0..threads.min(jobs.len()) {
             let tx = tx.clone();
-            let (next, cancel) = (&next, &cancel);
+            let (next, cancel, reuse) = (&next, &cancel, &reuse);
             scope.spawn(move || {
                 loop {
                     let j = next.fetch_add(1, Ordering::Relaxed);
@@ -443,7 +453,16 @@ fn write_streams(
                     let mut tick = |bytes| {
                         let _ = tx.send(StreamMsg::Progress(j, bytes));
                     };
-                    let r = write_stream(o, parent, source, uuid, name, threads, cancel, &mut tick);
+                    let reuse = match parent {
+                        None => reuse
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take(),
+                        Some(_) => None,
+                    };
+                    let r = write_stream(
+                        o, parent, source, uuid, name, threads, reuse, cancel, &mut tick,
+                    );
                     let failed = r.is_err();
                     // Sent before the others are cancelled: the first error received is this
                     // one, not a cancellation it caused.
@@ -476,6 +495,35 @@ fn write_streams(
         written: done.into_iter().flatten().collect(),
         error,
     }
+}
+
+/// The note next to a stored tree saying how its full stream's frames were compressed.
+fn frames_note(version: &str) -> String {
+    format!(".{version}.frames")
+}
+
+/// What [`frames_note`] says: frames are copied only between files of the same zstd version
+/// and level, which compress the same data to the same bytes.
+fn compression_note(level: i32) -> String {
+    format!("zstd {} level {level}\n", zstd::zstd_safe::version_number())
+}
+
+/// The full stream of the newest listed version, to copy unchanged DATA frames from ([`ReuseFrames`]
+/// checks each), if its note says it was compressed as this publish compresses.
+fn previous_frames(o: &PublishOptions, index: &Index, trees: &Path) -> Option<ReuseFrames> {
+    let last = index.versions.last()?;
+    let note = fs::read_to_string(trees.join(frames_note(&last.name))).ok()?;
+    if note != compression_note(o.level) {
+        return None;
+    }
+    let s = index
+        .streams
+        .iter()
+        .find(|s| s.from.is_none() && s.to == last.name)?;
+    let map = fs::read(o.repo.join(&s.map.as_ref()?.path)).ok()?;
+    let map = ContentMap::decode(&map, s.stream_bytes, s.size).ok()?;
+    let file = File::open(o.repo.join(&s.path)).ok()?;
+    Some(ReuseFrames::new(file, map))
 }
 
 /// What a signed stream of publish is, for its derived stream id ([`derived_stream_id`]):
@@ -511,13 +559,14 @@ fn write_stream(
     uuid: Uuid,
     name: &str,
     threads: usize,
+    reuse: Option<ReuseFrames>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<StreamFile, Error> {
     let dir = o.repo.join(STREAMS_DIR);
     let tmp = dir.join(format!(".tmp-{}-{}.zst", std::process::id(), nonce()));
     let r = write_stream_to(
-        o, parent, source, uuid, name, &tmp, threads, cancel, progress,
+        o, parent, source, uuid, name, &tmp, threads, reuse, cancel, progress,
     );
     let written = r.and_then(|(sha, size, stream_bytes, map)| {
         // The map goes first: a stream file under its final name always has its map.
@@ -576,6 +625,7 @@ fn write_stream_to(
     name: &str,
     tmp: &Path,
     threads: usize,
+    reuse: Option<ReuseFrames>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Sha256Digest, u64, u64, Option<ContentMap>), Error> {
@@ -587,7 +637,7 @@ fn write_stream_to(
     };
     let compress_err = |e| MirrorError::io("compress into", tmp, e);
     let (hw, stream_bytes, map) = if parent.is_none() {
-        let fw = FramingWriter::with_workers(hw, o.level, threads)
+        let fw = FramingWriter::with_workers(hw, o.level, threads, reuse)
             .map_err(|e| MirrorError::io("start zstd for", tmp, e))?;
         let (fw, stream_bytes) = sign_into(o, parent, source, uuid, name, fw, cancel, progress)?;
         let (hw, map) = fw.finish().map_err(compress_err)?;
