@@ -72,8 +72,16 @@ fn walk(p: &Path) -> Vec<PathBuf> {
 }
 
 /// Publishes the trees into `repo` with `threads` (None: the default); returns the stream files
-/// (path → bytes) and the index's stream entries without the times.
-fn publish_all(trees: &[PathBuf], key: &Path, repo: &Path, threads: Option<&str>) -> Published {
+/// (path → bytes) and the index's stream entries. `no_copies`: the notes that let a full stream
+/// copy frames from the previous version's are removed, so every frame is compressed.
+fn publish_all(
+    trees: &[PathBuf],
+    key: &Path,
+    repo: &Path,
+    threads: Option<&str>,
+    no_copies: bool,
+) -> Published {
+    let store = repo.with_extension("trees");
     for (i, t) in trees.iter().enumerate() {
         let mut c = subvol();
         c.arg("publish")
@@ -90,6 +98,11 @@ fn publish_all(trees: &[PathBuf], key: &Path, repo: &Path, threads: Option<&str>
             c.arg("--threads").arg(n);
         }
         run(&mut c);
+        let note = store.join(format!(".{}.frames", i + 1));
+        assert!(note.is_file(), "{}", note.display());
+        if no_copies {
+            fs::remove_file(note).unwrap();
+        }
     }
     let env: Value = serde_json::from_slice(&fs::read(repo.join("index.json")).unwrap()).unwrap();
     let index: Value = serde_json::from_str(env["index"].as_str().unwrap()).unwrap();
@@ -123,12 +136,16 @@ fn publishing_the_same_trees_again_gives_identical_files_whatever_the_threads() 
     let key = dir.0.join("k.key");
     run(subvol().arg("keygen").arg("-o").arg(&key));
 
-    let one = publish_all(&trees, &key, &dir.0.join("one"), Some("1"));
+    let one = publish_all(&trees, &key, &dir.0.join("one"), Some("1"), false);
     // 3 fulls, deltas 1→2, 2→3, 1→3; fulls have maps.
     assert_eq!(one.streams.len(), 6);
     assert_eq!(one.files.len(), 6 + 3);
-    for (threads, name) in [(None, "default"), (Some("5"), "five")] {
-        let other = publish_all(&trees, &key, &dir.0.join(name), threads);
+    for (threads, name, no_copies) in [
+        (None, "default", false),
+        (Some("5"), "five", false),
+        (None, "no-copies", true),
+    ] {
+        let other = publish_all(&trees, &key, &dir.0.join(name), threads, no_copies);
         assert_eq!(other.streams, one.streams, "index entries, {name} threads");
         assert_eq!(
             other.files.keys().collect::<Vec<_>>(),
@@ -140,7 +157,7 @@ fn publishing_the_same_trees_again_gives_identical_files_whatever_the_threads() 
     // Another key: other files (the key signs, and keys the stream ids).
     let key2 = dir.0.join("k2.key");
     run(subvol().arg("keygen").arg("-o").arg(&key2));
-    let other = publish_all(&trees[..1], &key2, &dir.0.join("key2"), None);
+    let other = publish_all(&trees[..1], &key2, &dir.0.join("key2"), None, false);
     assert_eq!(other.files.len(), 2);
     assert!(other.files.keys().all(|f| !one.files.contains_key(f)));
 
