@@ -654,7 +654,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__publish)
-            opts="-h --repo --key --version --trees --prune --valid-for --level --proto --no-deltas --json --help"
+            opts="-h --repo --key --version --trees --prune --valid-for --level --proto --no-deltas --threads --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -689,6 +689,10 @@ _subvol() {
                     return 0
                     ;;
                 --proto)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -108,6 +108,7 @@ complete -c subvol -n "__fish_subvol_using_subcommand publish" -l prune -d 'Reti
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l valid-for -d 'How long the index stays valid (pulls refuse an expired index): 3600, 90m, 12h, 30d, 2w' -r
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l level -d 'zstd compression level (1-19)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l proto -d 'Send stream protocol version of the streams (1 or 2)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l threads -d 'Threads making streams and compressing them (default: one per core); the files written are the same for any number' -r
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l no-deltas -d 'Write only the full stream (and its content map) of SOURCE, no deltas: pulls then fetch the parts of the full stream whose data the pool lacks'
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l json -d 'Print the result as JSON'
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -11,6 +11,7 @@ mod deploy;
 mod man;
 mod mirror;
 mod oci;
+mod publish;
 mod ranges;
 mod recv;
 mod recv_btrfs_output;

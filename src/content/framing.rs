@@ -9,13 +9,20 @@
 //!
 //! Frame boundaries depend only on the stream bytes (not on how writes are chunked or when
 //! `flush` is called), and zstd at a fixed level is deterministic, so the same stream gives the
-//! same file and map.
+//! same file and map. Frames are independent, so [`FramingWriter::with_workers`] compresses
+//! them on worker threads and writes them in order: the output is the same for any number of
+//! workers.
 
 use super::map::{ContentMap, Frame, FrameKind};
-use super::{BLOCK, block_key};
+use super::{BLOCK, Key, block_key};
 use crate::stream::proto::{self, attr, cmd};
 use crate::stream::{Command, stream_header};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
 
 /// Smallest aligned data part that gets its own DATA frame. A DATA frame costs about 60 bytes
 /// besides its data: its map entry and key (41 bytes), its zstd frame header, and the literal
@@ -46,13 +53,237 @@ enum State {
     Write { len: usize },
 }
 
+/// A compressed frame ready to be written.
+struct Compressed {
+    kind: FrameKind,
+    stream_len: u64,
+    comp: Vec<u8>,
+    /// Piece keys (DATA frames).
+    keys: Vec<Key>,
+}
+
+/// The DATA frames of an earlier stream file (written by a [`FramingWriter`] at the same
+/// level with the same zstd), to copy instead of compressing again: zstd at a fixed level is
+/// deterministic, so a frame of the same data has the same bytes. A candidate is used only
+/// when its bytes match its map digest and decompress to exactly the new frame's data.
+#[derive(Debug)]
+pub struct ReuseFrames {
+    file: File,
+    map: ContentMap,
+    /// DATA frames by their first piece key.
+    by_first_key: HashMap<Key, Vec<usize>>,
+}
+
+impl ReuseFrames {
+    /// The frames of `file`, described by its map.
+    #[must_use]
+    pub fn new(file: File, map: ContentMap) -> ReuseFrames {
+        let mut by_first_key: HashMap<Key, Vec<usize>> = HashMap::new();
+        for (i, f) in map.frames.iter().enumerate() {
+            if let Some(k) = map.keys_of(f).first() {
+                by_first_key.entry(*k).or_default().push(i);
+            }
+        }
+        ReuseFrames {
+            file,
+            map,
+            by_first_key,
+        }
+    }
+
+    /// The compressed bytes of an earlier frame holding exactly `src` (whose piece keys are
+    /// `keys`), if there is one.
+    fn find(&self, src: &[u8], keys: &[Key]) -> Option<Vec<u8>> {
+        for &i in self.by_first_key.get(keys.first()?)? {
+            let f = &self.map.frames[i];
+            // A frame of src's data is never larger than zstd's bound for it: nothing larger
+            // is read.
+            let len = usize::try_from(f.comp_len).ok()?;
+            if f.stream_len != src.len() as u64
+                || len > zstd::zstd_safe::compress_bound(src.len())
+                || self.map.keys_of(f) != keys
+            {
+                continue;
+            }
+            let mut comp = vec![0; len];
+            if self.file.read_exact_at(&mut comp, f.comp_offset).is_err()
+                || block_key(&comp) != f.digest
+            {
+                continue;
+            }
+            if zstd::bulk::decompress(&comp, src.len()).is_ok_and(|d| d == src) {
+                return Some(comp);
+            }
+        }
+        None
+    }
+}
+
+/// Compresses one frame (or copies it from `reuse`): its bytes, and for a DATA frame its
+/// piece keys.
+fn compress_frame(
+    zstd: &mut zstd::bulk::Compressor<'static>,
+    reuse: Option<&ReuseFrames>,
+    kind: FrameKind,
+    src: &[u8],
+    comp: &mut Vec<u8>,
+) -> io::Result<Vec<Key>> {
+    let keys = if kind == FrameKind::Data {
+        // `src` starts on a block boundary of the file: its 4 KiB chunks are its blocks.
+        src.chunks(BLOCK as usize).map(block_key).collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(old) = reuse.and_then(|r| r.find(src, &keys)) {
+        *comp = old;
+        return Ok(keys);
+    }
+    comp.clear();
+    comp.reserve(zstd::zstd_safe::compress_bound(src.len()));
+    zstd.compress_to_buffer(src, comp)?;
+    Ok(keys)
+}
+
+/// A frame to compress on a worker: its sequence number, kind and stream bytes.
+struct Job {
+    seq: u64,
+    kind: FrameKind,
+    src: Vec<u8>,
+}
+
+/// Worker threads compressing frames; results come back tagged with their sequence number and
+/// are written in that order.
+struct FramePool {
+    jobs: Option<mpsc::Sender<Job>>,
+    done: mpsc::Receiver<(u64, io::Result<Compressed>)>,
+    workers: Vec<JoinHandle<()>>,
+    submitted: u64,
+    written: u64,
+    /// Results that came back before an earlier frame's.
+    ready: BTreeMap<u64, io::Result<Compressed>>,
+    /// Frames submitted and not yet written, at most this many (bounds memory: literal frames
+    /// are up to 1 MiB).
+    max_in_flight: u64,
+}
+
+impl FramePool {
+    fn new(level: i32, workers: usize, reuse: Option<ReuseFrames>) -> io::Result<FramePool> {
+        let reuse = reuse.map(Arc::new);
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done) = mpsc::channel();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut handles = Vec::new();
+        for _ in 0..workers.max(1) {
+            let mut zstd = zstd::bulk::Compressor::new(level)?;
+            let rx = Arc::clone(&job_rx);
+            let tx = done_tx.clone();
+            let reuse = reuse.clone();
+            let h = std::thread::Builder::new()
+                .name("subvol-zstd".into())
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let Ok(job) = next else { break };
+                        let mut comp = Vec::new();
+                        let r = compress_frame(
+                            &mut zstd,
+                            reuse.as_deref(),
+                            job.kind,
+                            &job.src,
+                            &mut comp,
+                        )
+                        .map(|keys| Compressed {
+                            kind: job.kind,
+                            stream_len: job.src.len() as u64,
+                            comp,
+                            keys,
+                        });
+                        if tx.send((job.seq, r)).is_err() {
+                            break;
+                        }
+                    }
+                })?;
+            handles.push(h);
+        }
+        Ok(FramePool {
+            jobs: Some(job_tx),
+            done,
+            workers: handles,
+            submitted: 0,
+            written: 0,
+            ready: BTreeMap::new(),
+            max_in_flight: 4 * workers.max(1) as u64 + 4,
+        })
+    }
+
+    fn submit(&mut self, kind: FrameKind, src: Vec<u8>) -> io::Result<()> {
+        let seq = self.submitted;
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("frame compression already finished"))?
+            .send(Job { seq, kind, src })
+            .map_err(|_| io::Error::other("frame compression workers stopped"))?;
+        self.submitted += 1;
+        Ok(())
+    }
+
+    /// The next frame in order if it is ready (`wait`: waiting for it).
+    fn next_in_order(&mut self, wait: bool) -> io::Result<Option<Compressed>> {
+        if self.written == self.submitted {
+            return Ok(None);
+        }
+        loop {
+            if let Some(r) = self.ready.remove(&self.written) {
+                self.written += 1;
+                return r.map(Some);
+            }
+            let got = if wait {
+                self.done.recv().map_err(|_| ())
+            } else {
+                self.done.try_recv().map_err(|_| ())
+            };
+            match got {
+                Ok((seq, r)) => {
+                    self.ready.insert(seq, r);
+                }
+                Err(()) if wait => {
+                    return Err(io::Error::other("frame compression workers stopped"));
+                }
+                Err(()) => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Drop for FramePool {
+    fn drop(&mut self) {
+        // Closing the job channel ends the workers' loops.
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Where frames are compressed.
+enum Backend<'c> {
+    /// On the writing thread, with the caller's compressor.
+    Inline(&'c mut zstd::bulk::Compressor<'static>),
+    /// On worker threads.
+    Pool(FramePool),
+}
+
 /// An [`io::Write`] that takes a send stream (the signed bytes as publish writes them) and
 /// writes it to `W` as independent zstd frames, building its [`ContentMap`]. Memory: one
-/// WRITE command and one literal frame.
+/// WRITE command and one literal frame (with workers: and the frames being compressed, at most
+/// 4 per worker, 4 more).
 pub struct FramingWriter<'c, W: Write> {
     out: W,
-    zstd: &'c mut zstd::bulk::Compressor<'static>,
+    backend: Backend<'c>,
     zbuf: Vec<u8>,
+    /// Stream bytes handed to frames (compressed or being compressed).
+    framed: u64,
     literal: Vec<u8>,
     state: State,
     /// The stream or command header being read.
@@ -93,10 +324,34 @@ impl<'c, W: Write> FramingWriter<'c, W> {
     /// A writer of frames to `out`, compressed with `zstd` (set to the level wanted; reused
     /// from frame to frame and from file to file).
     pub fn new(out: W, zstd: &'c mut zstd::bulk::Compressor<'static>) -> FramingWriter<'c, W> {
+        FramingWriter::with_backend(out, Backend::Inline(zstd))
+    }
+
+    /// A writer of frames to `out`, compressed at `level` by `workers` threads (at least one)
+    /// while the caller goes on writing, DATA frames copied from `reuse` where it holds them.
+    /// The output is the same as [`FramingWriter::new`]'s (if `reuse` was written at `level`
+    /// with this zstd).
+    ///
+    /// # Errors
+    /// zstd cannot start at `level`; a thread cannot be started.
+    pub fn with_workers(
+        out: W,
+        level: i32,
+        workers: usize,
+        reuse: Option<ReuseFrames>,
+    ) -> io::Result<FramingWriter<'static, W>> {
+        Ok(FramingWriter::with_backend(
+            out,
+            Backend::Pool(FramePool::new(level, workers, reuse)?),
+        ))
+    }
+
+    fn with_backend(out: W, backend: Backend<'c>) -> FramingWriter<'c, W> {
         FramingWriter {
             out,
-            zstd,
+            backend,
             zbuf: Vec::new(),
+            framed: 0,
             literal: Vec::with_capacity(LITERAL_MAX),
             state: State::StreamHeader,
             head: [0; proto::STREAM_HEADER_LEN],
@@ -110,7 +365,7 @@ impl<'c, W: Write> FramingWriter<'c, W> {
     /// Stream bytes taken so far.
     #[must_use]
     pub fn stream_bytes(&self) -> u64 {
-        self.map.stream_bytes + self.literal.len() as u64
+        self.framed + self.literal.len() as u64
     }
 
     /// Writes the last literal frame; returns the output and the map.
@@ -125,41 +380,79 @@ impl<'c, W: Write> FramingWriter<'c, W> {
             )));
         }
         self.emit_literal()?;
+        if let Backend::Pool(pool) = &mut self.backend {
+            while let Some(c) = pool.next_in_order(true)? {
+                Self::record(&mut self.out, &mut self.map, &c)?;
+            }
+        }
         self.out.flush()?;
         Ok((self.out, self.map))
     }
 
-    /// Compresses `src` as one frame and writes it.
-    fn emit(&mut self, kind: FrameKind, src: &[u8]) -> io::Result<()> {
-        self.zbuf.clear();
-        self.zbuf
-            .reserve(zstd::zstd_safe::compress_bound(src.len()));
-        self.zstd.compress_to_buffer(src, &mut self.zbuf)?;
-        self.out.write_all(&self.zbuf)?;
-        let first_key = self.map.keys.len();
-        if kind == FrameKind::Data {
-            // `src` starts on a block boundary of the file: its 4 KiB chunks are its blocks.
-            self.map
-                .keys
-                .extend(src.chunks(BLOCK as usize).map(block_key));
-        }
-        self.map.frames.push(Frame {
-            kind,
-            stream_offset: self.map.stream_bytes,
-            stream_len: src.len() as u64,
-            comp_offset: self.map.comp_bytes,
-            comp_len: self.zbuf.len() as u64,
-            digest: block_key(&self.zbuf),
+    /// Writes a compressed frame and adds it to the map.
+    fn record(out: &mut W, map: &mut ContentMap, c: &Compressed) -> io::Result<()> {
+        out.write_all(&c.comp)?;
+        let first_key = map.keys.len();
+        map.keys.extend_from_slice(&c.keys);
+        map.frames.push(Frame {
+            kind: c.kind,
+            stream_offset: map.stream_bytes,
+            stream_len: c.stream_len,
+            comp_offset: map.comp_bytes,
+            comp_len: c.comp.len() as u64,
+            digest: block_key(&c.comp),
             first_key,
         });
-        self.map.stream_bytes += src.len() as u64;
-        self.map.comp_bytes += self.zbuf.len() as u64;
+        map.stream_bytes += c.stream_len;
+        map.comp_bytes += c.comp.len() as u64;
+        Ok(())
+    }
+
+    /// Compresses `src` as one frame and writes it (with workers: hands a copy to them).
+    fn emit(&mut self, kind: FrameKind, src: &[u8]) -> io::Result<()> {
+        let Backend::Inline(zstd) = &mut self.backend else {
+            return self.submit(kind, src.to_vec());
+        };
+        self.framed += src.len() as u64;
+        let keys = compress_frame(zstd, None, kind, src, &mut self.zbuf)?;
+        let c = Compressed {
+            kind,
+            stream_len: src.len() as u64,
+            comp: std::mem::take(&mut self.zbuf),
+            keys,
+        };
+        let r = Self::record(&mut self.out, &mut self.map, &c);
+        self.zbuf = c.comp;
+        r
+    }
+
+    /// Hands a frame to the workers, and writes the frames that are done, in order.
+    fn submit(&mut self, kind: FrameKind, src: Vec<u8>) -> io::Result<()> {
+        let Backend::Pool(pool) = &mut self.backend else {
+            return self.emit(kind, &src);
+        };
+        self.framed += src.len() as u64;
+        // At most max_in_flight frames out: wait for the oldest first.
+        while pool.submitted - pool.written >= pool.max_in_flight {
+            if let Some(c) = pool.next_in_order(true)? {
+                Self::record(&mut self.out, &mut self.map, &c)?;
+            }
+        }
+        pool.submit(kind, src)?;
+        while let Some(c) = pool.next_in_order(false)? {
+            Self::record(&mut self.out, &mut self.map, &c)?;
+        }
         Ok(())
     }
 
     fn emit_literal(&mut self) -> io::Result<()> {
         if self.literal.is_empty() {
             return Ok(());
+        }
+        if matches!(self.backend, Backend::Pool(_)) {
+            // The frame's buffer goes to the worker; the next literal starts in a new one.
+            let lit = std::mem::replace(&mut self.literal, Vec::with_capacity(LITERAL_MAX));
+            return self.submit(FrameKind::Literal, lit);
         }
         let lit = std::mem::take(&mut self.literal);
         let r = self.emit(FrameKind::Literal, &lit);
@@ -473,6 +766,83 @@ mod tests {
             assert_eq!(o, out, "chunk {chunk}");
             assert_eq!(m, map);
         }
+    }
+
+    #[test]
+    fn workers_give_the_same_file_and_map() {
+        // Literal frames at the limit, many small DATA frames, large ones, two streams.
+        let small: Vec<(u64, usize)> = (0..600).map(|i| (i * 8192, 3000 + i as usize)).collect();
+        let mut input = stream(2, &small, 4);
+        input.extend_from_slice(&stream(2, WRITES, 6));
+        let (want, want_map) = frame(&input, 1 << 16, 3);
+        for workers in [1, 2, 3, 8] {
+            for chunk in [999, 1 << 20] {
+                let mut fw = FramingWriter::with_workers(Vec::new(), 3, workers, None).unwrap();
+                for c in input.chunks(chunk) {
+                    fw.write_all(c).unwrap();
+                }
+                let (out, map) = fw.finish().unwrap();
+                assert!(out == want, "{workers} workers, chunk {chunk}");
+                assert_eq!(map, want_map, "{workers} workers, chunk {chunk}");
+            }
+        }
+        check(&input, &want, &want_map);
+    }
+
+    #[test]
+    fn frames_reused_from_an_earlier_file_give_the_same_file_and_map() {
+        let old_input = stream(2, WRITES, 6);
+        let (old, old_map) = frame(&old_input, 1 << 16, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.zst");
+        // One DATA frame of the old file is damaged: it is compressed anew, not copied.
+        let mut damaged = old.clone();
+        let f = old_map
+            .frames
+            .iter()
+            .rfind(|f| f.kind == FrameKind::Data)
+            .unwrap();
+        damaged[f.comp_offset as usize + 8] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        // The new stream has the old WRITEs and others.
+        let mut input = stream(2, &WRITES[..4], 6);
+        input.extend_from_slice(&stream(2, WRITES, 6));
+        input.extend_from_slice(&stream(2, &WRITES[..3], 8));
+        let (want, want_map) = frame(&input, 1 << 16, 3);
+        for workers in [1, 3] {
+            let reuse = ReuseFrames::new(std::fs::File::open(&path).unwrap(), old_map.clone());
+            let mut fw = FramingWriter::with_workers(Vec::new(), 3, workers, Some(reuse)).unwrap();
+            fw.write_all(&input).unwrap();
+            let (out, map) = fw.finish().unwrap();
+            assert!(out == want, "{workers} workers");
+            assert_eq!(map, want_map);
+        }
+        // And copies are found at all: frames that only the old file has, bit-flipped there,
+        // would appear in the output if copied without checks.
+        let reuse = ReuseFrames::new(std::fs::File::open(&path).unwrap(), old_map.clone());
+        let data: Vec<_> = old_map
+            .frames
+            .iter()
+            .filter(|f| f.kind == FrameKind::Data)
+            .collect();
+        let found = data
+            .iter()
+            .filter(|f| {
+                let src =
+                    &old_input[f.stream_offset as usize..(f.stream_offset + f.stream_len) as usize];
+                let keys: Vec<_> = src.chunks(4096).map(block_key).collect();
+                reuse.find(src, &keys).is_some()
+            })
+            .count();
+        assert_eq!(found, data.len() - 1);
+    }
+
+    #[test]
+    fn a_dropped_parallel_writer_stops_its_workers() {
+        let input = stream(2, WRITES, 1);
+        let mut fw = FramingWriter::with_workers(Vec::new(), 1, 2, None).unwrap();
+        fw.write_all(&input[..input.len() / 2]).unwrap();
+        drop(fw);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod index;
 pub mod map;
 pub mod pool;
 
-pub use framing::{DATA_FRAME_MAX, FramingWriter, LITERAL_MAX, MIN_DATA_FRAME};
+pub use framing::{DATA_FRAME_MAX, FramingWriter, LITERAL_MAX, MIN_DATA_FRAME, ReuseFrames};
 pub use index::{ContentError, ContentIndex, Location, Seed, SeedFile};
 pub use map::{ContentMap, Frame, FrameKind, MapError};
 pub use pool::pool_index;

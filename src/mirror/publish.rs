@@ -9,7 +9,17 @@
 //!    `streams/<sha256>.zst` (temporary name, fsync, rename). The full stream is compressed as
 //!    independent zstd frames cut along its file data ([`FramingWriter`]), described by a
 //!    content map `streams/<sha256>.map` that the index lists with it: pulls can fetch only
-//!    the frames whose data they lack. Deltas are one zstd frame.
+//!    the frames whose data they lack. Deltas are one multi-threaded-mode zstd frame.
+//!    The streams are made in parallel (one thread per core, [`PublishOptions::threads`]), and
+//!    each is compressed on all of them: the full stream's frames by a pool of workers, the
+//!    deltas by zstd's own workers.
+//!
+//! Publishing is reproducible: the same trees, key and settings give byte-identical stream and
+//! map files, whatever the number of threads. The signed streams' ids are derived from the key
+//! and the stream's identity ([`stream_identity`]) instead of drawn at random; the streams carry
+//! mtimes as atimes and ctimes ([`TreeSendOptions::mtime_only`]: the stored copy's ctimes are
+//! when it was made, atimes change when a tree is read); zstd's multi-threaded mode gives the same frame for any number of workers (at
+//! least one), and the full stream's frames are independent.
 //! 4. Retire versions beyond `--prune N` (their index entries, streams from and to them, their
 //!    trees).
 //! 5. Write the index with serial + 1 and a new expiry atomically; only then delete stream
@@ -22,10 +32,10 @@ use super::index::{
 };
 use super::plan::delta_sources;
 use crate::Error;
-use crate::content::{ContentMap, FramingWriter};
+use crate::content::{ContentMap, FramingWriter, ReuseFrames};
 use crate::pipeline::{Hook, Totals};
 use crate::send::{TreeSendOptions, Uuid, send_tree, tree_uuid};
-use crate::sign::{SecretKey, Signer};
+use crate::sign::{SecretKey, Signer, derived_stream_id};
 use crate::util::fs::{DirLock, lock_dir, sync_dir, write_atomic};
 use crate::util::{nonce, unix_now};
 use sha2::{Digest, Sha256};
@@ -33,6 +43,8 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 /// What to publish.
 #[derive(Debug)]
@@ -57,6 +69,8 @@ pub struct PublishOptions {
     pub proto: u32,
     /// Write deltas too (false: the full stream only).
     pub deltas: bool,
+    /// Threads making and compressing streams (0: one per core). Output does not depend on it.
+    pub threads: usize,
 }
 
 /// Progress of a publish.
@@ -241,6 +255,7 @@ pub fn publish(
         let stored = trees.join(&name);
         // A tree under this name that the index does not list is left over from a publish
         // that failed before writing its index.
+        let _ = fs::remove_file(trees.join(frames_note(&name)));
         crate::pool::remove_tree(&trees, &name)?;
         on_event(PublishEvent::StoringTree { path: &stored });
         crate::pool::store_tree(source, &trees, &name)?;
@@ -261,38 +276,32 @@ pub fn publish(
             uuid,
             published: unix_now(),
         };
-        let r = (|| -> Result<(), Error> {
-            let f = write_stream(o, None, &stored, uuid, &name, on_event)?;
-            on_event(PublishEvent::StreamDone(&f));
-            written.push(f);
-            let sources = if o.deltas {
-                delta_sources(n)
-            } else {
-                Vec::new()
-            };
-            for s in sources {
-                let old = &index.versions[s];
-                let old_tree = trees.join(&old.name);
-                if !old_tree.is_dir() {
-                    on_event(PublishEvent::MissingTree {
-                        version: &old.name,
-                        path: &old_tree,
-                    });
-                    continue;
-                }
-                let f = write_stream(
-                    o,
-                    Some((&old_tree, old.uuid, &old.name)),
-                    &stored,
-                    uuid,
-                    &name,
-                    on_event,
-                )?;
-                on_event(PublishEvent::StreamDone(&f));
-                written.push(f);
+        // The full stream first, then the deltas from the versions 1, 2, 4, ... back.
+        let mut jobs: Vec<Option<(PathBuf, Uuid, &str)>> = vec![None];
+        let sources = if o.deltas {
+            delta_sources(n)
+        } else {
+            Vec::new()
+        };
+        for s in sources {
+            let old = &index.versions[s];
+            let old_tree = trees.join(&old.name);
+            if !old_tree.is_dir() {
+                on_event(PublishEvent::MissingTree {
+                    version: &old.name,
+                    path: &old_tree,
+                });
+                continue;
             }
-            Ok(())
-        })();
+            jobs.push(Some((old_tree, old.uuid, old.name.as_str())));
+        }
+        let reuse = previous_frames(o, &index, &trees);
+        let r = write_streams(o, &jobs, &stored, uuid, &name, reuse, on_event);
+        written = r.written;
+        let r = match r.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
         if let Err(e) = r {
             // The index never named them: remove what was written and the stored tree.
             for f in &written {
@@ -336,6 +345,10 @@ pub fn publish(
     index.validate()?;
     let text = index.sign(&o.key)?;
     write_atomic(repo, INDEX_FILE, text.as_bytes())?;
+    if let Some(v) = &added {
+        // Without it the next publish compresses all of its full stream (no error).
+        let _ = fs::write(trees.join(frames_note(&v.name)), compression_note(o.level));
+    }
 
     // Garbage: files named by neither the new nor the previous index, and stale temporaries.
     let mut keep: HashSet<&str> = index.streams.iter().flat_map(files_of).collect();
@@ -358,6 +371,7 @@ pub fn publish(
     }
     for v in &pruned {
         let _ = crate::pool::remove_tree(&trees, v);
+        let _ = fs::remove_file(trees.join(frames_note(v)));
     }
     Ok(PublishReport {
         repo: repo.clone(),
@@ -382,19 +396,178 @@ fn files_of(s: &StreamFile) -> impl Iterator<Item = &str> {
     std::iter::once(s.path.as_str()).chain(s.map.as_ref().map(|m| m.path.as_str()))
 }
 
+/// What [`write_streams`] did: the files written, in the order of the jobs, and the first
+/// error (the others were stopped).
+struct Written {
+    written: Vec<StreamFile>,
+    error: Option<Error>,
+}
+
+/// A worker's report to the thread that calls `on_event`.
+enum StreamMsg {
+    /// Stream bytes so far of job `.0`.
+    Progress(usize, u64),
+    /// Job `.0` ended.
+    Done(usize, Result<StreamFile, Error>),
+}
+
+/// Threads to use: [`PublishOptions::threads`], or one per core.
+fn thread_count(o: &PublishOptions) -> usize {
+    match o.threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    }
+}
+
+/// Writes the streams of `jobs` (None: the full stream, Some: a delta from that tree, UUID and
+/// version) on up to [`thread_count`] threads. A failure stops the other streams at their next
+/// progress tick; the files already written are returned with the error (for removal).
+fn write_streams(
+    o: &PublishOptions,
+    jobs: &[Option<(PathBuf, Uuid, &str)>],
+    source: &Path,
+    uuid: Uuid,
+    name: &str,
+    reuse: Option<ReuseFrames>,
+    on_event: &mut dyn FnMut(PublishEvent<'_>),
+) -> Written {
+    // For the full stream (job 0), taken by the worker that makes it.
+    let reuse = std::sync::Mutex::new(reuse);
+    let threads = thread_count(o);
+    let next = AtomicUsize::new(0);
+    let cancel = AtomicBool::new(false);
+    let mut done: Vec<Option<StreamFile>> = jobs.iter().map(|_| None).collect();
+    let mut error = None;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..threads.min(jobs.len()) {
+            let tx = tx.clone();
+            let (next, cancel, reuse) = (&next, &cancel, &reuse);
+            scope.spawn(move || {
+                loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    if j >= jobs.len() || cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let parent = jobs[j].as_ref().map(|(p, u, n)| (p.as_path(), *u, *n));
+                    let mut tick = |bytes| {
+                        let _ = tx.send(StreamMsg::Progress(j, bytes));
+                    };
+                    let reuse = match parent {
+                        None => reuse
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take(),
+                        Some(_) => None,
+                    };
+                    let r = write_stream(
+                        o, parent, source, uuid, name, threads, reuse, cancel, &mut tick,
+                    );
+                    let failed = r.is_err();
+                    // Sent before the others are cancelled: the first error received is this
+                    // one, not a cancellation it caused.
+                    let _ = tx.send(StreamMsg::Done(j, r));
+                    if failed {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for m in rx {
+            match m {
+                StreamMsg::Progress(j, bytes) => on_event(PublishEvent::Stream {
+                    from: jobs[j].as_ref().map(|p| p.2),
+                    to: name,
+                    bytes,
+                }),
+                StreamMsg::Done(j, Ok(f)) => {
+                    on_event(PublishEvent::StreamDone(&f));
+                    done[j] = Some(f);
+                }
+                StreamMsg::Done(_, Err(e)) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+    });
+    Written {
+        written: done.into_iter().flatten().collect(),
+        error,
+    }
+}
+
+/// The note next to a stored tree saying how its full stream's frames were compressed.
+fn frames_note(version: &str) -> String {
+    format!(".{version}.frames")
+}
+
+/// What [`frames_note`] says: frames are copied only between files of the same zstd version
+/// and level, which compress the same data to the same bytes.
+fn compression_note(level: i32) -> String {
+    format!("zstd {} level {level}\n", zstd::zstd_safe::version_number())
+}
+
+/// The full stream of the newest listed version, to copy unchanged DATA frames from ([`ReuseFrames`]
+/// checks each), if its note says it was compressed as this publish compresses.
+fn previous_frames(o: &PublishOptions, index: &Index, trees: &Path) -> Option<ReuseFrames> {
+    let last = index.versions.last()?;
+    let note = fs::read_to_string(trees.join(frames_note(&last.name))).ok()?;
+    if note != compression_note(o.level) {
+        return None;
+    }
+    let s = index
+        .streams
+        .iter()
+        .find(|s| s.from.is_none() && s.to == last.name)?;
+    let map = fs::read(o.repo.join(&s.map.as_ref()?.path)).ok()?;
+    let map = ContentMap::decode(&map, s.stream_bytes, s.size).ok()?;
+    let file = File::open(o.repo.join(&s.path)).ok()?;
+    Some(ReuseFrames::new(file, map))
+}
+
+/// What a signed stream of publish is, for its derived stream id ([`derived_stream_id`]):
+/// the protocol version, the tree UUID, the parent's (deltas), the subvolume name and this
+/// sender's version. The tree UUIDs are digests of the trees' metadata, so the same identity
+/// means the same stream except for trees whose metadata is the same but some file's bytes
+/// differ (publish refuses a tree whose UUID a repository already lists); the id's own rule
+/// (docs/signed-streams.md) explains why even then no splice verifies.
+fn stream_identity(proto: u32, uuid: Uuid, parent: Option<Uuid>, name: &str) -> Vec<u8> {
+    let mut id = b"subvol publish stream\0".to_vec();
+    id.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    id.push(0);
+    id.extend_from_slice(&proto.to_le_bytes());
+    id.extend_from_slice(&uuid.0);
+    match parent {
+        None => id.push(0),
+        Some(p) => {
+            id.push(1);
+            id.extend_from_slice(&p.0);
+        }
+    }
+    id.extend_from_slice(name.as_bytes());
+    id
+}
+
 /// Tree send (full, or incremental from `parent`) → sign → zstd → `streams/<sha256>.zst`, and
-/// for a full stream its map `streams/<sha256>.map`.
+/// for a full stream its map `streams/<sha256>.map`. Compression uses `threads` workers.
+#[allow(clippy::too_many_arguments)]
 fn write_stream(
     o: &PublishOptions,
     parent: Option<(&Path, Uuid, &str)>,
     source: &Path,
     uuid: Uuid,
     name: &str,
-    on_event: &mut dyn FnMut(PublishEvent<'_>),
+    threads: usize,
+    reuse: Option<ReuseFrames>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<StreamFile, Error> {
     let dir = o.repo.join(STREAMS_DIR);
     let tmp = dir.join(format!(".tmp-{}-{}.zst", std::process::id(), nonce()));
-    let r = write_stream_to(o, parent, source, uuid, name, &tmp, on_event);
+    let r = write_stream_to(
+        o, parent, source, uuid, name, &tmp, threads, reuse, cancel, progress,
+    );
     let written = r.and_then(|(sha, size, stream_bytes, map)| {
         // The map goes first: a stream file under its final name always has its map.
         let map = map.map(|m| write_map(&dir, &m)).transpose()?;
@@ -443,6 +616,7 @@ fn write_map(dir: &Path, map: &ContentMap) -> Result<MapFile, Error> {
 
 /// Writes the stream file under `tmp`; returns its SHA-256, size, stream bytes and (full
 /// streams) content map.
+#[allow(clippy::too_many_arguments)]
 fn write_stream_to(
     o: &PublishOptions,
     parent: Option<(&Path, Uuid, &str)>,
@@ -450,7 +624,10 @@ fn write_stream_to(
     uuid: Uuid,
     name: &str,
     tmp: &Path,
-    on_event: &mut dyn FnMut(PublishEvent<'_>),
+    threads: usize,
+    reuse: Option<ReuseFrames>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<(Sha256Digest, u64, u64, Option<ContentMap>), Error> {
     let file = File::create(tmp).map_err(|e| MirrorError::io("create", tmp, e))?;
     let hw = HashWriter {
@@ -460,17 +637,9 @@ fn write_stream_to(
     };
     let compress_err = |e| MirrorError::io("compress into", tmp, e);
     let (hw, stream_bytes, map) = if parent.is_none() {
-        let mut zstd = zstd::bulk::Compressor::new(o.level)
+        let fw = FramingWriter::with_workers(hw, o.level, threads, reuse)
             .map_err(|e| MirrorError::io("start zstd for", tmp, e))?;
-        let (fw, stream_bytes) = sign_into(
-            o,
-            parent,
-            source,
-            uuid,
-            name,
-            FramingWriter::new(hw, &mut zstd),
-            on_event,
-        )?;
+        let (fw, stream_bytes) = sign_into(o, parent, source, uuid, name, fw, cancel, progress)?;
         let (hw, map) = fw.finish().map_err(compress_err)?;
         if map.stream_bytes != stream_bytes || map.comp_bytes != hw.bytes {
             return Err(MirrorError::Bug(format!(
@@ -484,9 +653,14 @@ fn write_stream_to(
         }
         (hw, stream_bytes, Some(map))
     } else {
-        let enc = zstd::stream::write::Encoder::new(hw, o.level)
+        // zstd's multi-threaded mode, even with one worker: its output is the same for any
+        // number of workers (single-threaded mode's is not the same as it).
+        let workers = u32::try_from(threads).unwrap_or(u32::MAX);
+        let mut enc = zstd::stream::write::Encoder::new(hw, o.level)
             .map_err(|e| MirrorError::io("start zstd for", tmp, e))?;
-        let (enc, stream_bytes) = sign_into(o, parent, source, uuid, name, enc, on_event)?;
+        enc.multithread(workers.max(1))
+            .map_err(|e| MirrorError::io("start zstd workers for", tmp, e))?;
+        let (enc, stream_bytes) = sign_into(o, parent, source, uuid, name, enc, cancel, progress)?;
         (enc.finish().map_err(compress_err)?, stream_bytes, None)
     };
     let sha = Sha256Digest(hw.hasher.finalize().into());
@@ -501,6 +675,7 @@ fn write_stream_to(
 }
 
 /// Tree send → sign into `out`; returns `out` and the signed stream's size.
+#[allow(clippy::too_many_arguments)]
 fn sign_into<W: Write>(
     o: &PublishOptions,
     parent: Option<(&Path, Uuid, &str)>,
@@ -508,7 +683,8 @@ fn sign_into<W: Write>(
     uuid: Uuid,
     name: &str,
     out: W,
-    on_event: &mut dyn FnMut(PublishEvent<'_>),
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<(W, u64), Error> {
     let key = SecretKey::from_seed(&o.key.signing_key().to_bytes());
     let opts = TreeSendOptions {
@@ -517,24 +693,89 @@ fn sign_into<W: Write>(
         uuid: Some(uuid),
         parent_uuid: parent.map(|p| p.1),
         name: Some(name.as_bytes().to_vec()),
+        mtime_only: true,
     };
-    let from = parent.map(|p| p.2);
-    let mut signer = Signer::new(out, key)?;
-    let mut tick = |t: &Totals| {
-        on_event(PublishEvent::Stream {
-            from,
-            to: name,
-            bytes: t.bytes,
-        });
-    };
+    let id = derived_stream_id(
+        &key,
+        &stream_identity(o.proto, uuid, parent.map(|p| p.1), name),
+    );
+    let mut signer = Signer::with_stream_id(out, key, id);
+    let mut tick = |t: &Totals| progress(t.bytes);
     // The signer is the sink the tree sender emits into.
     send_tree(
         source,
         parent.map(|p| p.0),
         &opts,
         &mut signer,
-        &mut Hook::none().progress(&mut tick),
+        &mut Hook::none().progress(&mut tick).cancel(cancel),
     )?;
     let stream_bytes = signer.summary().bytes;
     Ok((signer.into_inner(), stream_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::derived_stream_id;
+
+    fn pseudo(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Half compressible, half not.
+                if (i >> 16) % 2 == 0 {
+                    (i % 61) as u8
+                } else {
+                    x as u8
+                }
+            })
+            .collect()
+    }
+
+    /// What publish's deltas rely on: zstd's multi-threaded mode gives the same bytes for any
+    /// number of workers and any write sizes (here over several of its jobs).
+    #[test]
+    fn multithreaded_zstd_output_does_not_depend_on_workers_or_writes() {
+        let input = pseudo(20 << 20);
+        let compress = |workers: u32, chunk: usize| {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            enc.multithread(workers).unwrap();
+            for c in input.chunks(chunk) {
+                enc.write_all(c).unwrap();
+            }
+            enc.flush().unwrap();
+            enc.finish().unwrap()
+        };
+        let want = compress(1, 1 << 20);
+        assert_eq!(zstd::stream::decode_all(&want[..]).unwrap(), input);
+        for (workers, chunk) in [(2, 1 << 20), (3, 4093), (8, 3 << 20)] {
+            assert!(
+                compress(workers, chunk) == want,
+                "{workers} workers, writes of {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn stream_identities_differ_for_different_streams() {
+        let (a, b) = (Uuid::from([1; 16]), Uuid::from([2; 16]));
+        let ids = [
+            stream_identity(2, a, None, "1"),
+            stream_identity(1, a, None, "1"),
+            stream_identity(2, b, None, "1"),
+            stream_identity(2, a, None, "2"),
+            stream_identity(2, b, Some(a), "1"),
+            stream_identity(2, b, Some(b), "1"),
+        ];
+        let key = SecretKey::from_seed(&[5; 32]);
+        let derived: HashSet<[u8; 16]> = ids.iter().map(|i| derived_stream_id(&key, i)).collect();
+        assert_eq!(derived.len(), ids.len());
+        assert_eq!(
+            derived_stream_id(&key, &stream_identity(2, b, Some(a), "1")),
+            derived_stream_id(&key, &ids[4])
+        );
+    }
 }

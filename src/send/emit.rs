@@ -25,6 +25,8 @@ fn sink_error(e: Error) -> SendError {
 pub(crate) struct Emitter<'p, W: CommandSink> {
     sink: W,
     pub(crate) version: u32,
+    /// UTIMES carries the mtime as CTIME and OTIME ([`super::TreeSendOptions::mtime_only`]).
+    pub(crate) mtime_as_ctime: bool,
     /// Commands and bytes emitted so far (stream header included).
     totals: Totals,
     step: &'p mut Step<'p>,
@@ -42,6 +44,7 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         Ok(Emitter {
             sink,
             version,
+            mtime_as_ctime: false,
             totals: Totals {
                 streams: 1,
                 commands: 0,
@@ -337,6 +340,7 @@ impl<'p, W: CommandSink> Emitter<'p, W> {
         mtime: Timespec,
         ctime: Timespec,
     ) -> Result<(), SendError> {
+        let ctime = if self.mtime_as_ctime { mtime } else { ctime };
         let attrs = [
             (attr::PATH, Bytes(path)),
             (attr::ATIME, Time(atime)),

@@ -322,6 +322,7 @@ pub(crate) fn send_full<W: CommandSink>(
     let uuid = opts.uuid.unwrap_or_else(|| t.derived_uuid());
     let ctransid = t.newest_mtime;
     let mut em = Emitter::new(sink, opts.version, step)?;
+    em.mtime_as_ctime = opts.mtime_only;
     em.subvol(&subvol_name(t, opts), &uuid, ctransid)?;
     let mut data = ContentSender::new(t, opts, uuid, ctransid, None);
     // The root exists already: the kernel sends its CHOWN and CHMOD first.

@@ -730,6 +730,7 @@ pub(crate) fn send_incremental<W: CommandSink>(
     let mut buf = Vec::new();
     let m = Matching::compute(old, new, &mut buf)?;
     let mut em = Emitter::new(sink, opts.version, step)?;
+    em.mtime_as_ctime = opts.mtime_only;
     em.snapshot(
         &subvol_name(new, opts),
         &uuid,

@@ -166,6 +166,12 @@ pub struct TreeSendOptions {
     pub parent_uuid: Option<Uuid>,
     /// Subvolume name in SUBVOL/SNAPSHOT (default: the source directory's name).
     pub name: Option<Vec<u8>>,
+    /// Send each inode's mtime as its ATIME, CTIME and OTIME too (and compare only mtimes in
+    /// incremental sends): a copy's ctimes are when it was made and atimes change when a tree
+    /// is read (`cp` of it, for one), so streams of the same tree would differ from copy to
+    /// copy. Publish sends from its copy in the tree store; receivers cannot set ctime or
+    /// otime anyway.
+    pub mtime_only: bool,
 }
 
 /// What a send produced.
@@ -233,11 +239,20 @@ fn send_tree_into<K: CommandSink>(
             opts.version
         )));
     }
-    let new = tree::Tree::scan(source)?;
+    let scan = |p| {
+        let mut t = tree::Tree::scan(p)?;
+        if opts.mtime_only {
+            for i in &mut t.inodes {
+                i.atime = i.mtime;
+            }
+        }
+        Ok::<_, SendError>(t)
+    };
+    let new = scan(source)?;
     match parent {
         None => full::send_full(&new, opts, sink, step),
         Some(p) => {
-            let old = tree::Tree::scan(p)?;
+            let old = scan(p)?;
             incr::send_incremental(&old, &new, opts, sink, step)
         }
     }

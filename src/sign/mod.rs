@@ -4,7 +4,8 @@
 //! ([`SIGNATURE_CMD`]) interleaved. Stock `btrfs receive` skips them (unknown command number,
 //! known attribute types) and builds the same tree. Each block closes a *segment*: every byte
 //! since the previous block (stream headers, command headers with their CRC, payloads) is hashed
-//! with BLAKE3, and the block signs that digest together with the stream's random id, the
+//! with BLAKE3, and the block signs that digest together with the stream's id (random, or
+//! derived from the key and the stream's identity: [`derived_stream_id`]), the
 //! segment number, the segment's byte and command counts, what follows the block (more
 //! commands, or END and then end of input, or END and another stream) and the previous block's
 //! signature. The full description is `docs/signed-streams.md`.
@@ -25,7 +26,7 @@ mod verifier;
 
 pub use block::{Block, FORMAT_VERSION, Kind, SIGNATURE_CMD};
 pub use keys::{KeyId, KeySet, PublicKey, SecretKey, hex as hex_id, keygen, pub_path};
-pub use signer::{SignSummary, Signer, sign_stream};
+pub use signer::{SignSummary, Signer, derived_stream_id, sign_stream};
 pub use verifier::{VerifyReport, VerifyingSource};
 
 use crate::ExitCode;

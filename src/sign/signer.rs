@@ -11,6 +11,23 @@ use ed25519_dalek::Signer as _;
 use std::io::Write;
 use std::ops::ControlFlow;
 
+/// Context string of the key [`derived_stream_id`] hashes with (BLAKE3 `derive_key`).
+const STREAM_ID_CONTEXT: &str = "subvol signed send stream id v1";
+
+/// A stream id derived from the secret key and `identity`, a description of the stream's
+/// content (for publish: the tree UUIDs, protocol, name and sender version): the same content
+/// signed again gives the same id, so the same signed bytes (reproducible publishing). It is a
+/// keyed BLAKE3 hash (key derived from the secret seed), so it reveals nothing about the key
+/// and nobody without the key can tell which identity an id stands for.
+#[must_use]
+pub fn derived_stream_id(key: &SecretKey, identity: &[u8]) -> [u8; 16] {
+    let k = blake3::derive_key(STREAM_ID_CONTEXT, key.signing_key().as_bytes());
+    let h = blake3::keyed_hash(&k, identity);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.as_bytes()[..16]);
+    id
+}
+
 /// What signing produced.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SignSummary {
@@ -68,7 +85,8 @@ impl<W: Write> Signer<W> {
         Ok(Signer::with_stream_id(out, key, id))
     }
 
-    /// A signer with a given stream id (tests; ids must never repeat for one key).
+    /// A signer with a given stream id: from [`derived_stream_id`] (reproducible signing), or
+    /// fixed in tests. Ids must not repeat for one key for different streams.
     #[must_use]
     pub fn with_stream_id(out: W, key: SecretKey, stream_id: [u8; 16]) -> Signer<W> {
         Signer {

@@ -77,6 +77,10 @@ pub struct PublishArgs {
     /// fetch the parts of the full stream whose data the pool lacks
     #[arg(long = "no-deltas")]
     pub no_deltas: bool,
+    /// Threads making streams and compressing them (default: one per core); the files written
+    /// are the same for any number
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

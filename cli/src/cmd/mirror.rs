@@ -101,6 +101,7 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         level: a.level,
         proto: a.proto,
         deltas: !a.no_deltas,
+        threads: a.threads,
     };
     let mut line = Status::new(false);
     let json = a.json;

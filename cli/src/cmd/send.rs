@@ -128,6 +128,7 @@ fn produce<K: CommandSink + KernelOutput>(
             uuid: a.uuid,
             parent_uuid: a.parent_uuid,
             name: None,
+            mtime_only: false,
         };
         send_tree(
             &a.sources[0],
