@@ -82,35 +82,8 @@ fi
 # `subvol-recv [-q|-v ...] ARGS`; everything else runs the real btrfs with its arguments as
 # they are. fstests finds btrfs with `type -P btrfs`, so the wrapper only has to come first.
 mkdir -p "$work/bin"
-cat >"$work/bin/btrfs" <<EOF
-#!/usr/bin/env bash
-real=$(printf '%q' "$real_btrfs")
-recv=$(printf '%q' "$recv")
-log=$(printf '%q' "$work/routed.log")
-EOF
-cat >>"$work/bin/btrfs" <<'EOF'
-if [ "${SUBVOL_FSTESTS_RECEIVER:-subvol}" = subvol ]; then
-  globals=()
-  i=1
-  while [ $i -le $# ]; do
-    case ${!i} in
-      -q|--quiet|-v|--verbose) globals+=("${!i}") ;;
-      --log=*|--format=*) ;;  # progs' global options subvol-recv has no use for
-      *) break ;;
-    esac
-    i=$((i + 1))
-  done
-  case ${!i:-} in
-    rec|rece|recei|receiv|receive)
-      rest=("${@:$((i + 1))}")
-      printf '%s\n' "subvol-recv ${globals[*]} ${rest[*]}" >>"$log"
-      exec "$recv" "${globals[@]}" "${rest[@]}"
-      ;;
-  esac
-fi
-exec "$real" "$@"
-EOF
-chmod 755 "$work/bin/btrfs"
+. "$repo/scripts/lib/recv-wrapper.sh"
+write_recv_wrapper "$work/bin/btrfs" "$real_btrfs" "$recv" SUBVOL_FSTESTS_RECEIVER "$work/routed.log"
 
 # --- loop devices, undone on every exit path -----------------------------------------------
 devices=()

@@ -45,37 +45,8 @@ if [ ! -x "$src/btrfs.real" ]; then
   fi
   mv "$src/btrfs" "$src/btrfs.real"
 fi
-cat >"$src/btrfs" <<EOF
-#!/usr/bin/env bash
-real=$(printf '%q' "$src/btrfs.real")
-recv=$(printf '%q' "$recv")
-dump_format=$(printf '%q' "$dump_format")
-EOF
-cat >>"$src/btrfs" <<'EOF'
-if [ "${SUBVOL_PROGS_RECEIVER:-subvol}" = subvol ]; then
-  globals=()
-  i=1
-  while [ $i -le $# ]; do
-    case ${!i} in
-      -q|--quiet|-v|--verbose) globals+=("${!i}") ;;
-      --log=*|--format=*) ;;
-      *) break ;;
-    esac
-    i=$((i + 1))
-  done
-  case ${!i:-} in
-    rec|rece|recei|receiv|receive)
-      rest=("${@:$((i + 1))}")
-      if [ -n "$dump_format" ] && [[ " ${rest[*]} " == *" --dump "* ]]; then
-        rest=(--dump-format "$dump_format" "${rest[@]}")
-      fi
-      exec "$recv" "${globals[@]}" "${rest[@]}"
-      ;;
-  esac
-fi
-exec "$real" "$@"
-EOF
-chmod 755 "$src/btrfs"
+. "$repo/scripts/lib/recv-wrapper.sh"
+write_recv_wrapper "$src/btrfs" "$src/btrfs.real" "$recv" SUBVOL_PROGS_RECEIVER "" "$dump_format"
 
 if [ ${#tests[@]} = 0 ]; then
   for d in "$src"/tests/misc-tests/*/; do
