@@ -646,7 +646,11 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     bytes,
                 }),
                 Event::Deduped(s) => deduped = deduped.saturating_add(s.cloned),
-                Event::Started { .. } | Event::SeedsIndexed { .. } => {}
+                Event::Started { .. }
+                | Event::SeedsIndexed { .. }
+                | Event::Checkpoint { .. }
+                | Event::Resumed { .. }
+                | Event::IncompleteDropped(_) => {}
             });
             let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
             let got = match r {
