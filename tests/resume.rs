@@ -178,7 +178,11 @@ fn delete_subvol(p: &Path) {
 /// Checks the received tree and that nothing else is left in DEST, then deletes it.
 fn check_and_clear(s: &Streams, dest: &Path, what: &str) {
     assert_same_tree(&s.src, &dest.join(&s.name), what);
-    assert_eq!(entries(dest), std::slice::from_ref(&s.name), "{what}: left over");
+    assert_eq!(
+        entries(dest),
+        std::slice::from_ref(&s.name),
+        "{what}: left over"
+    );
     delete_subvol(&dest.join(&s.name));
 }
 
@@ -236,7 +240,10 @@ fn kill_then_resume(signed: bool, seed: u64) {
             &format!("round {round} (cut {cut}, resumed at {kept})"),
         );
     }
-    eprintln!("resume (signed {signed}): {resumed} of 10 rounds resumed, offsets {offsets:?} of {}", stream.len());
+    eprintln!(
+        "resume (signed {signed}): {resumed} of 10 rounds resumed, offsets {offsets:?} of {}",
+        stream.len()
+    );
     assert!(resumed >= 7, "only {resumed} of 10 rounds had a checkpoint");
 }
 
@@ -275,6 +282,13 @@ fn sigint_then_resume_from_a_piped_offset() {
         assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
         let offset = resume_offset(dest);
         assert!(offset > 0, "signed {signed}: no checkpoint kept");
+        assert!(
+            stderr(&out).contains(&format!(
+                "kept the interrupted receive of tree for resume at byte {offset}"
+            )),
+            "{}",
+            stderr(&out)
+        );
         // The stream from the offset on, as `tail -c +$((offset + 1))` sends it.
         let mut child = Command::new(bin("subvol"))
             .args(["recv", "--resume-from", &offset.to_string()])
@@ -462,4 +476,41 @@ fn stream_fault_removes_the_checkpoint() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(entries(dest).is_empty(), "left {:?}", entries(dest));
+}
+
+/// An input that ends early (the sender died, the connection dropped) keeps the checkpoint; the
+/// whole stream received again from a pipe resumes and checks the bytes it skips.
+#[test]
+fn truncated_input_is_kept_and_resumed_from_a_pipe() {
+    let Some(fs_) = BtrfsFs::with_size_or_skip(1 << 30) else {
+        return;
+    };
+    let s = streams("tree", 51);
+    let dest = fs_.path();
+    let stream = fs::read(&s.plain).unwrap();
+    let (child, stdin) = start_cut(&stream, stream.len() * 4 / 5, dest, &[]);
+    drop(stdin); // end of input
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let offset = resume_offset(dest);
+    assert!(offset > 0, "no checkpoint kept: {}", stderr(&out));
+    let mut child = Command::new(bin("subvol"))
+        .args(["recv", "--checkpoint-every", EVERY])
+        .arg(dest)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let all = stream.clone();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&all);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(resumed_at(&err), Some(offset), "{err}");
+    check_and_clear(&s, dest, "resumed from a pipe of the whole stream");
 }

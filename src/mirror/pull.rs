@@ -650,7 +650,8 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 | Event::SeedsIndexed { .. }
                 | Event::Checkpoint { .. }
                 | Event::Resumed { .. }
-                | Event::IncompleteDropped(_) => {}
+                | Event::IncompleteDropped(_)
+                | Event::Kept { .. } => {}
             });
             let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
             let got = match r {

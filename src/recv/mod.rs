@@ -228,7 +228,7 @@ pub enum RecvError {
         failure: Failure,
     },
     /// SIGINT or SIGTERM arrived; the staging subvolume was removed.
-    #[error("interrupted by a signal; partial subvolume removed")]
+    #[error("interrupted by a signal")]
     Interrupted,
     /// With [`Tolerance::max_errors`] other than 1, commands failed and were skipped (each was
     /// reported to [`receive_tolerant`]'s `on_skip`); the input was read to its end.
@@ -383,6 +383,13 @@ pub enum Event<'a> {
     },
     /// An interrupted receive of the same final name was removed (this input starts over).
     IncompleteDropped(&'a str),
+    /// The receive failed where it can be resumed: its last checkpoint is kept.
+    Kept {
+        /// Final name.
+        name: &'a OsStr,
+        /// Input offset a resume restarts at.
+        offset: u64,
+    },
 }
 
 /// True if a receive that failed with `e` can be taken up again from its last checkpoint: an
@@ -391,12 +398,26 @@ pub enum Event<'a> {
 #[must_use]
 pub fn is_resumable_failure(e: &Error) -> bool {
     use crate::stream::StreamErrorKind as K;
+    // A full file system is not resumed: the checkpoint would keep holding the space.
+    let full = |errno: Option<i32>| {
+        errno.is_some_and(|e| {
+            e == rustix::io::Errno::NOSPC.raw_os_error()
+                || e == rustix::io::Errno::DQUOT.raw_os_error()
+        })
+    };
     match e {
-        Error::Interrupted | Error::Recv(RecvError::Interrupted) | Error::Io { .. } => true,
-        Error::Stream(se) => matches!(se.kind, K::Io(_) | K::Truncated { .. } | K::MissingEnd),
-        Error::Recv(RecvError::Command { failure, .. }) => {
-            matches!(failure, Failure::Os { .. } | Failure::Ioctl(_))
-        }
+        Error::Interrupted | Error::Recv(RecvError::Interrupted) => true,
+        Error::Io { source, .. } => !full(source.raw_os_error()),
+        Error::Stream(se) => match &se.kind {
+            K::Io(e) => !full(e.raw_os_error()),
+            K::Truncated { .. } | K::MissingEnd => true,
+            _ => false,
+        },
+        Error::Recv(RecvError::Command { failure, .. }) => match failure {
+            Failure::Os { source, .. } => !full(source.raw_os_error()),
+            Failure::Ioctl(e) => !full(Some(e.errno())),
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -660,8 +681,13 @@ impl<'a> Receiver<'a> {
     /// The input failed where it can be resumed: keeps the last checkpoint of the subvolume
     /// being received (if one was taken) when the receiver is dropped.
     pub fn keep_for_resume(&mut self) {
-        if let Some(cur) = self.aborted.as_mut() {
-            cur.staging.keep_for_resume();
+        if let Some(cur) = self.aborted.as_mut()
+            && cur.staging.keep_for_resume()
+        {
+            (self.on_event)(Event::Kept {
+                name: cur.staging.name(),
+                offset: self.last_checkpoint,
+            });
         }
     }
 

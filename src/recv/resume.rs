@@ -395,13 +395,21 @@ pub(super) fn checkpoint(
     let seq = cp.seq + 1;
     let ckpt = ckpt_name(base, seq);
     // Commits a transaction after flushing the subvolume's data: durable on return.
-    subvol_ioctl::snapshot_create(dest.dir(), root, &ckpt, true)
-        .map_err(|e| io_err("snapshot for a checkpoint", io::Error::other(e)))?;
+    subvol_ioctl::snapshot_create(dest.dir(), root, &ckpt, true).map_err(|e| {
+        io_err(
+            "snapshot for a checkpoint",
+            io::Error::from_raw_os_error(e.errno()),
+        )
+    })?;
     let info = open_dir(dest.dir(), &ckpt)
         .map_err(|e| io_err("open checkpoint", e.into()))
         .and_then(|fd| {
-            subvol_ioctl::subvol_info(&fd)
-                .map_err(|e| io_err("read checkpoint info", io::Error::other(e)))
+            subvol_ioctl::subvol_info(&fd).map_err(|e| {
+                io_err(
+                    "read checkpoint info",
+                    io::Error::from_raw_os_error(e.errno()),
+                )
+            })
         });
     let info = match info {
         Ok(i) => i,

@@ -170,6 +170,16 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
                         );
                     }
                 }
+                Event::Kept { name, offset } => {
+                    progress.borrow_mut().finish();
+                    eprintln!(
+                        "kept the interrupted receive of {} for resume at byte {offset}: \
+                         receive the same stream into {} again to continue (--drop-incomplete \
+                         removes it)",
+                        escape(name.as_bytes()),
+                        dest.display()
+                    );
+                }
                 Event::IncompleteDropped(name) => {
                     eprintln!(
                         "removed the interrupted receive of {}: this input starts it over",
