@@ -65,6 +65,7 @@ progs-6.10\t'btrfs-progs 6.9.1, 6.10 and later: every name and value escaped'"
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l verify -d 'Require every segment to be signed by one of these public keys, and apply nothing before its signature verified (repeatable); nothing is committed before the whole input verified' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dedup-from -d 'Clone WRITE data found in the files under DIR instead of writing it (repeatable)' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l checkpoint-every -d 'Take a checkpoint of the subvolume being received every BYTES of input (0: never)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l checkpoint-overhead -d 'Skip checkpoints that would take more than PERCENT of the receive\'s time so far (100: take every one)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l resume-from -d 'The input is the stream from byte OFFSET on (as `--resume-offset` printed): take up the interrupted receive in DEST that restarts there' -r
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s e -d 'Stop after the first END command (for streams made with `btrfs send -e`)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l keep-incomplete -d 'With -E: commit the subvolumes even though commands failed and were skipped (btrfs receive\'s behaviour); they are read-only and carry the received UUID, but are incomplete. The exit status stays non-zero'

@@ -128,7 +128,13 @@ fn start_cut(
     extra: &[String],
 ) -> (Child, std::process::ChildStdin) {
     let mut child = Command::new(bin("subvol"))
-        .args(["recv", "--checkpoint-every", EVERY])
+        .args([
+            "recv",
+            "--checkpoint-every",
+            EVERY,
+            "--checkpoint-overhead",
+            "100",
+        ])
         .args(extra)
         .arg(dest)
         .stdin(Stdio::piped())
@@ -157,7 +163,13 @@ fn resume_offset(dest: &Path) -> u64 {
 /// `subvol recv -f STREAM DEST`.
 fn recv_file(stream: &Path, dest: &Path, extra: &[String]) -> Output {
     Command::new(bin("subvol"))
-        .args(["recv", "--checkpoint-every", EVERY])
+        .args([
+            "recv",
+            "--checkpoint-every",
+            EVERY,
+            "--checkpoint-overhead",
+            "100",
+        ])
         .args(extra)
         .arg("-f")
         .arg(stream)
@@ -495,7 +507,13 @@ fn truncated_input_is_kept_and_resumed_from_a_pipe() {
     let offset = resume_offset(dest);
     assert!(offset > 0, "no checkpoint kept: {}", stderr(&out));
     let mut child = Command::new(bin("subvol"))
-        .args(["recv", "--checkpoint-every", EVERY])
+        .args([
+            "recv",
+            "--checkpoint-every",
+            EVERY,
+            "--checkpoint-overhead",
+            "100",
+        ])
         .arg(dest)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())

@@ -309,6 +309,10 @@ pub struct Options {
     /// from: a [`crate::stream::Reader`] made [`crate::stream::Reader::with_prefix_digest`]
     /// (also beneath a verifying source).
     pub checkpoint_bytes: Option<u64>,
+    /// Skip a checkpoint that would bring the time spent taking checkpoints above this share
+    /// of the receive's time so far (the next one is assumed to cost what the last did); None:
+    /// no limit. A checkpoint commits a btrfs transaction, some tens of milliseconds.
+    pub checkpoint_max_share: Option<f64>,
     /// Take up this interrupted receive (from [`list_incomplete`]) instead of starting the
     /// first subvolume: the source must yield the input from [`Incomplete::offset`] on
     /// ([`Incomplete::reader`], under a [`crate::sign::VerifyingSource::resume`] for a
@@ -373,6 +377,8 @@ pub enum Event<'a> {
     Checkpoint {
         /// Input offset.
         offset: u64,
+        /// How long it took (snapshot, which commits a transaction, and record).
+        took: std::time::Duration,
     },
     /// An interrupted receive was taken up again at its checkpoint.
     Resumed {
@@ -590,6 +596,12 @@ pub struct Receiver<'a> {
     checkpoint_every: Option<u64>,
     /// Input offset of the last checkpoint (or of the resume).
     last_checkpoint: u64,
+    /// See [`Options::checkpoint_max_share`]; when the receive started, the time spent in
+    /// checkpoints, and the last one's.
+    checkpoint_share: Option<f64>,
+    started: std::time::Instant,
+    checkpoint_spent: std::time::Duration,
+    checkpoint_last: std::time::Duration,
     /// Where the input could restart after the item last read (see [`Tap`]).
     resume_cell: Rc<RefCell<Option<ResumeState>>>,
     /// The subvolume being received when the input failed: removed when the receiver is
@@ -673,6 +685,11 @@ impl<'a> Receiver<'a> {
             on_event,
             checkpoint_every: None,
             last_checkpoint,
+            checkpoint_share: opts.checkpoint_max_share,
+            started: std::time::Instant::now(),
+            checkpoint_spent: std::time::Duration::ZERO,
+            // Until one was taken: what one costs on an idle SSD, give or take.
+            checkpoint_last: std::time::Duration::from_millis(50),
             resume_cell: Rc::default(),
             aborted: None,
         })
@@ -707,15 +724,25 @@ impl<'a> Receiver<'a> {
         {
             return Ok(());
         }
+        if let Some(share) = self.checkpoint_share {
+            let next = (self.checkpoint_spent + self.checkpoint_last).as_secs_f64();
+            if next > share * self.started.elapsed().as_secs_f64() {
+                return Ok(());
+            }
+        }
         let Some(state) = self.resume_cell.borrow_mut().take() else {
             return Ok(());
         };
         let Some(cur) = self.current.as_mut() else {
             return Ok(());
         };
+        let t = std::time::Instant::now();
         cur.staging.checkpoint(&self.dest, cur.tree.root(), state)?;
+        let took = t.elapsed();
+        self.checkpoint_last = took;
+        self.checkpoint_spent += took;
         self.last_checkpoint = offset;
-        (self.on_event)(Event::Checkpoint { offset });
+        (self.on_event)(Event::Checkpoint { offset, took });
         Ok(())
     }
 

@@ -333,6 +333,14 @@ pub struct RecvArgs {
     /// is checkpointed, and not with --dedup-from, -E or a pool's content index.
     #[arg(long = "checkpoint-every", value_name = "BYTES", default_value_t = subvol::recv::DEFAULT_CHECKPOINT_BYTES)]
     pub checkpoint_every: u64,
+    /// Skip checkpoints that would take more than PERCENT of the receive's time so far
+    /// (100: take every one)
+    ///
+    /// A checkpoint commits a btrfs transaction (some tens of milliseconds); on a fast local
+    /// receive they become rarer than --checkpoint-every says, on a slow stream they do not.
+    #[arg(long = "checkpoint-overhead", value_name = "PERCENT", default_value_t = 5,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub checkpoint_overhead: u8,
     /// Do not resume an interrupted receive of this stream: start over (removing it)
     #[arg(long = "no-resume", conflicts_with = "resume_from")]
     pub no_resume: bool,

@@ -121,6 +121,8 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
             None
         },
         checkpoint_bytes: Some(a.checkpoint_every),
+        checkpoint_max_share: (a.checkpoint_overhead < 100)
+            .then(|| f64::from(a.checkpoint_overhead) / 100.0),
         resume,
     };
     // progs' verbosity: 1 by default, each -v one more, -q 0.
@@ -155,10 +157,13 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
             tolerance,
             &mut on_skip,
             &mut |ev| match ev {
-                Event::Checkpoint { offset } => {
+                Event::Checkpoint { offset, took } => {
                     if verbose > 0 && style == Style::Subvol {
                         progress.borrow_mut().finish();
-                        eprintln!("checkpoint at byte {offset}");
+                        eprintln!(
+                            "checkpoint at byte {offset} ({:.1} ms)",
+                            took.as_secs_f64() * 1000.0
+                        );
                     }
                 }
                 Event::Resumed { name, offset } => {
