@@ -54,7 +54,14 @@ exits with the codes above, so that a caller can tell a damaged stream (3) or a 
 from an I/O error (6) or an interruption (130). Every failure is non-zero for both, so tests \
 such as `if subvol-recv ...` or `set -e` behave the same; a script that compares the status with \
 1 sees a difference for codes 3 to 6 and 130, and for a bad command line (2, where btrfs \
-receive exits 1)."
+receive exits 1).
+
+Resume: an interrupted receive keeps its last checkpoint (a snapshot beside the staging \
+subvolume, see --checkpoint-every) for 7 days; receiving the same stream into DEST again \
+continues from it, after checking the bytes it skips. For a stream sent from elsewhere: \
+N=$(subvol-recv --resume-offset DEST); ssh host \"tail -c +$((N + 1)) FILE\" | subvol-recv \
+--resume-from $N DEST. --list-incomplete and --drop-incomplete show and remove them. See \
+docs/resume.md."
 );
 
 /// btrfs-native subvolume manager: send-stream codec, hardened atomic receive, signed streams.
