@@ -532,3 +532,52 @@ fn truncated_input_is_kept_and_resumed_from_a_pipe() {
     assert_eq!(resumed_at(&err), Some(offset), "{err}");
     check_and_clear(&s, dest, "resumed from a pipe of the whole stream");
 }
+
+/// An incremental stream (SNAPSHOT of a received parent) killed mid-way resumes on its parent;
+/// `subvol-recv -f` resumes as `subvol recv -f` does.
+#[test]
+fn incremental_stream_resumes_with_subvol_recv() {
+    let Some(fs_) = BtrfsFs::with_size_or_skip(1 << 30) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let old = make_tree(&work.path().join("a"), "tree", 61);
+    let new = make_tree(&work.path().join("b"), "next", 6200);
+    // `next` is `tree` with every file rewritten, plus a directory more.
+    fs::create_dir(new.join("extra")).unwrap();
+    let full = work.path().join("full.stream");
+    let incr = work.path().join("incr.stream");
+    send_full(&old, 2, &full);
+    crate::support::tree::send_incr(&old, &new, 2, &incr);
+    let dest = fs_.path();
+    let o = recv_file(&full, dest, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stream = fs::read(&incr).unwrap();
+    let (mut child, stdin) = start_cut(&stream, stream.len() * 3 / 5, dest, &["-v".into()]);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let offset = resume_offset(dest);
+    assert!(
+        offset > 0,
+        "no checkpoint kept ({} bytes): {}",
+        stream.len(),
+        stderr(&out)
+    );
+    let out = Command::new(bin("subvol-recv"))
+        .args(["--checkpoint-every", EVERY, "--checkpoint-overhead", "100"])
+        .arg("-f")
+        .arg(&incr)
+        .arg(dest)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(resumed_at(&err), Some(offset), "{err}");
+    assert_same_tree(&new, &dest.join("next"), "resumed incremental");
+    assert_same_tree(&old, &dest.join("tree"), "its parent");
+    assert_eq!(entries(dest), ["next", "tree"]);
+    let info = subvol_ioctl::subvol_info(fs::File::open(dest.join("next")).unwrap()).unwrap();
+    assert!(info.is_readonly());
+    assert_ne!(info.received_uuid, subvol_ioctl::Uuid::default());
+}
