@@ -581,3 +581,39 @@ fn incremental_stream_resumes_with_subvol_recv() {
     assert!(info.is_readonly());
     assert_ne!(info.received_uuid, subvol_ioctl::Uuid::default());
 }
+
+/// A receive resumed from a stream piped from the offset goes on taking checkpoints; killed
+/// again, it is resumed from the whole file, whose bytes before each offset are checked.
+#[test]
+fn resumed_from_an_offset_is_resumable_again() {
+    let Some(fs_) = BtrfsFs::with_size_or_skip(1 << 30) else {
+        return;
+    };
+    let s = streams("tree", 71);
+    let dest = fs_.path();
+    for signed in [false, true] {
+        let path = if signed { &s.signed } else { &s.plain };
+        let stream = fs::read(path).unwrap();
+        let extra = verify_args(&s, signed);
+        let (mut child, stdin) = start_cut(&stream, stream.len() * 2 / 5, dest, &extra);
+        child.kill().unwrap();
+        let _ = child.wait();
+        drop(stdin);
+        let first = resume_offset(dest);
+        assert!(first > 0, "signed {signed}: no checkpoint kept");
+        let rest = &stream[first as usize..];
+        let mut args = extra.clone();
+        args.extend(["--resume-from".to_string(), first.to_string()]);
+        let (mut child, stdin) = start_cut(rest, rest.len() * 2 / 3, dest, &args);
+        child.kill().unwrap();
+        let _ = child.wait();
+        drop(stdin);
+        let second = resume_offset(dest);
+        assert!(second > first, "signed {signed}: {second} after {first}");
+        let out = recv_file(path, dest, &extra);
+        let err = stderr(&out);
+        assert!(out.status.success(), "signed {signed}: {err}");
+        assert_eq!(resumed_at(&err), Some(second), "{err}");
+        check_and_clear(&s, dest, &format!("resumed twice, signed {signed}"));
+    }
+}

@@ -248,31 +248,45 @@ pub enum SkipError {
 }
 
 /// Reads the first [`Incomplete::offset`] bytes of `input` (the whole input from its start)
-/// and checks their digest against the checkpoint's; returns the digest state to continue
-/// with ([`Incomplete::reader`]). `input` is then at the offset.
+/// and checks their digests (each part's, see [`crate::stream::ReaderState::links`]) against
+/// the checkpoint's; returns the digest state to continue with ([`Incomplete::reader`]).
+/// `input` is then at the offset.
 ///
 /// # Errors
 /// [`SkipError`]: then the checkpoint must not be used.
 pub fn skip_checked<R: Read>(input: &mut R, inc: &Incomplete) -> Result<Skipped, SkipError> {
+    let state = &inc.body.resume.reader;
     let offset = inc.offset;
-    let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut got = 0u64;
-    while got < offset {
-        let want = usize::try_from((offset - got).min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = match input.read(&mut buf[..want]) {
-            Ok(0) => return Err(SkipError::Short { got, offset }),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SkipError::Io(e)),
-        };
-        h.update(&buf[..n]);
-        got += n as u64;
+    let parts = state
+        .links
+        .iter()
+        .map(|l| (l.end, l.digest))
+        .chain(std::iter::once((offset, state.prefix_digest)));
+    let mut last = blake3::Hasher::new();
+    for (end, digest) in parts {
+        let mut h = blake3::Hasher::new();
+        if end < got {
+            return Err(SkipError::Digest { offset });
+        }
+        while got < end {
+            let want = usize::try_from((end - got).min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = match input.read(&mut buf[..want]) {
+                Ok(0) => return Err(SkipError::Short { got, offset }),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SkipError::Io(e)),
+            };
+            h.update(&buf[..n]);
+            got += n as u64;
+        }
+        if *h.finalize().as_bytes() != digest {
+            return Err(SkipError::Digest { offset });
+        }
+        last = h;
     }
-    if *h.finalize().as_bytes() != inc.body.resume.reader.prefix_digest {
-        return Err(SkipError::Digest { offset });
-    }
-    Ok(Skipped(h))
+    Ok(Skipped(last))
 }
 
 /// Name of the record of staging subvolume `base`.
@@ -611,6 +625,7 @@ mod tests {
                 streams: 1,
                 version: Some(2),
                 prefix_digest: [7; 32],
+                links: Vec::new(),
             },
             verifier: None,
         };

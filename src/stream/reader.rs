@@ -111,8 +111,11 @@ pub struct Reader<R> {
     commands: u64,
     max_payload: Option<u32>,
     check_crc: bool,
-    /// BLAKE3 of every byte consumed (from offset 0), kept for resumable receives.
+    /// BLAKE3 of every byte consumed since the last link of `links` (from offset 0 if none),
+    /// kept for resumable receives.
     prefix: Option<Box<blake3::Hasher>>,
+    /// Earlier parts of the input, each hashed on its own (see [`ReaderState::links`]).
+    links: Vec<DigestLink>,
     /// Offset of the last [`ResumePoint`] offered through `pipeline::Source`.
     last_offered: u64,
 }
@@ -121,7 +124,7 @@ pub struct Reader<R> {
 /// rest of the input: the byte offset, the counts and the stream version, and the BLAKE3
 /// digest of every byte before the offset (so that a resumed receive can check that the bytes
 /// it skips are the ones that were applied).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReaderState {
     /// Bytes consumed.
     pub offset: u64,
@@ -131,9 +134,24 @@ pub struct ReaderState {
     pub streams: u64,
     /// Version of the stream being read, None between streams.
     pub version: Option<u32>,
-    /// BLAKE3 of the bytes `[0, offset)`.
+    /// BLAKE3 of the bytes from the end of the last link (0 if none) to `offset`.
     #[serde(with = "hex_digest")]
     pub prefix_digest: [u8; 32],
+    /// The bytes before that, as consecutive parts each with its own digest: a receive resumed
+    /// from a stream that starts at an offset (whose earlier bytes it never sees) goes on with
+    /// a new part there.
+    #[serde(default)]
+    pub links: Vec<DigestLink>,
+}
+
+/// One part of an input's bytes, from the end of the previous part (or 0) to `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DigestLink {
+    /// Offset where the part ends.
+    pub end: u64,
+    /// BLAKE3 of its bytes.
+    #[serde(with = "hex_digest")]
+    pub digest: [u8; 32],
 }
 
 mod hex_digest {
@@ -165,6 +183,7 @@ impl<R: Read> Reader<R> {
             max_payload: None,
             check_crc: true,
             prefix: None,
+            links: Vec::new(),
             last_offered: 0,
         }
     }
@@ -178,12 +197,19 @@ impl<R: Read> Reader<R> {
     }
 
     /// A reader over `inner`, the rest of an input whose first `state.offset` bytes were read
-    /// before (by a reader that was then at `state`). With a digest, as
-    /// [`Reader::with_prefix_digest`], its state digests cannot be computed (the skipped bytes
-    /// are not here), so none is kept: the resumed receive offers no checkpoints of its own
-    /// unless `prefix` (the digest state of the skipped bytes, when the caller hashed them) is
-    /// given.
+    /// before (by a reader that was then at `state`), keeping a digest as
+    /// [`Reader::with_prefix_digest`] does. `prefix` is the digest state of the bytes since
+    /// `state`'s last link, when the caller read them again (and checked them); without it
+    /// the part up to `state.offset` becomes a link and a new part starts there.
     pub fn resume(inner: R, state: &ReaderState, prefix: Option<blake3::Hasher>) -> Reader<R> {
+        let mut links = state.links.clone();
+        let prefix = prefix.unwrap_or_else(|| {
+            links.push(DigestLink {
+                end: state.offset,
+                digest: state.prefix_digest,
+            });
+            blake3::Hasher::new()
+        });
         Reader {
             inner,
             offset: state.offset,
@@ -192,7 +218,8 @@ impl<R: Read> Reader<R> {
             commands: state.commands,
             max_payload: None,
             check_crc: true,
-            prefix: prefix.map(Box::new),
+            prefix: Some(Box::new(prefix)),
+            links,
             last_offered: state.offset,
         }
     }
@@ -207,6 +234,7 @@ impl<R: Read> Reader<R> {
             streams: self.streams,
             version: self.version,
             prefix_digest: *h.finalize().as_bytes(),
+            links: self.links.clone(),
         })
     }
 

@@ -355,9 +355,10 @@ pub struct RecvArgs {
     /// interrupted receive in DEST that restarts there
     ///
     /// For a stream that comes through a pipe from far away: `tail -c +$((OFFSET + 1)) FILE`
-    /// sends a file from OFFSET on. The skipped bytes cannot be checked (a signed stream's
-    /// signatures still chain from the checkpoint), and the resumed receive takes no further
-    /// checkpoints.
+    /// sends a file from OFFSET on. The skipped bytes cannot be checked here (a signed
+    /// stream's signatures still chain from the checkpoint); the receive goes on taking
+    /// checkpoints, and a later resume from the whole stream checks the bytes before OFFSET
+    /// against the digest the first receive recorded.
     #[arg(long = "resume-from", value_name = "OFFSET")]
     pub resume_from: Option<u64>,
     /// Print the input offset where the interrupted receive in DEST restarts (0 if there is
