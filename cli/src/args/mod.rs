@@ -146,8 +146,8 @@ pub enum Command {
     /// are missing. The directory stays the repository of record; run push after each publish.
     /// Credentials come from $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json,
     /// ~/.config/containers/auth.json or ~/.docker/config.json (auths.HOST.auth, base64
-    /// user:password), never from the command line. oci+http:// talks plain HTTP (a registry on
-    /// 127.0.0.1).
+    /// user:password, or a docker-credential-NAME helper named by credHelpers or credsStore),
+    /// never from the command line. oci+http:// talks plain HTTP (a registry on 127.0.0.1).
     Push(PushArgs),
     /// Manage pools (directories on btrfs holding received versions)
     Pool(PoolArgs),
