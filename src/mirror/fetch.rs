@@ -13,8 +13,9 @@
 //! forever).
 
 use super::MirrorError;
-use super::index::{MAX_INDEX_BYTES, Sha256Digest, StreamFile};
+use super::index::{INDEX_FILE, Index, MAX_INDEX_BYTES, Sha256Digest, StreamFile};
 use super::oci::{Reference, Registry};
+use crate::sign::{KeyId, KeySet};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -149,12 +150,19 @@ pub enum Remote {
 }
 
 /// Download progress of one file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Progress {
     /// Bytes of the file done so far.
     Bytes(u64),
     /// A Range request resumes a partial download at this offset.
     Resume(u64),
+    /// A mirror failed for this file and the next one is tried ([`Mirrors::fetch`]).
+    MirrorSkipped {
+        /// The mirror (its base URL or directory).
+        mirror: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a file could not be fetched.
@@ -262,6 +270,17 @@ impl Remote {
                 .unwrap_or_else(|_| d.clone())
                 .display()
                 .to_string(),
+            Remote::Http { base, .. } => base.clone(),
+            Remote::Oci(r) => r.reference.display(),
+        }
+    }
+
+    /// The mirror as the user named it, for messages: the base URL, registry reference or
+    /// directory.
+    #[must_use]
+    pub fn base(&self) -> String {
+        match self {
+            Remote::Dir(d) => d.display().to_string(),
             Remote::Http { base, .. } => base.clone(),
             Remote::Oci(r) => r.reference.display(),
         }
@@ -591,6 +610,220 @@ impl Remote {
             url,
             last: last_err,
         }))
+    }
+}
+
+/// The mirrors of one repository, tried in order. Metadata comes from the mirror whose index is
+/// the newest valid one (so a mirror serving an old index cannot win); each file from the first
+/// mirror of that index that serves it correctly. A mirror that fails (cannot be reached, stalls,
+/// 404, a wrong size or hash, a bad or stale index) is skipped, and the caller is told which
+/// and why.
+#[derive(Debug)]
+pub struct Mirrors {
+    /// Mirrors serving the chosen index, in the order given; never empty.
+    current: Vec<Remote>,
+}
+
+/// A failure of one mirror to say: the mirror (base URL or directory) and why.
+pub type SkipNote<'a> = (&'a str, &'a str);
+
+/// True when a fetch failure is the mirror's (try the next one), false when it is this host's
+/// (a local write failed) or the user's (interrupted): stop.
+fn is_mirror_fault(e: &MirrorError) -> bool {
+    matches!(
+        e,
+        MirrorError::Http { .. }
+            | MirrorError::HttpBody { .. }
+            | MirrorError::HttpStatus { .. }
+            | MirrorError::Stalled { .. }
+            | MirrorError::DownloadInterrupted { .. }
+            | MirrorError::Registry(_)
+    )
+}
+
+impl Mirrors {
+    /// Opens every mirror of `sources` (in order), reads each one's index, and keeps the newest
+    /// valid one: signed by one of `keys`, unexpired at `now`, of the same repository as the
+    /// first valid index, with the highest serial. Mirrors that fail, or serve an older index,
+    /// are reported to `skipped` and not used for files. Returns the mirrors serving the chosen
+    /// index, the index and its signing key.
+    ///
+    /// # Errors
+    /// No mirror has a valid index: with one mirror its error, else
+    /// [`MirrorError::AllMirrorsFailed`] (its exit code that of the first refusal of the data,
+    /// else of the last failure).
+    pub fn open_newest(
+        sources: &[String],
+        limits: StallLimits,
+        ca: Option<&Path>,
+        keys: &KeySet,
+        now: u64,
+        skipped: &mut dyn FnMut(SkipNote<'_>),
+    ) -> Result<(Mirrors, Index, KeyId), MirrorError> {
+        let mut valid: Vec<(Remote, Index, KeyId)> = Vec::new();
+        let mut errors: Vec<(String, MirrorError)> = Vec::new();
+        let several = sources.len() > 1;
+        for src in sources {
+            let r = Remote::open(src, limits, ca).and_then(|remote| {
+                let bytes = remote.read_small(INDEX_FILE)?;
+                let (index, key) = Index::open(&bytes, keys)?;
+                if now > index.expires {
+                    return Err(MirrorError::Expired {
+                        expires: index.expires,
+                        now,
+                    });
+                }
+                Ok((remote, index, key))
+            });
+            match r {
+                Ok(v) => valid.push(v),
+                Err(MirrorError::Interrupted) => return Err(MirrorError::Interrupted),
+                Err(e) => {
+                    if several {
+                        skipped((src, &crate::util::error_chain(&e)));
+                    }
+                    errors.push((src.clone(), e));
+                }
+            }
+        }
+        let Some(repository) = valid.first().map(|v| v.1.repository) else {
+            return Err(all_failed(errors));
+        };
+        // Another repository's index (signed by a key trusted for this one) is not a newer
+        // version of this one.
+        let mut same = Vec::new();
+        for v in valid {
+            if v.1.repository == repository {
+                same.push(v);
+            } else {
+                let why = format!(
+                    "its index is of another repository ({}) than the first mirror's ({})",
+                    v.1.repository.map_or("none".into(), |u| u.to_string()),
+                    repository.map_or("none".into(), |u| u.to_string()),
+                );
+                skipped((&v.0.base(), &why));
+            }
+        }
+        let newest = same.iter().map(|v| v.1.serial).max().unwrap_or(0);
+        let newest_at = same
+            .iter()
+            .find(|v| v.1.serial == newest)
+            .map(|v| v.0.base())
+            .unwrap_or_default();
+        let mut current = Vec::new();
+        let mut chosen: Option<(Index, KeyId)> = None;
+        for (remote, index, key) in same {
+            if index.serial < newest {
+                let why = format!(
+                    "its index serial {} is older than serial {newest} of {newest_at} (a stale or rolled-back mirror)",
+                    index.serial
+                );
+                skipped((&remote.base(), &why));
+                continue;
+            }
+            if chosen.is_none() {
+                chosen = Some((index, key));
+            }
+            current.push(remote);
+        }
+        let (index, key) = chosen.ok_or_else(|| MirrorError::Bug("no newest index".into()))?;
+        Ok((Mirrors { current }, index, key))
+    }
+
+    /// The first mirror of the chosen index (seeded fulls and space checks use it).
+    #[must_use]
+    pub fn primary(&self) -> &Remote {
+        &self.current[0]
+    }
+
+    /// Gets a stream file as [`Remote::fetch`] does, from the first mirror that serves it
+    /// correctly; each mirror that fails is reported as [`Progress::MirrorSkipped`] (with more
+    /// than one mirror). A partial download left by one mirror is resumed from the next (the
+    /// file is named and checked by its SHA-256).
+    ///
+    /// # Errors
+    /// [`FetchError::Missing`] or [`FetchError::Bad`] when every mirror failed and one of them
+    /// lacks the file or served it wrong (another chain may do); [`FetchError::Fatal`] for a
+    /// failure of this host, an interruption, or when every mirror failed to deliver.
+    pub fn fetch(
+        &self,
+        f: &StreamFile,
+        cache: &Path,
+        progress: &mut dyn FnMut(Progress),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<File, FetchError> {
+        if let [only] = self.current.as_slice() {
+            return only.fetch(f, cache, progress, stop);
+        }
+        let mut failures: Vec<String> = Vec::new();
+        let mut refused: Option<bool> = None; // Some(true): some mirror lacks it (Missing)
+        let mut last: Option<MirrorError> = None;
+        for m in &self.current {
+            let reason = match m.fetch(f, cache, progress, stop) {
+                Ok(file) => return Ok(file),
+                Err(FetchError::Fatal(e)) if !is_mirror_fault(&e) => {
+                    return Err(FetchError::Fatal(e));
+                }
+                Err(FetchError::Fatal(e)) => {
+                    let r = crate::util::error_chain(&e);
+                    last = Some(e);
+                    r
+                }
+                Err(FetchError::Missing(r)) => {
+                    refused = Some(true);
+                    r
+                }
+                Err(FetchError::Bad(r)) => {
+                    refused.get_or_insert(false);
+                    r
+                }
+            };
+            progress(Progress::MirrorSkipped {
+                mirror: m.base(),
+                reason: reason.clone(),
+            });
+            failures.push(format!("{}: {reason}", m.base()));
+        }
+        match (refused, last) {
+            (Some(true), _) => Err(FetchError::Missing(format!(
+                "every mirror failed: {}",
+                failures.join("; ")
+            ))),
+            (Some(false), _) => Err(FetchError::Bad(format!(
+                "every mirror failed: {}",
+                failures.join("; ")
+            ))),
+            (None, Some(kind)) => Err(FetchError::Fatal(MirrorError::AllMirrorsFailed {
+                failures,
+                kind: Box::new(kind),
+            })),
+            (None, None) => Err(FetchError::Fatal(MirrorError::Bug(
+                "no mirror to fetch from".into(),
+            ))),
+        }
+    }
+}
+
+/// The error of a pull whose every mirror failed to give a valid index (see
+/// [`Mirrors::open_newest`]).
+fn all_failed(mut errors: Vec<(String, MirrorError)>) -> MirrorError {
+    if errors.len() == 1 {
+        return errors.remove(0).1;
+    }
+    let failures: Vec<String> = errors
+        .iter()
+        .map(|(m, e)| format!("{m}: {}", crate::util::error_chain(e)))
+        .collect();
+    let at = errors
+        .iter()
+        .position(|(_, e)| e.is_stream_fault())
+        .unwrap_or(errors.len().saturating_sub(1));
+    match errors.into_iter().nth(at) {
+        Some((_, kind)) => MirrorError::AllMirrorsFailed {
+            failures,
+            kind: Box::new(kind),
+        },
+        None => MirrorError::Bug("no mirror given".into()),
     }
 }
 

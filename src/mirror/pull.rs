@@ -24,8 +24,8 @@
 //!    [`crate::deploy::pinned_versions`]; subvolumes not pulled are never touched).
 
 use super::MirrorError;
-use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
-use super::index::{INDEX_FILE, Index, StreamFile};
+use super::fetch::{FetchError, Mirrors, Progress, StallLimits, drop_others, spare_space};
+use super::index::StreamFile;
 use super::plan::{Plan, Step, plan};
 use super::seeded::{RebuildStats, Rebuilt, SeededPlan, fetch_map, plan_seeded};
 use super::state::{PullState, PulledVersion};
@@ -51,6 +51,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct PullOptions {
     /// `http(s)://...`, `oci://...` or a directory.
     pub source: String,
+    /// More mirrors of the same repository, tried after `source` in this order (metadata is
+    /// read from all of them and the newest valid index wins; see [`Mirrors`]).
+    pub mirrors: Vec<String>,
+    /// The trusted root metadata file (a remote's `--root`), the trust anchor of repositories
+    /// with root metadata.
+    pub root: Option<PathBuf>,
     /// The pool (a directory on btrfs).
     pub pool: PathBuf,
     /// Accepted signing keys (index and streams).
@@ -96,6 +102,16 @@ pub enum PullEvent<'a> {
         versions: usize,
         /// Signing key.
         key: KeyId,
+    },
+    /// A mirror was skipped: its index (unreachable, refused, stale, another repository's) or
+    /// a file it could not serve correctly (the next mirror is tried).
+    MirrorSkipped {
+        /// The mirror (base URL, registry reference or directory).
+        mirror: &'a str,
+        /// The file, when it failed for one file.
+        file: Option<&'a StreamFile>,
+        /// Why.
+        reason: &'a str,
     },
     /// Versions the pool holds (names in the pool).
     Held(&'a [String]),
@@ -301,17 +317,25 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         indexed.extend(r.indexed.into_iter().map(|i| i.name));
     }
 
-    let remote = Remote::open(&o.source, o.stall, o.ca.as_deref())?;
-    let bytes = remote.read_small(INDEX_FILE)?;
-    let (index, key) = Index::open(&bytes, &o.keys)?;
     let t = unix_now();
-    if t > index.expires {
-        return Err(MirrorError::Expired {
-            expires: index.expires,
-            now: t,
-        }
-        .into());
-    }
+    let sources: Vec<String> = std::iter::once(o.source.clone())
+        .chain(o.mirrors.iter().cloned())
+        .collect();
+    let (mirrors, index, key) = Mirrors::open_newest(
+        &sources,
+        o.stall,
+        o.ca.as_deref(),
+        &o.keys,
+        t,
+        &mut |(mirror, reason)| {
+            on_event(PullEvent::MirrorSkipped {
+                mirror,
+                file: None,
+                reason,
+            });
+        },
+    )?;
+    let remote = mirrors.primary();
     let mut state = PullState::load(&pool)?;
     let key_hex = key.to_string();
     let source_name = remote.identity();
@@ -422,7 +446,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 .iter()
                 .find(|s| s.from.is_none() && s.to == target_name && !excluded.contains(&s.path));
             if let Some((f, m)) = full.and_then(|f| f.map.as_ref().map(|m| (f, m))) {
-                match fetch_map(&remote, f, m) {
+                match fetch_map(remote, f, m) {
                     Ok(map) => {
                         seeded = Some(
                             plan_seeded(f, map, m.size, pool_index.as_ref())
@@ -556,7 +580,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     let rebuilt = Rebuilt::new(
                         s,
                         pool_index.as_ref(),
-                        &remote,
+                        remote,
                         cache_file,
                         &stop,
                         &rebuild_stats,
@@ -579,10 +603,17 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             let mut done_before = 0u64;
             for (i, s) in p.steps.iter().enumerate() {
                 let f = &s.file;
-                let r = remote.fetch(
+                let r = mirrors.fetch(
                     f,
                     &cache,
                     &mut |pr| match pr {
+                        Progress::MirrorSkipped { mirror, reason } => {
+                            on_event(PullEvent::MirrorSkipped {
+                                mirror: &mirror,
+                                file: Some(f),
+                                reason: &reason,
+                            });
+                        }
                         Progress::Bytes(b) => on_event(PullEvent::Download {
                             step: i + 1,
                             steps,
