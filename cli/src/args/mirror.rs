@@ -129,7 +129,7 @@ pub struct PullArgs {
     /// file comes from the first mirror that serves it correctly
     #[arg(long = "mirror", value_name = "URL")]
     pub mirror: Vec<String>,
-    /// Configuration directory of remotes (DIR/remotes.d)
+    /// Configuration directory of remotes (DIR/remotes.d; also $SUBVOL_CONFIG_DIR)
     #[arg(
         long = "config-dir",
         value_name = "DIR",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// `subvol remote`: named mirror lists with their trust, kept as configuration.
 #[derive(Debug, Args, Clone)]
 pub struct RemoteArgs {
-    /// Configuration directory (remotes are files in DIR/remotes.d)
+    /// Configuration directory (remotes are files in DIR/remotes.d; also $SUBVOL_CONFIG_DIR)
     #[arg(
         long = "config-dir",
         value_name = "DIR",
