@@ -542,7 +542,7 @@ fn failover_when_the_first_mirror_serves_an_old_index() {
     };
     let work = tempfile::tempdir().unwrap();
     let old_repo = repo_copy(f, work.path());
-    fs::copy(&f_saved_index(f, 3), old_repo.join("index.json")).unwrap();
+    fs::copy(f_saved_index(f, 3), old_repo.join("index.json")).unwrap();
     let Some(old) = Nginx::start(&old_repo) else {
         return;
     };
