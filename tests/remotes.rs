@@ -112,28 +112,27 @@ fn remote_add_list_show_remove_round_trip() {
         "file": rd.join("vendor.conf"),
     });
     assert_eq!(added, vendor);
-    assert_eq!(
-        files_under(&rd),
-        vec![
-            (
-                "vendor.conf".to_string(),
-                format!(
-                    "# subvol remote vendor: written by `subvol remote add`; see docs/mirrors.md\n\
+    let mut want = vec![
+        (
+            "vendor.conf".to_string(),
+            format!(
+                "# subvol remote vendor: written by `subvol remote add`; see docs/mirrors.md\n\
                      URL=http://127.0.0.1:1/a/\nURL=/srv/repo\n\
                      VERIFY=vendor.d/{ida}.pub\nVERIFY=vendor.d/{idb}.pub\n"
-                )
-                .into_bytes()
-            ),
-            (
-                format!("vendor.d/{ida}.pub"),
-                format!("{}\n", key_a.to_line()).into_bytes()
-            ),
-            (
-                format!("vendor.d/{idb}.pub"),
-                format!("{}\n", key_b.to_line()).into_bytes()
-            ),
-        ]
-    );
+            )
+            .into_bytes(),
+        ),
+        (
+            format!("vendor.d/{ida}.pub"),
+            format!("{}\n", key_a.to_line()).into_bytes(),
+        ),
+        (
+            format!("vendor.d/{idb}.pub"),
+            format!("{}\n", key_b.to_line()).into_bytes(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(files_under(&rd), want);
     // The stored copy is what counts: the original may go.
     fs::remove_file(&pub_b).unwrap();
 
@@ -575,6 +574,73 @@ fn failover_when_the_first_mirror_serves_an_old_index() {
         old.requests().iter().all(|r| r.path == "index.json"),
         "{:?}",
         old.requests()
+    );
+}
+
+#[test]
+fn failover_when_the_first_mirror_lacks_a_file_or_serves_a_forged_index() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let bad_repo = repo_copy(f, work.path());
+    let full = full_of(&bad_repo, "5");
+    let rel = full.strip_prefix(&bad_repo).unwrap().display().to_string();
+    fs::remove_file(&full).unwrap();
+    let Some(bad) = Nginx::start(&bad_repo) else {
+        return;
+    };
+    let good = Nginx::start(&f.repo).unwrap();
+    let verify = ["--verify", f.public.to_str().unwrap()];
+
+    // 404 for the file: the next mirror serves it. --json lists the skipped mirror.
+    let pool = new_pool(&btrfs, "pool");
+    let out = pull_remote(
+        work.path(),
+        &bad.url(),
+        &pool,
+        &[&["--mirror", &good.url(), "--json"][..], &verify[..]].concat(),
+    );
+    let r = json_out(&out);
+    assert_eq!(
+        r["mirrors_skipped"],
+        json!([format!(
+            "{} ({rel}): {}{rel}: HTTP 404",
+            bad.url(),
+            bad.url()
+        )])
+    );
+    assert_eq!(r["refused"], json!([]));
+    check_version(f, &pool, VERSIONS);
+
+    // A forged index on the first mirror: skipped, the second one's is used.
+    let text = fs::read_to_string(f.repo.join("index.json")).unwrap();
+    fs::write(
+        bad_repo.join("index.json"),
+        text.replace("\\\"serial\\\": 5", "\\\"serial\\\": 99"),
+    )
+    .unwrap();
+    let pool = new_pool(&btrfs, "pool2");
+    let out = pull_remote(
+        work.path(),
+        &bad.url(),
+        &pool,
+        &[&["--mirror", &good.url()][..], &verify[..]].concat(),
+    );
+    let err = assert_pulled(&out);
+    assert!(
+        err.contains(&format!("mirror {} skipped: index refused:", bad.url()))
+            && err.contains("does not verify"),
+        "{err}"
+    );
+    check_version(f, &pool, VERSIONS);
+    assert!(
+        bad.requests()
+            .iter()
+            .all(|r| r.path != rel || r.status == 404),
+        "{:?}",
+        bad.requests()
     );
 }
 

@@ -219,6 +219,9 @@ pub struct PullReport {
     /// Set when the target came as a seeded full: what its rebuild read from the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeded: Option<RebuildStats>,
+    /// Mirrors skipped, as `mirror: reason` or `mirror (file): reason`, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors_skipped: Vec<String>,
 }
 
 /// Gives file `f` up for `reason`: said, listed among the failures, and left out of the plans
@@ -318,6 +321,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     }
 
     let t = unix_now();
+    let mut mirrors_skipped: Vec<String> = Vec::new();
     let sources: Vec<String> = std::iter::once(o.source.clone())
         .chain(o.mirrors.iter().cloned())
         .collect();
@@ -328,6 +332,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         &o.keys,
         t,
         &mut |(mirror, reason)| {
+            mirrors_skipped.push(format!("{mirror}: {reason}"));
             on_event(PullEvent::MirrorSkipped {
                 mirror,
                 file: None,
@@ -506,6 +511,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 indexed,
                 deduped: 0,
                 seeded: None,
+                mirrors_skipped,
             });
         }
         first = false;
@@ -608,6 +614,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     &cache,
                     &mut |pr| match pr {
                         Progress::MirrorSkipped { mirror, reason } => {
+                            mirrors_skipped.push(format!("{mirror} ({}): {reason}", f.path));
                             on_event(PullEvent::MirrorSkipped {
                                 mirror: &mirror,
                                 file: Some(f),
@@ -829,5 +836,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         indexed,
         deduped,
         seeded: seeded_outcome,
+        mirrors_skipped,
     })
 }
