@@ -642,7 +642,7 @@ fn is_mirror_fault(e: &MirrorError) -> bool {
 }
 
 impl Mirrors {
-    /// Opens every mirror of `sources` (in order), reads each one's index, and keeps the newest
+    /// Opens every mirror of `sources` (in parallel), reads each one's index, and keeps the newest
     /// valid one: signed by one of `keys`, unexpired at `now`, of the same repository as the
     /// first valid index, with the highest serial. Mirrors that fail, or serve an older index,
     /// are reported to `skipped` and not used for files. Returns the mirrors serving the chosen
@@ -663,8 +663,8 @@ impl Mirrors {
         let mut valid: Vec<(Remote, Index, KeyId)> = Vec::new();
         let mut errors: Vec<(String, MirrorError)> = Vec::new();
         let several = sources.len() > 1;
-        for src in sources {
-            let r = Remote::open(src, limits, ca).and_then(|remote| {
+        let read = |src: &String| {
+            Remote::open(src, limits, ca).and_then(|remote| {
                 let bytes = remote.read_small(INDEX_FILE)?;
                 let (index, key) = Index::open(&bytes, keys)?;
                 if now > index.expires {
@@ -674,7 +674,25 @@ impl Mirrors {
                     });
                 }
                 Ok((remote, index, key))
-            });
+            })
+        };
+        // All mirrors at once: one that never answers costs one --timeout, not one each.
+        let results: Vec<Result<(Remote, Index, KeyId), MirrorError>> = if several {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = sources.iter().map(|src| s.spawn(|| read(src))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(MirrorError::Bug("reading a mirror's index panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        } else {
+            sources.iter().map(read).collect()
+        };
+        for (src, r) in sources.iter().zip(results) {
             match r {
                 Ok(v) => valid.push(v),
                 Err(MirrorError::Interrupted) => return Err(MirrorError::Interrupted),
