@@ -951,3 +951,104 @@ fn finish(
         .map_err(|e| FetchError::Fatal(MirrorError::io("seek", done, e)))?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::SecretKey;
+
+    /// A directory mirror serving `index` signed by `key`.
+    fn mirror(dir: &Path, name: &str, index: &Index, key: &SecretKey) -> String {
+        let d = dir.join(name);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(INDEX_FILE), index.sign(key).unwrap()).unwrap();
+        d.display().to_string()
+    }
+
+    fn index(repository: &str, serial: u64, expires: u64) -> Index {
+        Index {
+            repository: Some(repository.parse().unwrap()),
+            serial,
+            created: 1,
+            expires,
+            versions: Vec::new(),
+            streams: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_newest_valid_index_of_the_first_mirrors_repository_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::from_seed(&[7; 32]);
+        let other_key = SecretKey::from_seed(&[8; 32]);
+        let mut keys = KeySet::new();
+        keys.add(key.public().clone());
+        let repo = "01234567-89ab-4def-8123-456789abcdef";
+        let other = "11234567-89ab-4def-8123-456789abcdef";
+        let now = 1000;
+        let sources = vec![
+            mirror(dir.path(), "old", &index(repo, 3, 5000), &key),
+            mirror(dir.path(), "forged", &index(repo, 9, 5000), &other_key),
+            mirror(dir.path(), "expired", &index(repo, 8, 999), &key),
+            mirror(dir.path(), "wrong", &index(other, 7, 5000), &key),
+            dir.path().join("missing").display().to_string(),
+            mirror(dir.path(), "new", &index(repo, 5, 5000), &key),
+            mirror(dir.path(), "new2", &index(repo, 5, 5000), &key),
+        ];
+        let mut notes: Vec<(String, String)> = Vec::new();
+        let (m, idx, k) = Mirrors::open_newest(
+            &sources,
+            StallLimits::default(),
+            None,
+            &keys,
+            now,
+            &mut |n| {
+                notes.push((n.0.to_string(), n.1.to_string()));
+            },
+        )
+        .unwrap();
+        assert_eq!((idx.serial, k), (5, key.public().id()));
+        let used: Vec<String> = m.current.iter().map(Remote::base).collect();
+        assert_eq!(used, vec![sources[5].clone(), sources[6].clone()]);
+        let skipped: Vec<&str> = notes.iter().map(|n| n.0.as_str()).collect();
+        assert_eq!(
+            skipped,
+            vec![
+                sources[1].as_str(),
+                sources[2].as_str(),
+                sources[4].as_str(),
+                sources[3].as_str(),
+                sources[0].as_str()
+            ]
+        );
+        assert!(notes[0].1.contains("not an accepted key"), "{notes:?}");
+        assert!(notes[1].1.contains("expired"), "{notes:?}");
+        assert!(notes[3].1.contains("another repository"), "{notes:?}");
+        assert!(
+            notes[4].1.contains(&format!(
+                "serial 3 is older than serial 5 of {}",
+                sources[5]
+            )),
+            "{notes:?}"
+        );
+
+        // Every mirror bad: the refusal of the data decides the kind (exit 4), not the
+        // missing directory.
+        let bad = vec![sources[4].clone(), sources[1].clone()];
+        let e = Mirrors::open_newest(&bad, StallLimits::default(), None, &keys, now, &mut |_| {})
+            .unwrap_err();
+        assert!(matches!(e, MirrorError::AllMirrorsFailed { .. }), "{e}");
+        assert_eq!(e.exit_code(), crate::ExitCode::Verification);
+        // One mirror: its own error, as before mirror lists.
+        let e = Mirrors::open_newest(
+            &bad[..1],
+            StallLimits::default(),
+            None,
+            &keys,
+            now,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(e, MirrorError::Io(_)), "{e}");
+    }
+}
