@@ -163,7 +163,24 @@ pub fn add(config: &Path, a: &AddRemote) -> Result<RemoteConfig, MirrorError> {
         });
     }
     let trust = dir.join(trust_dir_name(&a.name));
+    let existed = conf.exists();
     fs::create_dir_all(&trust).map_err(|e| MirrorError::io("create", &trust, e))?;
+    let r = write_remote(&dir, &trust, a, &keys, root.as_deref());
+    if r.is_err() && !existed {
+        // A new remote that could not be written completely leaves nothing behind.
+        let _ = fs::remove_dir_all(&trust);
+    }
+    r
+}
+
+/// Writes the key and root files into `trust`, then the `.conf` (see [`add`]).
+fn write_remote(
+    dir: &Path,
+    trust: &Path,
+    a: &AddRemote,
+    keys: &KeySet,
+    root: Option<&[u8]>,
+) -> Result<RemoteConfig, MirrorError> {
     let mut text = format!(
         "# subvol remote {}: written by `subvol remote add`; see docs/mirrors.md\n",
         a.name
@@ -175,20 +192,20 @@ pub fn add(config: &Path, a: &AddRemote) -> Result<RemoteConfig, MirrorError> {
     for k in keys.ids() {
         let Some(key) = keys.get(k) else { continue };
         let file = format!("{k}.pub");
-        write_atomic(&trust, &file, format!("{}\n", key.to_line()).as_bytes())?;
+        write_atomic(trust, &file, format!("{}\n", key.to_line()).as_bytes())?;
         text.push_str(&format!("VERIFY={}/{file}\n", trust_dir_name(&a.name)));
         written.push(file);
     }
-    if let Some(bytes) = &root {
+    if let Some(bytes) = root {
         let h = hex::encode(Sha256::digest(bytes));
         let file = format!("root-{}.json", &h[..16]);
-        write_atomic(&trust, &file, bytes)?;
+        write_atomic(trust, &file, bytes)?;
         text.push_str(&format!("ROOT={}/{file}\n", trust_dir_name(&a.name)));
         written.push(file);
     }
-    write_atomic(&dir, &conf_name(&a.name), text.as_bytes())?;
+    write_atomic(dir, &conf_name(&a.name), text.as_bytes())?;
     // Files of a replaced configuration that this one does not name.
-    if let Ok(rd) = fs::read_dir(&trust) {
+    if let Ok(rd) = fs::read_dir(trust) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if !written.contains(&n) {
@@ -196,7 +213,7 @@ pub fn add(config: &Path, a: &AddRemote) -> Result<RemoteConfig, MirrorError> {
             }
         }
     }
-    parse(&dir, &a.name, &text)
+    parse(dir, &a.name, &text)
 }
 
 fn read_root(p: &Path) -> Result<Vec<u8>, MirrorError> {
