@@ -444,6 +444,34 @@ fn pull_by_remote_name_uses_its_mirrors_and_keys() {
     assert!(err.contains("nosuch/index.json"), "{err}");
 }
 
+/// `dist/subvol-update` (what `subvol-pull@.service` runs) with SUBVOL_SOURCE naming a remote
+/// and no SUBVOL_VERIFY: the remote's mirrors and keys are used.
+#[test]
+fn the_update_service_pulls_from_a_remote() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let Some(nginx) = Nginx::start(&f.repo) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("etc");
+    add_remote(f, &cfg, "vendor", &[nginx.url()]);
+    let pool = new_pool(&btrfs, "pool");
+    let out = Command::new("sh")
+        .arg(crate::support::repo_root().join("dist/subvol-update"))
+        .env("SUBVOL_BIN", crate::support::bin("subvol"))
+        .env("SUBVOL_CONFIG_DIR", &cfg)
+        .env("SUBVOL_SOURCE", "vendor")
+        .env("SUBVOL_POOL", &pool)
+        .env_remove("SUBVOL_VERIFY")
+        .output()
+        .unwrap();
+    assert_pulled(&out);
+    check_version(f, &pool, VERSIONS);
+}
+
 #[test]
 fn failover_when_the_first_mirror_is_stopped_or_never_answers() {
     let Some(f) = fixture() else { return };
