@@ -1,6 +1,7 @@
 //! `subvol pull`: brings a pool to a version along the cheapest verified chain.
 //!
-//! 1. Read the index; refuse it unless signed by an accepted key, unexpired, and with a serial
+//! 1. Read the index (of every mirror: `source` and `mirrors`, keeping the newest valid one,
+//!    see [`Mirrors`]); refuse it unless signed by an accepted key, unexpired, and with a serial
 //!    no older than the newest this pool saw for that repository, from that source or by that
 //!    key (`POOL/.subvol/state.json`, see [`super::state`]).
 //! 2. Remove stale staging subvolumes of killed receives, then find the versions the pool
@@ -14,7 +15,8 @@
 //!    stalled transfers are given up, see [`StallLimits`]), then receive step by step through [`VerifyingSource`] over a zstd decoder:
 //!    nothing of a segment is applied before its signature verified, and each version appears
 //!    under its name only after its END verified.
-//! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
+//! 4. Each file comes from the first mirror that serves it correctly ([`Mirrors::fetch`]).
+//!    A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
 //!    chain planned again from what the pool holds now; versions received as steps stay valid.
 //!    Each receive dedups against the pool's content index ([`crate::content::pool`]): WRITE
 //!    data found in any pool subvolume becomes verified clones. The index is brought up to
