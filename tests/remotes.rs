@@ -246,6 +246,29 @@ fn remote_add_list_show_remove_round_trip() {
         ]
     );
 
+    // A concurrent add or remove (holding the lock on remotes.d) makes another fail as busy.
+    {
+        let held = fs::File::open(&rd).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        for args in [
+            &["remote", "remove", "vendor"][..],
+            &["remote", "add", "x", "http://127.0.0.1:1/", "--verify"][..],
+        ] {
+            let mut c = subvol_in(&cfg);
+            c.args(args);
+            if args[1] == "add" {
+                c.arg(&pub_a);
+            }
+            let (code, err) = code_and_stderr(&c.output().unwrap());
+            assert_eq!(code, Some(1), "{err}");
+            assert!(
+                err.contains("another remote add or remove is running"),
+                "{err}"
+            );
+        }
+    }
+    assert!(rd.join("vendor.conf").exists() && !rd.join("x.conf").exists());
+
     // remove: the remote and its stored files go; the other stays.
     let out = subvol_in(&cfg)
         .args(["remote", "remove", "vendor"])

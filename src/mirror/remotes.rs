@@ -16,10 +16,11 @@
 //! The `.conf` file is `KEY=VALUE` lines (a systemd `EnvironmentFile` would read it too),
 //! `#` comments and blank lines ignored: `URL=` once per mirror in the order they are tried,
 //! `VERIFY=` once per key file and `ROOT=` at most once, both relative to `remotes.d/`.
+//! `add` and `remove` hold an exclusive `flock` on `remotes.d` (a concurrent one fails as busy).
 
 use super::MirrorError;
 use crate::sign::{KeySet, PublicKey};
-use crate::util::fs::write_atomic;
+use crate::util::fs::{LockError, lock_dir, write_atomic};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io;
@@ -155,6 +156,8 @@ pub fn add(config: &Path, a: &AddRemote) -> Result<RemoteConfig, MirrorError> {
         None => None,
     };
     let dir = remotes_dir(config);
+    fs::create_dir_all(&dir).map_err(|e| MirrorError::io("create", &dir, e))?;
+    let _lock = lock_dir(&dir).map_err(|e| MirrorError::lock(e, "remote add or remove"))?;
     let conf = dir.join(conf_name(&a.name));
     if !a.force && conf.exists() {
         return Err(MirrorError::RemoteExists {
@@ -344,6 +347,17 @@ pub fn list(config: &Path) -> Result<Vec<RemoteConfig>, MirrorError> {
 /// # Errors
 /// An invalid name, no such remote, I/O errors.
 pub fn remove(config: &Path, name: &str) -> Result<RemoteConfig, MirrorError> {
+    check_name(name)?;
+    let dir = remotes_dir(config);
+    let _lock = match lock_dir(&dir) {
+        Err(LockError::Io(e)) if e.source.kind() == io::ErrorKind::NotFound => {
+            return Err(MirrorError::NoSuchRemote {
+                name: name.to_string(),
+                dir,
+            });
+        }
+        r => r.map_err(|e| MirrorError::lock(e, "remote add or remove"))?,
+    };
     let c = match show(config, name) {
         // A malformed file can still be removed.
         Err(MirrorError::RemoteFile { file, .. }) => RemoteConfig {
