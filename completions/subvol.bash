@@ -52,6 +52,9 @@ _subvol() {
             subvol,recv)
                 cmd="subvol__subcmd__recv"
                 ;;
+            subvol,remote)
+                cmd="subvol__subcmd__remote"
+                ;;
             subvol,rollback)
                 cmd="subvol__subcmd__rollback"
                 ;;
@@ -109,6 +112,9 @@ _subvol() {
             subvol__subcmd__help,recv)
                 cmd="subvol__subcmd__help__subcmd__recv"
                 ;;
+            subvol__subcmd__help,remote)
+                cmd="subvol__subcmd__help__subcmd__remote"
+                ;;
             subvol__subcmd__help,rollback)
                 cmd="subvol__subcmd__help__subcmd__rollback"
                 ;;
@@ -133,6 +139,18 @@ _subvol() {
             subvol__subcmd__help__subcmd__pool,init)
                 cmd="subvol__subcmd__help__subcmd__pool__subcmd__init"
                 ;;
+            subvol__subcmd__help__subcmd__remote,add)
+                cmd="subvol__subcmd__help__subcmd__remote__subcmd__add"
+                ;;
+            subvol__subcmd__help__subcmd__remote,list)
+                cmd="subvol__subcmd__help__subcmd__remote__subcmd__list"
+                ;;
+            subvol__subcmd__help__subcmd__remote,remove)
+                cmd="subvol__subcmd__help__subcmd__remote__subcmd__remove"
+                ;;
+            subvol__subcmd__help__subcmd__remote,show)
+                cmd="subvol__subcmd__help__subcmd__remote__subcmd__show"
+                ;;
             subvol__subcmd__pool,help)
                 cmd="subvol__subcmd__pool__subcmd__help"
                 ;;
@@ -145,6 +163,36 @@ _subvol() {
             subvol__subcmd__pool__subcmd__help,init)
                 cmd="subvol__subcmd__pool__subcmd__help__subcmd__init"
                 ;;
+            subvol__subcmd__remote,add)
+                cmd="subvol__subcmd__remote__subcmd__add"
+                ;;
+            subvol__subcmd__remote,help)
+                cmd="subvol__subcmd__remote__subcmd__help"
+                ;;
+            subvol__subcmd__remote,list)
+                cmd="subvol__subcmd__remote__subcmd__list"
+                ;;
+            subvol__subcmd__remote,remove)
+                cmd="subvol__subcmd__remote__subcmd__remove"
+                ;;
+            subvol__subcmd__remote,show)
+                cmd="subvol__subcmd__remote__subcmd__show"
+                ;;
+            subvol__subcmd__remote__subcmd__help,add)
+                cmd="subvol__subcmd__remote__subcmd__help__subcmd__add"
+                ;;
+            subvol__subcmd__remote__subcmd__help,help)
+                cmd="subvol__subcmd__remote__subcmd__help__subcmd__help"
+                ;;
+            subvol__subcmd__remote__subcmd__help,list)
+                cmd="subvol__subcmd__remote__subcmd__help__subcmd__list"
+                ;;
+            subvol__subcmd__remote__subcmd__help,remove)
+                cmd="subvol__subcmd__remote__subcmd__help__subcmd__remove"
+                ;;
+            subvol__subcmd__remote__subcmd__help,show)
+                cmd="subvol__subcmd__remote__subcmd__help__subcmd__show"
+                ;;
             *)
                 ;;
         esac
@@ -152,7 +200,7 @@ _subvol() {
 
     case "${cmd}" in
         subvol)
-            opts="-h -V --help --version dump verify recv send sign keygen digest publish pull push pool list show snapshot delete deploy rollback status help"
+            opts="-h -V --help --version dump verify recv send sign keygen digest publish pull push remote pool list show snapshot delete deploy rollback status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -246,7 +294,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__help)
-            opts="dump verify recv send sign keygen digest publish pull push pool list show snapshot delete deploy rollback status help"
+            opts="dump verify recv send sign keygen digest publish pull push remote pool list show snapshot delete deploy rollback status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -430,6 +478,76 @@ _subvol() {
         subvol__subcmd__help__subcmd__recv)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__help__subcmd__remote)
+            opts="add list show remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__help__subcmd__remote__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__help__subcmd__remote__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__help__subcmd__remote__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__help__subcmd__remote__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -704,7 +822,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__pull)
-            opts="-h --into --verify --version --keep --dry-run --plan --timeout --min-rate --rate-window --ca --progress --json --help"
+            opts="-h --into --verify --mirror --config-dir --version --keep --dry-run --plan --timeout --min-rate --rate-window --ca --progress --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -715,6 +833,14 @@ _subvol() {
                     return 0
                     ;;
                 --verify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mirror)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -811,6 +937,188 @@ _subvol() {
                     return 0
                     ;;
                 --dedup-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote)
+            opts="-h -V --config-dir --help --version add list show remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__add)
+            opts="-h -V --verify --root --force --json --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --verify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__help)
+            opts="add list show remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__list)
+            opts="-h -V --json --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__remove)
+            opts="-h -V --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        subvol__subcmd__remote__subcmd__show)
+            opts="-h -V --json --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

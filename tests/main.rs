@@ -15,6 +15,7 @@ mod publish;
 mod ranges;
 mod recv;
 mod recv_btrfs_output;
+mod remotes;
 mod send_kernel;
 mod send_tree;
 mod sign;

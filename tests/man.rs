@@ -340,16 +340,18 @@ const PAGES: &[Page] = &[
         examples: &[],
         security: &[
             "Nothing from the mirror is trusted before it verified. The index must be signed by \
-             a --verify key (required), unexpired, and not older (by serial) than one this pool \
-             already saw, so a mirror can neither forge versions nor roll a pool back nor \
-             replay an expired index. Every downloaded file must have the SHA-256 that the \
+             a --verify key (or a key of the remote named as SOURCE), unexpired, and not older \
+             (by serial) than one this pool already saw, so a mirror can neither forge versions \
+             nor roll a pool back nor replay an expired index. With several mirrors (a remote's, \
+             or --mirror), the newest valid index of all of them is used, so a mirror serving an \
+             old index cannot hold a pool back while another serves the new one. Every downloaded file must have the SHA-256 that the \
              signed index names, and every stream is received by the signature-verifying \
              receiver (as subvol recv --verify does): a version appears as POOL/VERSION only \
              complete and verified, and the hardened receiver's confinement applies (see \
              subvol-recv(1)).",
             "HTTP without TLS is therefore safe against tampering, but not private: an observer \
              sees which versions are fetched. A mirror that withholds new versions is noticed \
-             only when the index expires.",
+             only when the index expires, unless another mirror serves the newer index.",
             "--keep deletes only versions this pool pulled, never the target and never other \
              subvolumes.",
         ],
@@ -392,6 +394,69 @@ const PAGES: &[Page] = &[
         security: &[],
         exit: "",
         see_also: &["subvol-pull(1)", "subvol-list(1)"],
+    },
+    Page {
+        name: "subvol-remote",
+        description: &[
+            "A remote is a name for the mirrors of one repository and the trust to pull from \
+             them with, as OSTree and Flatpak keep them: DIR/remotes.d/NAME.conf (URL=, VERIFY= \
+             and ROOT= lines) with the key and root files copied into DIR/remotes.d/NAME.d/. \
+             DIR is /etc/subvol unless --config-dir or SUBVOL_CONFIG_DIR says otherwise.",
+        ],
+        examples: &[(
+            "Add a remote with two mirrors, then pull from it:",
+            &[
+                "subvol remote add vendor https://m1.example/repo https://m2.example/repo --verify vendor.key.pub",
+                "subvol pull vendor --into /var/lib/pool",
+            ],
+        )],
+        security: &[
+            "Whoever can write the configuration directory decides which keys a pull trusts: \
+             keep it writable by root only. Key and root files are copied at add time, so a \
+             remote never depends on a path that may later change.",
+        ],
+        exit: "Status 1: an invalid name or URL, a remote that exists (add) or does not (show, \
+               remove), a malformed remote file. Status 4: a key file that holds no usable key.",
+        see_also: &["subvol-pull(1)"],
+    },
+    Page {
+        name: "subvol-remote-add",
+        description: &[],
+        examples: &[],
+        security: &[],
+        exit: "Status 1: an invalid name or URL, the remote exists (without --force), a root \
+               file that is not JSON. Status 4: a key file that holds no usable key.",
+        see_also: &["subvol-remote(1)", "subvol-pull(1)"],
+    },
+    Page {
+        name: "subvol-remote-list",
+        description: &[],
+        examples: &[("Every remote as JSON:", &["subvol remote list --json"])],
+        security: &[],
+        exit: "Status 1: a malformed remote file (named, with its line).",
+        see_also: &["subvol-remote(1)"],
+    },
+    Page {
+        name: "subvol-remote-show",
+        description: &[],
+        examples: &[(
+            "One remote's mirrors and keys:",
+            &["subvol remote show vendor"],
+        )],
+        security: &[],
+        exit: "Status 1: no such remote, or a malformed remote file.",
+        see_also: &["subvol-remote(1)"],
+    },
+    Page {
+        name: "subvol-remote-remove",
+        description: &[],
+        examples: &[(
+            "Forget a remote and its stored keys:",
+            &["subvol remote remove vendor"],
+        )],
+        security: &[],
+        exit: "Status 1: no such remote.",
+        see_also: &["subvol-remote(1)"],
     },
     Page {
         name: "subvol-pool-init",

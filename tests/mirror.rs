@@ -338,7 +338,7 @@ impl Server {
         fs::write(&self.log, "").unwrap();
     }
     /// Stream files are sent one byte every `interval` seconds (negative: never a byte).
-    fn trickle(&self, interval: f64) {
+    pub(crate) fn trickle(&self, interval: f64) {
         fs::write(self.ctl.path().join("trickle"), interval.to_string()).unwrap();
     }
     /// Ranges of stream files are answered with other bytes (every byte inverted).
@@ -1248,7 +1248,7 @@ fn a_stale_committed_staging_subvolume_is_no_held_version() {
 }
 
 /// Runs `cmd`, killing it after `limit` (a hang fails the test instead of blocking it).
-fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+pub(crate) fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -24,10 +24,11 @@ pub mod plan;
 pub mod publish;
 pub mod pull;
 pub mod ranges;
+pub mod remotes;
 pub mod seeded;
 pub mod state;
 
-pub use fetch::StallLimits;
+pub use fetch::{Mirrors, StallLimits};
 pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
@@ -243,6 +244,73 @@ pub enum MirrorError {
     /// An OCI registry refused or failed (see [`oci`]).
     #[error(transparent)]
     Registry(#[from] oci::OciError),
+    /// Every mirror failed; `kind` is the failure that decides the exit code.
+    #[error("every mirror failed: {}", failures.join("; "))]
+    AllMirrorsFailed {
+        /// `mirror: reason`, in the order they were tried.
+        failures: Vec<String>,
+        /// The failure whose kind the pull reports (a refusal of the data before a network
+        /// failure).
+        kind: Box<MirrorError>,
+    },
+    /// The remote name cannot be used.
+    #[error(
+        "invalid remote name {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    InvalidRemoteName(String),
+    /// A mirror URL cannot be used.
+    #[error("invalid mirror URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// `remote add` without a URL.
+    #[error("remote {0}: no mirror URL given")]
+    RemoteNoUrl(String),
+    /// `remote add` without a key or root file.
+    #[error(
+        "remote {0}: give the keys to trust (--verify PUB) or a trusted root file (--root FILE)"
+    )]
+    RemoteNoTrust(String),
+    /// A key file given to `remote add`, or stored for a remote, is unusable.
+    #[error(transparent)]
+    RemoteKey(Box<crate::sign::SignError>),
+    /// A root file given to `remote add` is unusable.
+    #[error("{}: {reason}", path.display())]
+    RemoteRoot {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A remote of that name exists (`remote add` without `--force`).
+    #[error("remote {name} exists ({}); use --force to replace it", file.display())]
+    RemoteExists {
+        /// The name.
+        name: String,
+        /// Its file.
+        file: PathBuf,
+    },
+    /// No remote of that name.
+    #[error("no remote named {name} in {}", dir.display())]
+    NoSuchRemote {
+        /// The name.
+        name: String,
+        /// The directory searched.
+        dir: PathBuf,
+    },
+    /// A remote's file is malformed.
+    #[error("{}{}: {reason}", file.display(), if *line > 0 { format!(" line {line}") } else { String::new() })]
+    RemoteFile {
+        /// The `.conf` file.
+        file: PathBuf,
+        /// The line (1-based; 0 for the whole file).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// An internal invariant broke (a value that cannot fail to encode did).
     #[error("internal error: {0}")]
     Bug(String),
@@ -277,6 +345,16 @@ impl MirrorError {
             | MirrorError::Rollback { .. } => ExitCode::Verification,
             MirrorError::NoChain { failures, .. } if !failures.is_empty() => ExitCode::Verification,
             MirrorError::Interrupted => ExitCode::Interrupted,
+            MirrorError::AllMirrorsFailed { kind, .. } => kind.exit_code(),
+            MirrorError::RemoteKey(e) => e.exit_code(),
+            MirrorError::InvalidRemoteName(_)
+            | MirrorError::InvalidUrl { .. }
+            | MirrorError::RemoteNoUrl(_)
+            | MirrorError::RemoteNoTrust(_)
+            | MirrorError::RemoteRoot { .. }
+            | MirrorError::RemoteExists { .. }
+            | MirrorError::NoSuchRemote { .. }
+            | MirrorError::RemoteFile { .. } => ExitCode::Failure,
             MirrorError::NoChain { .. }
             | MirrorError::UnknownVersion { .. }
             | MirrorError::NoVersions
@@ -297,6 +375,9 @@ impl MirrorError {
     /// rolled-back index), false for network, local and usage faults.
     #[must_use]
     pub fn is_stream_fault(&self) -> bool {
+        if let MirrorError::AllMirrorsFailed { kind, .. } = self {
+            return kind.is_stream_fault();
+        }
         matches!(
             self,
             MirrorError::BadIndex(_)

@@ -1,6 +1,7 @@
 //! `subvol pull`: brings a pool to a version along the cheapest verified chain.
 //!
-//! 1. Read the index; refuse it unless signed by an accepted key, unexpired, and with a serial
+//! 1. Read the index (of every mirror: `source` and `mirrors`, keeping the newest valid one,
+//!    see [`Mirrors`]); refuse it unless signed by an accepted key, unexpired, and with a serial
 //!    no older than the newest this pool saw for that repository, from that source or by that
 //!    key (`POOL/.subvol/state.json`, see [`super::state`]).
 //! 2. Remove stale staging subvolumes of killed receives, then find the versions the pool
@@ -14,7 +15,8 @@
 //!    stalled transfers are given up, see [`StallLimits`]), then receive step by step through [`VerifyingSource`] over a zstd decoder:
 //!    nothing of a segment is applied before its signature verified, and each version appears
 //!    under its name only after its END verified.
-//! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
+//! 4. Each file comes from the first mirror that serves it correctly ([`Mirrors::fetch`]).
+//!    A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
 //!    chain planned again from what the pool holds now; versions received as steps stay valid.
 //!    Each receive dedups against the pool's content index ([`crate::content::pool`]): WRITE
 //!    data found in any pool subvolume becomes verified clones. The index is brought up to
@@ -24,8 +26,8 @@
 //!    [`crate::deploy::pinned_versions`]; subvolumes not pulled are never touched).
 
 use super::MirrorError;
-use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
-use super::index::{INDEX_FILE, Index, StreamFile};
+use super::fetch::{FetchError, Mirrors, Progress, StallLimits, drop_others, spare_space};
+use super::index::StreamFile;
 use super::plan::{Plan, Step, plan};
 use super::seeded::{RebuildStats, Rebuilt, SeededPlan, fetch_map, plan_seeded};
 use super::state::{PullState, PulledVersion};
@@ -51,6 +53,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct PullOptions {
     /// `http(s)://...`, `oci://...` or a directory.
     pub source: String,
+    /// More mirrors of the same repository, tried after `source` in this order (metadata is
+    /// read from all of them and the newest valid index wins; see [`Mirrors`]).
+    pub mirrors: Vec<String>,
+    /// The trusted root metadata file (a remote's `--root`), the trust anchor of repositories
+    /// with root metadata.
+    pub root: Option<PathBuf>,
     /// The pool (a directory on btrfs).
     pub pool: PathBuf,
     /// Accepted signing keys (index and streams).
@@ -96,6 +104,16 @@ pub enum PullEvent<'a> {
         versions: usize,
         /// Signing key.
         key: KeyId,
+    },
+    /// A mirror was skipped: its index (unreachable, refused, stale, another repository's) or
+    /// a file it could not serve correctly (the next mirror is tried).
+    MirrorSkipped {
+        /// The mirror (base URL, registry reference or directory).
+        mirror: &'a str,
+        /// The file, when it failed for one file.
+        file: Option<&'a StreamFile>,
+        /// Why.
+        reason: &'a str,
     },
     /// Versions the pool holds (names in the pool).
     Held(&'a [String]),
@@ -203,6 +221,9 @@ pub struct PullReport {
     /// Set when the target came as a seeded full: what its rebuild read from the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeded: Option<RebuildStats>,
+    /// Mirrors skipped, as `mirror: reason` or `mirror (file): reason`, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors_skipped: Vec<String>,
 }
 
 /// Gives file `f` up for `reason`: said, listed among the failures, and left out of the plans
@@ -301,17 +322,27 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         indexed.extend(r.indexed.into_iter().map(|i| i.name));
     }
 
-    let remote = Remote::open(&o.source, o.stall, o.ca.as_deref())?;
-    let bytes = remote.read_small(INDEX_FILE)?;
-    let (index, key) = Index::open(&bytes, &o.keys)?;
     let t = unix_now();
-    if t > index.expires {
-        return Err(MirrorError::Expired {
-            expires: index.expires,
-            now: t,
-        }
-        .into());
-    }
+    let mut mirrors_skipped: Vec<String> = Vec::new();
+    let sources: Vec<String> = std::iter::once(o.source.clone())
+        .chain(o.mirrors.iter().cloned())
+        .collect();
+    let (mirrors, index, key) = Mirrors::open_newest(
+        &sources,
+        o.stall,
+        o.ca.as_deref(),
+        &o.keys,
+        t,
+        &mut |(mirror, reason)| {
+            mirrors_skipped.push(format!("{mirror}: {reason}"));
+            on_event(PullEvent::MirrorSkipped {
+                mirror,
+                file: None,
+                reason,
+            });
+        },
+    )?;
+    let remote = mirrors.primary();
     let mut state = PullState::load(&pool)?;
     let key_hex = key.to_string();
     let source_name = remote.identity();
@@ -422,7 +453,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 .iter()
                 .find(|s| s.from.is_none() && s.to == target_name && !excluded.contains(&s.path));
             if let Some((f, m)) = full.and_then(|f| f.map.as_ref().map(|m| (f, m))) {
-                match fetch_map(&remote, f, m) {
+                match fetch_map(remote, f, m) {
                     Ok(map) => {
                         seeded = Some(
                             plan_seeded(f, map, m.size, pool_index.as_ref())
@@ -482,6 +513,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 indexed,
                 deduped: 0,
                 seeded: None,
+                mirrors_skipped,
             });
         }
         first = false;
@@ -556,7 +588,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     let rebuilt = Rebuilt::new(
                         s,
                         pool_index.as_ref(),
-                        &remote,
+                        remote,
                         cache_file,
                         &stop,
                         &rebuild_stats,
@@ -579,10 +611,18 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             let mut done_before = 0u64;
             for (i, s) in p.steps.iter().enumerate() {
                 let f = &s.file;
-                let r = remote.fetch(
+                let r = mirrors.fetch(
                     f,
                     &cache,
                     &mut |pr| match pr {
+                        Progress::MirrorSkipped { mirror, reason } => {
+                            mirrors_skipped.push(format!("{mirror} ({}): {reason}", f.path));
+                            on_event(PullEvent::MirrorSkipped {
+                                mirror: &mirror,
+                                file: Some(f),
+                                reason: &reason,
+                            });
+                        }
                         Progress::Bytes(b) => on_event(PullEvent::Download {
                             step: i + 1,
                             steps,
@@ -798,5 +838,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         indexed,
         deduped,
         seeded: seeded_outcome,
+        mirrors_skipped,
     })
 }

@@ -103,6 +103,8 @@ Examples:
   subvol pull /mnt/usb/repo --into /var/lib/pool --verify vendor.key.pub --version 1.0
   subvol pull http://127.0.0.1:8080/ --into /pool --verify k.pub --dry-run
   subvol pull URL --into /pool --verify k.pub --keep 2
+  subvol pull https://m1.example/repo --mirror https://m2.example/repo --into /pool --verify k.pub
+  subvol pull vendor --into /var/lib/pool          # a remote (subvol remote add)
 
 Versions received only as intermediate steps are deleted afterwards. --keep N deletes the
 oldest versions this pool pulled beyond N (never the target, never other subvolumes).",
@@ -110,15 +112,31 @@ oldest versions this pool pulled beyond N (never the target, never other subvolu
 )]
 pub struct PullArgs {
     /// Repository URL (http:// or https://), registry (oci://HOST[:PORT]/NAME[:TAG], or
-    /// oci+http:// for plain HTTP) or directory
-    #[arg(value_name = "URL|DIR")]
+    /// oci+http:// for plain HTTP), directory, or the name of a remote (`subvol remote add`;
+    /// a name without '/' that is a configured remote is that remote: write ./DIR for a
+    /// directory of that name)
+    #[arg(value_name = "URL|DIR|REMOTE")]
     pub source: String,
     /// The pool: a directory on btrfs (see `subvol pool init`)
     #[arg(long, value_name = "POOL")]
     pub into: PathBuf,
-    /// Accepted public key for the index and the streams (repeatable)
-    #[arg(long = "verify", value_name = "PUB", required = true)]
+    /// Accepted public key for the index and the streams (repeatable; required unless the
+    /// source is a remote, whose keys are added to these)
+    #[arg(long = "verify", value_name = "PUB")]
     pub verify: Vec<PathBuf>,
+    /// Another mirror of the repository, tried after the source (and a remote's mirrors) in
+    /// the order given (repeatable): the newest valid index of all of them is used, and each
+    /// file comes from the first mirror that serves it correctly
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirror: Vec<String>,
+    /// Configuration directory of remotes (DIR/remotes.d; also $SUBVOL_CONFIG_DIR)
+    #[arg(
+        long = "config-dir",
+        value_name = "DIR",
+        env = "SUBVOL_CONFIG_DIR",
+        default_value = "/etc/subvol"
+    )]
+    pub config_dir: PathBuf,
     /// Target version (default: the newest)
     #[arg(long, value_name = "V")]
     pub version: Option<String>,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 mod deploy;
 mod mirror;
+mod remote;
 mod send;
 mod sign;
 
@@ -12,6 +13,9 @@ pub use deploy::{DeployArgs, HookArgs, RollbackArgs, StatusArgs};
 pub use mirror::{
     DeleteArgs, ListArgs, PlanChoice, PoolArgs, PublishArgs, PullArgs, PushArgs, ShowArgs,
     SnapshotArgs,
+};
+pub use remote::{
+    RemoteAddArgs, RemoteArgs, RemoteCommand, RemoteListArgs, RemoteRemoveArgs, RemoteShowArgs,
 };
 pub use send::SendArgs;
 pub use sign::{KeygenArgs, SignArgs};
@@ -149,6 +153,12 @@ pub enum Command {
     /// user:password, or a docker-credential-NAME helper named by credHelpers or credsStore),
     /// never from the command line. oci+http:// talks plain HTTP (a registry on 127.0.0.1).
     Push(PushArgs),
+    /// Manage remotes: named lists of mirror URLs with the keys to trust, kept as configuration
+    ///
+    /// One file per remote, DIR/remotes.d/NAME.conf (DIR: /etc/subvol, --config-dir or
+    /// $SUBVOL_CONFIG_DIR), with the keys and root file given at `remote add` copied next to it.
+    /// `subvol pull NAME --into POOL` then pulls from the remote's mirrors with its keys.
+    Remote(RemoteArgs),
     /// Manage pools (directories on btrfs holding received versions)
     Pool(PoolArgs),
     /// List the subvolumes under a directory on btrfs

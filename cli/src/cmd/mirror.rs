@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 use subvol::mirror::{
     self, Plan, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
+    remotes,
 };
 use subvol::sign::{KeySet, SecretKey};
 use subvol::util::{escape, human_size as human};
@@ -222,10 +223,29 @@ pub fn push(a: &args::PushArgs) -> Result<(), Error> {
 /// # Errors
 /// Refused index, no chain, download or receive errors.
 pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
-    let keys = KeySet::load(&a.verify)?;
+    let mut keys = KeySet::load(&a.verify)?;
+    let mut source = a.source.clone();
+    let mut mirrors: Vec<String> = Vec::new();
+    let mut root = None;
+    // A bare name (no '/', no scheme) that is a configured remote: its mirrors and trust.
+    if !a.source.contains('/') && remotes::exists(&a.config_dir, &a.source) {
+        let r = remotes::show(&a.config_dir, &a.source)?;
+        for k in remotes::load_keys(&r)? {
+            keys.add(k);
+        }
+        let mut urls = r.urls.into_iter();
+        if let Some(first) = urls.next() {
+            source = first;
+        }
+        mirrors.extend(urls);
+        root = r.root;
+    }
+    mirrors.extend(a.mirror.iter().cloned());
     let interrupted = interrupt_flag()?;
     let o = PullOptions {
-        source: a.source.clone(),
+        source,
+        mirrors,
+        root,
         pool: a.into.clone(),
         keys,
         version: a.version.clone(),
@@ -266,6 +286,26 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                 "index serial {serial} signed by key {key}: {versions} version(s), valid until {}",
                 time(expires)
             ),
+        ),
+        PullEvent::MirrorSkipped {
+            mirror,
+            file,
+            reason,
+        } => say(
+            &mut line,
+            match file {
+                Some(f) => format!(
+                    "mirror {} skipped for {}: {}; trying the next mirror",
+                    esc(mirror),
+                    esc(&f.path),
+                    super::escape_controls(reason)
+                ),
+                None => format!(
+                    "mirror {} skipped: {}",
+                    esc(mirror),
+                    super::escape_controls(reason)
+                ),
+            },
         ),
         PullEvent::Held(names) => say(
             &mut line,

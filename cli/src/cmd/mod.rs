@@ -7,6 +7,7 @@ mod input;
 mod mirror;
 mod progress;
 mod recv;
+mod remote;
 mod send;
 mod sign;
 mod trace;
@@ -17,6 +18,7 @@ pub use dump::dump;
 pub use input::ThreadedInput;
 pub use mirror::{delete, list, pool, publish, pull, push, show, snapshot};
 pub use recv::{Style, recv};
+pub use remote::remote;
 pub use send::send;
 pub use sign::{keygen, sign};
 pub use verify::verify;
@@ -127,6 +129,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Publish(a) => publish(&a),
         Command::Pull(a) => pull(&a),
         Command::Push(a) => push(&a),
+        Command::Remote(a) => remote(&a),
         Command::Pool(a) => pool(&a),
         Command::List(a) => list(&a),
         Command::Show(a) => show(&a),
