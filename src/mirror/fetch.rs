@@ -302,13 +302,48 @@ impl Remote {
     /// Missing file, network or I/O errors, too large.
     pub fn read_small(&self, rel: &str) -> Result<Vec<u8>, MirrorError> {
         let loc = self.location(rel);
+        let Some(buf) = self.read_capped(rel, MAX_INDEX_BYTES)? else {
+            return Err(match self {
+                Remote::Dir(d) => {
+                    // The OS's own words ("No such file or directory").
+                    let p = d.join(rel);
+                    let e = open_regular(&p)
+                        .err()
+                        .unwrap_or_else(|| io::ErrorKind::NotFound.into());
+                    MirrorError::io("read", p, e)
+                }
+                _ => MirrorError::HttpStatus {
+                    url: loc,
+                    status: 404,
+                },
+            });
+        };
+        if buf.len() as u64 > MAX_INDEX_BYTES {
+            return Err(MirrorError::IndexTooLarge {
+                location: loc,
+                max: MAX_INDEX_BYTES,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Reads at most `max + 1` bytes of file `rel` (more than `max` tells a file too large);
+    /// None when the repository does not have it (no such file, HTTP 404 or 410).
+    ///
+    /// # Errors
+    /// Network or I/O errors, other HTTP statuses.
+    pub fn read_capped(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, MirrorError> {
+        let loc = self.location(rel);
         let mut buf = Vec::new();
         match self {
             Remote::Dir(d) => {
                 let p = d.join(rel);
-                open_regular(&p)
-                    .and_then(|f| f.take(MAX_INDEX_BYTES + 1).read_to_end(&mut buf))
-                    .map_err(|e| MirrorError::io("read", &p, e))?;
+                match open_regular(&p) {
+                    Ok(f) => f.take(max + 1).read_to_end(&mut buf),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| MirrorError::io("read", &p, e))?;
             }
             Remote::Http { .. } | Remote::Oci(_) => {
                 let limits = &self.limits().unwrap_or_default();
@@ -325,14 +360,13 @@ impl Remote {
                         source: Box::new(e),
                     },
                 })?;
-                if resp.status() != 200 {
-                    return Err(MirrorError::HttpStatus {
-                        url: loc,
-                        status: resp.status().as_u16(),
-                    });
+                match resp.status().as_u16() {
+                    200 => {}
+                    404 | 410 => return Ok(None),
+                    status => return Err(MirrorError::HttpStatus { url: loc, status }),
                 }
                 RateGuard::new(resp.into_body().into_reader(), *limits)
-                    .take(MAX_INDEX_BYTES + 1)
+                    .take(max + 1)
                     .read_to_end(&mut buf)
                     .map_err(|source| {
                         if source.kind() == io::ErrorKind::TimedOut {
@@ -349,13 +383,7 @@ impl Remote {
                     })?;
             }
         }
-        if buf.len() as u64 > MAX_INDEX_BYTES {
-            return Err(MirrorError::IndexTooLarge {
-                location: loc,
-                max: MAX_INDEX_BYTES,
-            });
-        }
-        Ok(buf)
+        Ok(Some(buf))
     }
 
     /// Gets a stream file, checked against its size and SHA-256, and returns it open at offset

@@ -35,7 +35,8 @@ use crate::pool::{META_DIR, received_in};
 use crate::recv::{self, Event};
 use crate::sign::{KeyId, KeySet, VerifyingSource};
 use crate::stream::Reader;
-use crate::util::fs::{is_btrfs, lock_dir};
+use crate::trust::{self, MAX_ROOT_BYTES, TrustError, verify_trusted_root};
+use crate::util::fs::{is_btrfs, lock_dir, write_atomic};
 use crate::util::{error_chain, unix_now};
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -53,8 +54,12 @@ pub struct PullOptions {
     pub source: String,
     /// The pool (a directory on btrfs).
     pub pool: PathBuf,
-    /// Accepted signing keys (index and streams).
+    /// Accepted signing keys (index and streams) of a repository without trust metadata.
     pub keys: KeySet,
+    /// A trusted root file (`root/N.json` from the publisher): verify through the trust
+    /// metadata ([`crate::trust`]) instead of `keys`. Without it and without `keys`, the root
+    /// this pool pinned for the source.
+    pub root: Option<PathBuf>,
     /// Target version (default: the newest).
     pub version: Option<String>,
     /// Keep at most N pulled versions.
@@ -96,6 +101,25 @@ pub enum PullEvent<'a> {
         versions: usize,
         /// Signing key.
         key: KeyId,
+    },
+    /// The trust metadata verified (instead of [`PullEvent::Index`]).
+    Trust {
+        /// The repository's name.
+        repository: &'a str,
+        /// Its UUID.
+        uuid: crate::stream::Uuid,
+        /// The newest root version.
+        root_version: u64,
+        /// Root versions walked past the trusted one (rotations).
+        rotations: u64,
+        /// The timestamp's version.
+        timestamp_version: u64,
+        /// Its expiry.
+        timestamp_expires: u64,
+        /// The release serial.
+        serial: u64,
+        /// Number of versions.
+        versions: usize,
     },
     /// Versions the pool holds (names in the pool).
     Held(&'a [String]),
@@ -205,6 +229,73 @@ pub struct PullReport {
     pub seeded: Option<RebuildStats>,
 }
 
+/// Where a pool keeps the roots it pinned and the release metadata it verified last.
+pub const TRUST_DIR: &str = "trust";
+
+/// Trust metadata files fetched from a [`Remote`].
+struct RemoteFetch<'r>(&'r Remote);
+
+impl trust::Fetch for RemoteFetch<'_> {
+    fn fetch(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, MirrorError> {
+        self.0.read_capped(rel, max)
+    }
+    fn location(&self, rel: &str) -> String {
+        self.0.location(rel)
+    }
+}
+
+/// The root to start from, and its name for messages: the newer of `--root` and the root this
+/// pool pinned for the repository, or the pinned one alone when neither `--root` nor keys are
+/// given; None for a pull with `--verify` keys (the legacy index).
+fn trusted_root(
+    o: &PullOptions,
+    state: &PullState,
+    source: &str,
+    trust_dir: &Path,
+) -> Result<Option<(Vec<u8>, String)>, MirrorError> {
+    let pinned_uuid = state.pinned_repository(source);
+    let pinned = |uuid: &crate::stream::Uuid| {
+        let p = trust_dir.join(format!("{uuid}.root.json"));
+        let b = fs::read(&p).ok()?;
+        let name = p.display().to_string();
+        let root = verify_trusted_root(&name, &b).ok()?;
+        Some((b, name, root.version))
+    };
+    let Some(path) = &o.root else {
+        if !o.keys.is_empty() {
+            return Ok(None);
+        }
+        return match pinned_uuid.as_ref().and_then(pinned) {
+            Some((b, name, _)) => Ok(Some((b, name))),
+            None => Err(MirrorError::NoKeys),
+        };
+    };
+    let name = path.display().to_string();
+    let given = File::open(path)
+        .and_then(|f| {
+            let mut b = Vec::new();
+            f.take(MAX_ROOT_BYTES + 1).read_to_end(&mut b).map(|_| b)
+        })
+        .map_err(|e| MirrorError::io("read", path, e))?;
+    let root = verify_trusted_root(&name, &given)?;
+    let uuid = root.repository.uuid;
+    if let Some(p) = pinned_uuid
+        && p != uuid
+    {
+        return Err(TrustError::WrongRepository {
+            file: name,
+            got: format!("{uuid} ({})", root.repository.name),
+            want: p.to_string(),
+            why: format!(", the repository this pool pinned for {source} on first contact"),
+        }
+        .into());
+    }
+    Ok(Some(match pinned(&uuid) {
+        Some((b, pname, v)) if v > root.version => (b, pname),
+        _ => (given, name),
+    }))
+}
+
 /// Gives file `f` up for `reason`: said, listed among the failures, and left out of the plans
 /// that follow.
 fn give_up(
@@ -254,9 +345,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     if !is_btrfs(&pool) {
         return Err(MirrorError::PoolNotBtrfs(pool).into());
     }
-    if o.keys.is_empty() {
-        return Err(MirrorError::NoKeys.into());
-    }
     let stop = || {
         o.interrupted
             .as_ref()
@@ -302,44 +390,90 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     }
 
     let remote = Remote::open(&o.source, o.stall, o.ca.as_deref())?;
-    let bytes = remote.read_small(INDEX_FILE)?;
-    let (index, key) = Index::open(&bytes, &o.keys)?;
     let t = unix_now();
-    if t > index.expires {
-        return Err(MirrorError::Expired {
-            expires: index.expires,
-            now: t,
-        }
-        .into());
-    }
     let mut state = PullState::load(&pool)?;
-    let key_hex = key.to_string();
     let source_name = remote.identity();
-    if let Some(seen) = state.newest_serial(index.repository.as_ref(), &source_name, &key_hex)
-        && index.serial < seen
-    {
-        return Err(MirrorError::Rollback {
-            serial: index.serial,
-            seen,
+    let trust_dir = meta.join(TRUST_DIR);
+    let (index, keys) = match trusted_root(o, &state, &source_name, &trust_dir)? {
+        Some((root_bytes, root_name)) => {
+            let start = verify_trusted_root(&root_name, &root_bytes).map_err(MirrorError::Trust)?;
+            let uuid = start.repository.uuid;
+            let cached = fs::read(trust_dir.join(format!("{uuid}.release.json"))).ok();
+            let v = trust::update(
+                &root_bytes,
+                &root_name,
+                state.trust.get(&uuid.to_string()),
+                state.legacy_serial(&uuid),
+                cached.as_deref(),
+                &RemoteFetch(&remote),
+                t,
+            )?;
+            if !o.dry_run {
+                // Verified: pin the newest root, keep the release (the next pull fetches only
+                // the timestamp when nothing changed) and remember the numbers.
+                fs::create_dir_all(&trust_dir)
+                    .map_err(|e| MirrorError::io("create", &trust_dir, e))?;
+                write_atomic(&trust_dir, &format!("{uuid}.root.json"), &v.root_text)?;
+                write_atomic(&trust_dir, &format!("{uuid}.release.json"), &v.release_text)?;
+                state.trust.insert(uuid.to_string(), v.record.clone());
+                state.trust_sources.insert(source_name.clone(), uuid);
+                state.save(&pool)?;
+            }
+            on_event(PullEvent::Trust {
+                repository: &v.root.repository.name,
+                uuid,
+                root_version: v.root.version,
+                rotations: v.rotations,
+                timestamp_version: v.timestamp.version,
+                timestamp_expires: v.timestamp.expires,
+                serial: v.release.serial,
+                versions: v.release.index.versions.len(),
+            });
+            (v.release.index, v.stream_keys)
         }
-        .into());
-    }
-    if !o.dry_run {
-        state.record_serial(
-            index.repository.as_ref(),
-            &source_name,
-            &key_hex,
-            index.serial,
-            t,
-        );
-        state.save(&pool)?;
-    }
-    on_event(PullEvent::Index {
-        serial: index.serial,
-        expires: index.expires,
-        versions: index.versions.len(),
-        key,
-    });
+        None => {
+            if o.keys.is_empty() {
+                return Err(MirrorError::NoKeys.into());
+            }
+            let bytes = remote.read_small(INDEX_FILE)?;
+            let (index, key) = Index::open(&bytes, &o.keys)?;
+            if t > index.expires {
+                return Err(MirrorError::Expired {
+                    expires: index.expires,
+                    now: t,
+                }
+                .into());
+            }
+            let key_hex = key.to_string();
+            if let Some(seen) =
+                state.newest_serial(index.repository.as_ref(), &source_name, &key_hex)
+                && index.serial < seen
+            {
+                return Err(MirrorError::Rollback {
+                    serial: index.serial,
+                    seen,
+                }
+                .into());
+            }
+            if !o.dry_run {
+                state.record_serial(
+                    index.repository.as_ref(),
+                    &source_name,
+                    &key_hex,
+                    index.serial,
+                    t,
+                );
+                state.save(&pool)?;
+            }
+            on_event(PullEvent::Index {
+                serial: index.serial,
+                expires: index.expires,
+                versions: index.versions.len(),
+                key,
+            });
+            (index, o.keys.clone())
+        }
+    };
     let target = match &o.version {
         Some(v) => index
             .position(v)
@@ -376,7 +510,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut first = true;
     let mut seeded_given_up = false;
     let mut seeded_outcome: Option<RebuildStats> = None;
-    let keys = o.keys.clone();
 
     let already = loop {
         if stop() {

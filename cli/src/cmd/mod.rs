@@ -10,6 +10,7 @@ mod recv;
 mod send;
 mod sign;
 mod trace;
+mod trust;
 mod verify;
 
 pub use deploy::{deploy, rollback, status};
@@ -19,6 +20,7 @@ pub use mirror::{delete, list, pool, publish, pull, push, show, snapshot};
 pub use recv::{Style, recv};
 pub use send::send;
 pub use sign::{keygen, sign};
+pub use trust::trust;
 pub use verify::verify;
 
 pub use progress::Progress;
@@ -123,6 +125,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Send(a) => send(&a),
         Command::Sign(a) => sign(&a),
         Command::Keygen(a) => keygen(&a),
+        Command::Trust(a) => trust(&a),
         Command::Digest(a) => digest(&a),
         Command::Publish(a) => publish(&a),
         Command::Pull(a) => pull(&a),
