@@ -18,3 +18,4 @@ mod recv_btrfs_output;
 mod send_kernel;
 mod send_tree;
 mod sign;
+mod trust;

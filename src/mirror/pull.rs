@@ -232,6 +232,24 @@ pub struct PullReport {
 /// Where a pool keeps the roots it pinned and the release metadata it verified last.
 pub const TRUST_DIR: &str = "trust";
 
+/// Trust files a pull writes with the pool state's next save.
+struct PendingTrust {
+    dir: PathBuf,
+    uuid: crate::stream::Uuid,
+    root: Vec<u8>,
+    release: Vec<u8>,
+}
+
+/// Writes the pending trust files (`TRUST_DIR/<uuid>.root.json`, `.release.json`), once.
+fn persist_trust(pending: &mut Option<PendingTrust>) -> Result<(), MirrorError> {
+    if let Some(p) = pending.take() {
+        fs::create_dir_all(&p.dir).map_err(|e| MirrorError::io("create", &p.dir, e))?;
+        write_atomic(&p.dir, &format!("{}.root.json", p.uuid), &p.root)?;
+        write_atomic(&p.dir, &format!("{}.release.json", p.uuid), &p.release)?;
+    }
+    Ok(())
+}
+
 /// Trust metadata files fetched from a [`Remote`].
 struct RemoteFetch<'r>(&'r Remote);
 
@@ -394,6 +412,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut state = PullState::load(&pool)?;
     let source_name = remote.identity();
     let trust_dir = meta.join(TRUST_DIR);
+    let mut pending_trust: Option<PendingTrust> = None;
     let (index, keys) = match trusted_root(o, &state, &source_name, &trust_dir)? {
         Some((root_bytes, root_name)) => {
             let start = verify_trusted_root(&root_name, &root_bytes).map_err(MirrorError::Trust)?;
@@ -409,15 +428,18 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 t,
             )?;
             if !o.dry_run {
-                // Verified: pin the newest root, keep the release (the next pull fetches only
-                // the timestamp when nothing changed) and remember the numbers.
-                fs::create_dir_all(&trust_dir)
-                    .map_err(|e| MirrorError::io("create", &trust_dir, e))?;
-                write_atomic(&trust_dir, &format!("{uuid}.root.json"), &v.root_text)?;
-                write_atomic(&trust_dir, &format!("{uuid}.release.json"), &v.release_text)?;
+                // Verified: the newest root is pinned, the release kept (the next pull fetches
+                // only the timestamp when nothing changed) and the numbers remembered, all
+                // with the pool state's next save: a pull refused later (a stream by a
+                // revoked key) leaves the pool as it was.
                 state.trust.insert(uuid.to_string(), v.record.clone());
                 state.trust_sources.insert(source_name.clone(), uuid);
-                state.save(&pool)?;
+                pending_trust = Some(PendingTrust {
+                    dir: trust_dir.clone(),
+                    uuid,
+                    root: v.root_text.clone(),
+                    release: v.release_text.clone(),
+                });
             }
             on_event(PullEvent::Trust {
                 repository: &v.root.repository.name,
@@ -832,6 +854,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 pulled: unix_now(),
                 source: Some(o.source.clone()),
             });
+            persist_trust(&mut pending_trust)?;
             state.save(&pool)?;
             // Hashed right after the receive, while its data is still in the page cache;
             // an intermediate step (deleted below) is not worth it.
@@ -911,6 +934,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     }
     let live: HashSet<String> = received_in(&pool)?.into_iter().map(|h| h.0).collect();
     state.versions.retain(|v| live.contains(&v.name));
+    persist_trust(&mut pending_trust)?;
     state.save(&pool)?;
     // The cache holds nothing useful once the target is in.
     if let Ok(rd) = fs::read_dir(&cache) {

@@ -282,7 +282,7 @@ pub fn update(
         return Err(TrustError::Mismatch {
             file: rel_loc,
             reason: format!(
-                "{}{} bytes, but {ts_loc} names {} bytes",
+                "{}{} bytes, but {ts_loc} names {} bytes (metadata of two publishes mixed, or altered)",
                 if b.len() as u64 > r.size {
                     "more than "
                 } else {

@@ -210,7 +210,8 @@ pub fn init(
     };
     apply(&mut root, &spec.roles);
     let path = root_path(repo, 1);
-    root.validate(&path.display().to_string())?;
+    root.validate(&path.display().to_string())
+        .map_err(|e| TrustError::Usage(e.to_string()))?;
     let mut env = envelope(&root)?;
     sign_value(&mut env, signers)?;
     write_new(&path, &env.to_text()?)?;
@@ -241,7 +242,8 @@ pub fn rotate(
     new.expires = now.saturating_add(valid_for);
     apply(&mut new, changes);
     let path = root_path(repo, new.version);
-    new.validate(&path.display().to_string())?;
+    new.validate(&path.display().to_string())
+        .map_err(|e| TrustError::Usage(e.to_string()))?;
     let mut env = envelope(&new)?;
     sign_value(&mut env, signers)?;
     write_new(&path, &env.to_text()?)?;
