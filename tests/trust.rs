@@ -193,9 +193,7 @@ impl Repo {
         let mut c = subvol();
         c.args(["trust", "rotate", "--repo"]).arg(&self.repo);
         for a in args {
-            if a.starts_with("--") {
-                c.arg(a);
-            } else if a.parse::<u64>().is_ok() {
+            if a.starts_with("--") || a.parse::<u64>().is_ok() {
                 c.arg(a);
             } else {
                 c.arg(public(a));
