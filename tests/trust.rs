@@ -642,3 +642,95 @@ fn full_rotation_of_every_role_while_a_pool_is_several_publishes_behind() {
         &["root/3.json: signed by 0 of the root keys, 2 needed"],
     );
 }
+
+/// Migration: a repository published with one key and a pool that pulled it with --verify
+/// move to trust metadata: same repository identity, the legacy index still written, and the
+/// pool reaches the next version without fetching again what it holds.
+#[test]
+fn a_verify_repository_and_its_pools_migrate_without_downloading_again() {
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let repo = dir.path().join("repo");
+    let Some(nginx) = Nginx::start(dir.path()) else {
+        return;
+    };
+    let url = format!("{}repo", nginx.url());
+    for v in 1..=2 {
+        run(subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--key")
+            .arg(key("stream"))
+            .arg(&shared().trees[v - 1])
+            .args(["--version", &v.to_string(), "--level", "1"]));
+    }
+    let pool = new_pool(&btrfs, "pool");
+    let out = subvol()
+        .args(["pull", &url, "--into"])
+        .arg(&pool)
+        .arg("--verify")
+        .arg(public("stream"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check(&pool, 2);
+    let legacy: Value =
+        serde_json::from_slice(&fs::read(repo.join("index.json")).unwrap()).unwrap();
+    let legacy: Value = serde_json::from_str(legacy["index"].as_str().unwrap()).unwrap();
+
+    let mut c = subvol();
+    c.args(["trust", "init", "--name", "migrated", "--repo"])
+        .arg(&repo);
+    c.arg("--root-key").arg(public("root1"));
+    c.arg("--release-key").arg(public("rel1"));
+    c.arg("--timestamp-key").arg(public("ts"));
+    c.arg("--stream-key").arg(public("stream"));
+    c.arg("--sign").arg(key("root1"));
+    run(&mut c);
+    let root: Value = serde_json::from_slice(&fs::read(repo.join("root/1.json")).unwrap()).unwrap();
+    assert_eq!(root["signed"]["repository"]["uuid"], legacy["repository"]);
+    run(subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key")
+        .arg(key("stream"))
+        .arg(&shared().trees[2])
+        .args(["--version", "3", "--level", "1", "--release-key"])
+        .arg(key("rel1"))
+        .arg("--timestamp-key")
+        .arg(key("ts")));
+    nginx.clear_log();
+    let out = pull_ok(&url, &pool, Some(&repo.join("root/1.json")), &[]);
+    check(&pool, 3);
+    // One delta 2 → 3, nothing of versions 1 and 2 again.
+    let steps = out["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{out}");
+    assert_eq!(steps[0]["from"], "2", "{out}");
+    let state: Value =
+        serde_json::from_slice(&fs::read(pool.join(".subvol/state.json")).unwrap()).unwrap();
+    let rec = &state["trust"][legacy["repository"].as_str().unwrap()];
+    assert_eq!(rec["release_serial"], 3, "{state}");
+    // Older clients still pull through the legacy index.
+    let old = new_pool(&btrfs, "old");
+    let out = subvol()
+        .args(["pull", &url, "--into"])
+        .arg(&old)
+        .arg("--verify")
+        .arg(public("stream"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check(&old, 3);
+}
