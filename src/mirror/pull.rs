@@ -26,6 +26,7 @@
 use super::MirrorError;
 use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
 use super::index::{INDEX_FILE, Index, StreamFile};
+use super::oci::Reference;
 use super::plan::{Plan, Step, plan};
 use super::seeded::{RebuildStats, Rebuilt, SeededPlan, fetch_map, plan_seeded};
 use super::state::{PullState, PulledVersion};
@@ -279,6 +280,12 @@ fn trusted_root(
         let root = verify_trusted_root(&name, &b).ok()?;
         Some((b, name, root.version))
     };
+    if o.root.is_some() && Reference::is_oci(&o.source) {
+        return Err(TrustError::Usage(
+            "registries (oci://) carry the legacy index only: pull from them with --verify".into(),
+        )
+        .into());
+    }
     let Some(path) = &o.root else {
         if !o.keys.is_empty() {
             return Ok(None);

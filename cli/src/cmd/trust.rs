@@ -10,7 +10,12 @@ use subvol::sign::{KeySet, PublicKey, SecretKey};
 use subvol::trust::{self, Role, RoleChange, RootSpec, TrustError};
 use subvol::util::unix_now;
 
+/// An offline command's failure: the publisher's own files or arguments (status 1), or I/O.
 fn trust_err(e: TrustError) -> Error {
+    let e = match e {
+        e @ (TrustError::Io(_) | TrustError::Usage(_)) => e,
+        e => TrustError::Usage(e.to_string()),
+    };
     MirrorError::Trust(e).into()
 }
 
