@@ -310,8 +310,9 @@ const PAGES: &[Page] = &[
              every other key. The timestamp key can only delay or freeze updates, never publish \
              software: it is the one meant for an online host.",
         ],
-        exit: "Status 1: a key or argument is not usable. Status 6: a file cannot be read or \
-               written.",
+        exit: "Status 1: an argument or the repository's files are not usable. Status 4: a key \
+               file is not acceptable (a secret key readable by others, a public key given to \
+               sign). Status 6: a file cannot be read or written.",
         see_also: &["subvol-publish(1)", "subvol-pull(1)", "subvol-keygen(1)"],
     },
     Page {

@@ -734,3 +734,71 @@ fn a_verify_repository_and_its_pools_migrate_without_downloading_again() {
     );
     check(&old, 3);
 }
+
+/// Key files: a secret key readable by others is refused with the reason; an OpenSSH ed25519
+/// public key serves as a role key; an under-signed release gets no timestamp from the tool.
+#[test]
+fn trust_tools_refuse_open_secret_keys_and_accept_openssh_public_keys() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let repo = dir.path().join("repo");
+    let ssh = dir.path().join("id_ed25519");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&ssh));
+    let mut c = subvol();
+    c.args(["trust", "init", "--name", "keys", "--repo"])
+        .arg(&repo);
+    c.arg("--root-key").arg(public("root1"));
+    c.arg("--release-key").arg(public("rel1"));
+    c.arg("--timestamp-key").arg(public("ts"));
+    c.arg("--stream-key").arg(ssh.with_extension("pub"));
+    c.arg("--sign").arg(key("root1"));
+    run(&mut c);
+    let root: Value = serde_json::from_slice(&fs::read(repo.join("root/1.json")).unwrap()).unwrap();
+    assert_eq!(
+        root["signed"]["roles"]["streams"]["keyids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let before = fs::read(repo.join("root/1.json")).unwrap();
+    let open = dir.path().join("open.key");
+    fs::copy(key("root2"), &open).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = subvol()
+        .args(["trust", "sign"])
+        .arg(repo.join("root/1.json"))
+        .arg("--key")
+        .arg(&open)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // A key file that is not acceptable is a key check failure (status 4), as for `subvol sign`.
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("too open (group or others may read it)"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(repo.join("root/1.json")).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+    // A timestamp key that is not one: refused, exit 1.
+    let out = subvol()
+        .args(["trust", "timestamp", "--repo"])
+        .arg(&repo)
+        .arg("--key")
+        .arg(key("evil"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not a timestamp key of root version 1"),
+        "{err}"
+    );
+}

@@ -358,6 +358,39 @@ fn fast_forward_is_recovered_by_rotating_the_keys() {
 }
 
 #[test]
+fn a_root_version_of_another_repository_or_number_is_refused() {
+    let a = repo();
+    let b = repo();
+    a.publish(1, 1, &[&key(4)], &key(5));
+    // b's root 2 (signed by the same root keys) served as a's root 2.
+    rotate(&b.path, &[], 365 * DAY, &[&key(1), &key(2)], NOW).unwrap();
+    fs::copy(root_path(&b.path, 2), root_path(&a.path, 2)).unwrap();
+    let e = refusal(a.update(None));
+    assert!(e.contains("root/2.json: belongs to repository"), "{e}");
+    // a's own root 2 served as root 3.
+    fs::remove_file(root_path(&a.path, 2)).unwrap();
+    rotate(&a.path, &[], 365 * DAY, &[&key(1), &key(2)], NOW).unwrap();
+    fs::copy(root_path(&a.path, 2), root_path(&a.path, 3)).unwrap();
+    let e = refusal(a.update(None));
+    assert!(
+        e.contains("root/3.json: invalid metadata: holds root version 2, expected 3"),
+        "{e}"
+    );
+    // An expired newest root.
+    fs::remove_file(root_path(&a.path, 3)).unwrap();
+    let e = refusal(update(
+        &a.root1(),
+        "root.json",
+        None,
+        None,
+        None,
+        &DirFetch(a.path.clone()),
+        NOW + 400 * DAY,
+    ));
+    assert!(e.contains("root/2.json: expired at"), "{e}");
+}
+
+#[test]
 fn metadata_of_another_repository_is_refused() {
     let a = repo();
     let b = repo();
