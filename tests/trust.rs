@@ -313,6 +313,12 @@ fn pull_with_a_root_then_with_the_pinned_one() {
     r.nginx.clear_log();
     let out = pull_ok(&r.url(), &pool, None, &[]);
     assert_eq!(out["already"], true);
+    assert_eq!(out["trust"]["name"], "test os", "{out}");
+    assert_eq!(out["trust"]["timestamp_version"], 3, "{out}");
+    assert!(
+        out["trust"]["metadata_bytes"].as_u64().unwrap() < 8 << 10,
+        "{out}"
+    );
     let reqs = r.nginx.requests();
     let got: u64 = reqs.iter().map(|q| q.sent).sum();
     assert!(got < 8 << 10, "{reqs:?}");

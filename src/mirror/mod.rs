@@ -31,7 +31,7 @@ pub use fetch::StallLimits;
 pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, TrustPublished, publish};
-pub use pull::{PlanChoice, PullEvent, PullOptions, PullReport, pull};
+pub use pull::{PlanChoice, PullEvent, PullOptions, PullReport, TrustReport, pull};
 pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};
 

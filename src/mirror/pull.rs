@@ -228,6 +228,28 @@ pub struct PullReport {
     /// Set when the target came as a seeded full: what its rebuild read from the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeded: Option<RebuildStats>,
+    /// Set when the pull verified trust metadata (`--root`, or the root the pool pinned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustReport>,
+}
+
+/// What a pull verified of a repository's trust metadata.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrustReport {
+    /// The repository's UUID.
+    pub repository: crate::stream::Uuid,
+    /// Its name.
+    pub name: String,
+    /// The newest root version.
+    pub root_version: u64,
+    /// Root versions walked past the trusted one.
+    pub rotations: u64,
+    /// The timestamp's version.
+    pub timestamp_version: u64,
+    /// When the timestamp expires (Unix seconds).
+    pub timestamp_expires: u64,
+    /// Metadata bytes fetched (roots, timestamp, release).
+    pub metadata_bytes: u64,
 }
 
 /// Where a pool keeps the roots it pinned and the release metadata it verified last.
@@ -420,6 +442,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let source_name = remote.identity();
     let trust_dir = meta.join(TRUST_DIR);
     let mut pending_trust: Option<PendingTrust> = None;
+    let mut trust_report: Option<TrustReport> = None;
     let (index, keys) = match trusted_root(o, &state, &source_name, &trust_dir)? {
         Some((root_bytes, root_name)) => {
             let start = verify_trusted_root(&root_name, &root_bytes).map_err(MirrorError::Trust)?;
@@ -448,6 +471,15 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     release: v.release_text.clone(),
                 });
             }
+            trust_report = Some(TrustReport {
+                repository: uuid,
+                name: v.root.repository.name.clone(),
+                root_version: v.root.version,
+                rotations: v.rotations,
+                timestamp_version: v.timestamp.version,
+                timestamp_expires: v.timestamp.expires,
+                metadata_bytes: v.bytes,
+            });
             on_event(PullEvent::Trust {
                 repository: &v.root.repository.name,
                 uuid,
@@ -644,6 +676,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 indexed,
                 deduped: 0,
                 seeded: None,
+                trust: trust_report,
             });
         }
         first = false;
@@ -962,5 +995,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         indexed,
         deduped,
         seeded: seeded_outcome,
+        trust: trust_report,
     })
 }

@@ -286,6 +286,17 @@ fn rollback_freeze_mix_and_match_and_gap() {
         e.contains("timestamp version 1 is older than timestamp version 2"),
         "{e}"
     );
+    // A newer timestamp (a leaked timestamp key) naming the older release: its serial is.
+    let mut env: Signed = serde_json::from_slice(&old_ts).unwrap();
+    env.signed["version"] = 7.into();
+    env.signatures.clear();
+    sign_value(&mut env, &[&key(5)]).unwrap();
+    fs::write(r.path.join(TIMESTAMP_FILE), env.to_text().unwrap()).unwrap();
+    let e = refusal(r.update(Some(&second)));
+    assert!(
+        e.contains("release serial 2 is older than release serial 3"),
+        "{e}"
+    );
     // Mix and match: the new timestamp names release 3; serve release 2's bytes under its name.
     fs::write(r.path.join(TIMESTAMP_FILE), &new_ts).unwrap();
     let good = fs::read(r.path.join("release/3.json")).unwrap();
