@@ -808,3 +808,34 @@ fn trust_tools_refuse_open_secret_keys_and_accept_openssh_public_keys() {
         "{err}"
     );
 }
+
+/// Slow retrieval: a mirror that accepts connections and never answers is given up after
+/// --timeout (status 6, a network fault, not a verdict on the repository), the pool unchanged.
+#[test]
+fn slow_retrieval_a_silent_mirror_is_given_up() {
+    let Some((_fs, _r, pool)) = setup(1) else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let before = pool_state(&pool);
+    let t = std::time::Instant::now();
+    let out = pull(
+        &format!("http://127.0.0.1:{port}/repo"),
+        &pool,
+        Some(&_r.root1()),
+        &["--timeout", "2"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("root/2.json"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(30), "{err}");
+    assert_eq!(pool_state(&pool), before, "{err}");
+}
