@@ -19,3 +19,4 @@ mod remotes;
 mod send_kernel;
 mod send_tree;
 mod sign;
+mod trust;

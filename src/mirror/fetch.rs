@@ -321,13 +321,48 @@ impl Remote {
     /// Missing file, network or I/O errors, too large.
     pub fn read_small(&self, rel: &str) -> Result<Vec<u8>, MirrorError> {
         let loc = self.location(rel);
+        let Some(buf) = self.read_capped(rel, MAX_INDEX_BYTES)? else {
+            return Err(match self {
+                Remote::Dir(d) => {
+                    // The OS's own words ("No such file or directory").
+                    let p = d.join(rel);
+                    let e = open_regular(&p)
+                        .err()
+                        .unwrap_or_else(|| io::ErrorKind::NotFound.into());
+                    MirrorError::io("read", p, e)
+                }
+                _ => MirrorError::HttpStatus {
+                    url: loc,
+                    status: 404,
+                },
+            });
+        };
+        if buf.len() as u64 > MAX_INDEX_BYTES {
+            return Err(MirrorError::IndexTooLarge {
+                location: loc,
+                max: MAX_INDEX_BYTES,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Reads at most `max + 1` bytes of file `rel` (more than `max` tells a file too large);
+    /// None when the repository does not have it (no such file, HTTP 404 or 410).
+    ///
+    /// # Errors
+    /// Network or I/O errors, other HTTP statuses.
+    pub fn read_capped(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, MirrorError> {
+        let loc = self.location(rel);
         let mut buf = Vec::new();
         match self {
             Remote::Dir(d) => {
                 let p = d.join(rel);
-                open_regular(&p)
-                    .and_then(|f| f.take(MAX_INDEX_BYTES + 1).read_to_end(&mut buf))
-                    .map_err(|e| MirrorError::io("read", &p, e))?;
+                match open_regular(&p) {
+                    Ok(f) => f.take(max + 1).read_to_end(&mut buf),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| MirrorError::io("read", &p, e))?;
             }
             Remote::Http { .. } | Remote::Oci(_) => {
                 let limits = &self.limits().unwrap_or_default();
@@ -344,14 +379,13 @@ impl Remote {
                         source: Box::new(e),
                     },
                 })?;
-                if resp.status() != 200 {
-                    return Err(MirrorError::HttpStatus {
-                        url: loc,
-                        status: resp.status().as_u16(),
-                    });
+                match resp.status().as_u16() {
+                    200 => {}
+                    404 | 410 => return Ok(None),
+                    status => return Err(MirrorError::HttpStatus { url: loc, status }),
                 }
                 RateGuard::new(resp.into_body().into_reader(), *limits)
-                    .take(MAX_INDEX_BYTES + 1)
+                    .take(max + 1)
                     .read_to_end(&mut buf)
                     .map_err(|source| {
                         if source.kind() == io::ErrorKind::TimedOut {
@@ -368,13 +402,7 @@ impl Remote {
                     })?;
             }
         }
-        if buf.len() as u64 > MAX_INDEX_BYTES {
-            return Err(MirrorError::IndexTooLarge {
-                location: loc,
-                max: MAX_INDEX_BYTES,
-            });
-        }
-        Ok(buf)
+        Ok(Some(buf))
     }
 
     /// Gets a stream file, checked against its size and SHA-256, and returns it open at offset
@@ -748,6 +776,27 @@ impl Mirrors {
         Ok((Mirrors { current }, index, key))
     }
 
+    /// `first` (whose metadata verified) followed by the other mirrors of `sources` in their
+    /// order, for files named by verified metadata (trust metadata chooses no index).
+    ///
+    /// # Errors
+    /// A mirror cannot be opened (a bad registry reference or CA file).
+    pub fn with_first(
+        first: Remote,
+        sources: &[String],
+        limits: StallLimits,
+        ca: Option<&Path>,
+    ) -> Result<Mirrors, MirrorError> {
+        let mut current = vec![first];
+        for src in sources {
+            let r = Remote::new(src, limits);
+            if r.identity() != current[0].identity() {
+                current.push(Remote::open(src, limits, ca)?);
+            }
+        }
+        Ok(Mirrors { current })
+    }
+
     /// The first mirror of the chosen index (seeded fulls and space checks use it).
     #[must_use]
     pub fn primary(&self) -> &Remote {
@@ -824,7 +873,7 @@ impl Mirrors {
 
 /// The error of a pull whose every mirror failed to give a valid index (see
 /// [`Mirrors::open_newest`]).
-fn all_failed(mut errors: Vec<(String, MirrorError)>) -> MirrorError {
+pub(super) fn all_failed(mut errors: Vec<(String, MirrorError)>) -> MirrorError {
     if errors.len() == 1 {
         return errors.remove(0).1;
     }

@@ -31,8 +31,8 @@ pub mod state;
 pub use fetch::{Mirrors, StallLimits};
 pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
-pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
-pub use pull::{PlanChoice, PullEvent, PullOptions, PullReport, pull};
+pub use publish::{PublishEvent, PublishOptions, PublishReport, TrustPublished, publish};
+pub use pull::{PlanChoice, PullEvent, PullOptions, PullReport, TrustReport, pull};
 pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};
 
@@ -178,7 +178,9 @@ pub enum MirrorError {
     #[error("{path} is not on btrfs; make it a pool with `subvol pool init {path}`", path = .0.display())]
     PoolNotBtrfs(PathBuf),
     /// A pull was asked for without a key to verify with.
-    #[error("no --verify key given")]
+    #[error(
+        "no --verify key or --root given, and this pool has no trusted root for the source (first contact needs --root FILE)"
+    )]
     NoKeys,
     /// Another publish or pull holds the lock.
     #[error("{} is busy: another {what} is running", path.display())]
@@ -311,6 +313,9 @@ pub enum MirrorError {
         /// What is wrong.
         reason: String,
     },
+    /// Trust metadata (root, timestamp, release) was refused (see [`crate::trust`]).
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     /// An internal invariant broke (a value that cannot fail to encode did).
     #[error("internal error: {0}")]
     Bug(String),
@@ -337,6 +342,7 @@ impl MirrorError {
             ) => ExitCode::Io,
             MirrorError::Registry(_) => ExitCode::Failure,
             MirrorError::Content(_) => ExitCode::Io,
+            MirrorError::Trust(e) => e.exit_code(),
             MirrorError::BadIndex(_)
             | MirrorError::IndexJson { .. }
             | MirrorError::IndexTooLarge { .. }
@@ -377,6 +383,9 @@ impl MirrorError {
     pub fn is_stream_fault(&self) -> bool {
         if let MirrorError::AllMirrorsFailed { kind, .. } = self {
             return kind.is_stream_fault();
+        }
+        if let MirrorError::Trust(e) = self {
+            return e.is_stream_fault();
         }
         matches!(
             self,

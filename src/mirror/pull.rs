@@ -26,8 +26,11 @@
 //!    [`crate::deploy::pinned_versions`]; subvolumes not pulled are never touched).
 
 use super::MirrorError;
-use super::fetch::{FetchError, Mirrors, Progress, StallLimits, drop_others, spare_space};
+use super::fetch::{
+    FetchError, Mirrors, Progress, Remote, StallLimits, all_failed, drop_others, spare_space,
+};
 use super::index::StreamFile;
+use super::oci::Reference;
 use super::plan::{Plan, Step, plan};
 use super::seeded::{RebuildStats, Rebuilt, SeededPlan, fetch_map, plan_seeded};
 use super::state::{PullState, PulledVersion};
@@ -37,7 +40,8 @@ use crate::pool::{META_DIR, received_in};
 use crate::recv::{self, Event};
 use crate::sign::{KeyId, KeySet, VerifyingSource};
 use crate::stream::Reader;
-use crate::util::fs::{is_btrfs, lock_dir};
+use crate::trust::{self, MAX_ROOT_BYTES, TrustError, verify_trusted_root};
+use crate::util::fs::{is_btrfs, lock_dir, write_atomic};
 use crate::util::{error_chain, unix_now};
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -56,13 +60,14 @@ pub struct PullOptions {
     /// More mirrors of the same repository, tried after `source` in this order (metadata is
     /// read from all of them and the newest valid index wins; see [`Mirrors`]).
     pub mirrors: Vec<String>,
-    /// The trusted root metadata file (a remote's `--root`), the trust anchor of repositories
-    /// with root metadata.
-    pub root: Option<PathBuf>,
     /// The pool (a directory on btrfs).
     pub pool: PathBuf,
-    /// Accepted signing keys (index and streams).
+    /// Accepted signing keys (index and streams) of a repository without trust metadata.
     pub keys: KeySet,
+    /// A trusted root file (`root/N.json` from the publisher): verify through the trust
+    /// metadata ([`crate::trust`]) instead of `keys`. Without it and without `keys`, the root
+    /// this pool pinned for the source.
+    pub root: Option<PathBuf>,
     /// Target version (default: the newest).
     pub version: Option<String>,
     /// Keep at most N pulled versions.
@@ -114,6 +119,25 @@ pub enum PullEvent<'a> {
         file: Option<&'a StreamFile>,
         /// Why.
         reason: &'a str,
+    },
+    /// The trust metadata verified (instead of [`PullEvent::Index`]).
+    Trust {
+        /// The repository's name.
+        repository: &'a str,
+        /// Its UUID.
+        uuid: crate::stream::Uuid,
+        /// The newest root version.
+        root_version: u64,
+        /// Root versions walked past the trusted one (rotations).
+        rotations: u64,
+        /// The timestamp's version.
+        timestamp_version: u64,
+        /// Its expiry.
+        timestamp_expires: u64,
+        /// The release serial.
+        serial: u64,
+        /// Number of versions.
+        versions: usize,
     },
     /// Versions the pool holds (names in the pool).
     Held(&'a [String]),
@@ -224,6 +248,119 @@ pub struct PullReport {
     /// Mirrors skipped, as `mirror: reason` or `mirror (file): reason`, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors_skipped: Vec<String>,
+    /// Set when the pull verified trust metadata (`--root`, or the root the pool pinned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustReport>,
+}
+
+/// What a pull verified of a repository's trust metadata.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrustReport {
+    /// The repository's UUID.
+    pub repository: crate::stream::Uuid,
+    /// Its name.
+    pub name: String,
+    /// The newest root version.
+    pub root_version: u64,
+    /// Root versions walked past the trusted one.
+    pub rotations: u64,
+    /// The timestamp's version.
+    pub timestamp_version: u64,
+    /// When the timestamp expires (Unix seconds).
+    pub timestamp_expires: u64,
+    /// Metadata bytes fetched (roots, timestamp, release).
+    pub metadata_bytes: u64,
+}
+
+/// Where a pool keeps the roots it pinned and the release metadata it verified last.
+pub const TRUST_DIR: &str = "trust";
+
+/// Trust files a pull writes with the pool state's next save.
+struct PendingTrust {
+    dir: PathBuf,
+    uuid: crate::stream::Uuid,
+    root: Vec<u8>,
+    release: Vec<u8>,
+}
+
+/// Writes the pending trust files (`TRUST_DIR/<uuid>.root.json`, `.release.json`), once.
+fn persist_trust(pending: &mut Option<PendingTrust>) -> Result<(), MirrorError> {
+    if let Some(p) = pending.take() {
+        fs::create_dir_all(&p.dir).map_err(|e| MirrorError::io("create", &p.dir, e))?;
+        write_atomic(&p.dir, &format!("{}.root.json", p.uuid), &p.root)?;
+        write_atomic(&p.dir, &format!("{}.release.json", p.uuid), &p.release)?;
+    }
+    Ok(())
+}
+
+/// Trust metadata files fetched from a [`Remote`].
+struct RemoteFetch<'r>(&'r Remote);
+
+impl trust::Fetch for RemoteFetch<'_> {
+    fn fetch(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, MirrorError> {
+        self.0.read_capped(rel, max)
+    }
+    fn location(&self, rel: &str) -> String {
+        self.0.location(rel)
+    }
+}
+
+/// The root to start from, and its name for messages: the newer of `--root` and the root this
+/// pool pinned for the repository, or the pinned one alone when neither `--root` nor keys are
+/// given; None for a pull with `--verify` keys (the legacy index).
+fn trusted_root(
+    o: &PullOptions,
+    state: &PullState,
+    source: &str,
+    trust_dir: &Path,
+) -> Result<Option<(Vec<u8>, String)>, MirrorError> {
+    let pinned_uuid = state.pinned_repository(source);
+    let pinned = |uuid: &crate::stream::Uuid| {
+        let p = trust_dir.join(format!("{uuid}.root.json"));
+        let b = fs::read(&p).ok()?;
+        let name = p.display().to_string();
+        let root = verify_trusted_root(&name, &b).ok()?;
+        Some((b, name, root.version))
+    };
+    if o.root.is_some() && Reference::is_oci(&o.source) {
+        return Err(TrustError::Usage(
+            "registries (oci://) carry the legacy index only: pull from them with --verify".into(),
+        )
+        .into());
+    }
+    let Some(path) = &o.root else {
+        if !o.keys.is_empty() {
+            return Ok(None);
+        }
+        return match pinned_uuid.as_ref().and_then(pinned) {
+            Some((b, name, _)) => Ok(Some((b, name))),
+            None => Err(MirrorError::NoKeys),
+        };
+    };
+    let name = path.display().to_string();
+    let given = File::open(path)
+        .and_then(|f| {
+            let mut b = Vec::new();
+            f.take(MAX_ROOT_BYTES + 1).read_to_end(&mut b).map(|_| b)
+        })
+        .map_err(|e| MirrorError::io("read", path, e))?;
+    let root = verify_trusted_root(&name, &given)?;
+    let uuid = root.repository.uuid;
+    if let Some(p) = pinned_uuid
+        && p != uuid
+    {
+        return Err(TrustError::WrongRepository {
+            file: name,
+            got: format!("{uuid} ({})", root.repository.name),
+            want: p.to_string(),
+            why: format!(", the repository this pool pinned for {source} on first contact"),
+        }
+        .into());
+    }
+    Ok(Some(match pinned(&uuid) {
+        Some((b, pname, v)) if v > root.version => (b, pname),
+        _ => (given, name),
+    }))
 }
 
 /// Gives file `f` up for `reason`: said, listed among the failures, and left out of the plans
@@ -275,9 +412,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     if !is_btrfs(&pool) {
         return Err(MirrorError::PoolNotBtrfs(pool).into());
     }
-    if o.keys.is_empty() {
-        return Err(MirrorError::NoKeys.into());
-    }
     let stop = || {
         o.interrupted
             .as_ref()
@@ -327,50 +461,148 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let sources: Vec<String> = std::iter::once(o.source.clone())
         .chain(o.mirrors.iter().cloned())
         .collect();
-    let (mirrors, index, key) = Mirrors::open_newest(
-        &sources,
-        o.stall,
-        o.ca.as_deref(),
-        &o.keys,
-        t,
-        &mut |(mirror, reason)| {
-            mirrors_skipped.push(format!("{mirror}: {reason}"));
-            on_event(PullEvent::MirrorSkipped {
-                mirror,
-                file: None,
-                reason,
-            });
-        },
-    )?;
-    let remote = mirrors.primary();
     let mut state = PullState::load(&pool)?;
-    let key_hex = key.to_string();
-    let source_name = remote.identity();
-    if let Some(seen) = state.newest_serial(index.repository.as_ref(), &source_name, &key_hex)
-        && index.serial < seen
-    {
-        return Err(MirrorError::Rollback {
-            serial: index.serial,
-            seen,
+    // Pinned roots and serials are remembered per repository and per source: the first one.
+    let source_name = if Reference::is_oci(&o.source) {
+        Reference::parse(&o.source)
+            .map_err(MirrorError::Registry)?
+            .display()
+    } else {
+        Remote::new(&o.source, o.stall).identity()
+    };
+    let trust_dir = meta.join(TRUST_DIR);
+    let mut pending_trust: Option<PendingTrust> = None;
+    let mut trust_report: Option<TrustReport> = None;
+    let (mirrors, index, keys) = match trusted_root(o, &state, &source_name, &trust_dir)? {
+        Some((root_bytes, root_name)) => {
+            let start = verify_trusted_root(&root_name, &root_bytes).map_err(MirrorError::Trust)?;
+            let uuid = start.repository.uuid;
+            let cached = fs::read(trust_dir.join(format!("{uuid}.release.json"))).ok();
+            // The trust metadata of the first mirror that verifies; the others serve files.
+            let mut verified = None;
+            let mut failures: Vec<(String, MirrorError)> = Vec::new();
+            for src in &sources {
+                let r = Remote::open(src, o.stall, o.ca.as_deref()).and_then(|remote| {
+                    let v = trust::update(
+                        &root_bytes,
+                        &root_name,
+                        state.trust.get(&uuid.to_string()),
+                        state.legacy_serial(&uuid),
+                        cached.as_deref(),
+                        &RemoteFetch(&remote),
+                        t,
+                    )?;
+                    Ok((remote, v))
+                });
+                match r {
+                    Ok(x) => {
+                        verified = Some(x);
+                        break;
+                    }
+                    Err(MirrorError::Interrupted) => return Err(MirrorError::Interrupted.into()),
+                    Err(e) => {
+                        if sources.len() > 1 {
+                            let reason = error_chain(&e);
+                            mirrors_skipped.push(format!("{src}: {reason}"));
+                            on_event(PullEvent::MirrorSkipped {
+                                mirror: src,
+                                file: None,
+                                reason: &reason,
+                            });
+                        }
+                        failures.push((src.clone(), e));
+                    }
+                }
+            }
+            let Some((first, v)) = verified else {
+                return Err(all_failed(failures).into());
+            };
+            if !o.dry_run {
+                // Verified: the newest root is pinned, the release kept (the next pull fetches
+                // only the timestamp when nothing changed) and the numbers remembered, all
+                // with the pool state's next save: a pull refused later (a stream by a
+                // revoked key) leaves the pool as it was.
+                state.trust.insert(uuid.to_string(), v.record.clone());
+                state.trust_sources.insert(source_name.clone(), uuid);
+                pending_trust = Some(PendingTrust {
+                    dir: trust_dir.clone(),
+                    uuid,
+                    root: v.root_text.clone(),
+                    release: v.release_text.clone(),
+                });
+            }
+            trust_report = Some(TrustReport {
+                repository: uuid,
+                name: v.root.repository.name.clone(),
+                root_version: v.root.version,
+                rotations: v.rotations,
+                timestamp_version: v.timestamp.version,
+                timestamp_expires: v.timestamp.expires,
+                metadata_bytes: v.bytes,
+            });
+            on_event(PullEvent::Trust {
+                repository: &v.root.repository.name,
+                uuid,
+                root_version: v.root.version,
+                rotations: v.rotations,
+                timestamp_version: v.timestamp.version,
+                timestamp_expires: v.timestamp.expires,
+                serial: v.release.serial,
+                versions: v.release.index.versions.len(),
+            });
+            let mirrors = Mirrors::with_first(first, &sources, o.stall, o.ca.as_deref())?;
+            (mirrors, v.release.index, v.stream_keys)
         }
-        .into());
-    }
-    if !o.dry_run {
-        state.record_serial(
-            index.repository.as_ref(),
-            &source_name,
-            &key_hex,
-            index.serial,
-            t,
-        );
-        state.save(&pool)?;
-    }
-    on_event(PullEvent::Index {
-        serial: index.serial,
-        expires: index.expires,
-        versions: index.versions.len(),
-        key,
-    });
+        None => {
+            if o.keys.is_empty() {
+                return Err(MirrorError::NoKeys.into());
+            }
+            let (mirrors, index, key) = Mirrors::open_newest(
+                &sources,
+                o.stall,
+                o.ca.as_deref(),
+                &o.keys,
+                t,
+                &mut |(mirror, reason)| {
+                    mirrors_skipped.push(format!("{mirror}: {reason}"));
+                    on_event(PullEvent::MirrorSkipped {
+                        mirror,
+                        file: None,
+                        reason,
+                    });
+                },
+            )?;
+            let key_hex = key.to_string();
+            if let Some(seen) =
+                state.newest_serial(index.repository.as_ref(), &source_name, &key_hex)
+                && index.serial < seen
+            {
+                return Err(MirrorError::Rollback {
+                    serial: index.serial,
+                    seen,
+                }
+                .into());
+            }
+            if !o.dry_run {
+                state.record_serial(
+                    index.repository.as_ref(),
+                    &source_name,
+                    &key_hex,
+                    index.serial,
+                    t,
+                );
+                state.save(&pool)?;
+            }
+            on_event(PullEvent::Index {
+                serial: index.serial,
+                expires: index.expires,
+                versions: index.versions.len(),
+                key,
+            });
+            (mirrors, index, o.keys.clone())
+        }
+    };
+    let remote = mirrors.primary();
     let target = match &o.version {
         Some(v) => index
             .position(v)
@@ -407,7 +639,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut first = true;
     let mut seeded_given_up = false;
     let mut seeded_outcome: Option<RebuildStats> = None;
-    let keys = o.keys.clone();
 
     let already = loop {
         if stop() {
@@ -514,6 +745,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 deduped: 0,
                 seeded: None,
                 mirrors_skipped,
+                trust: trust_report,
             });
         }
         first = false;
@@ -739,6 +971,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 pulled: unix_now(),
                 source: Some(o.source.clone()),
             });
+            persist_trust(&mut pending_trust)?;
             state.save(&pool)?;
             // Hashed right after the receive, while its data is still in the page cache;
             // an intermediate step (deleted below) is not worth it.
@@ -818,6 +1051,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     }
     let live: HashSet<String> = received_in(&pool)?.into_iter().map(|h| h.0).collect();
     state.versions.retain(|v| live.contains(&v.name));
+    persist_trust(&mut pending_trust)?;
     state.save(&pool)?;
     // The cache holds nothing useful once the target is in.
     if let Ok(rd) = fs::read_dir(&cache) {
@@ -839,5 +1073,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         deduped,
         seeded: seeded_outcome,
         mirrors_skipped,
+        trust: trust_report,
     })
 }

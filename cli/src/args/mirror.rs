@@ -84,6 +84,16 @@ pub struct PublishArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// Secret release key signing release/SERIAL.json in a repository with trust metadata
+    /// (repeatable) [default: --key, when the root lists it as a release key]
+    #[arg(long = "release-key", value_name = "SECRET")]
+    pub release_keys: Vec<PathBuf>,
+    /// Secret timestamp key: also write timestamp.json naming the new release
+    #[arg(long = "timestamp-key", value_name = "SECRET")]
+    pub timestamp_key: Option<PathBuf>,
+    /// How long the timestamp written with --timestamp-key stays valid
+    #[arg(long = "timestamp-valid-for", value_name = "DURATION", default_value = "1d", value_parser = duration)]
+    pub timestamp_valid_for: u64,
 }
 
 /// `subvol pull`: bring a pool to a version from a mirror repository.
@@ -120,10 +130,15 @@ pub struct PullArgs {
     /// The pool: a directory on btrfs (see `subvol pool init`)
     #[arg(long, value_name = "POOL")]
     pub into: PathBuf,
-    /// Accepted public key for the index and the streams (repeatable; required unless the
-    /// source is a remote, whose keys are added to these)
-    #[arg(long = "verify", value_name = "PUB")]
+    /// Accepted public key for the index and the streams (repeatable), for a repository
+    /// without trust metadata (required unless --root is given or the source is a remote,
+    /// whose keys are added to these)
+    #[arg(long = "verify", value_name = "PUB", conflicts_with = "root")]
     pub verify: Vec<PathBuf>,
+    /// Trusted root of the repository (root/N.json from its publisher): first contact; later
+    /// pulls use the newest root this pool verified (POOL/.subvol/trust/)
+    #[arg(long, value_name = "FILE")]
+    pub root: Option<PathBuf>,
     /// Another mirror of the repository, tried after the source (and a remote's mirrors) in
     /// the order given (repeatable): the newest valid index of all of them is used, and each
     /// file comes from the first mirror that serves it correctly

@@ -8,6 +8,7 @@ mod mirror;
 mod remote;
 mod send;
 mod sign;
+mod trust;
 
 pub use deploy::{DeployArgs, HookArgs, RollbackArgs, StatusArgs};
 pub use mirror::{
@@ -19,6 +20,10 @@ pub use remote::{
 };
 pub use send::SendArgs;
 pub use sign::{KeygenArgs, SignArgs};
+pub use trust::{
+    RoleKeyArgs, TrustArgs, TrustCommand, TrustInitArgs, TrustRotateArgs, TrustSignArgs,
+    TrustTimestampArgs,
+};
 
 /// The exit codes' text, as a literal (for `concat!`).
 macro_rules! exit_codes {
@@ -110,6 +115,12 @@ pub enum Command {
     /// key id (the first 8 bytes of SHA-256 of the public key, as 16 hex digits), which every
     /// signature block names. Existing files are never overwritten.
     Keygen(KeygenArgs),
+    /// Manage a repository's trust metadata: roles, thresholds, key rotation, the timestamp
+    ///
+    /// A repository with a root (REPO/root/N.json) is pulled with --root instead of --verify:
+    /// offline root keys list who signs releases (k of n), the online timestamp key, and the
+    /// stream keys; new root versions rotate and revoke keys inside the channel.
+    Trust(TrustArgs),
     /// Print a canonical digest of a directory tree (types, modes, owners, contents, xattrs,
     /// hard links, holes, times) to compare received trees
     #[command(

@@ -91,6 +91,16 @@ fn plan_lines(p: &Plan) -> Vec<String> {
 /// Key, tree, send, signing or repository errors.
 pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
     let key = SecretKey::load(&a.key)?;
+    let release_keys = a
+        .release_keys
+        .iter()
+        .map(|p| SecretKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let timestamp_key = a
+        .timestamp_key
+        .as_deref()
+        .map(SecretKey::load)
+        .transpose()?;
     let o = PublishOptions {
         repo: a.repo.clone(),
         key,
@@ -103,6 +113,9 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         proto: a.proto,
         deltas: !a.no_deltas,
         threads: a.threads,
+        release_keys,
+        timestamp_key,
+        timestamp_valid_for: a.timestamp_valid_for,
     };
     let mut line = Status::new(false);
     let json = a.json;
@@ -164,6 +177,27 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
             out,
             "deleted {} unreferenced file(s)",
             r.removed_files.len()
+        )
+        .map_err(w)?;
+    }
+    if let Some(tr) = &r.trust {
+        writeln!(
+            out,
+            "wrote {} ({}){}",
+            tr.release.path,
+            if tr.threshold_met {
+                "release threshold met"
+            } else {
+                "below the release threshold: add signatures with `subvol trust sign`, then `subvol trust timestamp`"
+            },
+            match &tr.timestamp {
+                Some(ts) => format!(
+                    "; timestamp version {} valid until {}",
+                    ts.version,
+                    time(ts.expires)
+                ),
+                None => "; timestamp not written (no --timestamp-key)".into(),
+            }
         )
         .map_err(w)?;
     }
@@ -245,7 +279,8 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
     let o = PullOptions {
         source,
         mirrors,
-        root,
+        // --root wins over the remote's root.
+        root: a.root.clone().or(root),
         pool: a.into.clone(),
         keys,
         version: a.version.clone(),
@@ -306,6 +341,28 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                     super::escape_controls(reason)
                 ),
             },
+        ),
+        PullEvent::Trust {
+            repository,
+            uuid,
+            root_version,
+            rotations,
+            timestamp_version,
+            timestamp_expires,
+            serial,
+            versions,
+        } => say(
+            &mut line,
+            format!(
+                "repository {} ({uuid}): root version {root_version}{}, timestamp {timestamp_version} valid until {}, release serial {serial}: {versions} version(s)",
+                esc(repository),
+                if rotations > 0 {
+                    format!(" ({rotations} rotation(s) verified)")
+                } else {
+                    String::new()
+                },
+                time(timestamp_expires)
+            ),
         ),
         PullEvent::Held(names) => say(
             &mut line,

@@ -11,6 +11,7 @@ mod remote;
 mod send;
 mod sign;
 mod trace;
+mod trust;
 mod verify;
 
 pub use deploy::{deploy, rollback, status};
@@ -21,6 +22,7 @@ pub use recv::{Style, recv};
 pub use remote::remote;
 pub use send::send;
 pub use sign::{keygen, sign};
+pub use trust::trust;
 pub use verify::verify;
 
 pub use progress::Progress;
@@ -125,6 +127,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Send(a) => send(&a),
         Command::Sign(a) => sign(&a),
         Command::Keygen(a) => keygen(&a),
+        Command::Trust(a) => trust(&a),
         Command::Digest(a) => digest(&a),
         Command::Publish(a) => publish(&a),
         Command::Pull(a) => pull(&a),
