@@ -25,6 +25,7 @@
 
 use super::MirrorError;
 use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
+use super::flow::{Flow, Gate, SpaceEstimate, step_writes};
 use super::index::{INDEX_FILE, Index, StreamFile};
 use super::plan::{Plan, Step, plan};
 use super::seeded::{RebuildStats, Rebuilt, SeededPlan, fetch_map, plan_seeded};
@@ -37,7 +38,7 @@ use crate::sign::{KeyId, KeySet, VerifyingSource};
 use crate::stream::Reader;
 use crate::util::fs::{is_btrfs, lock_dir};
 use crate::util::{error_chain, unix_now};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -69,6 +70,8 @@ pub struct PullOptions {
     pub plan: PlanChoice,
     /// TLS roots for HTTPS and registries instead of the bundled ones (`--ca`).
     pub ca: Option<PathBuf>,
+    /// Download every file of a chain before receiving any (`--no-stream`; for comparison).
+    pub no_stream: bool,
 }
 
 /// How a pull may reach its target.
@@ -123,6 +126,23 @@ pub enum PullEvent<'a> {
         /// From this offset.
         offset: u64,
     },
+    /// Progress over the whole plan (see [`FlowProgress`]).
+    Progress(FlowProgress),
+    /// What the plan needs in the pool, and what it has (before anything is fetched).
+    Space(&'a SpaceEstimate),
+    /// A step's version was committed: what its file took.
+    Step {
+        /// Step (1-based).
+        step: usize,
+        /// Steps.
+        steps: usize,
+        /// The file.
+        file: &'a StreamFile,
+        /// Bytes fetched for it (network, or read from a directory).
+        fetched: u64,
+        /// Bytes of it found in the cache, left by an earlier pull.
+        reused: u64,
+    },
     /// A file was given up; another chain will be tried.
     Refused {
         /// The file.
@@ -175,6 +195,25 @@ pub enum PullEvent<'a> {
     },
 }
 
+/// Progress of a pull over its whole plan, in bytes of the plan's files (a seeded full: of
+/// what it fetches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FlowProgress {
+    /// Step being received (1-based).
+    pub step: usize,
+    /// Steps.
+    pub steps: usize,
+    /// Bytes of the plan (to fetch, or found in the cache).
+    pub total: u64,
+    /// Bytes fetched so far (network, or read from a directory repository).
+    pub fetched: u64,
+    /// Bytes found in the cache from an earlier pull (not fetched).
+    pub reused: u64,
+    /// Bytes applied: the committed steps' files, and the share of the current one that its
+    /// receive has applied. Equals `total` once the last step is committed.
+    pub applied: u64,
+}
+
 /// What a pull did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PullReport {
@@ -192,6 +231,11 @@ pub struct PullReport {
     pub steps: Vec<StreamFile>,
     /// Bytes downloaded (or read from the directory).
     pub bytes: u64,
+    /// Bytes of partial downloads found in the cache and used (not downloaded again).
+    pub reused: u64,
+    /// Dry run: the space the plan needs and what the pool has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub space: Option<SpaceEstimate>,
     /// Files given up, with reasons.
     pub refused: Vec<String>,
     /// Subvolumes deleted.
@@ -242,6 +286,42 @@ fn max_file_size(stream_bytes: u64) -> u64 {
     stream_bytes
         .saturating_add(stream_bytes / 128)
         .saturating_add(64 << 10)
+}
+
+/// Space the plan `p` needs in the pool: what its steps write ([`step_writes`]; a seeded full:
+/// its full stream) and the cache's peak (nothing for a directory; the largest file still to
+/// download when streaming, since each file goes once applied; every file with `no_stream`;
+/// a seeded full's fetched ranges).
+fn estimate_space(
+    p: &Plan,
+    seeded: Option<&SeededPlan>,
+    remote: &Remote,
+    cache: &Path,
+    pool: &Path,
+    no_stream: bool,
+) -> Result<SpaceEstimate, Error> {
+    let writes = p
+        .steps
+        .iter()
+        .fold(0u64, |sum, s| sum.saturating_add(step_writes(s.file.stream_bytes)));
+    let cache_bytes = match seeded {
+        Some(s) => s.summary.fetch_bytes,
+        None if no_stream => remote.bytes_to_download(p.steps.iter().map(|s| &s.file), cache),
+        None => p
+            .steps
+            .iter()
+            .map(|s| remote.bytes_to_download([&s.file], cache))
+            .max()
+            .unwrap_or(0),
+    };
+    let (free, reserve) = spare_space(pool)?;
+    Ok(SpaceEstimate {
+        writes,
+        cache: cache_bytes,
+        need: writes.saturating_add(cache_bytes),
+        free,
+        reserve,
+    })
 }
 
 /// Pulls (see the module docs).
@@ -372,6 +452,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut received_files: Vec<StreamFile> = Vec::new();
     let mut received_names: Vec<String> = Vec::new();
     let mut downloaded = 0u64;
+    let mut reused = 0u64;
     let mut deduped = 0u64;
     let mut first = true;
     let mut seeded_given_up = false;
@@ -468,6 +549,13 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 .into());
             }
         };
+        // Space before bytes: what the steps write into the pool and the cache's peak must
+        // fit in what its file system can spare, before any stream byte is fetched.
+        if !o.dry_run && remote.is_http() {
+            // Leftovers of other chains cannot be resumed by this one and only take space.
+            drop_others(&cache, p.steps.iter().map(|s| &s.file));
+        }
+        let space = estimate_space(&p, seeded.as_ref(), &remote, &cache, &pool, o.no_stream)?;
         if o.dry_run {
             return Ok(PullReport {
                 target: target_name,
@@ -475,8 +563,10 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 serial: index.serial,
                 already: false,
                 plan: Some(p),
+                space: Some(space),
                 steps: Vec::new(),
                 bytes: 0,
+                reused: 0,
                 refused,
                 removed: Vec::new(),
                 indexed,
@@ -486,29 +576,21 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         }
         first = false;
         on_event(PullEvent::Plan(&p));
-        if remote.is_http() {
-            // The whole plan must fit before anything is fetched; leftovers of other
-            // chains cannot be resumed by this one and only take space.
-            drop_others(&cache, p.steps.iter().map(|s| &s.file));
-            let need = match &seeded {
-                Some(s) => s.summary.fetch_bytes,
-                None => remote.bytes_to_download(p.steps.iter().map(|s| &s.file), &cache),
-            };
-            let (free, reserve) = spare_space(&cache)?;
-            if need > free.saturating_sub(reserve) {
-                return Err(MirrorError::NoSpace {
-                    cache,
-                    need,
-                    free,
-                    reserve,
-                }
-                .into());
+        on_event(PullEvent::Space(&space));
+        if !space.fits() {
+            return Err(MirrorError::NoSpace {
+                pool: pool.clone(),
+                need: space.need,
+                writes: space.writes,
+                cache: space.cache,
+                free: space.free,
+                reserve: space.reserve,
             }
+            .into());
         }
         let steps = p.steps.len();
-        // The inputs of the steps, every byte fetched before anything is received: a missing
-        // or bad file is found first. A chain downloads (or checks, for a directory) each file;
-        // a seeded full fetches its ranges into a sparse file and rebuilds the stream from it.
+        // A seeded full fetches its ranges into a sparse file and rebuilds the stream from it
+        // before it is received.
         let seeded_cache = match &seeded {
             Some(s) => {
                 let path = cache.join(format!("{}.seeded", s.file.sha256));
@@ -527,8 +609,9 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             None => None,
         };
         let rebuild_stats = Cell::new(RebuildStats::default());
-        let mut inputs: Vec<Box<dyn Read + '_>> = Vec::new();
-        let mut failed = false;
+        let mut seeded_input: Option<Box<dyn Read + '_>> = None;
+        // Bytes fetched that no Flow counts: a seeded full's ranges and map, directory reads.
+        let fetched_here = Cell::new(0u64);
         if let (Some(s), Some(cache_file)) = (&seeded, &seeded_cache) {
             let f = &s.file;
             let r = remote.fetch_ranges(
@@ -550,9 +633,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             );
             match r {
                 Ok(got) => {
-                    downloaded = downloaded
-                        .saturating_add(got.bytes)
-                        .saturating_add(s.summary.map_bytes);
+                    fetched_here.set(got.bytes.saturating_add(s.summary.map_bytes));
                     let rebuilt = Rebuilt::new(
                         s,
                         pool_index.as_ref(),
@@ -562,7 +643,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         &rebuild_stats,
                     )
                     .map_err(|e| MirrorError::io("start zstd for", remote.location(&f.path), e))?;
-                    inputs.push(Box::new(rebuilt));
+                    seeded_input = Some(Box::new(rebuilt));
                 }
                 Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
                     on_event(PullEvent::Refused {
@@ -571,156 +652,290 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     });
                     refused.push(format!("{} (ranges): {reason}", f.path));
                     seeded_given_up = true;
-                    failed = true;
+                    continue;
                 }
                 Err(FetchError::Fatal(e)) => return Err(e.into()),
             }
-        } else {
-            let mut done_before = 0u64;
-            for (i, s) in p.steps.iter().enumerate() {
-                let f = &s.file;
-                let r = remote.fetch(
-                    f,
-                    &cache,
-                    &mut |pr| match pr {
-                        Progress::Bytes(b) => on_event(PullEvent::Download {
-                            step: i + 1,
-                            steps,
-                            file: f,
-                            bytes: b,
-                            done: done_before.saturating_add(b),
-                            total: p.bytes,
-                        }),
-                        Progress::Resume(offset) => {
-                            on_event(PullEvent::Resume { file: f, offset });
-                        }
-                    },
-                    &stop,
-                );
-                match r {
-                    Ok(file) => {
-                        let dec = zstd::stream::read::Decoder::new(file).map_err(|e| {
-                            MirrorError::io("start zstd for", remote.location(&f.path), e)
-                        })?;
-                        inputs.push(Box::new(CorruptIsInvalidData(dec)));
-                        done_before = done_before.saturating_add(f.size);
-                        downloaded = downloaded.saturating_add(f.size);
-                    }
-                    Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
-                        give_up(f, &reason, on_event, &mut refused, &mut excluded);
-                        failed = true;
-                        break;
-                    }
-                    Err(FetchError::Fatal(e)) => return Err(e.into()),
-                }
-            }
         }
-        if failed {
-            continue;
-        }
-        // Receive step by step.
-        for (i, (s, input)) in p.steps.iter().zip(inputs).enumerate() {
-            let f = &s.file;
-            if stop() {
-                return Err(MirrorError::Interrupted.into());
-            }
-            let reader = Reader::new(BufReader::with_capacity(
-                1 << 20,
-                input.take(f.stream_bytes),
-            ));
-            let mut source = VerifyingSource::new(reader, keys.clone());
-            // Pulled streams come from one signed sender: the default clone-source rule holds.
-            // WRITE data already in the pool (any subvolume) becomes verified clones.
-            let opts = recv::Options {
-                dest: pool.clone(),
-                interrupted: o.interrupted.clone(),
-                dedup_index: pool_index.clone(),
-                ..recv::Options::default()
-            };
-            let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
-                Event::StaleRemoved(n) => on_event(PullEvent::StaleRemoved(n)),
-                Event::Progress { bytes, .. } => on_event(PullEvent::Receiving {
-                    step: i + 1,
-                    steps,
-                    file: f,
-                    bytes,
-                }),
-                Event::Deduped(s) => deduped = deduped.saturating_add(s.cloned),
-                Event::Started { .. } | Event::SeedsIndexed { .. } => {}
-            });
-            let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
-            let got = match r {
-                Ok(got) => got,
-                // Only the stream's own faults give the file up; a fault of this host (disk
-                // full, no mount, a parent missing here) stops the pull with the file kept.
-                // A seeded full that fails is given up as a method (the file itself may be
-                // good: the next round may fetch it whole).
-                Err(e) if e.is_stream_fault() => {
-                    let reason = error_chain(&e);
-                    on_event(PullEvent::Refused {
-                        file: f,
-                        reason: &reason,
-                    });
-                    if p.seeded.is_some() {
-                        refused.push(format!("{} (seeded): {reason}", f.path));
-                        seeded_given_up = true;
-                    } else {
-                        refused.push(format!("{}: {reason}", f.path));
-                        excluded.insert(f.path.clone());
-                    }
-                    failed = true;
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            // The index validated that every stream leads to a listed version.
-            let want = index
-                .version(&f.to)
-                .map(|v| v.uuid)
-                .ok_or_else(|| Error::Bug(format!("stream {} to unlisted version", f.path)))?;
-            let ok = got.len() == 1 && got[0].uuid == want && got[0].name == OsStr::new(&f.to);
-            if !ok {
-                // Signed and hashed, yet not what the index says: the publisher's mistake.
-                for g in &got {
-                    let _ = crate::pool::delete(&g.path);
-                }
-                let reason = format!(
-                    "the stream does not produce version {} (UUID {want}) as the index says",
-                    f.to
-                );
-                give_up(f, &reason, on_event, &mut refused, &mut excluded);
-                failed = true;
-                break;
-            }
-            state.versions.retain(|v| v.name != f.to);
-            state.versions.push(PulledVersion {
-                name: f.to.clone(),
-                uuid: want,
-                pulled: unix_now(),
-                source: Some(o.source.clone()),
-            });
-            state.save(&pool)?;
-            // Hashed right after the receive, while its data is still in the page cache;
-            // an intermediate step (deleted below) is not worth it.
-            if f.to == target_name || held_at_start.contains(&f.to) {
-                let done = content_pool::index_subvolume(&pool, &f.to, &want, stop_flag)
-                    .map_err(MirrorError::content)?;
-                on_event(PullEvent::Indexed(&done));
-                indexed.push(done.name);
-            }
-            if p.seeded.is_some() {
-                seeded_outcome = Some(rebuild_stats.get());
-            }
-            received_files.push(f.clone());
-            received_names.push(f.to.clone());
-            on_event(PullEvent::Received {
+        // Stream files over HTTP or from a registry are downloaded on a thread while they are
+        // received (see [`super::flow`]); a directory's files are read in place.
+        let streaming = seeded.is_none() && remote.is_http();
+        let flow = Flow::new(p.steps.iter().map(|s| &s.file).collect(), &cache, o.no_stream);
+        let stop_sync = || stop_flag.is_some_and(|f| f.load(Ordering::Relaxed));
+        // What one step weighs on the plan's bar: its file (a seeded full: all it fetches).
+        let weight = |f: &StreamFile| if seeded.is_some() { p.bytes } else { f.size };
+        let events = RefCell::new(&mut *on_event);
+        // (step index, applied of the current step) and the weight of the steps committed.
+        let current = Cell::new((0usize, 0u64));
+        let applied_before = Cell::new(0u64);
+        let report = || {
+            let c = flow.counts();
+            let (i, cur) = current.get();
+            (*events.borrow_mut())(PullEvent::Progress(FlowProgress {
                 step: i + 1,
                 steps,
-                version: &f.to,
-                path: &got[0].path,
-            });
-        }
-        if failed {
+                total: p.bytes,
+                fetched: c.fetched.saturating_add(fetched_here.get()),
+                reused: c.reused,
+                applied: applied_before.get().saturating_add(cur),
+            }));
+            for (j, offset) in flow.take_resumes() {
+                (*events.borrow_mut())(PullEvent::Resume {
+                    file: &p.steps[j].file,
+                    offset,
+                });
+            }
+        };
+        let outcome: Result<bool, Error> = std::thread::scope(|sc| {
+            if streaming {
+                let (flow, remote, stop_sync) = (&flow, &remote, &stop_sync);
+                sc.spawn(move || flow.download(remote, stop_sync));
+            }
+            let r = (|| -> Result<bool, Error> {
+                for (i, s) in p.steps.iter().enumerate() {
+                    let f = &s.file;
+                    if stop() {
+                        return Err(MirrorError::Interrupted.into());
+                    }
+                    current.set((i, 0));
+                    let input: Box<dyn Read + '_> = if let Some(input) = seeded_input.take() {
+                        input
+                    } else if streaming {
+                        if o.no_stream {
+                            flow.wait_all(&stop);
+                        }
+                        let tail = flow.reader(i, &stop, &report);
+                        let dec = zstd::stream::read::Decoder::new(tail).map_err(|e| {
+                            MirrorError::io("start zstd for", remote.location(&f.path), e)
+                        })?;
+                        Box::new(Gate::new(
+                            CorruptIsInvalidData(dec),
+                            &flow,
+                            i,
+                            f.stream_bytes,
+                            &stop,
+                        ))
+                    } else {
+                        let before = fetched_here.get();
+                        let r = remote.fetch(
+                            f,
+                            &cache,
+                            &mut |pr| {
+                                if let Progress::Bytes(b) = pr {
+                                    fetched_here.set(before.saturating_add(b));
+                                    (*events.borrow_mut())(PullEvent::Download {
+                                        step: i + 1,
+                                        steps,
+                                        file: f,
+                                        bytes: b,
+                                        done: applied_before.get().saturating_add(b),
+                                        total: p.bytes,
+                                    });
+                                }
+                            },
+                            &stop,
+                        );
+                        match r {
+                            Ok(file) => {
+                                let dec = zstd::stream::read::Decoder::new(file).map_err(|e| {
+                                    MirrorError::io("start zstd for", remote.location(&f.path), e)
+                                })?;
+                                Box::new(CorruptIsInvalidData(dec))
+                            }
+                            Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
+                                give_up(
+                                    f,
+                                    &reason,
+                                    &mut **events.borrow_mut(),
+                                    &mut refused,
+                                    &mut excluded,
+                                );
+                                return Ok(true);
+                            }
+                            Err(FetchError::Fatal(e)) => return Err(e.into()),
+                        }
+                    };
+                    let reader = Reader::new(BufReader::with_capacity(
+                        1 << 20,
+                        input.take(f.stream_bytes),
+                    ));
+                    let mut source = VerifyingSource::new(reader, keys.clone());
+                    // Pulled streams come from one signed sender: the default clone-source
+                    // rule holds. WRITE data already in the pool (any subvolume) becomes
+                    // verified clones.
+                    let opts = recv::Options {
+                        dest: pool.clone(),
+                        interrupted: o.interrupted.clone(),
+                        dedup_index: pool_index.clone(),
+                        ..recv::Options::default()
+                    };
+                    let w = weight(f);
+                    let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
+                        Event::StaleRemoved(n) => {
+                            (*events.borrow_mut())(PullEvent::StaleRemoved(n));
+                        }
+                        Event::Progress { bytes, .. } => {
+                            (*events.borrow_mut())(PullEvent::Receiving {
+                                step: i + 1,
+                                steps,
+                                file: f,
+                                bytes,
+                            });
+                            // Applied, in the file's bytes: the stream's share of its weight.
+                            let share = u128::from(w) * u128::from(bytes)
+                                / u128::from(f.stream_bytes.max(1));
+                            current.set((i, u64::try_from(share).unwrap_or(w).min(w)));
+                            report();
+                        }
+                        Event::Deduped(s) => deduped = deduped.saturating_add(s.cloned),
+                        Event::Started { .. } | Event::SeedsIndexed { .. } => {}
+                    });
+                    drop(source);
+                    // A download that failed makes the receive fail: its reason is the
+                    // download's (a fault of the file, or of the network).
+                    if streaming && r.is_err() && let Some(e) = flow.failure(i) {
+                        return match e {
+                            FetchError::Missing(reason) | FetchError::Bad(reason) => {
+                                give_up(
+                                    f,
+                                    &reason,
+                                    &mut **events.borrow_mut(),
+                                    &mut refused,
+                                    &mut excluded,
+                                );
+                                Ok(true)
+                            }
+                            FetchError::Fatal(e) => Err(e.into()),
+                        };
+                    }
+                    if r.is_err() && stop() {
+                        return Err(MirrorError::Interrupted.into());
+                    }
+                    let got = match r {
+                        Ok(got) => got,
+                        // Only the stream's own faults give the file up; a fault of this host
+                        // (disk full, no mount, a parent missing here) stops the pull with the
+                        // file kept. A seeded full that fails is given up as a method (the file
+                        // itself may be good: the next round may fetch it whole).
+                        Err(e) if e.is_stream_fault() => {
+                            let reason = error_chain(&e);
+                            (*events.borrow_mut())(PullEvent::Refused {
+                                file: f,
+                                reason: &reason,
+                            });
+                            if p.seeded.is_some() {
+                                refused.push(format!("{} (seeded): {reason}", f.path));
+                                seeded_given_up = true;
+                            } else {
+                                refused.push(format!("{}: {reason}", f.path));
+                                excluded.insert(f.path.clone());
+                            }
+                            return Ok(true);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    // A stream that ended before its file did (the index's stream_bytes too
+                    // small) was committed before the file verified: the file decides.
+                    if streaming && let Err(e) = flow.outcome(i, &stop) {
+                        for g in &got {
+                            let _ = crate::pool::delete(&g.path);
+                        }
+                        return match e {
+                            Some(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
+                                give_up(
+                                    f,
+                                    &reason,
+                                    &mut **events.borrow_mut(),
+                                    &mut refused,
+                                    &mut excluded,
+                                );
+                                Ok(true)
+                            }
+                            Some(FetchError::Fatal(e)) => Err(e.into()),
+                            None => Err(MirrorError::Interrupted.into()),
+                        };
+                    }
+                    // The index validated that every stream leads to a listed version.
+                    let want = index.version(&f.to).map(|v| v.uuid).ok_or_else(|| {
+                        Error::Bug(format!("stream {} to unlisted version", f.path))
+                    })?;
+                    let ok =
+                        got.len() == 1 && got[0].uuid == want && got[0].name == OsStr::new(&f.to);
+                    if !ok {
+                        // Signed and hashed, yet not what the index says: the publisher's
+                        // mistake.
+                        for g in &got {
+                            let _ = crate::pool::delete(&g.path);
+                        }
+                        let reason = format!(
+                            "the stream does not produce version {} (UUID {want}) as the index says",
+                            f.to
+                        );
+                        give_up(
+                            f,
+                            &reason,
+                            &mut **events.borrow_mut(),
+                            &mut refused,
+                            &mut excluded,
+                        );
+                        return Ok(true);
+                    }
+                    // Committed: its cache file goes, the next may be read ahead.
+                    flow.committed(i);
+                    state.versions.retain(|v| v.name != f.to);
+                    state.versions.push(PulledVersion {
+                        name: f.to.clone(),
+                        uuid: want,
+                        pulled: unix_now(),
+                        source: Some(o.source.clone()),
+                    });
+                    state.save(&pool)?;
+                    applied_before.set(applied_before.get().saturating_add(w));
+                    current.set((i, 0));
+                    report();
+                    let c = flow.step_counts(i);
+                    (*events.borrow_mut())(PullEvent::Step {
+                        step: i + 1,
+                        steps,
+                        file: f,
+                        fetched: if streaming {
+                            c.fetched
+                        } else {
+                            fetched_here.get()
+                        },
+                        reused: c.reused,
+                    });
+                    // Hashed right after the receive, while its data is still in the page
+                    // cache; an intermediate step (deleted below) is not worth it.
+                    if f.to == target_name || held_at_start.contains(&f.to) {
+                        let done = content_pool::index_subvolume(&pool, &f.to, &want, stop_flag)
+                            .map_err(MirrorError::content)?;
+                        (*events.borrow_mut())(PullEvent::Indexed(&done));
+                        indexed.push(done.name);
+                    }
+                    if p.seeded.is_some() {
+                        seeded_outcome = Some(rebuild_stats.get());
+                    }
+                    received_files.push(f.clone());
+                    received_names.push(f.to.clone());
+                    (*events.borrow_mut())(PullEvent::Received {
+                        step: i + 1,
+                        steps,
+                        version: &f.to,
+                        path: &got[0].path,
+                    });
+                }
+                Ok(false)
+            })();
+            flow.cancel();
+            r
+        });
+        let c = flow.counts();
+        downloaded = downloaded
+            .saturating_add(c.fetched)
+            .saturating_add(fetched_here.get());
+        reused = reused.saturating_add(c.reused);
+        if outcome? {
             continue;
         }
     };
@@ -791,8 +1006,10 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         serial: index.serial,
         already,
         plan: None,
+        space: None,
         steps: received_files,
         bytes: downloaded,
+        reused,
         refused,
         removed,
         indexed,
