@@ -96,7 +96,9 @@ impl<'p> Flow<'p> {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic on the other thread while holding the lock leaves counts only.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn wait<'g>(&self, g: MutexGuard<'g, State>) -> MutexGuard<'g, State> {
@@ -187,7 +189,11 @@ impl<'p> Flow<'p> {
     /// Waits until file `j` is downloaded and verified, or its download failed (then the
     /// error, once). `Ok(None)` when the download stopped before reaching `j` or the error was
     /// taken already.
-    pub(super) fn outcome(&self, j: usize, stop: &dyn Fn() -> bool) -> Result<(), Option<FetchError>> {
+    pub(super) fn outcome(
+        &self,
+        j: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), Option<FetchError>> {
         let mut g = self.lock();
         loop {
             let s = &mut g.steps[j];

@@ -29,10 +29,10 @@ pub mod seeded;
 pub mod state;
 
 pub use fetch::StallLimits;
+pub use flow::SpaceEstimate;
 pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
-pub use flow::SpaceEstimate;
 pub use pull::{FlowProgress, PlanChoice, PullEvent, PullOptions, PullReport, pull};
 pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};

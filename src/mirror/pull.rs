@@ -280,6 +280,20 @@ impl<R: Read> Read for CorruptIsInvalidData<R> {
     }
 }
 
+/// Counts the bytes read through it (what the receiver parsed of a stream).
+struct Counted<'c, R> {
+    inner: R,
+    count: &'c Cell<u64>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get().saturating_add(n as u64));
+        Ok(n)
+    }
+}
+
 /// The largest file a stream of `stream_bytes` can be compressed into: zstd's bound
 /// (`n + n/256` plus a little) with room for frame headers.
 fn max_file_size(stream_bytes: u64) -> u64 {
@@ -300,10 +314,9 @@ fn estimate_space(
     pool: &Path,
     no_stream: bool,
 ) -> Result<SpaceEstimate, Error> {
-    let writes = p
-        .steps
-        .iter()
-        .fold(0u64, |sum, s| sum.saturating_add(step_writes(s.file.stream_bytes)));
+    let writes = p.steps.iter().fold(0u64, |sum, s| {
+        sum.saturating_add(step_writes(s.file.stream_bytes))
+    });
     let cache_bytes = match seeded {
         Some(s) => s.summary.fetch_bytes,
         None if no_stream => remote.bytes_to_download(p.steps.iter().map(|s| &s.file), cache),
@@ -542,6 +555,16 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             },
             (None, Some(c)) => c,
             (None, None) => {
+                // Versions received as steps of chains that failed further on lead nowhere
+                // now (received as they downloaded, before a later file was found bad).
+                for n in &received_names {
+                    if !held_at_start.contains(n) && crate::pool::delete(&pool.join(n)).is_ok() {
+                        on_event(PullEvent::Removed {
+                            name: n,
+                            reason: "intermediate step of a chain that failed",
+                        });
+                    }
+                }
                 return Err(MirrorError::NoChain {
                     target: target_name,
                     failures: refused,
@@ -660,7 +683,11 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         // Stream files over HTTP or from a registry are downloaded on a thread while they are
         // received (see [`super::flow`]); a directory's files are read in place.
         let streaming = seeded.is_none() && remote.is_http();
-        let flow = Flow::new(p.steps.iter().map(|s| &s.file).collect(), &cache, o.no_stream);
+        let flow = Flow::new(
+            p.steps.iter().map(|s| &s.file).collect(),
+            &cache,
+            o.no_stream,
+        );
         let stop_sync = || stop_flag.is_some_and(|f| f.load(Ordering::Relaxed));
         // What one step weighs on the plan's bar: its file (a seeded full: all it fetches).
         let weight = |f: &StreamFile| if seeded.is_some() { p.bytes } else { f.size };
@@ -668,9 +695,18 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         // (step index, applied of the current step) and the weight of the steps committed.
         let current = Cell::new((0usize, 0u64));
         let applied_before = Cell::new(0u64);
+        // Stream bytes of the current step the receiver has parsed (a signature segment at
+        // most ahead of what it applied).
+        let parsed = Cell::new(0u64);
         let report = || {
             let c = flow.counts();
-            let (i, cur) = current.get();
+            let (i, received) = current.get();
+            let cur = p.steps.get(i).map_or(received, |s| {
+                let w = weight(&s.file);
+                let share = u128::from(w) * u128::from(parsed.get())
+                    / u128::from(s.file.stream_bytes.max(1));
+                u64::try_from(share).unwrap_or(w).clamp(received, w)
+            });
             (*events.borrow_mut())(PullEvent::Progress(FlowProgress {
                 step: i + 1,
                 steps,
@@ -698,6 +734,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         return Err(MirrorError::Interrupted.into());
                     }
                     current.set((i, 0));
+                    parsed.set(0);
                     let input: Box<dyn Read + '_> = if let Some(input) = seeded_input.take() {
                         input
                     } else if streaming {
@@ -755,10 +792,10 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             Err(FetchError::Fatal(e)) => return Err(e.into()),
                         }
                     };
-                    let reader = Reader::new(BufReader::with_capacity(
-                        1 << 20,
-                        input.take(f.stream_bytes),
-                    ));
+                    let reader = Reader::new(Counted {
+                        inner: BufReader::with_capacity(1 << 20, input.take(f.stream_bytes)),
+                        count: &parsed,
+                    });
                     let mut source = VerifyingSource::new(reader, keys.clone());
                     // Pulled streams come from one signed sender: the default clone-source
                     // rule holds. WRITE data already in the pool (any subvolume) becomes
@@ -793,7 +830,10 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     drop(source);
                     // A download that failed makes the receive fail: its reason is the
                     // download's (a fault of the file, or of the network).
-                    if streaming && r.is_err() && let Some(e) = flow.failure(i) {
+                    if streaming
+                        && r.is_err()
+                        && let Some(e) = flow.failure(i)
+                    {
                         return match e {
                             FetchError::Missing(reason) | FetchError::Bad(reason) => {
                                 give_up(
@@ -892,6 +932,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     state.save(&pool)?;
                     applied_before.set(applied_before.get().saturating_add(w));
                     current.set((i, 0));
+                    parsed.set(0);
                     report();
                     let c = flow.step_counts(i);
                     (*events.borrow_mut())(PullEvent::Step {

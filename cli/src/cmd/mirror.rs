@@ -289,8 +289,10 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             versions,
             key,
         } => {
-            emit(serde_json::json!({"event": "index", "serial": serial, "expires": expires,
-                "versions": versions, "key": key.to_string()}));
+            emit(
+                serde_json::json!({"event": "index", "serial": serial, "expires": expires,
+                "versions": versions, "key": key.to_string()}),
+            );
             say(
                 &mut line,
                 &mut plan_bar,
@@ -336,9 +338,11 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                 && (last || last_progress.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)))
             {
                 last_progress = Some(Instant::now());
-                emit(serde_json::json!({"event": "progress", "step": p.step, "steps": p.steps,
+                emit(
+                    serde_json::json!({"event": "progress", "step": p.step, "steps": p.steps,
                     "total": p.total, "fetched": p.fetched, "reused": p.reused,
-                    "applied": p.applied}));
+                    "applied": p.applied}),
+                );
             }
             if !json {
                 line.clear();
@@ -354,10 +358,12 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         } => {
             let secs = step_start.elapsed().as_secs_f64();
             step_start = Instant::now();
-            emit(serde_json::json!({"event": "step", "step": step, "steps": steps,
+            emit(
+                serde_json::json!({"event": "step", "step": step, "steps": steps,
                 "file": file.path, "to": file.to, "size": file.size,
                 "stream_bytes": file.stream_bytes, "fetched": fetched, "reused": reused,
-                "seconds": secs}));
+                "seconds": secs}),
+            );
             if verbose {
                 say(
                     &mut line,
@@ -405,8 +411,10 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             });
         }
         PullEvent::Resume { file, offset } => {
-            emit(serde_json::json!({"event": "resume", "file": file.path, "offset": offset,
-                "size": file.size}));
+            emit(
+                serde_json::json!({"event": "resume", "file": file.path, "offset": offset,
+                "size": file.size}),
+            );
             say(
                 &mut line,
                 &mut plan_bar,
@@ -437,8 +445,10 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             version,
             path,
         } => {
-            emit(serde_json::json!({"event": "received", "step": step, "steps": steps,
-                "version": version, "path": path}));
+            emit(
+                serde_json::json!({"event": "received", "step": step, "steps": steps,
+                "version": version, "path": path}),
+            );
             say(
                 &mut line,
                 &mut plan_bar,

@@ -187,9 +187,7 @@ impl PlanBar {
         } else {
             0.0
         };
-        let to_fetch = p
-            .total
-            .saturating_sub(p.fetched.saturating_add(p.reused));
+        let to_fetch = p.total.saturating_sub(p.fetched.saturating_add(p.reused));
         let eta = if to_fetch == 0 {
             String::new()
         } else if rate > 0.0 {
