@@ -704,7 +704,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__pull)
-            opts="-h --into --verify --version --keep --dry-run --plan --timeout --min-rate --rate-window --ca --progress --json --help"
+            opts="-v -h --into --verify --version --keep --dry-run --plan --timeout --min-rate --rate-window --limit-rate --no-stream --ca --progress --verbose --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -739,6 +739,10 @@ _subvol() {
                     return 0
                     ;;
                 --rate-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
