@@ -415,3 +415,87 @@ fn a_file_bad_at_its_end_is_given_up_while_streaming() {
     names.sort_unstable();
     assert_eq!(names, vec![".subvol", "4", "5"]);
 }
+
+/// Bytes free for an unprivileged writer on the file system of `p`.
+fn free_bytes(p: &Path) -> u64 {
+    let st = rustix::fs::statvfs(p).unwrap();
+    st.f_bavail * st.f_frsize
+}
+
+/// The disk fills up after the space check passed (another writer took the space while the
+/// pull was downloading): the pull ends with exit status 6 naming ENOSPC, nothing appears in
+/// the pool (no version, no staging subvolume), and once space is back the next pull works.
+#[test]
+fn a_disk_that_fills_during_the_pull_ends_it_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::with_size_or_skip(256 << 20) else {
+        return;
+    };
+    let Some(nginx) = Nginx::start(&f.repo) else {
+        return;
+    };
+    let (_, size) = stream(&index_of(&f.repo), None, &VERSIONS.to_string());
+    let pool = new_pool(&btrfs, "pool");
+    let filler = btrfs.path().join("filler");
+    // Slow enough (about 3 s) for the disk to fill while the stream is arriving.
+    let rate = (size / 3).max(1).to_string();
+    let mut child = subvol()
+        .arg("pull")
+        .arg(nginx.url())
+        .arg("--into")
+        .arg(&pool)
+        .arg("--verify")
+        .arg(&f.public)
+        .args(["--json", "--limit-rate", &rate])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    loop {
+        let mut l = String::new();
+        if err.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&l);
+        if l.contains("\"event\":\"space\"") {
+            // Another writer takes all but 256 KiB.
+            let mut want = free_bytes(btrfs.path()).saturating_sub(256 << 10);
+            while want > 0 {
+                let ok = std::process::Command::new("fallocate")
+                    .arg("-l")
+                    .arg(want.to_string())
+                    .arg(&filler)
+                    .status()
+                    .unwrap()
+                    .success();
+                if ok {
+                    break;
+                }
+                want = want.saturating_sub(4 << 20);
+            }
+            let _ = std::process::Command::new("sync").status();
+            break;
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    text.push_str(&rest);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(6), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    let names: Vec<String> = fs::read_dir(&pool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![".subvol"], "{text}");
+    // Space back: the next pull works (and removes nothing it should keep).
+    fs::remove_file(&filler).unwrap();
+    let _ = std::process::Command::new("sync").status();
+    let (_, _) = pull_events(f, &nginx.url(), &pool, &[]);
+    check_version(f, &pool, VERSIONS);
+}

@@ -754,3 +754,30 @@ fn finish(
         .map_err(|e| FetchError::Fatal(MirrorError::io("seek", done, e)))?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    /// `n` bytes through a fresh bucket take at least `n / rate` seconds.
+    #[test]
+    fn token_bucket_is_a_lower_bound_on_time() {
+        let rate = 4 << 20;
+        let mut b = TokenBucket::new(rate);
+        let t = Instant::now();
+        let mut slept = Duration::ZERO;
+        for _ in 0..16 {
+            slept += b.take(64 << 10);
+        }
+        let least = Duration::from_secs_f64(f64::from(16 * (64 << 10)) / rate as f64);
+        assert!(t.elapsed() >= least, "{:?} < {least:?}", t.elapsed());
+        assert!(slept > Duration::ZERO);
+        // Nothing held back without a limit.
+        let limits = StallLimits::default();
+        assert_eq!(limits.limit_rate, 0);
+        let mut g = RateGuard::new(&b"abc"[..], limits);
+        let mut buf = [0u8; 8];
+        assert_eq!(g.read(&mut buf).unwrap(), 3);
+        assert!(g.bucket.is_none());
+    }
+}

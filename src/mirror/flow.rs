@@ -472,3 +472,24 @@ pub fn step_writes(stream_bytes: u64) -> u64 {
         .saturating_add(stream_bytes / 4)
         .saturating_add(1 << 20)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_writes_bound_data_metadata_and_a_new_subvolume() {
+        assert_eq!(step_writes(0), 1 << 20);
+        assert_eq!(step_writes(400 << 20), (500 << 20) + (1 << 20));
+        assert_eq!(step_writes(u64::MAX), u64::MAX);
+        let s = SpaceEstimate {
+            writes: 10,
+            cache: 5,
+            need: 15,
+            free: 100,
+            reserve: 85,
+        };
+        assert!(s.fits());
+        assert!(!SpaceEstimate { reserve: 86, ..s }.fits());
+    }
+}

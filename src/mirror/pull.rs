@@ -9,9 +9,11 @@
 //! 3. Plan the cheapest chain ([`super::plan`]) and, when the target's full stream has a
 //!    content map, a seeded full ([`super::seeded`]: the frames the pool lacks fetched by
 //!    range, the rest read from the pool); take the one with fewer bytes to fetch (or the one
-//!    `--plan` names). Check its downloads fit in the space the
-//!    pool's file system can spare, download every file of it (checking size and SHA-256;
-//!    stalled transfers are given up, see [`StallLimits`]), then receive step by step through [`VerifyingSource`] over a zstd decoder:
+//!    `--plan` names). Check, before any stream byte is fetched, that what its steps write
+//!    and the cache's peak fit in the space the pool's file system can spare
+//!    ([`SpaceEstimate`]), then receive step by step through [`VerifyingSource`] over a zstd
+//!    decoder while each file downloads ([`super::flow`]: checked against size and SHA-256
+//!    before its END can complete; stalled transfers are given up, see [`StallLimits`]):
 //!    nothing of a segment is applied before its signature verified, and each version appears
 //!    under its name only after its END verified.
 //! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
@@ -858,6 +860,28 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         // file kept. A seeded full that fails is given up as a method (the file
                         // itself may be good: the next round may fetch it whole).
                         Err(e) if e.is_stream_fault() => {
+                            // While streaming, the file may still be arriving: its verdict
+                            // tells a damaged file (size, SHA-256) from a bad stream, and is
+                            // the reason given.
+                            if streaming {
+                                match flow.outcome(i, &stop) {
+                                    Ok(()) => {}
+                                    Err(Some(
+                                        FetchError::Missing(reason) | FetchError::Bad(reason),
+                                    )) => {
+                                        give_up(
+                                            f,
+                                            &reason,
+                                            &mut **events.borrow_mut(),
+                                            &mut refused,
+                                            &mut excluded,
+                                        );
+                                        return Ok(true);
+                                    }
+                                    Err(Some(FetchError::Fatal(e))) => return Err(e.into()),
+                                    Err(None) => return Err(MirrorError::Interrupted.into()),
+                                }
+                            }
                             let reason = error_chain(&e);
                             (*events.borrow_mut())(PullEvent::Refused {
                                 file: f,
