@@ -422,33 +422,27 @@ fn free_bytes(p: &Path) -> u64 {
     st.f_bavail * st.f_frsize
 }
 
-/// The disk fills up after the space check passed (another writer took the space while the
-/// pull was downloading): the pull ends with exit status 6 naming ENOSPC, nothing appears in
-/// the pool (no version, no staging subvolume), and once space is back the next pull works.
-#[test]
-fn a_disk_that_fills_during_the_pull_ends_it_cleanly() {
+/// Runs a pull of `url` into `pool` with `--limit-rate rate`; once it reported its space
+/// estimate (nothing fetched yet), another writer takes all but `leave` bytes of the file
+/// system at `fs` (file `filler`). Returns the exit code and stderr.
+fn pull_while_the_disk_fills(
+    f: &Fixture,
+    url: &str,
+    pool: &Path,
+    rate: u64,
+    fs_root: &Path,
+    leave: u64,
+) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let Some(f) = fixture() else { return };
-    let Some(btrfs) = BtrfsFs::with_size_or_skip(256 << 20) else {
-        return;
-    };
-    let Some(nginx) = Nginx::start(&f.repo) else {
-        return;
-    };
-    let (_, size) = stream(&index_of(&f.repo), None, &VERSIONS.to_string());
-    let pool = new_pool(&btrfs, "pool");
-    let filler = btrfs.path().join("filler");
-    // Slow enough (about 3 s) for the disk to fill while the stream is arriving.
-    let rate = (size / 3).max(1).to_string();
     let mut child = subvol()
         .arg("pull")
-        .arg(nginx.url())
+        .arg(url)
         .arg("--into")
-        .arg(&pool)
+        .arg(pool)
         .arg("--verify")
         .arg(&f.public)
-        .args(["--json", "--limit-rate", &rate])
+        .args(["--json", "--limit-rate", &rate.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -462,40 +456,159 @@ fn a_disk_that_fills_during_the_pull_ends_it_cleanly() {
         }
         text.push_str(&l);
         if l.contains("\"event\":\"space\"") {
-            // Another writer takes all but 256 KiB.
-            let mut want = free_bytes(btrfs.path()).saturating_sub(256 << 10);
+            let mut want = free_bytes(fs_root).saturating_sub(leave);
             while want > 0 {
                 let ok = std::process::Command::new("fallocate")
                     .arg("-l")
                     .arg(want.to_string())
-                    .arg(&filler)
+                    .arg(fs_root.join("filler"))
                     .status()
                     .unwrap()
                     .success();
                 if ok {
                     break;
                 }
-                want = want.saturating_sub(4 << 20);
+                want = want.saturating_sub(1 << 20);
             }
-            let _ = std::process::Command::new("sync").status();
             break;
         }
     }
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     text.push_str(&rest);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(6), "{text}");
-    assert!(text.contains("No space left on device"), "{text}");
-    let names: Vec<String> = fs::read_dir(&pool)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    (child.wait().unwrap().code(), text)
+}
+
+/// The disk fills up after the space check passed (another writer took the space while the
+/// pull was downloading): whether the cache's write or the receive's hits ENOSPC, the pull
+/// ends with exit status 6 naming it, nothing appears in the pool (no version, no staging
+/// subvolume), and once space is back the next pull works.
+#[test]
+fn a_disk_that_fills_during_the_pull_ends_it_cleanly() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::with_size_or_skip(256 << 20) else {
+        return;
+    };
+    // A repository whose one stream writes 32 MiB but compresses to little: the cache file
+    // fits in what is left, the receive does not.
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    // Every 4 KiB block differs (no block is sent as a clone of another), each repeats a
+    // line of its own (zstd makes little of it).
+    let data: Vec<u8> = (0..(32 << 20) / 4096)
+        .flat_map(|i| {
+            let line = format!("block {i:010} of a file that streams\n");
+            line.into_bytes().into_iter().cycle().take(4096)
+        })
         .collect();
-    assert_eq!(names, vec![".subvol"], "{text}");
-    // Space back: the next pull works (and removes nothing it should keep).
-    fs::remove_file(&filler).unwrap();
-    let _ = std::process::Command::new("sync").status();
-    let (_, _) = pull_events(f, &nginx.url(), &pool, &[]);
+    fs::write(tree.join("big.txt"), &data).unwrap();
+    let repo = work.path().join("repo");
+    crate::support::tree::run(
+        subvol()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--key")
+            .arg(&f.key)
+            .arg(&tree)
+            .args(["--version", "big"]),
+    );
+    let Some(nginx) = Nginx::start(&repo) else {
+        return;
+    };
+    let (big, big_size) = stream(&index_of(&repo), None, "big");
+    let (_, size) = stream(&index_of(&f.repo), None, &VERSIONS.to_string());
+    let Some(fixture_nginx) = Nginx::start(&f.repo) else {
+        return;
+    };
+    let only_meta = |pool: &Path| {
+        let names: Vec<String> = fs::read_dir(pool)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![".subvol"]);
+    };
+
+    // 1. The receive hits ENOSPC (8 MiB left: the file fits, its 32 MiB of data do not).
+    let pool = new_pool(&btrfs, "recv");
+    let (code, text) = pull_while_the_disk_fills(
+        f,
+        &nginx.url(),
+        &pool,
+        (big_size / 2).max(1),
+        btrfs.path(),
+        8 << 20,
+    );
+    assert_eq!(code, Some(6), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(
+        !text.contains(".part: No space"),
+        "the receive should have failed: {text}"
+    );
+    only_meta(&pool);
+    fs::remove_file(btrfs.path().join("filler")).unwrap();
+    let out = pull(f, &nginx.url(), &pool, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(pool.join("big/big.txt")).unwrap(), data);
+    assert!(nginx.requests().iter().any(|q| q.path == big));
+    crate::support::tree::run(subvol().arg("delete").arg(pool.join("big")));
+
+    // 2. The download's write hits ENOSPC (256 KiB left): its partial file is dropped.
+    let pool = new_pool(&btrfs, "download");
+    let (code, text) = pull_while_the_disk_fills(
+        f,
+        &fixture_nginx.url(),
+        &pool,
+        (size / 3).max(1),
+        btrfs.path(),
+        256 << 10,
+    );
+    assert_eq!(code, Some(6), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    only_meta(&pool);
+    fs::remove_file(btrfs.path().join("filler")).unwrap();
+    pull_events(f, &fixture_nginx.url(), &pool, &[]);
     check_version(f, &pool, VERSIONS);
+}
+
+/// `--no-stream` (download-then-apply, kept for comparison) downloads the whole chain before
+/// anything is applied, and gives the same tree.
+#[test]
+fn no_stream_downloads_the_whole_chain_first() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let Some(nginx) = Nginx::start(&f.repo) else {
+        return;
+    };
+    let pool = new_pool(&btrfs, "pool");
+    pull_events(f, f.repo.to_str().unwrap(), &pool, &["--version", "2"]);
+    let (r, events) = pull_events(f, &nginx.url(), &pool, &["--plan", "chain", "--no-stream"]);
+    check_version(f, &pool, VERSIONS);
+    let total: u64 = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["size"].as_u64().unwrap())
+        .sum();
+    let space = &of_kind(&events, "space")[0]["space"];
+    assert_eq!(space["cache"].as_u64(), Some(total), "{space}");
+    for e in of_kind(&events, "progress") {
+        if e["applied"].as_u64().unwrap() > 0 {
+            assert_eq!(e["fetched"].as_u64(), Some(total), "{e}");
+        }
+    }
+    assert!(
+        fs::read_dir(pool.join(".subvol/cache"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }

@@ -35,12 +35,16 @@ pub(super) fn esc_path(p: &std::path::Path) -> String {
     escape(p.as_os_str().as_encoded_bytes())
 }
 
-fn short(f: &StreamFile) -> String {
-    let what = match &f.from {
+/// "full V" or "delta A → B", escaped.
+fn what(f: &StreamFile) -> String {
+    match &f.from {
         None => format!("full {}", esc(&f.to)),
         Some(from) => format!("delta {} → {}", esc(from), esc(&f.to)),
-    };
-    format!("{what:<24} {:>10}  {}", human(f.size), esc(&f.path))
+    }
+}
+
+fn short(f: &StreamFile) -> String {
+    format!("{:<24} {:>10}  {}", what(f), human(f.size), esc(&f.path))
 }
 
 /// The lines describing a plan (the `plan` event and `--dry-run`).
@@ -369,8 +373,8 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                     &mut line,
                     &mut plan_bar,
                     format!(
-                        "step {step}/{steps}: {}: {} fetched{}, {} applied in {secs:.1}s",
-                        short(file).trim_end(),
+                        "step {step}/{steps}: {}: {} fetched{}, its {} stream applied, in {secs:.1}s",
+                        what(file),
                         human(fetched),
                         if reused > 0 {
                             format!(", {} reused from an earlier pull", human(reused))

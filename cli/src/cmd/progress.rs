@@ -176,7 +176,7 @@ impl PlanBar {
             self.bar.0 = bar(
                 self.force,
                 Some(p.total.max(1)),
-                "{prefix} [{wide_bar}] {msg}",
+                "{prefix} [{bar:24}] {msg}",
                 "pull",
             );
         }
@@ -203,7 +203,7 @@ impl PlanBar {
         b.set_length(p.total.max(1));
         b.set_position(p.applied.min(p.total));
         b.set_message(format!(
-            "step {}/{}: fetched {}{reused} at {}/s, applied {} of {}{eta}",
+            "{}/{} fetched {}{reused} {}/s, applied {} of {}{eta}",
             p.step,
             p.steps,
             human(p.fetched),
