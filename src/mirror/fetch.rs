@@ -118,6 +118,16 @@ impl TokenBucket {
 
 impl<R: Read> Read for RateGuard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Under a rate limit, reads of at most an eighth of a second's bytes: each pause stays
+        // short (a cancelled pull stops soon) and the rate even.
+        let len = match &self.bucket {
+            Some(b) => usize::try_from(b.rate / 8)
+                .unwrap_or(usize::MAX)
+                .max(1024)
+                .min(buf.len()),
+            None => buf.len(),
+        };
+        let buf = &mut buf[..len];
         let n = self.inner.read(buf).map_err(|e| {
             if is_timeout(&e) {
                 io::Error::new(
