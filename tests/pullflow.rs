@@ -612,3 +612,77 @@ fn no_stream_downloads_the_whole_chain_first() {
             .is_none()
     );
 }
+
+/// SIGTERM while a file is being downloaded and received: exit status 130, nothing visible in
+/// the pool, the partial file kept; the next pull fetches only the rest with a Range request
+/// and reports the kept bytes as reused.
+#[test]
+fn an_interrupted_streaming_pull_keeps_its_partial_file_for_the_next() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let Some(nginx) = Nginx::start(&f.repo) else {
+        return;
+    };
+    let (full, size) = stream(&index_of(&f.repo), None, &VERSIONS.to_string());
+    let pool = new_pool(&btrfs, "pool");
+    let mut child = subvol()
+        .arg("pull")
+        .arg(nginx.url())
+        .arg("--into")
+        .arg(&pool)
+        .arg("--verify")
+        .arg(&f.public)
+        .args(["--json", "--limit-rate", &(size / 4).max(1).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    loop {
+        let mut l = String::new();
+        if err.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&l);
+        let v: Value = serde_json::from_str(&l).unwrap();
+        if v["event"] == "progress" && v["fetched"].as_u64().unwrap() > size / 4 {
+            let ok = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            break;
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    text.push_str(&rest);
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{text}");
+    assert_eq!(pool_versions(&pool), Vec::<String>::new(), "{text}");
+    let sha = full.trim_start_matches("streams/").trim_end_matches(".zst");
+    let part = pool.join(format!(".subvol/cache/{sha}.part"));
+    let kept = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(kept > 0 && kept < size, "kept {kept} of {size}: {text}");
+
+    nginx.clear_log();
+    let (r, _) = pull_events(f, &nginx.url(), &pool, &[]);
+    check_version(f, &pool, VERSIONS);
+    assert_eq!(r["reused"].as_u64(), Some(kept), "{r}");
+    assert_eq!(r["bytes"].as_u64(), Some(size - kept), "{r}");
+    let reqs: Vec<_> = nginx
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == full)
+        .collect();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        reqs[0].range.as_deref(),
+        Some(format!("bytes={kept}-").as_str())
+    );
+}
