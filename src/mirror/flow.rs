@@ -461,11 +461,12 @@ impl SpaceEstimate {
     }
 }
 
-/// The most a receive of a `stream_bytes`-long stream writes into the pool: data no more than
-/// the stream itself (every data byte written comes from a WRITE payload; CLONE and the
-/// snapshot a delta starts from share extents and write metadata only), plus metadata for the
-/// items its commands create, bounded by a quarter of the stream (btrfs keeps metadata twice,
-/// DUP, on one device) and 1 MiB for the tree blocks a new subvolume starts with.
+/// What a receive of a `stream_bytes`-long stream writes into the pool: data no more than the
+/// stream itself (every data byte written comes from a WRITE payload; CLONE and the snapshot a
+/// delta starts from share extents and write metadata only), plus metadata for the items its
+/// commands create, estimated as a quarter of the stream (btrfs keeps metadata twice, DUP, on
+/// one device; ample for data, short for streams of many tiny files) and 1 MiB for the tree
+/// blocks a new subvolume starts with.
 #[must_use]
 pub fn step_writes(stream_bytes: u64) -> u64 {
     stream_bytes
