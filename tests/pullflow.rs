@@ -239,7 +239,7 @@ fn a_pool_too_small_is_refused_before_any_stream_byte_is_fetched() {
     );
     assert!(
         text.contains("space: needs ")
-            && text.contains("written by the steps at most")
+            && text.contains("written by the steps")
             && text.contains("does not fit"),
         "{text}"
     );

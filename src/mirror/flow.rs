@@ -441,7 +441,7 @@ impl<R: Read> Read for Gate<'_, '_, R> {
 /// Space a pull needs in the pool's file system, estimated before any byte is fetched.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SpaceEstimate {
-    /// Bytes the steps write into the pool at most (see [`step_writes`]).
+    /// Bytes the steps write into the pool, estimated (see [`step_writes`]).
     pub writes: u64,
     /// Bytes the download cache holds at its peak.
     pub cache: u64,

@@ -101,7 +101,7 @@ pub enum MirrorError {
         pool: PathBuf,
         /// Bytes needed: `writes + cache`.
         need: u64,
-        /// Bytes the steps write into the pool at most.
+        /// Bytes the steps write into the pool (estimated).
         writes: u64,
         /// Bytes the cache holds at its peak.
         cache: u64,

@@ -91,7 +91,7 @@ fn plan_lines(p: &Plan) -> Vec<String> {
 /// The space a plan needs, for a person.
 fn space_line(s: &mirror::SpaceEstimate) -> String {
     format!(
-        "space: needs {} ({} written by the steps at most, {} of downloads in the cache); {} free, {} kept in reserve{}",
+        "space: needs {} ({} written by the steps, {} of downloads in the cache); {} free, {} kept in reserve{}",
         human(s.need),
         human(s.writes),
         human(s.cache),
