@@ -64,6 +64,8 @@ pub(super) struct Flow<'p> {
     cv: Condvar,
     /// The consumer stopped (a failure, or done): the downloader stops too.
     cancelled: AtomicBool,
+    /// The downloader returned (or unwound): a file not settled by then never will be.
+    finished: AtomicBool,
     /// Most bytes of files not yet applied that the cache may hold at once (read-ahead).
     budget: u64,
     no_stream: bool,
@@ -89,6 +91,7 @@ impl<'p> Flow<'p> {
             state: Mutex::new(st),
             cv: Condvar::new(),
             cancelled: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             budget,
             no_stream,
         }
@@ -119,6 +122,15 @@ impl<'p> Flow<'p> {
     /// Downloads the files in order (run on a thread of its own); stops at the first file
     /// that fails, when `stop` says so, or when the consumer cancelled.
     pub(super) fn download(&self, remote: &Remote, stop: &(dyn Fn() -> bool + Sync)) {
+        /// Marks the downloader gone however it leaves (a panic too), so no reader waits on.
+        struct Finished<'f, 'p>(&'f Flow<'p>);
+        impl Drop for Finished<'_, '_> {
+            fn drop(&mut self) {
+                self.0.finished.store(true, Ordering::Relaxed);
+                self.0.cv.notify_all();
+            }
+        }
+        let _finished = Finished(self);
         let halt = || stop() || self.cancelled.load(Ordering::Relaxed);
         for (j, f) in self.files.iter().enumerate() {
             let mut g = self.lock();
@@ -180,6 +192,11 @@ impl<'p> Flow<'p> {
         }
     }
 
+    /// The downloader returned; re-checked under the lock by callers that hold it.
+    fn gone(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
+
     /// Tells the downloader to stop (the consumer is done or gave up).
     pub(super) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
@@ -203,8 +220,8 @@ impl<'p> Flow<'p> {
             if s.failed {
                 return Err(s.error.take());
             }
-            // An earlier file failed: this one never comes.
-            if g.steps[..j].iter().any(|s| s.failed) || stop() {
+            // An earlier file failed, or the downloader is gone: this one never comes.
+            if g.steps[..j].iter().any(|s| s.failed) || self.gone() || stop() {
                 return Err(None);
             }
             g = self.wait(g);
@@ -214,7 +231,11 @@ impl<'p> Flow<'p> {
     /// Waits until every file is downloaded or one failed (`--no-stream`).
     pub(super) fn wait_all(&self, stop: &dyn Fn() -> bool) {
         let mut g = self.lock();
-        while !g.steps.iter().all(|s| s.ok) && !g.steps.iter().any(|s| s.failed) && !stop() {
+        while !g.steps.iter().all(|s| s.ok)
+            && !g.steps.iter().any(|s| s.failed)
+            && !self.gone()
+            && !stop()
+        {
             g = self.wait(g);
         }
     }
@@ -294,7 +315,7 @@ impl<'p> Flow<'p> {
             if g.steps[j].ok {
                 return true;
             }
-            if g.steps[..=j].iter().any(|s| s.failed) || stop() {
+            if g.steps[..=j].iter().any(|s| s.failed) || self.gone() || stop() {
                 return false;
             }
             g = self.wait(g);
@@ -366,6 +387,8 @@ impl Read for TailReader<'_, '_> {
                     return Ok(0);
                 } else if (self.stop)() || self.flow.cancelled.load(Ordering::Relaxed) {
                     return Err(io::Error::other("interrupted"));
+                } else if self.flow.gone() {
+                    return Err(io::Error::other("the download stopped"));
                 } else {
                     drop(self.flow.wait(g));
                     // Unlocked: the tick reads the counts.
