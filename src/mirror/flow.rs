@@ -500,6 +500,96 @@ pub fn step_writes(stream_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::index::Sha256Digest;
+    use std::io::Write;
+
+    fn file(size: u64) -> StreamFile {
+        StreamFile {
+            path: "streams/x.zst".into(),
+            sha256: Sha256Digest([7; 32]),
+            size,
+            stream_bytes: size,
+            from: None,
+            to: "1".into(),
+            map: None,
+        }
+    }
+
+    /// What a downloader does after writing `n` bytes in all.
+    fn wrote(flow: &Flow<'_>, n: u64) {
+        let mut g = flow.lock();
+        g.steps[0].open = true;
+        g.steps[0].written = n;
+        drop(g);
+        flow.cv.notify_all();
+    }
+
+    /// The reader returns bytes as they are written, waits for more, and gets the last byte
+    /// only once the file verified; a failed download is an error, also for [`Gate`].
+    #[test]
+    fn tail_reader_follows_the_download_and_holds_the_last_byte_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(10);
+        let part = dir.path().join(format!("{}.part", f.sha256));
+        let flow = Flow::new(vec![&f], dir.path(), false);
+        let mut out = File::create(&part).unwrap();
+        out.write_all(b"0123456789").unwrap();
+        wrote(&flow, 4);
+        let no = || false;
+        let tick = || {};
+        let mut r = flow.reader(0, &no, &tick);
+        let mut buf = [0u8; 16];
+        assert_eq!(r.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"0123");
+        // All written but not verified: all but the last byte.
+        wrote(&flow, 10);
+        assert_eq!(r.read(&mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"45678");
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                std::thread::sleep(Duration::from_millis(150));
+                flow.lock().steps[0].ok = true;
+                flow.cv.notify_all();
+            });
+            assert_eq!(r.read(&mut buf).unwrap(), 1);
+        });
+        assert_eq!(buf[0], b'9');
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+
+        // A failed file: the reader and the gate fail, the error is kept for the consumer.
+        let flow = Flow::new(vec![&f], dir.path(), false);
+        wrote(&flow, 9);
+        {
+            let mut g = flow.lock();
+            g.steps[0].failed = true;
+            g.steps[0].error = Some(FetchError::Bad("SHA-256 differs".into()));
+        }
+        let mut gate = Gate::new(&b"0123456789"[..], &flow, 0, 10, &no);
+        let mut all = [0u8; 10];
+        assert_eq!(gate.read(&mut all).unwrap(), 9);
+        assert!(gate.read(&mut all).is_err());
+        assert!(flow.reader(0, &no, &tick).read(&mut buf).is_err());
+        assert!(matches!(flow.failure(0), Some(FetchError::Bad(r)) if r.contains("SHA-256")));
+    }
+
+    /// Read-ahead: a file starts downloading while earlier ones are not applied only when
+    /// they fit in the budget (the largest file) together.
+    #[test]
+    fn read_ahead_stays_within_the_largest_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (file(100), file(30), file(60));
+        let flow = Flow::new(vec![&a, &b, &c], dir.path(), false);
+        let mut st = State::default();
+        st.steps.resize_with(3, StepState::default);
+        assert!(flow.may_start(&st, 0));
+        assert!(!flow.may_start(&st, 1), "100 + 30 > 100");
+        st.committed = 1;
+        assert!(flow.may_start(&st, 1));
+        assert!(flow.may_start(&st, 2), "30 + 60 <= 100");
+        let all = Flow::new(vec![&a, &b, &c], dir.path(), true);
+        st.committed = 0;
+        assert!(all.may_start(&st, 2), "--no-stream reads everything ahead");
+    }
 
     #[test]
     fn step_writes_bound_data_metadata_and_a_new_subvolume() {
