@@ -952,7 +952,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__pull)
-            opts="-h --into --verify --root --mirror --config-dir --version --keep --dry-run --plan --timeout --min-rate --rate-window --ca --progress --json --help"
+            opts="-v -h --into --verify --root --mirror --config-dir --version --keep --dry-run --plan --timeout --min-rate --rate-window --limit-rate --no-stream --ca --progress --verbose --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -999,6 +999,10 @@ _subvol() {
                     return 0
                     ;;
                 --rate-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -175,10 +175,13 @@ seeded\t'The target\'s full stream, seeded from the pool (fails when it has no c
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l timeout -d 'Give an HTTP transfer up after this long without a byte (also connecting, and waiting for the response)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l min-rate -d 'Give an HTTP transfer up when it moves fewer bytes per second than this over --rate-window (0: no minimum)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l rate-window -d 'The window --min-rate is measured over' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l limit-rate -d 'Move at most RATE bytes per second over HTTP (10M, 500k; 0: no limit)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l ca -d 'Trust the PEM certificates in FILE for HTTPS and registries instead of the bundled Mozilla roots' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l dry-run -d 'Print the plan (steps and sizes) and change nothing'
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l no-stream -d 'Download every file of a chain before receiving any (the way pulls worked before streaming; needs space for the whole chain in the cache)'
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l progress -d 'Show progress on stderr even when it is not a terminal'
-complete -c subvol -n "__fish_subvol_using_subcommand pull" -l json -d 'Print the result as JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -s v -l verbose -d 'Print a line per step (bytes fetched, reused from an earlier pull, time)'
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l json -d 'Print the result as JSON on stdout, and progress events as JSON lines on stderr'
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand push" -l ca -d 'Trust the PEM certificates in FILE instead of the bundled Mozilla roots' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand push" -l timeout -d 'Give a request up after this long without a byte' -r

@@ -12,6 +12,7 @@ mod man;
 mod mirror;
 mod oci;
 mod publish;
+mod pullflow;
 mod ranges;
 mod recv;
 mod recv_btrfs_output;

@@ -35,6 +35,8 @@ pub struct StallLimits {
     pub min_rate: u64,
     /// The window the rate is measured over.
     pub window: Duration,
+    /// The most bytes per second a transfer may move (0: no limit, `--limit-rate`).
+    pub limit_rate: u64,
 }
 
 impl Default for StallLimits {
@@ -44,17 +46,20 @@ impl Default for StallLimits {
             timeout: Duration::from_secs(30),
             min_rate: 1024,
             window: Duration::from_secs(60),
+            limit_rate: 0,
         }
     }
 }
 
 /// A response body that fails with [`io::ErrorKind::TimedOut`] when it falls below the
-/// minimum rate over a window (ureq's per-read time-out covers a silent server).
+/// minimum rate over a window (ureq's per-read time-out covers a silent server), and that
+/// keeps below [`StallLimits::limit_rate`].
 pub(super) struct RateGuard<R> {
     inner: R,
     limits: StallLimits,
     window_start: Instant,
     window_bytes: u64,
+    bucket: Option<TokenBucket>,
 }
 
 impl<R: Read> RateGuard<R> {
@@ -64,12 +69,66 @@ impl<R: Read> RateGuard<R> {
             limits,
             window_start: Instant::now(),
             window_bytes: 0,
+            bucket: (limits.limit_rate > 0).then(|| TokenBucket::new(limits.limit_rate)),
         }
+    }
+}
+
+/// `--limit-rate`: a token bucket that fills at `rate` bytes per second and holds at most
+/// [`TokenBucket::BURST`] seconds of them. Bytes are paid after they are read: a read that
+/// overdraws the bucket sleeps until it is paid, so `n` bytes from a fresh bucket take at least
+/// `n / rate` seconds less what the read size lets through at once.
+pub(super) struct TokenBucket {
+    rate: u64,
+    /// Tokens (bytes) available; negative while a read is being paid.
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// Seconds of tokens the bucket can hold after an idle spell.
+    const BURST: f64 = 0.25;
+
+    pub(super) fn new(rate: u64) -> TokenBucket {
+        TokenBucket {
+            rate: rate.max(1),
+            // Empty at first: the first bytes of a transfer are paid like all others.
+            tokens: 0.0,
+            last: Instant::now(),
+        }
+    }
+
+    /// Pays for `n` bytes; returns how long it slept.
+    pub(super) fn take(&mut self, n: usize) -> Duration {
+        let rate = self.rate as f64;
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate)
+            .min(rate * Self::BURST);
+        self.last = now;
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        let wait = Duration::from_secs_f64(-self.tokens / rate);
+        std::thread::sleep(wait);
+        self.tokens = 0.0;
+        self.last = Instant::now();
+        wait
     }
 }
 
 impl<R: Read> Read for RateGuard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Under a rate limit, reads of at most an eighth of a second's bytes: each pause stays
+        // short (a cancelled pull stops soon) and the rate even.
+        let len = match &self.bucket {
+            Some(b) => usize::try_from(b.rate / 8)
+                .unwrap_or(usize::MAX)
+                .max(1024)
+                .min(buf.len()),
+            None => buf.len(),
+        };
+        let buf = &mut buf[..len];
         let n = self.inner.read(buf).map_err(|e| {
             if is_timeout(&e) {
                 io::Error::new(
@@ -83,6 +142,11 @@ impl<R: Read> Read for RateGuard<R> {
                 e
             }
         })?;
+        if let Some(b) = &mut self.bucket {
+            // Time spent holding back is no stall of the server's.
+            let slept = b.take(n);
+            self.window_start += slept;
+        }
         self.window_bytes += n as u64;
         let elapsed = self.window_start.elapsed();
         if elapsed >= self.limits.window && n > 0 {
@@ -1099,5 +1163,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, MirrorError::Io(_)), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    /// `n` bytes through a fresh bucket take at least `n / rate` seconds.
+    #[test]
+    fn token_bucket_is_a_lower_bound_on_time() {
+        let rate = 4 << 20;
+        let mut b = TokenBucket::new(rate);
+        let t = Instant::now();
+        let mut slept = Duration::ZERO;
+        for _ in 0..16 {
+            slept += b.take(64 << 10);
+        }
+        let least = Duration::from_secs_f64(f64::from(16 * (64 << 10)) / rate as f64);
+        assert!(t.elapsed() >= least, "{:?} < {least:?}", t.elapsed());
+        assert!(slept > Duration::ZERO);
+        // Nothing held back without a limit.
+        let limits = StallLimits::default();
+        assert_eq!(limits.limit_rate, 0);
+        let mut g = RateGuard::new(&b"abc"[..], limits);
+        let mut buf = [0u8; 8];
+        assert_eq!(g.read(&mut buf).unwrap(), 3);
+        assert!(g.bucket.is_none());
     }
 }

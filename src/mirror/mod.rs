@@ -18,6 +18,7 @@
 //!   (multi-range HTTP, with fallbacks for servers without it).
 
 pub mod fetch;
+pub mod flow;
 pub mod index;
 pub mod oci;
 pub mod plan;
@@ -29,10 +30,11 @@ pub mod seeded;
 pub mod state;
 
 pub use fetch::{Mirrors, StallLimits};
+pub use flow::SpaceEstimate;
 pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, TrustPublished, publish};
-pub use pull::{PlanChoice, PullEvent, PullOptions, PullReport, TrustReport, pull};
+pub use pull::{FlowProgress, PlanChoice, PullEvent, PullOptions, PullReport, TrustReport, pull};
 pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};
 
@@ -87,16 +89,23 @@ pub enum MirrorError {
         /// What was too slow.
         reason: String,
     },
-    /// The planned downloads do not fit in the space the pool's file system can spare.
+    /// The plan does not fit in the space the pool's file system can spare (checked before
+    /// anything is fetched).
     #[error(
-        "not enough space in {}: the downloads need {} but {} is free (keeping {} in reserve)",
-        cache.display(), human_size(*need), human_size(*free), human_size(*reserve)
+        "not enough space in {}: the pull needs {} ({} written by its steps, {} of downloads \
+         in the cache) but {} is free (keeping {} in reserve)",
+        pool.display(), human_size(*need), human_size(*writes), human_size(*cache),
+        human_size(*free), human_size(*reserve)
     )]
     NoSpace {
-        /// The cache directory.
-        cache: PathBuf,
-        /// Bytes still to download.
+        /// The pool.
+        pool: PathBuf,
+        /// Bytes needed: `writes + cache`.
         need: u64,
+        /// Bytes the steps write into the pool (estimated).
+        writes: u64,
+        /// Bytes the cache holds at its peak.
+        cache: u64,
         /// Bytes free for this user.
         free: u64,
         /// Bytes kept free.

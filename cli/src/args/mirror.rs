@@ -101,10 +101,20 @@ pub struct PublishArgs {
 /// Reads the index and refuses it when its signature does not verify with a --verify key, when
 /// it expired, or when its serial is older than one this pool already saw. Finds the versions
 /// the pool holds (by received UUID), plans the cheapest chain of files to the target (fewest
-/// bytes, then fewest steps), downloads it (HTTP(S), resuming partial downloads with Range
-/// requests, or from a directory), checks every file's SHA-256, and receives each step
-/// through the signature-verifying receiver: each version appears as POOL/VERSION only once
-/// complete and verified. A missing or bad file makes it try another chain.
+/// bytes, then fewest steps), and refuses it, before fetching anything, when what its steps
+/// write plus the download cache do not fit in the pool's free space. Then it receives each
+/// step through the signature-verifying receiver while the file downloads (HTTP(S) and
+/// registries, resuming partial downloads with Range requests; a directory's files are read in
+/// place), with the next file read ahead as long as the cache holds no more than the largest
+/// file of the plan; each file's SHA-256 is checked before its version is committed, and each
+/// cache file is deleted once it is. Each version appears as POOL/VERSION only once complete
+/// and verified. A missing or bad file makes it try another chain.
+///
+/// Progress: one bar over the plan (bytes to fetch, fetched, applied, rate, ETA) when stderr is
+/// a terminal (or with --progress); -v prints a line per step. With --json, stderr carries one
+/// JSON object per line for each event ("event": "plan", "space", "progress", "resume",
+/// "refused", "step", "received", "removed"; "progress" at most 4 times a second and after each
+/// step, with "total", "fetched", "reused", "applied") and stdout the final report.
 #[derive(Debug, Args, Clone)]
 #[command(
     after_help = "\
@@ -176,6 +186,13 @@ pub struct PullArgs {
     /// The window --min-rate is measured over
     #[arg(long = "rate-window", value_name = "DURATION", default_value = "60", value_parser = duration)]
     pub rate_window: u64,
+    /// Move at most RATE bytes per second over HTTP (10M, 500k; 0: no limit)
+    #[arg(long = "limit-rate", value_name = "RATE", default_value = "0", value_parser = size)]
+    pub limit_rate: u64,
+    /// Download every file of a chain before receiving any (the way pulls worked before
+    /// streaming; needs space for the whole chain in the cache)
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
     /// Trust the PEM certificates in FILE for HTTPS and registries instead of the bundled
     /// Mozilla roots
     #[arg(long, value_name = "FILE")]
@@ -183,7 +200,10 @@ pub struct PullArgs {
     /// Show progress on stderr even when it is not a terminal
     #[arg(long)]
     pub progress: bool,
-    /// Print the result as JSON
+    /// Print a line per step (bytes fetched, reused from an earlier pull, time)
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Print the result as JSON on stdout, and progress events as JSON lines on stderr
     #[arg(long)]
     pub json: bool,
 }
