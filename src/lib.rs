@@ -22,6 +22,7 @@ pub mod recv;
 pub mod send;
 pub mod sign;
 pub mod stream;
+pub mod trust;
 pub mod util;
 pub mod verify;
 

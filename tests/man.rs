@@ -290,6 +290,77 @@ const PAGES: &[Page] = &[
         see_also: &["subvol-sign(1)", "subvol-verify(1)"],
     },
     Page {
+        name: "subvol-trust",
+        description: &[
+            "Trust metadata after The Update Framework, on plain files: REPO/root/N.json (root \
+             keys, offline, k of n), REPO/release/SERIAL.json (written by subvol publish with \
+             the release keys), REPO/timestamp.json (short-lived, the online timestamp key) and \
+             the stream keys that sign stream files. See docs/mirrors.md.",
+        ],
+        examples: &[(
+            "Set a repository up, publish, then keep the timestamp fresh from cron:",
+            &[
+                "subvol trust init --repo /srv/repo --name example-os --root-key r1.key.pub --root-key r2.key.pub --root-threshold 2 --release-key rel.key.pub --timestamp-key ts.key.pub --stream-key stream.key.pub --sign r1.key --sign r2.key",
+                "subvol publish --repo /srv/repo --key stream.key --release-key rel.key --timestamp-key ts.key ./build",
+                "subvol trust timestamp --repo /srv/repo --key ts.key --valid-for 1d",
+            ],
+        )],
+        security: &[
+            "Keep root keys offline and on separate machines: a threshold of them can replace \
+             every other key. The timestamp key can only delay or freeze updates, never publish \
+             software: it is the one meant for an online host.",
+        ],
+        exit: "Status 1: an argument or the repository's files are not usable. Status 4: a key \
+               file is not acceptable (a secret key readable by others, a public key given to \
+               sign). Status 6: a file cannot be read or written.",
+        see_also: &["subvol-publish(1)", "subvol-pull(1)", "subvol-keygen(1)"],
+    },
+    Page {
+        name: "subvol-trust-init",
+        description: &[],
+        examples: &[],
+        security: &[
+            "The root written is what clients trust on first contact: hand it to them over a \
+             channel you trust (an image, a package), not only through the mirror.",
+        ],
+        exit: "Status 1: a root exists already, or a role has no key.",
+        see_also: &["subvol-trust-rotate(1)", "subvol-pull(1)"],
+    },
+    Page {
+        name: "subvol-trust-rotate",
+        description: &[],
+        examples: &[],
+        security: &[
+            "A new root counts only when a threshold of the old root keys and of its own root \
+             keys signed it; keys no role names any more are revoked for every pool that walks \
+             to it.",
+        ],
+        exit: "Status 1: the repository has no root, or the new one is inconsistent.",
+        see_also: &["subvol-trust-sign(1)", "subvol-trust-timestamp(1)"],
+    },
+    Page {
+        name: "subvol-trust-sign",
+        description: &[],
+        examples: &[(
+            "Add a second root signature on an offline machine:",
+            &["subvol trust sign root/2.json --key /media/usb/root2.key"],
+        )],
+        security: &[],
+        exit: "Status 1: the file is not metadata or a key is not usable.",
+        see_also: &["subvol-trust-rotate(1)"],
+    },
+    Page {
+        name: "subvol-trust-timestamp",
+        description: &[],
+        examples: &[],
+        security: &[
+            "Pools refuse the repository once the timestamp expires: run it more often than \
+             --valid-for.",
+        ],
+        exit: "Status 1: not a timestamp key, or the release lacks its threshold of signatures.",
+        see_also: &["subvol-trust(1)", "subvol-publish(1)"],
+    },
+    Page {
         name: "subvol-digest",
         description: &[
             "One line per entry (the root directory included, as .), sorted by path bytes: type, \
@@ -339,17 +410,25 @@ const PAGES: &[Page] = &[
         description: &[],
         examples: &[],
         security: &[
+            "With --root (or the root the pool pinned), the trust metadata is verified instead of \
+             the index: root versions walked one by one (a threshold of old and new root keys \
+             each), the timestamp (at most 8 KiB, unexpired, not older than seen), then the \
+             release file with exactly the SHA-256 and size it names, for the pinned repository; \
+             streams must be signed by the root's stream keys (see docs/mirrors.md).",
             "Nothing from the mirror is trusted before it verified. The index must be signed by \
-             a --verify key (required), unexpired, and not older (by serial) than one this pool \
-             already saw, so a mirror can neither forge versions nor roll a pool back nor \
-             replay an expired index. Every downloaded file must have the SHA-256 that the \
+             a --verify key (or a key of the remote named as SOURCE), unexpired, and not older \
+             (by serial) than one this pool already saw, so a mirror can neither forge versions \
+             nor roll a pool back nor replay an expired index. With several mirrors (a remote's, \
+             or --mirror), the newest valid index of all of them is used, so a mirror serving an \
+             old index cannot hold a pool back while another serves the new one. Every \
+             downloaded file must have the SHA-256 that the \
              signed index names, and every stream is received by the signature-verifying \
              receiver (as subvol recv --verify does): a version appears as POOL/VERSION only \
              complete and verified, and the hardened receiver's confinement applies (see \
              subvol-recv(1)).",
             "HTTP without TLS is therefore safe against tampering, but not private: an observer \
              sees which versions are fetched. A mirror that withholds new versions is noticed \
-             only when the index expires.",
+             only when the index expires, unless another mirror serves the newer index.",
             "--keep deletes only versions this pool pulled, never the target and never other \
              subvolumes.",
         ],
@@ -392,6 +471,69 @@ const PAGES: &[Page] = &[
         security: &[],
         exit: "",
         see_also: &["subvol-pull(1)", "subvol-list(1)"],
+    },
+    Page {
+        name: "subvol-remote",
+        description: &[
+            "A remote is a name for the mirrors of one repository and the trust to pull from \
+             them with, as OSTree and Flatpak keep them: DIR/remotes.d/NAME.conf (URL=, VERIFY= \
+             and ROOT= lines) with the key and root files copied into DIR/remotes.d/NAME.d/. \
+             DIR is /etc/subvol unless --config-dir or SUBVOL_CONFIG_DIR says otherwise.",
+        ],
+        examples: &[(
+            "Add a remote with two mirrors, then pull from it:",
+            &[
+                "subvol remote add vendor https://m1.example/repo https://m2.example/repo --verify vendor.key.pub",
+                "subvol pull vendor --into /var/lib/pool",
+            ],
+        )],
+        security: &[
+            "Whoever can write the configuration directory decides which keys a pull trusts: \
+             keep it writable by root only. Key and root files are copied at add time, so a \
+             remote never depends on a path that may later change.",
+        ],
+        exit: "Status 1: an invalid name or URL, a remote that exists (add) or does not (show, \
+               remove), a malformed remote file. Status 4: a key file that holds no usable key.",
+        see_also: &["subvol-pull(1)"],
+    },
+    Page {
+        name: "subvol-remote-add",
+        description: &[],
+        examples: &[],
+        security: &[],
+        exit: "Status 1: an invalid name or URL, the remote exists (without --force), a root \
+               file that is not JSON. Status 4: a key file that holds no usable key.",
+        see_also: &["subvol-remote(1)", "subvol-pull(1)"],
+    },
+    Page {
+        name: "subvol-remote-list",
+        description: &[],
+        examples: &[("Every remote as JSON:", &["subvol remote list --json"])],
+        security: &[],
+        exit: "Status 1: a malformed remote file (named, with its line).",
+        see_also: &["subvol-remote(1)"],
+    },
+    Page {
+        name: "subvol-remote-show",
+        description: &[],
+        examples: &[(
+            "One remote's mirrors and keys:",
+            &["subvol remote show vendor"],
+        )],
+        security: &[],
+        exit: "Status 1: no such remote, or a malformed remote file.",
+        see_also: &["subvol-remote(1)"],
+    },
+    Page {
+        name: "subvol-remote-remove",
+        description: &[],
+        examples: &[(
+            "Forget a remote and its stored keys:",
+            &["subvol remote remove vendor"],
+        )],
+        security: &[],
+        exit: "Status 1: no such remote.",
+        see_also: &["subvol-remote(1)"],
     },
     Page {
         name: "subvol-pool-init",

@@ -338,7 +338,7 @@ impl Server {
         fs::write(&self.log, "").unwrap();
     }
     /// Stream files are sent one byte every `interval` seconds (negative: never a byte).
-    fn trickle(&self, interval: f64) {
+    pub(crate) fn trickle(&self, interval: f64) {
         fs::write(self.ctl.path().join("trickle"), interval.to_string()).unwrap();
     }
     /// Ranges of stream files are answered with other bytes (every byte inverted).
@@ -545,21 +545,31 @@ fn full_streams_are_framed_along_their_data_with_a_content_map() {
     // Still one zstd file, and every frame on its own is its range of the stream.
     let stream = zstd::stream::decode_all(&comp[..]).unwrap();
     assert_eq!(stream.len() as u64, stream_bytes);
-    let mut data = 0;
+    let (mut data, mut windows) = (0, 0);
     for fr in &map.frames {
         let c = &comp[fr.comp_offset as usize..(fr.comp_offset + fr.comp_len) as usize];
         assert_eq!(block_key(c), fr.digest);
         let want = &stream[fr.stream_offset as usize..(fr.stream_offset + fr.stream_len) as usize];
         assert_eq!(zstd::stream::decode_all(c).unwrap(), want);
-        if fr.kind == FrameKind::Data {
-            let keys: Vec<_> = want.chunks(4096).map(block_key).collect();
-            assert_eq!(map.keys_of(fr), &keys[..]);
-            data += fr.stream_len;
+        match fr.kind {
+            FrameKind::Data => {
+                let keys: Vec<_> = want.chunks(4096).map(block_key).collect();
+                assert_eq!(map.keys_of(fr), &keys[..]);
+                data += fr.stream_len;
+            }
+            FrameKind::Window => {
+                assert_eq!(map.keys_of(fr), &[block_key(want)]);
+                data += fr.stream_len;
+                windows += fr.stream_len;
+            }
+            FrameKind::Literal => {}
         }
     }
     // Most of the stream is data in DATA frames (the tree is 2 MiB of big.bin and 150 files
-    // of up to 16 KiB).
+    // of up to 16 KiB), nearly all of it in window frames named by one key (protocol 2 WRITEs
+    // start at multiples of 128 KiB).
     assert!(data * 10 > stream_bytes * 7, "{data} of {stream_bytes}");
+    assert!(windows * 10 > data * 9, "{windows} of {data}");
     // The cost against one zstd frame of the same stream at the same level (3).
     let single = zstd::stream::encode_all(&stream[..], 3).unwrap();
     eprintln!(
@@ -1248,7 +1258,7 @@ fn a_stale_committed_staging_subvolume_is_no_held_version() {
 }
 
 /// Runs `cmd`, killing it after `limit` (a hang fails the test instead of blocking it).
-fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+pub(crate) fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -308,6 +308,60 @@ fn basic_auth_over_tls_with_right_wrong_and_no_credentials() {
     assert!(pool_versions(&pool).is_empty());
     pull_ok(f, &dest, &pool, &right, &ca);
     check_version(f, &pool, VERSIONS);
+
+    // A credential helper named by `credHelpers` (docker's protocol: the registry on stdin,
+    // JSON on stdout), found in $PATH: right and wrong passwords.
+    let bin = reg.dir().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = |name: &str, password: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = bin.join(format!("docker-credential-{name}"));
+        let script = format!(
+            "#!/bin/sh\nread -r host\n[ \"$host\" = \"{}\" ] || exit 1\nprintf '{{\"Username\":\"vendor\",\"Secret\":\"{password}\"}}'\n",
+            reg.host()
+        );
+        fs::write(&p, script).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = reg.dir().join(format!("{name}.json"));
+        let json = serde_json::json!({ "credHelpers": { reg.host(): name } });
+        fs::write(&cfg, json.to_string()).unwrap();
+        cfg
+    };
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let pull_with = |cfg: &Path, pool: &Path| {
+        subvol()
+            .arg("pull")
+            .arg(&dest)
+            .arg("--into")
+            .arg(pool)
+            .arg("--verify")
+            .arg(&f.public)
+            .args(ca)
+            .env("REGISTRY_AUTH_FILE", cfg)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let pool = new_pool(&btrfs, "auth-helper");
+    let out = pull_with(&helper("subvol-wrong", "guess"), &pool);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused the credentials of vendor from docker-credential-subvol-wrong"),
+        "{err}"
+    );
+    assert!(pool_versions(&pool).is_empty());
+    let out = pull_with(&helper("subvol-right", "s3cret-pass"), &pool);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_version(f, &pool, VERSIONS);
 }
 
 #[test]

@@ -585,6 +585,7 @@ fn cut_or_stalled_answers_are_retried_then_given_up() {
         timeout: Duration::from_secs(1),
         min_rate: 0,
         window: Duration::from_secs(60),
+        limit_rate: 0,
     };
     let t = std::time::Instant::now();
     let f = fetch(&s.remote(limits), size, &[(0, 10)]);

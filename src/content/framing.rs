@@ -14,7 +14,7 @@
 //! workers.
 
 use super::map::{ContentMap, Frame, FrameKind};
-use super::{BLOCK, Key, block_key};
+use super::{BLOCK, DATA_WINDOW, Key, block_key};
 use crate::stream::proto::{self, attr, cmd};
 use crate::stream::{Command, stream_header};
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +34,7 @@ pub const MIN_DATA_FRAME: usize = 2048;
 /// Largest DATA frame (stream bytes, a multiple of the block size): the aligned part of a larger
 /// WRITE is cut into frames of this size. A puller fetches whole frames, so one changed block
 /// costs a frame; smaller frames compress a little worse (each starts without context).
-pub const DATA_FRAME_MAX: usize = 64 << 10;
+pub const DATA_FRAME_MAX: usize = DATA_WINDOW as usize;
 
 /// Largest LITERAL frame (stream bytes). Small enough that a puller fetching a literal frame
 /// for a few headers does not fetch much else; large enough that zstd compresses metadata
@@ -128,11 +128,11 @@ fn compress_frame(
     src: &[u8],
     comp: &mut Vec<u8>,
 ) -> io::Result<Vec<Key>> {
-    let keys = if kind == FrameKind::Data {
+    let keys = match kind {
         // `src` starts on a block boundary of the file: its 4 KiB chunks are its blocks.
-        src.chunks(BLOCK as usize).map(block_key).collect()
-    } else {
-        Vec::new()
+        FrameKind::Data => src.chunks(BLOCK as usize).map(block_key).collect(),
+        FrameKind::Window => vec![block_key(src)],
+        FrameKind::Literal => Vec::new(),
     };
     if let Some(old) = reuse.and_then(|r| r.find(src, &keys)) {
         *comp = old;
@@ -560,16 +560,30 @@ impl<'c, W: Write> FramingWriter<'c, W> {
             Ok(()) => data_part(&self.write),
             Err(_) => None,
         };
+        // A WRITE shorter than the sender's largest ends its file (or a data range before a
+        // hole): its last frame is the partial window a seed file ends with.
+        let ends_file = self
+            .write
+            .get(attr::DATA)
+            .is_some_and(|d| d.len() < proto::max_write_chunk(self.version));
         let payload = std::mem::take(self.write.payload_buf());
         let r = (|| {
             self.push_literal(&h)?;
             match part {
                 None => self.push_literal(&payload),
-                Some((start, end, _)) => {
+                Some((start, end, file_offset)) => {
                     self.push_literal(&payload[..start])?;
                     self.emit_literal()?;
+                    let mut at = file_offset;
                     for piece in payload[start..end].chunks(DATA_FRAME_MAX) {
-                        self.emit(FrameKind::Data, piece)?;
+                        let whole_window = piece.len() == DATA_FRAME_MAX || ends_file;
+                        let kind = if at.is_multiple_of(DATA_WINDOW) && whole_window {
+                            FrameKind::Window
+                        } else {
+                            FrameKind::Data
+                        };
+                        self.emit(kind, piece)?;
+                        at += piece.len() as u64;
                     }
                     self.push_literal(&payload[end..])
                 }
@@ -708,6 +722,11 @@ mod tests {
                     let keys: Vec<_> = want.chunks(4096).map(block_key).collect();
                     assert_eq!(map.keys_of(f), &keys[..]);
                 }
+                FrameKind::Window => {
+                    assert!(f.stream_len as usize >= MIN_DATA_FRAME);
+                    assert!(f.stream_len <= DATA_WINDOW);
+                    assert_eq!(map.keys_of(f), &[block_key(want)]);
+                }
             }
         }
     }
@@ -715,7 +734,7 @@ mod tests {
     fn data_frames(map: &ContentMap) -> Vec<u64> {
         map.frames
             .iter()
-            .filter(|f| f.kind == FrameKind::Data)
+            .filter(|f| f.kind.is_data())
             .map(|f| f.stream_len)
             .collect()
     }
@@ -741,19 +760,50 @@ mod tests {
                 .flat_map(|n| (0..n.div_ceil(max)).map(move |i| (n - i * max).min(max)))
                 .collect();
             assert_eq!(data_frames(&map), want, "version {version}");
-            // And their keys are the blocks' keys as the pool indexes them (at file offsets).
+            // And their keys are as the pool indexes them (at file offsets): one per window
+            // for a frame at a window boundary that fills its window or ends a short WRITE
+            // (a file's last), else one per block.
             let mut keys = Vec::new();
+            let mut kinds = Vec::new();
             for (i, &(off, len)) in writes.iter().enumerate() {
                 let data = pseudo(5 + i as u64, len);
                 let blocks: Vec<_> = aligned_blocks(off, len as u64).collect();
-                if blocks.iter().map(|b| b.1).sum::<u64>() >= MIN_DATA_FRAME as u64 {
-                    for (at, n) in blocks {
-                        let s = (at - off) as usize;
-                        keys.push(block_key(&data[s..s + n as usize]));
+                let Some(&(first, _)) = blocks.first() else {
+                    continue;
+                };
+                let aligned = &data[(first - off) as usize..];
+                if aligned.len() < MIN_DATA_FRAME {
+                    continue;
+                }
+                let short = len < proto::max_write_chunk(version);
+                for (j, piece) in aligned.chunks(DATA_FRAME_MAX).enumerate() {
+                    let at = first + (j * DATA_FRAME_MAX) as u64;
+                    if at.is_multiple_of(DATA_WINDOW) && (piece.len() == DATA_FRAME_MAX || short) {
+                        kinds.push(FrameKind::Window);
+                        keys.push(block_key(piece));
+                    } else {
+                        kinds.push(FrameKind::Data);
+                        keys.extend(piece.chunks(4096).map(block_key));
                     }
                 }
             }
-            assert_eq!(map.keys, keys);
+            assert_eq!(map.keys, keys, "version {version}");
+            let got: Vec<_> = map
+                .frames
+                .iter()
+                .map(|f| f.kind)
+                .filter(|k| k.is_data())
+                .collect();
+            assert_eq!(got, kinds, "version {version}");
+            // The full 128 KiB WRITE at 0 (two windows) and the 64 KiB one at 1 TiB are windows
+            // (version 1 has neither: its WRITEs are at most 48 KiB); no other part starts at a
+            // window boundary.
+            let windows = kinds.iter().filter(|k| **k == FrameKind::Window).count();
+            assert_eq!(
+                windows,
+                if version == 1 { 0 } else { 3 },
+                "version {version}"
+            );
         }
     }
 

@@ -1,7 +1,9 @@
 //! The local content index: block key → (seed file, block number), kept on disk.
 //!
 //! Built by this host from seed directories ([`ContentIndex::build`]): every regular file
-//! beneath each seed is read and each non-zero 4 KiB block hashed. Three anonymous files
+//! beneath each seed is read and each non-zero 4 KiB block hashed, and each non-zero
+//! [`DATA_WINDOW`] at a multiple of it (the last one up to the end of the file), which a
+//! content map names by one key (see [`super::map`]); its location is its first block. Three anonymous files
 //! (`O_TMPFILE`, gone when closed) hold it, so memory stays bounded whatever the seeds hold:
 //! - the table: an open-addressing hash table of 24-byte records `key[16] | file+1 u32 |
 //!   block u32` (little-endian; `file+1 == 0` marks an empty slot) with 1.5 slots per block
@@ -10,9 +12,9 @@
 //! - the file table: 24-byte records `seed u32 | path length u32 | path offset u64 | size u64`;
 //! - the path bytes, relative to their seed directory.
 //!
-//! Size: 36 bytes per 4 KiB block of the files (a file's last block counted whole), so 9 MiB
-//! per GiB of seed data in large files, more for small ones (one block each), plus 24 bytes
-//! and the path per file (bench/results/dedup.md has a measured size).
+//! Size: 36 bytes per 4 KiB block of the files (a file's last block counted whole) and per
+//! 64 KiB window, so 9.6 MiB per GiB of seed data in large files, more for small ones (one
+//! block and one window each), plus 24 bytes and the path per file (bench/results/dedup.md has a measured size).
 //!
 //! Saved ([`ContentIndex::save`]), an index is one file: an 80-byte header (magic
 //! `SVCIDX\r\n`, format version u32, seed count u32, slots u64, files u32, 4 zero bytes, path
@@ -27,7 +29,7 @@
 //! crossings), and records regular files only. What the index says is a hint: a user of a
 //! location opens the file again beneath its seed and compares bytes before keeping anything.
 
-use super::{BLOCK, Key, block_key, is_zero};
+use super::{BLOCK, DATA_WINDOW, Key, block_key, is_zero};
 use crate::util::fs::{AtomicFile, PathError};
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use std::fs::File;
@@ -261,7 +263,7 @@ impl FileTableWriter {
         self.paths.write_all(rel)?;
         self.path_bytes += rel.len() as u64;
         self.count += 1;
-        self.blocks += size.div_ceil(BLOCK);
+        self.blocks += size.div_ceil(BLOCK) + size.div_ceil(DATA_WINDOW);
         self.bytes += size;
         Ok(true)
     }
@@ -538,7 +540,8 @@ pub struct ContentIndex {
 
 /// The saved file's header: magic, format version, counts, and a BLAKE3 of the sections.
 const MAGIC: &[u8; 8] = b"SVCIDX\r\n";
-const FORMAT: u32 = 1;
+/// 2: windows are named too (format 1 files are rebuilt).
+const FORMAT: u32 = 2;
 const HEADER: usize = 80;
 
 /// What a saved file's header says.
@@ -967,7 +970,7 @@ impl ContentIndex {
         self.parts.iter().map(|p| p.bytes).sum()
     }
 
-    /// Blocks recorded (non-zero blocks).
+    /// Keys recorded: non-zero blocks, and non-zero windows longer than a block.
     #[must_use]
     pub fn blocks(&self) -> u64 {
         self.parts.iter().map(|p| p.blocks).sum()
@@ -1011,14 +1014,28 @@ fn hash_file(part: &mut Part, id: u32, buf: &mut [u8]) -> Result<(), ContentErro
                 }
             }
         }
-        for chunk in buf[..n].chunks(BLOCK as usize) {
-            let Ok(b) = u32::try_from(block) else {
+        // READ_BUF is a multiple of the window: a short window is the end of the file.
+        for window in buf[..n].chunks(DATA_WINDOW as usize) {
+            let Ok(first) = u32::try_from(block) else {
                 return Ok(());
             };
-            if !is_zero(chunk) {
-                part.insert(&block_key(chunk), id, b)?;
+            if is_zero(window) {
+                block += window.len().div_ceil(BLOCK as usize) as u64;
+                continue;
             }
-            block += 1;
+            // A window of one block or less has the key of that block.
+            if window.len() > BLOCK as usize {
+                part.insert(&block_key(window), id, first)?;
+            }
+            for chunk in window.chunks(BLOCK as usize) {
+                let Ok(b) = u32::try_from(block) else {
+                    return Ok(());
+                };
+                if !is_zero(chunk) {
+                    part.insert(&block_key(chunk), id, b)?;
+                }
+                block += 1;
+            }
         }
         if n < buf.len() {
             return Ok(());
@@ -1066,8 +1083,9 @@ mod tests {
         fs::write(dir.path().join("empty"), b"").unwrap();
         let idx = build(dir.path());
         assert_eq!(idx.files(), 2);
-        // Zero blocks are not recorded.
-        assert_eq!(idx.blocks(), 4 + 1);
+        // Zero blocks are not recorded; windows longer than a block are (a: 4 blocks and a
+        // window; z: one block and its window, not zero as a whole).
+        assert_eq!(idx.blocks(), 4 + 1 + 1 + 1);
         let mut out = Vec::new();
         for (i, block) in a.chunks(4096).enumerate() {
             idx.lookup(&block_key(block), &mut out).unwrap();
@@ -1115,13 +1133,33 @@ mod tests {
     }
 
     #[test]
+    fn windows_are_found_at_their_first_block() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two full windows, then a partial one of 3 blocks and 100 bytes up to the end.
+        let a = data(7, 2 * 65_536 + 3 * 4096 + 100);
+        fs::write(dir.path().join("a"), &a).unwrap();
+        let idx = build(dir.path());
+        let mut out = Vec::new();
+        for (i, w) in a.chunks(65_536).enumerate() {
+            idx.lookup(&block_key(w), &mut out).unwrap();
+            assert_eq!(out.len(), 1, "window {i}");
+            assert_eq!(out[0].block as usize, i * 16);
+        }
+        // A window not at a multiple of 64 KiB is not named.
+        idx.lookup(&block_key(&a[4096..4096 + 65_536]), &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn many_blocks_fill_the_table_without_losing_any() {
         let dir = tempfile::tempdir().unwrap();
         // 3000 blocks: more than the minimum table's half, so it is sized from the count.
         let a = data(4, 3000 * 4096);
         fs::write(dir.path().join("big"), &a).unwrap();
         let idx = build(dir.path());
-        assert_eq!(idx.blocks(), 3000);
+        // And 188 windows.
+        assert_eq!(idx.blocks(), 3000 + 188);
         let mut out = Vec::new();
         for (i, block) in a.chunks(4096).enumerate().step_by(37) {
             idx.lookup(&block_key(block), &mut out).unwrap();
@@ -1229,7 +1267,7 @@ mod tests {
         idx.verify().unwrap();
         assert_eq!(
             (idx.files(), idx.blocks(), idx.bytes()),
-            (1, 6, a.len() as u64)
+            (1, 7, a.len() as u64)
         );
         let mut out = Vec::new();
         for (i, block) in a.chunks(4096).enumerate() {

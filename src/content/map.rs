@@ -7,21 +7,31 @@
 //!
 //! ```text
 //! magic "subvolCM" | format version u32 | stream_bytes u64 | comp_bytes u64 | frame count u64
-//! per frame: kind u8 (0 literal, 1 data) | stream_len u32 | comp_len u32 | digest [16]
+//! per frame: kind u8 (0 literal, 1 data, 2 window) | stream_len u32 | comp_len u32 | digest [16]
 //!            | data frames: ceil(stream_len / 4096) keys [16]
+//!            | window frames: one key [16]
 //! ```
+//!
+//! A *window* frame (format 2) is a data frame whose data starts at a file offset that is a
+//! multiple of [`DATA_WINDOW`]: one key names its whole data, which is exactly what the pool's
+//! content index records for each such window of its files. A piece key per 4 KiB block made
+//! the map ~16 bytes per 4 KiB of data (1.3 MiB of keys for a 340 MB tree, fetched by every
+//! seeded pull); one key per 64 KiB window makes it 1/16 of that. Format 1 maps (no window
+//! frames) are still read.
 //!
 //! All integers little-endian, fixed width (zstd takes out the zero bytes). Offsets are not
 //! stored: frames tile the stream and the compressed file in order, and [`ContentMap::decode`]
 //! checks they do so exactly against the sizes the signed index gives.
 
-use super::{BLOCK, Key};
+use super::{BLOCK, DATA_WINDOW, Key};
 use std::io::Read;
 
 /// First bytes of a (decompressed) map.
 pub const MAGIC: &[u8; 8] = b"subvolCM";
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes (it reads this one and [`FORMAT_V1`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format: no window frames.
+pub const FORMAT_V1: u32 = 1;
 /// Longest frame (stream bytes) a map may describe. Writers cut far below it (one WRITE's data,
 /// 1 MiB of literal bytes); the cap bounds what a reader of the map ever buffers per frame.
 pub const MAX_FRAME_STREAM_LEN: u64 = 8 << 20;
@@ -44,8 +54,38 @@ pub enum FrameKind {
     /// Stream bytes that are not file data worth naming: headers, attributes, signature
     /// blocks, small or unaligned data.
     Literal,
-    /// The block-aligned part of one WRITE's data, and nothing else.
+    /// The block-aligned part of one WRITE's data, and nothing else; named by the keys of its
+    /// 4 KiB pieces.
     Data,
+    /// Like [`FrameKind::Data`], starting at a file offset that is a multiple of
+    /// [`DATA_WINDOW`] (so at most one window long); named by one key of its whole data.
+    Window,
+}
+
+impl FrameKind {
+    /// File data (a data or window frame).
+    #[must_use]
+    pub fn is_data(self) -> bool {
+        self != FrameKind::Literal
+    }
+
+    fn byte(self) -> u8 {
+        match self {
+            FrameKind::Literal => 0,
+            FrameKind::Data => 1,
+            FrameKind::Window => 2,
+        }
+    }
+
+    /// How many keys name a frame of this kind with `stream_len` bytes.
+    #[must_use]
+    pub fn key_count(self, stream_len: u64) -> u64 {
+        match self {
+            FrameKind::Literal => 0,
+            FrameKind::Data => stream_len.div_ceil(BLOCK),
+            FrameKind::Window => 1,
+        }
+    }
 }
 
 /// One zstd frame of the stream file.
@@ -64,8 +104,8 @@ pub struct Frame {
     /// [`super::block_key`] of its compressed bytes (checks a fetched range before it is
     /// decompressed).
     pub digest: Key,
-    /// Index into [`ContentMap::keys`] of its first piece key (data frames; for literal frames
-    /// the number of keys before it).
+    /// Index into [`ContentMap::keys`] of its first key (data and window frames; for literal
+    /// frames the number of keys before it).
     pub first_key: usize,
 }
 
@@ -78,7 +118,8 @@ pub struct ContentMap {
     pub comp_bytes: u64,
     /// Frames, tiling both.
     pub frames: Vec<Frame>,
-    /// Keys of the 4 KiB pieces of all data frames, frame after frame.
+    /// Keys of the 4 KiB pieces of all data frames and the one key of each window frame, frame
+    /// after frame.
     pub keys: Vec<Key>,
 }
 
@@ -100,7 +141,9 @@ pub enum MapError {
     #[error("not a content map (bad magic)")]
     BadMagic,
     /// A format version this code does not read.
-    #[error("content map format version {0} is not supported (this reader knows {FORMAT_VERSION})")]
+    #[error(
+        "content map format version {0} is not supported (this reader knows {FORMAT_V1} and {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u32),
     /// The bytes end inside a field.
     #[error("content map truncated at byte {at}, inside {what}")]
@@ -181,14 +224,12 @@ pub enum MapError {
 }
 
 impl ContentMap {
-    /// The keys of the 4 KiB pieces of a data frame of this map (the last may cover a shorter
-    /// piece); empty for a literal frame or a frame of another map.
+    /// The keys of a frame of this map: of each 4 KiB piece of a data frame (the last may
+    /// cover a shorter piece), the one key of a window frame; empty for a literal frame or a
+    /// frame of another map.
     #[must_use]
     pub fn keys_of(&self, f: &Frame) -> &[Key] {
-        if f.kind != FrameKind::Data {
-            return &[];
-        }
-        let n = f.stream_len.div_ceil(BLOCK);
+        let n = f.kind.key_count(f.stream_len);
         usize::try_from(n)
             .ok()
             .and_then(|n| self.keys.get(f.first_key..f.first_key.checked_add(n)?))
@@ -211,10 +252,7 @@ impl ContentMap {
         raw.extend_from_slice(&self.comp_bytes.to_le_bytes());
         raw.extend_from_slice(&(self.frames.len() as u64).to_le_bytes());
         for f in &self.frames {
-            raw.push(match f.kind {
-                FrameKind::Literal => 0,
-                FrameKind::Data => 1,
-            });
+            raw.push(f.kind.byte());
             let len32 =
                 |v: u64| u32::try_from(v).expect("frame lengths are capped far below 4 GiB");
             raw.extend_from_slice(&len32(f.stream_len).to_le_bytes());
@@ -268,7 +306,7 @@ impl ContentMap {
             return Err(MapError::BadMagic);
         }
         let version = c.u32("the format version")?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_V1 {
             return Err(MapError::UnsupportedVersion(version));
         }
         for (what, listed) in [("a stream", stream_bytes), ("a stream file", comp_bytes)] {
@@ -294,6 +332,7 @@ impl ContentMap {
             let kind = match c.u8("a frame kind")? {
                 0 => FrameKind::Literal,
                 1 => FrameKind::Data,
+                2 if version >= 2 => FrameKind::Window,
                 kind => return Err(MapError::BadKind { frame, kind }),
             };
             let stream_len = u64::from(c.u32("a frame's stream length")?);
@@ -327,13 +366,20 @@ impl ContentMap {
                 .ok_or_else(|| overrun("stream file"))?;
             let mut digest = [0u8; 16];
             digest.copy_from_slice(c.take(16, "a frame digest")?);
+            if kind == FrameKind::Window && stream_len > DATA_WINDOW {
+                return Err(MapError::BadFrameLen {
+                    frame,
+                    offset: so,
+                    what: "window",
+                    len: stream_len,
+                    max: DATA_WINDOW,
+                });
+            }
             let first_key = map.keys.len();
-            if kind == FrameKind::Data {
-                for _ in 0..stream_len.div_ceil(BLOCK) {
-                    let mut k = [0u8; 16];
-                    k.copy_from_slice(c.take(KEY_LEN, "a piece key")?);
-                    map.keys.push(k);
-                }
+            for _ in 0..kind.key_count(stream_len) {
+                let mut k = [0u8; 16];
+                k.copy_from_slice(c.take(KEY_LEN, "a frame key")?);
+                map.keys.push(k);
             }
             map.frames.push(Frame {
                 kind,
@@ -461,6 +507,70 @@ mod tests {
         assert_eq!(ContentMap::decode(&e.encode(), 0, 0).unwrap(), e);
     }
 
+    /// A map with a window frame (literal 10 → 9, window 65536 → 900, literal 5 → 12).
+    fn with_window() -> ContentMap {
+        let digest = block_key(b"w");
+        let frame = |kind, stream_offset, stream_len, comp_offset, comp_len, first_key| Frame {
+            kind,
+            stream_offset,
+            stream_len,
+            comp_offset,
+            comp_len,
+            digest,
+            first_key,
+        };
+        ContentMap {
+            stream_bytes: 10 + 65_536 + 5,
+            comp_bytes: 9 + 900 + 12,
+            frames: vec![
+                frame(FrameKind::Literal, 0, 10, 0, 9, 0),
+                frame(FrameKind::Window, 10, 65_536, 9, 900, 0),
+                frame(FrameKind::Literal, 65_546, 5, 909, 12, 1),
+            ],
+            keys: vec![block_key(b"window")],
+        }
+    }
+
+    #[test]
+    fn a_window_frame_has_one_key_and_at_most_a_window() {
+        let m = with_window();
+        let d = ContentMap::decode(&m.encode(), m.stream_bytes, m.comp_bytes).unwrap();
+        assert_eq!(d, m);
+        assert_eq!(d.keys_of(&d.frames[1]), &[block_key(b"window")]);
+        // Longer than a window: refused with the frame named.
+        let mut raw = raw_of(&m);
+        let entry = HEADER_LEN + ENTRY_LEN; // past the first (literal, keyless) frame
+        assert_eq!(raw[entry], 2);
+        raw[entry + 1..entry + 5].copy_from_slice(&65_537u32.to_le_bytes());
+        raw[12..20].copy_from_slice(&(m.stream_bytes + 1).to_le_bytes());
+        let e = decode_raw(&raw, m.stream_bytes + 1, m.comp_bytes).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                MapError::BadFrameLen {
+                    frame: 1,
+                    what: "window",
+                    len: 65_537,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A format 1 map has no window frames.
+        let mut raw = raw_of(&m);
+        raw[8..12].copy_from_slice(&FORMAT_V1.to_le_bytes());
+        let e = decode_raw(&raw, m.stream_bytes, m.comp_bytes).unwrap_err();
+        assert!(matches!(e, MapError::BadKind { frame: 1, kind: 2 }), "{e}");
+    }
+
+    #[test]
+    fn format_1_maps_are_still_read() {
+        let m = sample();
+        let mut raw = raw_of(&m);
+        raw[8..12].copy_from_slice(&FORMAT_V1.to_le_bytes());
+        assert_eq!(decode_raw(&raw, m.stream_bytes, m.comp_bytes).unwrap(), m);
+    }
+
     #[test]
     fn every_truncation_is_refused() {
         let m = sample();
@@ -488,8 +598,8 @@ mod tests {
         };
         assert!(matches!(with(0, b"X"), MapError::BadMagic));
         assert!(matches!(
-            with(8, &2u32.to_le_bytes()),
-            MapError::UnsupportedVersion(2)
+            with(8, &3u32.to_le_bytes()),
+            MapError::UnsupportedVersion(3)
         ));
         // Sizes other than the index's.
         assert!(matches!(

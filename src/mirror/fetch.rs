@@ -13,8 +13,9 @@
 //! forever).
 
 use super::MirrorError;
-use super::index::{MAX_INDEX_BYTES, Sha256Digest, StreamFile};
+use super::index::{INDEX_FILE, Index, MAX_INDEX_BYTES, Sha256Digest, StreamFile};
 use super::oci::{Reference, Registry};
+use crate::sign::{KeyId, KeySet};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -34,6 +35,8 @@ pub struct StallLimits {
     pub min_rate: u64,
     /// The window the rate is measured over.
     pub window: Duration,
+    /// The most bytes per second a transfer may move (0: no limit, `--limit-rate`).
+    pub limit_rate: u64,
 }
 
 impl Default for StallLimits {
@@ -43,17 +46,20 @@ impl Default for StallLimits {
             timeout: Duration::from_secs(30),
             min_rate: 1024,
             window: Duration::from_secs(60),
+            limit_rate: 0,
         }
     }
 }
 
 /// A response body that fails with [`io::ErrorKind::TimedOut`] when it falls below the
-/// minimum rate over a window (ureq's per-read time-out covers a silent server).
+/// minimum rate over a window (ureq's per-read time-out covers a silent server), and that
+/// keeps below [`StallLimits::limit_rate`].
 pub(super) struct RateGuard<R> {
     inner: R,
     limits: StallLimits,
     window_start: Instant,
     window_bytes: u64,
+    bucket: Option<TokenBucket>,
 }
 
 impl<R: Read> RateGuard<R> {
@@ -63,12 +69,66 @@ impl<R: Read> RateGuard<R> {
             limits,
             window_start: Instant::now(),
             window_bytes: 0,
+            bucket: (limits.limit_rate > 0).then(|| TokenBucket::new(limits.limit_rate)),
         }
+    }
+}
+
+/// `--limit-rate`: a token bucket that fills at `rate` bytes per second and holds at most
+/// [`TokenBucket::BURST`] seconds of them. Bytes are paid after they are read: a read that
+/// overdraws the bucket sleeps until it is paid, so `n` bytes from a fresh bucket take at least
+/// `n / rate` seconds less what the read size lets through at once.
+pub(super) struct TokenBucket {
+    rate: u64,
+    /// Tokens (bytes) available; negative while a read is being paid.
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// Seconds of tokens the bucket can hold after an idle spell.
+    const BURST: f64 = 0.25;
+
+    pub(super) fn new(rate: u64) -> TokenBucket {
+        TokenBucket {
+            rate: rate.max(1),
+            // Empty at first: the first bytes of a transfer are paid like all others.
+            tokens: 0.0,
+            last: Instant::now(),
+        }
+    }
+
+    /// Pays for `n` bytes; returns how long it slept.
+    pub(super) fn take(&mut self, n: usize) -> Duration {
+        let rate = self.rate as f64;
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate)
+            .min(rate * Self::BURST);
+        self.last = now;
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        let wait = Duration::from_secs_f64(-self.tokens / rate);
+        std::thread::sleep(wait);
+        self.tokens = 0.0;
+        self.last = Instant::now();
+        wait
     }
 }
 
 impl<R: Read> Read for RateGuard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Under a rate limit, reads of at most an eighth of a second's bytes: each pause stays
+        // short (a cancelled pull stops soon) and the rate even.
+        let len = match &self.bucket {
+            Some(b) => usize::try_from(b.rate / 8)
+                .unwrap_or(usize::MAX)
+                .max(1024)
+                .min(buf.len()),
+            None => buf.len(),
+        };
+        let buf = &mut buf[..len];
         let n = self.inner.read(buf).map_err(|e| {
             if is_timeout(&e) {
                 io::Error::new(
@@ -82,6 +142,11 @@ impl<R: Read> Read for RateGuard<R> {
                 e
             }
         })?;
+        if let Some(b) = &mut self.bucket {
+            // Time spent holding back is no stall of the server's.
+            let slept = b.take(n);
+            self.window_start += slept;
+        }
         self.window_bytes += n as u64;
         let elapsed = self.window_start.elapsed();
         if elapsed >= self.limits.window && n > 0 {
@@ -149,12 +214,19 @@ pub enum Remote {
 }
 
 /// Download progress of one file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Progress {
     /// Bytes of the file done so far.
     Bytes(u64),
     /// A Range request resumes a partial download at this offset.
     Resume(u64),
+    /// A mirror failed for this file and the next one is tried ([`Mirrors::fetch`]).
+    MirrorSkipped {
+        /// The mirror (its base URL or directory).
+        mirror: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a file could not be fetched.
@@ -267,6 +339,17 @@ impl Remote {
         }
     }
 
+    /// The mirror as the user named it, for messages: the base URL, registry reference or
+    /// directory.
+    #[must_use]
+    pub fn base(&self) -> String {
+        match self {
+            Remote::Dir(d) => d.display().to_string(),
+            Remote::Http { base, .. } => base.clone(),
+            Remote::Oci(r) => r.reference.display(),
+        }
+    }
+
     /// True for HTTP(S) and registries (files are downloaded into the pool's cache).
     #[must_use]
     pub fn is_http(&self) -> bool {
@@ -302,13 +385,48 @@ impl Remote {
     /// Missing file, network or I/O errors, too large.
     pub fn read_small(&self, rel: &str) -> Result<Vec<u8>, MirrorError> {
         let loc = self.location(rel);
+        let Some(buf) = self.read_capped(rel, MAX_INDEX_BYTES)? else {
+            return Err(match self {
+                Remote::Dir(d) => {
+                    // The OS's own words ("No such file or directory").
+                    let p = d.join(rel);
+                    let e = open_regular(&p)
+                        .err()
+                        .unwrap_or_else(|| io::ErrorKind::NotFound.into());
+                    MirrorError::io("read", p, e)
+                }
+                _ => MirrorError::HttpStatus {
+                    url: loc,
+                    status: 404,
+                },
+            });
+        };
+        if buf.len() as u64 > MAX_INDEX_BYTES {
+            return Err(MirrorError::IndexTooLarge {
+                location: loc,
+                max: MAX_INDEX_BYTES,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Reads at most `max + 1` bytes of file `rel` (more than `max` tells a file too large);
+    /// None when the repository does not have it (no such file, HTTP 404 or 410).
+    ///
+    /// # Errors
+    /// Network or I/O errors, other HTTP statuses.
+    pub fn read_capped(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, MirrorError> {
+        let loc = self.location(rel);
         let mut buf = Vec::new();
         match self {
             Remote::Dir(d) => {
                 let p = d.join(rel);
-                open_regular(&p)
-                    .and_then(|f| f.take(MAX_INDEX_BYTES + 1).read_to_end(&mut buf))
-                    .map_err(|e| MirrorError::io("read", &p, e))?;
+                match open_regular(&p) {
+                    Ok(f) => f.take(max + 1).read_to_end(&mut buf),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| MirrorError::io("read", &p, e))?;
             }
             Remote::Http { .. } | Remote::Oci(_) => {
                 let limits = &self.limits().unwrap_or_default();
@@ -325,14 +443,13 @@ impl Remote {
                         source: Box::new(e),
                     },
                 })?;
-                if resp.status() != 200 {
-                    return Err(MirrorError::HttpStatus {
-                        url: loc,
-                        status: resp.status().as_u16(),
-                    });
+                match resp.status().as_u16() {
+                    200 => {}
+                    404 | 410 => return Ok(None),
+                    status => return Err(MirrorError::HttpStatus { url: loc, status }),
                 }
                 RateGuard::new(resp.into_body().into_reader(), *limits)
-                    .take(MAX_INDEX_BYTES + 1)
+                    .take(max + 1)
                     .read_to_end(&mut buf)
                     .map_err(|source| {
                         if source.kind() == io::ErrorKind::TimedOut {
@@ -349,13 +466,7 @@ impl Remote {
                     })?;
             }
         }
-        if buf.len() as u64 > MAX_INDEX_BYTES {
-            return Err(MirrorError::IndexTooLarge {
-                location: loc,
-                max: MAX_INDEX_BYTES,
-            });
-        }
-        Ok(buf)
+        Ok(Some(buf))
     }
 
     /// Gets a stream file, checked against its size and SHA-256, and returns it open at offset
@@ -594,6 +705,259 @@ impl Remote {
     }
 }
 
+/// The mirrors of one repository, tried in order. Metadata comes from the mirror whose index is
+/// the newest valid one (so a mirror serving an old index cannot win); each file from the first
+/// mirror of that index that serves it correctly. A mirror that fails (cannot be reached, stalls,
+/// 404, a wrong size or hash, a bad or stale index) is skipped, and the caller is told which
+/// and why.
+#[derive(Debug)]
+pub struct Mirrors {
+    /// Mirrors serving the chosen index, in the order given; never empty.
+    current: Vec<Remote>,
+}
+
+/// A failure of one mirror to say: the mirror (base URL or directory) and why.
+pub type SkipNote<'a> = (&'a str, &'a str);
+
+/// True when a fetch failure is the mirror's (try the next one), false when it is this host's
+/// (a local write failed) or the user's (interrupted): stop.
+fn is_mirror_fault(e: &MirrorError) -> bool {
+    matches!(
+        e,
+        MirrorError::Http { .. }
+            | MirrorError::HttpBody { .. }
+            | MirrorError::HttpStatus { .. }
+            | MirrorError::Stalled { .. }
+            | MirrorError::DownloadInterrupted { .. }
+            | MirrorError::Registry(_)
+    )
+}
+
+impl Mirrors {
+    /// Opens every mirror of `sources` (in parallel), reads each one's index, and keeps the newest
+    /// valid one: signed by one of `keys`, unexpired at `now`, of the same repository as the
+    /// first valid index, with the highest serial. Mirrors that fail, or serve an older index,
+    /// are reported to `skipped` and not used for files. Returns the mirrors serving the chosen
+    /// index, the index and its signing key.
+    ///
+    /// # Errors
+    /// No mirror has a valid index: with one mirror its error, else
+    /// [`MirrorError::AllMirrorsFailed`] (its exit code that of the first refusal of the data,
+    /// else of the last failure).
+    pub fn open_newest(
+        sources: &[String],
+        limits: StallLimits,
+        ca: Option<&Path>,
+        keys: &KeySet,
+        now: u64,
+        skipped: &mut dyn FnMut(SkipNote<'_>),
+    ) -> Result<(Mirrors, Index, KeyId), MirrorError> {
+        let mut valid: Vec<(Remote, Index, KeyId)> = Vec::new();
+        let mut errors: Vec<(String, MirrorError)> = Vec::new();
+        let several = sources.len() > 1;
+        let read = |src: &String| {
+            Remote::open(src, limits, ca).and_then(|remote| {
+                let bytes = remote.read_small(INDEX_FILE)?;
+                let (index, key) = Index::open(&bytes, keys)?;
+                if now > index.expires {
+                    return Err(MirrorError::Expired {
+                        expires: index.expires,
+                        now,
+                    });
+                }
+                Ok((remote, index, key))
+            })
+        };
+        // All mirrors at once: one that never answers costs one --timeout, not one each.
+        let results: Vec<Result<(Remote, Index, KeyId), MirrorError>> = if several {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = sources.iter().map(|src| s.spawn(|| read(src))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(MirrorError::Bug("reading a mirror's index panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        } else {
+            sources.iter().map(read).collect()
+        };
+        for (src, r) in sources.iter().zip(results) {
+            match r {
+                Ok(v) => valid.push(v),
+                Err(MirrorError::Interrupted) => return Err(MirrorError::Interrupted),
+                Err(e) => {
+                    if several {
+                        skipped((src, &crate::util::error_chain(&e)));
+                    }
+                    errors.push((src.clone(), e));
+                }
+            }
+        }
+        let Some(repository) = valid.first().map(|v| v.1.repository) else {
+            return Err(all_failed(errors));
+        };
+        // Another repository's index (signed by a key trusted for this one) is not a newer
+        // version of this one.
+        let mut same = Vec::new();
+        for v in valid {
+            if v.1.repository == repository {
+                same.push(v);
+            } else {
+                let why = format!(
+                    "its index is of another repository ({}) than the first mirror's ({})",
+                    v.1.repository.map_or("none".into(), |u| u.to_string()),
+                    repository.map_or("none".into(), |u| u.to_string()),
+                );
+                skipped((&v.0.base(), &why));
+            }
+        }
+        let newest = same.iter().map(|v| v.1.serial).max().unwrap_or(0);
+        let newest_at = same
+            .iter()
+            .find(|v| v.1.serial == newest)
+            .map(|v| v.0.base())
+            .unwrap_or_default();
+        let mut current = Vec::new();
+        let mut chosen: Option<(Index, KeyId)> = None;
+        for (remote, index, key) in same {
+            if index.serial < newest {
+                let why = format!(
+                    "its index serial {} is older than serial {newest} of {newest_at} (a stale or rolled-back mirror)",
+                    index.serial
+                );
+                skipped((&remote.base(), &why));
+                continue;
+            }
+            if chosen.is_none() {
+                chosen = Some((index, key));
+            }
+            current.push(remote);
+        }
+        let (index, key) = chosen.ok_or_else(|| MirrorError::Bug("no newest index".into()))?;
+        Ok((Mirrors { current }, index, key))
+    }
+
+    /// `first` (whose metadata verified) followed by the other mirrors of `sources` in their
+    /// order, for files named by verified metadata (trust metadata chooses no index).
+    ///
+    /// # Errors
+    /// A mirror cannot be opened (a bad registry reference or CA file).
+    pub fn with_first(
+        first: Remote,
+        sources: &[String],
+        limits: StallLimits,
+        ca: Option<&Path>,
+    ) -> Result<Mirrors, MirrorError> {
+        let mut current = vec![first];
+        for src in sources {
+            let r = Remote::new(src, limits);
+            if r.identity() != current[0].identity() {
+                current.push(Remote::open(src, limits, ca)?);
+            }
+        }
+        Ok(Mirrors { current })
+    }
+
+    /// The first mirror of the chosen index (seeded fulls and space checks use it).
+    #[must_use]
+    pub fn primary(&self) -> &Remote {
+        &self.current[0]
+    }
+
+    /// Gets a stream file as [`Remote::fetch`] does, from the first mirror that serves it
+    /// correctly; each mirror that fails is reported as [`Progress::MirrorSkipped`] (with more
+    /// than one mirror). A partial download left by one mirror is resumed from the next (the
+    /// file is named and checked by its SHA-256).
+    ///
+    /// # Errors
+    /// [`FetchError::Missing`] or [`FetchError::Bad`] when every mirror failed and one of them
+    /// lacks the file or served it wrong (another chain may do); [`FetchError::Fatal`] for a
+    /// failure of this host, an interruption, or when every mirror failed to deliver.
+    pub fn fetch(
+        &self,
+        f: &StreamFile,
+        cache: &Path,
+        progress: &mut dyn FnMut(Progress),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<File, FetchError> {
+        if let [only] = self.current.as_slice() {
+            return only.fetch(f, cache, progress, stop);
+        }
+        let mut failures: Vec<String> = Vec::new();
+        let mut refused: Option<bool> = None; // Some(true): some mirror lacks it (Missing)
+        let mut last: Option<MirrorError> = None;
+        for m in &self.current {
+            let reason = match m.fetch(f, cache, progress, stop) {
+                Ok(file) => return Ok(file),
+                Err(FetchError::Fatal(e)) if !is_mirror_fault(&e) => {
+                    return Err(FetchError::Fatal(e));
+                }
+                Err(FetchError::Fatal(e)) => {
+                    let r = crate::util::error_chain(&e);
+                    last = Some(e);
+                    r
+                }
+                Err(FetchError::Missing(r)) => {
+                    refused = Some(true);
+                    r
+                }
+                Err(FetchError::Bad(r)) => {
+                    refused.get_or_insert(false);
+                    r
+                }
+            };
+            progress(Progress::MirrorSkipped {
+                mirror: m.base(),
+                reason: reason.clone(),
+            });
+            failures.push(format!("{}: {reason}", m.base()));
+        }
+        match (refused, last) {
+            (Some(true), _) => Err(FetchError::Missing(format!(
+                "every mirror failed: {}",
+                failures.join("; ")
+            ))),
+            (Some(false), _) => Err(FetchError::Bad(format!(
+                "every mirror failed: {}",
+                failures.join("; ")
+            ))),
+            (None, Some(kind)) => Err(FetchError::Fatal(MirrorError::AllMirrorsFailed {
+                failures,
+                kind: Box::new(kind),
+            })),
+            (None, None) => Err(FetchError::Fatal(MirrorError::Bug(
+                "no mirror to fetch from".into(),
+            ))),
+        }
+    }
+}
+
+/// The error of a pull whose every mirror failed to give a valid index (see
+/// [`Mirrors::open_newest`]).
+pub(super) fn all_failed(mut errors: Vec<(String, MirrorError)>) -> MirrorError {
+    if errors.len() == 1 {
+        return errors.remove(0).1;
+    }
+    let failures: Vec<String> = errors
+        .iter()
+        .map(|(m, e)| format!("{m}: {}", crate::util::error_chain(e)))
+        .collect();
+    let at = errors
+        .iter()
+        .position(|(_, e)| e.is_stream_fault())
+        .unwrap_or(errors.len().saturating_sub(1));
+    match errors.into_iter().nth(at) {
+        Some((_, kind)) => MirrorError::AllMirrorsFailed {
+            failures,
+            kind: Box::new(kind),
+        },
+        None => MirrorError::Bug("no mirror given".into()),
+    }
+}
+
 /// Why a body transfer ended early.
 enum Cut {
     /// Cancelled.
@@ -699,4 +1063,132 @@ fn finish(
     out.seek(SeekFrom::Start(0))
         .map_err(|e| FetchError::Fatal(MirrorError::io("seek", done, e)))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::SecretKey;
+
+    /// A directory mirror serving `index` signed by `key`.
+    fn mirror(dir: &Path, name: &str, index: &Index, key: &SecretKey) -> String {
+        let d = dir.join(name);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(INDEX_FILE), index.sign(key).unwrap()).unwrap();
+        d.display().to_string()
+    }
+
+    fn index(repository: &str, serial: u64, expires: u64) -> Index {
+        Index {
+            repository: Some(repository.parse().unwrap()),
+            serial,
+            created: 1,
+            expires,
+            versions: Vec::new(),
+            streams: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_newest_valid_index_of_the_first_mirrors_repository_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::from_seed(&[7; 32]);
+        let other_key = SecretKey::from_seed(&[8; 32]);
+        let mut keys = KeySet::new();
+        keys.add(key.public().clone());
+        let repo = "01234567-89ab-4def-8123-456789abcdef";
+        let other = "11234567-89ab-4def-8123-456789abcdef";
+        let now = 1000;
+        let sources = vec![
+            mirror(dir.path(), "old", &index(repo, 3, 5000), &key),
+            mirror(dir.path(), "forged", &index(repo, 9, 5000), &other_key),
+            mirror(dir.path(), "expired", &index(repo, 8, 999), &key),
+            mirror(dir.path(), "wrong", &index(other, 7, 5000), &key),
+            dir.path().join("missing").display().to_string(),
+            mirror(dir.path(), "new", &index(repo, 5, 5000), &key),
+            mirror(dir.path(), "new2", &index(repo, 5, 5000), &key),
+        ];
+        let mut notes: Vec<(String, String)> = Vec::new();
+        let (m, idx, k) = Mirrors::open_newest(
+            &sources,
+            StallLimits::default(),
+            None,
+            &keys,
+            now,
+            &mut |n| {
+                notes.push((n.0.to_string(), n.1.to_string()));
+            },
+        )
+        .unwrap();
+        assert_eq!((idx.serial, k), (5, key.public().id()));
+        let used: Vec<String> = m.current.iter().map(Remote::base).collect();
+        assert_eq!(used, vec![sources[5].clone(), sources[6].clone()]);
+        let skipped: Vec<&str> = notes.iter().map(|n| n.0.as_str()).collect();
+        assert_eq!(
+            skipped,
+            vec![
+                sources[1].as_str(),
+                sources[2].as_str(),
+                sources[4].as_str(),
+                sources[3].as_str(),
+                sources[0].as_str()
+            ]
+        );
+        assert!(notes[0].1.contains("not an accepted key"), "{notes:?}");
+        assert!(notes[1].1.contains("expired"), "{notes:?}");
+        assert!(notes[3].1.contains("another repository"), "{notes:?}");
+        assert!(
+            notes[4].1.contains(&format!(
+                "serial 3 is older than serial 5 of {}",
+                sources[5]
+            )),
+            "{notes:?}"
+        );
+
+        // Every mirror bad: the refusal of the data decides the kind (exit 4), not the
+        // missing directory.
+        let bad = vec![sources[4].clone(), sources[1].clone()];
+        let e = Mirrors::open_newest(&bad, StallLimits::default(), None, &keys, now, &mut |_| {})
+            .unwrap_err();
+        assert!(matches!(e, MirrorError::AllMirrorsFailed { .. }), "{e}");
+        assert_eq!(e.exit_code(), crate::ExitCode::Verification);
+        // One mirror: its own error, as before mirror lists.
+        let e = Mirrors::open_newest(
+            &bad[..1],
+            StallLimits::default(),
+            None,
+            &keys,
+            now,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(e, MirrorError::Io(_)), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    /// `n` bytes through a fresh bucket take at least `n / rate` seconds.
+    #[test]
+    fn token_bucket_is_a_lower_bound_on_time() {
+        let rate = 4 << 20;
+        let mut b = TokenBucket::new(rate);
+        let t = Instant::now();
+        let mut slept = Duration::ZERO;
+        for _ in 0..16 {
+            slept += b.take(64 << 10);
+        }
+        let least = Duration::from_secs_f64(f64::from(16 * (64 << 10)) / rate as f64);
+        assert!(t.elapsed() >= least, "{:?} < {least:?}", t.elapsed());
+        assert!(slept > Duration::ZERO);
+        // Nothing held back without a limit.
+        let limits = StallLimits::default();
+        assert_eq!(limits.limit_rate, 0);
+        let mut g = RateGuard::new(&b"abc"[..], limits);
+        let mut buf = [0u8; 8];
+        assert_eq!(g.read(&mut buf).unwrap(), 3);
+        assert!(g.bucket.is_none());
+    }
 }

@@ -18,20 +18,23 @@
 //!   (multi-range HTTP, with fallbacks for servers without it).
 
 pub mod fetch;
+pub mod flow;
 pub mod index;
 pub mod oci;
 pub mod plan;
 pub mod publish;
 pub mod pull;
 pub mod ranges;
+pub mod remotes;
 pub mod seeded;
 pub mod state;
 
-pub use fetch::StallLimits;
+pub use fetch::{Mirrors, StallLimits};
+pub use flow::SpaceEstimate;
 pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
-pub use publish::{PublishEvent, PublishOptions, PublishReport, publish};
-pub use pull::{PlanChoice, PullEvent, PullOptions, PullReport, pull};
+pub use publish::{PublishEvent, PublishOptions, PublishReport, TrustPublished, publish};
+pub use pull::{FlowProgress, PlanChoice, PullEvent, PullOptions, PullReport, TrustReport, pull};
 pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};
 
@@ -86,16 +89,23 @@ pub enum MirrorError {
         /// What was too slow.
         reason: String,
     },
-    /// The planned downloads do not fit in the space the pool's file system can spare.
+    /// The plan does not fit in the space the pool's file system can spare (checked before
+    /// anything is fetched).
     #[error(
-        "not enough space in {}: the downloads need {} but {} is free (keeping {} in reserve)",
-        cache.display(), human_size(*need), human_size(*free), human_size(*reserve)
+        "not enough space in {}: the pull needs {} ({} written by its steps, {} of downloads \
+         in the cache) but {} is free (keeping {} in reserve)",
+        pool.display(), human_size(*need), human_size(*writes), human_size(*cache),
+        human_size(*free), human_size(*reserve)
     )]
     NoSpace {
-        /// The cache directory.
-        cache: PathBuf,
-        /// Bytes still to download.
+        /// The pool.
+        pool: PathBuf,
+        /// Bytes needed: `writes + cache`.
         need: u64,
+        /// Bytes the steps write into the pool (estimated).
+        writes: u64,
+        /// Bytes the cache holds at its peak.
+        cache: u64,
         /// Bytes free for this user.
         free: u64,
         /// Bytes kept free.
@@ -177,7 +187,9 @@ pub enum MirrorError {
     #[error("{path} is not on btrfs; make it a pool with `subvol pool init {path}`", path = .0.display())]
     PoolNotBtrfs(PathBuf),
     /// A pull was asked for without a key to verify with.
-    #[error("no --verify key given")]
+    #[error(
+        "no --verify key or --root given, and this pool has no trusted root for the source (first contact needs --root FILE)"
+    )]
     NoKeys,
     /// Another publish or pull holds the lock.
     #[error("{} is busy: another {what} is running", path.display())]
@@ -243,6 +255,76 @@ pub enum MirrorError {
     /// An OCI registry refused or failed (see [`oci`]).
     #[error(transparent)]
     Registry(#[from] oci::OciError),
+    /// Every mirror failed; `kind` is the failure that decides the exit code.
+    #[error("every mirror failed: {}", failures.join("; "))]
+    AllMirrorsFailed {
+        /// `mirror: reason`, in the order they were tried.
+        failures: Vec<String>,
+        /// The failure whose kind the pull reports (a refusal of the data before a network
+        /// failure).
+        kind: Box<MirrorError>,
+    },
+    /// The remote name cannot be used.
+    #[error(
+        "invalid remote name {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    InvalidRemoteName(String),
+    /// A mirror URL cannot be used.
+    #[error("invalid mirror URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// `remote add` without a URL.
+    #[error("remote {0}: no mirror URL given")]
+    RemoteNoUrl(String),
+    /// `remote add` without a key or root file.
+    #[error(
+        "remote {0}: give the keys to trust (--verify PUB) or a trusted root file (--root FILE)"
+    )]
+    RemoteNoTrust(String),
+    /// A key file given to `remote add`, or stored for a remote, is unusable.
+    #[error(transparent)]
+    RemoteKey(Box<crate::sign::SignError>),
+    /// A root file given to `remote add` is unusable.
+    #[error("{}: {reason}", path.display())]
+    RemoteRoot {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A remote of that name exists (`remote add` without `--force`).
+    #[error("remote {name} exists ({}); use --force to replace it", file.display())]
+    RemoteExists {
+        /// The name.
+        name: String,
+        /// Its file.
+        file: PathBuf,
+    },
+    /// No remote of that name.
+    #[error("no remote named {name} in {}", dir.display())]
+    NoSuchRemote {
+        /// The name.
+        name: String,
+        /// The directory searched.
+        dir: PathBuf,
+    },
+    /// A remote's file is malformed.
+    #[error("{}{}: {reason}", file.display(), if *line > 0 { format!(" line {line}") } else { String::new() })]
+    RemoteFile {
+        /// The `.conf` file.
+        file: PathBuf,
+        /// The line (1-based; 0 for the whole file).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Trust metadata (root, timestamp, release) was refused (see [`crate::trust`]).
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     /// An internal invariant broke (a value that cannot fail to encode did).
     #[error("internal error: {0}")]
     Bug(String),
@@ -269,6 +351,7 @@ impl MirrorError {
             ) => ExitCode::Io,
             MirrorError::Registry(_) => ExitCode::Failure,
             MirrorError::Content(_) => ExitCode::Io,
+            MirrorError::Trust(e) => e.exit_code(),
             MirrorError::BadIndex(_)
             | MirrorError::IndexJson { .. }
             | MirrorError::IndexTooLarge { .. }
@@ -277,6 +360,16 @@ impl MirrorError {
             | MirrorError::Rollback { .. } => ExitCode::Verification,
             MirrorError::NoChain { failures, .. } if !failures.is_empty() => ExitCode::Verification,
             MirrorError::Interrupted => ExitCode::Interrupted,
+            MirrorError::AllMirrorsFailed { kind, .. } => kind.exit_code(),
+            MirrorError::RemoteKey(e) => e.exit_code(),
+            MirrorError::InvalidRemoteName(_)
+            | MirrorError::InvalidUrl { .. }
+            | MirrorError::RemoteNoUrl(_)
+            | MirrorError::RemoteNoTrust(_)
+            | MirrorError::RemoteRoot { .. }
+            | MirrorError::RemoteExists { .. }
+            | MirrorError::NoSuchRemote { .. }
+            | MirrorError::RemoteFile { .. } => ExitCode::Failure,
             MirrorError::NoChain { .. }
             | MirrorError::UnknownVersion { .. }
             | MirrorError::NoVersions
@@ -297,6 +390,12 @@ impl MirrorError {
     /// rolled-back index), false for network, local and usage faults.
     #[must_use]
     pub fn is_stream_fault(&self) -> bool {
+        if let MirrorError::AllMirrorsFailed { kind, .. } = self {
+            return kind.is_stream_fault();
+        }
+        if let MirrorError::Trust(e) = self {
+            return e.is_stream_fault();
+        }
         matches!(
             self,
             MirrorError::BadIndex(_)

@@ -95,6 +95,16 @@ pub enum OciError {
         /// What is wrong.
         reason: String,
     },
+    /// A credential helper named in a credentials file failed.
+    #[error("credential helper docker-credential-{helper} (named in {}): {reason}", config.display())]
+    CredentialHelper {
+        /// The helper's name (after `docker-credential-`).
+        helper: String,
+        /// The credentials file naming it.
+        config: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The `--ca` file holds no usable certificate.
     #[error("{}: {reason}", path.display())]
     Ca {
@@ -266,6 +276,12 @@ pub fn credential_files() -> Vec<PathBuf> {
 struct AuthFile {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
+    /// Registry host → credential helper name (`docker-credential-NAME`) for that registry.
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
+    /// The credential helper for every registry without an `auths` entry.
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -274,35 +290,144 @@ struct AuthEntry {
     auth: Option<String>,
 }
 
-/// User and password for a registry, and the file they came from.
+/// User and password for a registry, and where they came from (a file, or a credential helper
+/// a file names).
 #[derive(Clone)]
 struct Credentials {
     user: String,
     password: String,
-    file: PathBuf,
+    origin: String,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "credentials of {} from {}",
-            self.user,
-            self.file.display()
-        )
+        write!(f, "credentials of {} from {}", self.user, self.origin)
     }
 }
 
-/// The credentials for `host`/`name` in the first file that has any: the entry whose key
-/// (scheme and trailing `/` ignored) is the host or the longest `host/namespace` prefix.
+/// How long a credential helper may take (it may ask a keyring or a cloud metadata service).
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a credential helper may print.
+const HELPER_OUTPUT_MAX: u64 = 64 << 10;
+
+/// The credentials for `host`/`name` in the first file that has any: a credential helper the
+/// file names for the host (`credHelpers`), else the `auths` entry whose key (scheme and
+/// trailing `/` ignored) is the host or the longest `host/namespace` prefix, else the file's
+/// default helper (`credsStore`). Helpers (`docker-credential-NAME`) are looked up in `$PATH`.
 fn find_credentials(host: &str, name: &str) -> Result<Option<Credentials>, OciError> {
-    find_credentials_in(credential_files(), host, name)
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    find_credentials_in(credential_files(), host, name, &path)
+}
+
+/// Runs credential helper `helper` (`docker-credential-<helper> get`, the docker credential
+/// helper protocol: the registry on stdin, `{"Username", "Secret"}` JSON on stdout), found in
+/// the directories of `search`. None when it has no credentials for `host`.
+fn run_helper(
+    helper: &str,
+    host: &str,
+    search: &std::ffi::OsStr,
+    config: &Path,
+) -> Result<Option<Credentials>, OciError> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let bad = |reason: String| OciError::CredentialHelper {
+        helper: helper.to_string(),
+        config: config.to_path_buf(),
+        reason,
+    };
+    if helper.is_empty()
+        || !helper
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(bad("not a valid helper name".into()));
+    }
+    let program = format!("docker-credential-{helper}");
+    let exe = std::env::split_paths(search)
+        .map(|d| d.join(&program))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| bad(format!("{program} is not in $PATH")))?;
+    let mut child = Command::new(&exe)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| bad(format!("cannot run {}: {e}", exe.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is not an error here.
+        let _ = stdin.write_all(host.as_bytes());
+    }
+    let mut out = Vec::new();
+    let reader = child.stdout.take().map(|o| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let r = o.take(HELPER_OUTPUT_MAX + 1).read_to_end(&mut buf);
+            r.map(|_| buf)
+        })
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if started.elapsed() < HELPER_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(bad(format!(
+                    "no answer within {} s",
+                    HELPER_TIMEOUT.as_secs()
+                )));
+            }
+            Err(e) => return Err(bad(format!("waiting for it: {e}"))),
+        }
+    };
+    if let Some(Ok(Ok(b))) = reader.map(std::thread::JoinHandle::join) {
+        out = b;
+    }
+    if out.len() as u64 > HELPER_OUTPUT_MAX {
+        return Err(bad(format!("printed more than {HELPER_OUTPUT_MAX} bytes")));
+    }
+    let text = String::from_utf8_lossy(&out);
+    if !status.success() {
+        // The protocol's answer for a registry it holds nothing for.
+        if text.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(bad(format!("failed ({status}): {}", text.trim())));
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let a: Answer = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("answer is not credentials JSON: {e}")))?;
+    if a.username == "<token>" {
+        return Err(bad(
+            "it returned an identity token, which subvol does not support (use user and password)"
+                .into(),
+        ));
+    }
+    Ok(Some(Credentials {
+        user: a.username,
+        password: a.secret,
+        origin: format!("{program} (named in {})", config.display()),
+    }))
 }
 
 fn find_credentials_in(
     files: Vec<PathBuf>,
     host: &str,
     name: &str,
+    search: &std::ffi::OsStr,
 ) -> Result<Option<Credentials>, OciError> {
     let full = format!("{host}/{name}");
     for path in files {
@@ -320,6 +445,12 @@ fn find_credentials_in(
             path: path.clone(),
             reason: format!("not a credentials file: {e}"),
         })?;
+        if let Some(helper) = parsed.cred_helpers.get(host) {
+            match run_helper(helper, host, search, &path)? {
+                Some(c) => return Ok(Some(c)),
+                None => continue,
+            }
+        }
         let best = parsed
             .auths
             .iter()
@@ -332,8 +463,15 @@ fn find_credentials_in(
                 hit.then_some((k.len(), v))
             })
             .max_by_key(|(len, _)| *len);
-        let Some((_, entry)) = best else { continue };
-        let Some(auth) = &entry.auth else { continue };
+        let entry = best.and_then(|(_, e)| e.auth.as_ref());
+        let Some(auth) = entry else {
+            if let Some(store) = &parsed.creds_store
+                && let Some(c) = run_helper(store, host, search, &path)?
+            {
+                return Ok(Some(c));
+            }
+            continue;
+        };
         let bad = |reason: &str| OciError::AuthFile {
             path: path.clone(),
             reason: format!("auths entry for {host}: {reason}"),
@@ -348,7 +486,7 @@ fn find_credentials_in(
         return Ok(Some(Credentials {
             user: user.to_string(),
             password: password.to_string(),
-            file: path,
+            origin: path.display().to_string(),
         }));
     }
     Ok(None)
@@ -584,7 +722,7 @@ impl Registry {
                 "HTTP {}: the registry refused the credentials of {} from {}",
                 resp.status().as_u16(),
                 c.user,
-                c.file.display()
+                c.origin
             ),
         };
         OciError::Unauthorized {
@@ -1237,6 +1375,76 @@ mod tests {
         }
     }
 
+    /// Writes an executable `docker-credential-NAME` into `dir` running `body` (sh).
+    fn helper(dir: &Path, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = dir.join(format!("docker-credential-{name}"));
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn credentials_from_credential_helpers() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // Answers with the registry it was asked about (read from stdin) as the user.
+        helper(
+            &bin,
+            "echo",
+            r#"[ "$1" = get ] || exit 3; read -r host; printf '{"ServerURL":"%s","Username":"u-%s","Secret":"s3cret"}' "$host" "$host""#,
+        );
+        helper(
+            &bin,
+            "empty",
+            "echo 'credentials not found in native keychain'; exit 1",
+        );
+        helper(&bin, "broken", "echo 'keyring locked' >&1; exit 2");
+        helper(&bin, "garbage", "echo not-json");
+        helper(
+            &bin,
+            "token",
+            r#"printf '{"Username":"<token>","Secret":"t"}'"#,
+        );
+        let cfg = d.path().join("config.json");
+        let path = bin.as_os_str();
+        let find = |json: &str, host: &str| {
+            std::fs::write(&cfg, json).unwrap();
+            find_credentials_in(vec![cfg.clone()], host, "vendor/os", path)
+        };
+        // credHelpers for the host comes first, before an auths entry.
+        let c = find(
+            r#"{"credHelpers":{"reg:5000":"echo"},"auths":{"reg:5000":{"auth":"YTpi"}}}"#,
+            "reg:5000",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.password.as_str()),
+            ("u-reg:5000", "s3cret")
+        );
+        assert!(c.origin.contains("docker-credential-echo"), "{}", c.origin);
+        // credsStore only for hosts without an auths entry.
+        let json = r#"{"credsStore":"echo","auths":{"other":{"auth":"YTpi"}}}"#;
+        assert_eq!(find(json, "reg").unwrap().unwrap().user, "u-reg");
+        assert_eq!(find(json, "other").unwrap().unwrap().user, "a");
+        // "Not found" is no credentials; a failing, silent-garbage or token helper is an error
+        // naming the helper, the file and the reason.
+        assert!(find(r#"{"credsStore":"empty"}"#, "reg").unwrap().is_none());
+        for (name, why) in [
+            ("broken", "keyring locked"),
+            ("garbage", "not credentials JSON"),
+            ("token", "identity token"),
+            ("missing", "not in $PATH"),
+            ("../x", "not a valid helper name"),
+        ] {
+            let json = format!(r#"{{"credHelpers":{{"reg":"{name}"}}}}"#);
+            let e = find(&json, "reg").unwrap_err().to_string();
+            assert!(e.contains(why), "{name}: {e}");
+            assert!(e.contains(&cfg.display().to_string()), "{name}: {e}");
+        }
+    }
+
     #[test]
     fn credentials_from_the_first_file_with_an_entry() {
         let d = tempfile::tempdir().unwrap();
@@ -1251,23 +1459,24 @@ mod tests {
         )
         .unwrap();
         let files = vec![d.path().join("missing.json"), a.clone(), b.clone()];
-        let c = find_credentials_in(files.clone(), "reg.example:5000", "top/os")
+        let no_path = std::ffi::OsStr::new("");
+        let c = find_credentials_in(files.clone(), "reg.example:5000", "top/os", no_path)
             .unwrap()
             .unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("vendor", "pw"));
-        assert_eq!(c.file, b);
+        assert_eq!(c.origin, b.display().to_string());
         // The longest HOST/NAMESPACE prefix wins.
-        let c = find_credentials_in(files.clone(), "reg.example:5000", "ns/os")
+        let c = find_credentials_in(files.clone(), "reg.example:5000", "ns/os", no_path)
             .unwrap()
             .unwrap();
         assert_eq!(c.user, "ns");
         assert!(
-            find_credentials_in(files, "none.example", "a")
+            find_credentials_in(files, "none.example", "a", no_path)
                 .unwrap()
                 .is_none()
         );
         std::fs::write(&a, "{").unwrap();
-        assert!(find_credentials_in(vec![a], "x", "y").is_err());
+        assert!(find_credentials_in(vec![a], "x", "y", no_path).is_err());
         // Never shown by Debug.
         let st = AuthState {
             header: Some("Basic dmVuZG9yOnB3".to_string()),

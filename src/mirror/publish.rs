@@ -71,6 +71,25 @@ pub struct PublishOptions {
     pub deltas: bool,
     /// Threads making and compressing streams (0: one per core). Output does not depend on it.
     pub threads: usize,
+    /// Release keys signing `release/<serial>.json` in a repository with trust metadata
+    /// (`root/N.json`, see [`crate::trust`]); none: `key`, when the root lists it as one.
+    pub release_keys: Vec<SecretKey>,
+    /// The timestamp key: also writes `timestamp.json` naming the new release.
+    pub timestamp_key: Option<SecretKey>,
+    /// Seconds the timestamp stays valid.
+    pub timestamp_valid_for: u64,
+}
+
+/// The trust metadata a publish wrote.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrustPublished {
+    /// The release metadata file.
+    pub release: crate::trust::ReleaseRef,
+    /// Whether its signatures meet the release threshold (else add more with
+    /// `subvol trust sign`, then write the timestamp).
+    pub threshold_met: bool,
+    /// The timestamp written, if a timestamp key was given.
+    pub timestamp: Option<crate::trust::Timestamp>,
 }
 
 /// Progress of a publish.
@@ -124,6 +143,9 @@ pub struct PublishReport {
     pub repo_bytes: u64,
     /// Versions now listed.
     pub versions: usize,
+    /// Trust metadata written (a repository with a root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustPublished>,
 }
 
 /// Where the tree store is by default: `REPO.trees` next to the repository.
@@ -141,7 +163,7 @@ pub fn default_trees(repo: &Path) -> PathBuf {
 }
 
 /// A random (version 4) UUID: a new repository's identity.
-fn random_uuid() -> Result<Uuid, MirrorError> {
+pub(crate) fn random_uuid() -> Result<Uuid, MirrorError> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| {
         MirrorError::io(
@@ -203,6 +225,35 @@ pub fn publish(
         Ok(b) => Some(Index::open_unverified(&b)?),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(MirrorError::io("read", &index_path, e).into()),
+    };
+    // A repository with trust metadata: its root says who signs releases and streams; check
+    // the keys before anything is written.
+    let root = crate::trust::newest_root(repo).map_err(MirrorError::Trust)?;
+    let release_keys: Vec<&SecretKey> = match &root {
+        None => Vec::new(),
+        Some(root) => {
+            let stream_id = o.key.public().id().to_string();
+            if !root.roles.streams.keyids.contains(&stream_id) {
+                return Err(MirrorError::Trust(crate::trust::TrustError::Usage(format!(
+                    "key {stream_id} is not a stream key of {}: pulls would refuse its streams",
+                    crate::trust::root_path(repo, root.version).display()
+                )))
+                .into());
+            }
+            if o.release_keys.is_empty() {
+                if root.roles.release.keyids.contains(&stream_id) {
+                    vec![&o.key]
+                } else {
+                    return Err(MirrorError::Trust(crate::trust::TrustError::Usage(format!(
+                        "{} has trust metadata: give the release key(s) (--release-key)",
+                        repo.display()
+                    )))
+                    .into());
+                }
+            } else {
+                o.release_keys.iter().collect()
+            }
+        }
     };
     let mut index = previous.clone().unwrap_or(Index {
         repository: None,
@@ -335,6 +386,19 @@ pub fn publish(
         }
     }
 
+    if let Some(root) = &root {
+        match index.repository {
+            None => index.repository = Some(root.repository.uuid),
+            Some(u) if u != root.repository.uuid => {
+                return Err(MirrorError::Trust(crate::trust::TrustError::Usage(format!(
+                    "index.json names repository {u}, the root {}",
+                    root.repository.uuid
+                )))
+                .into());
+            }
+            Some(_) => {}
+        }
+    }
     if index.repository.is_none() {
         index.repository = Some(random_uuid()?);
     }
@@ -344,6 +408,26 @@ pub fn publish(
     index.expires = t.saturating_add(o.valid_for);
     index.validate()?;
     let text = index.sign(&o.key)?;
+    // Release metadata and timestamp first: the legacy index, for older clients, last.
+    let trust = match &root {
+        None => None,
+        Some(_) => {
+            let (release, threshold_met) = crate::trust::write_release(repo, &index, &release_keys)
+                .map_err(MirrorError::Trust)?;
+            let timestamp = match (&o.timestamp_key, threshold_met) {
+                (Some(k), true) => Some(
+                    crate::trust::write_timestamp(repo, k, o.timestamp_valid_for, t)
+                        .map_err(MirrorError::Trust)?,
+                ),
+                _ => None,
+            };
+            Some(TrustPublished {
+                release,
+                threshold_met,
+                timestamp,
+            })
+        }
+    };
     write_atomic(repo, INDEX_FILE, text.as_bytes())?;
     if let Some(v) = &added {
         // Without it the next publish compresses all of its full stream (no error).
@@ -388,6 +472,7 @@ pub fn publish(
             .map(|s| s.size + s.map.as_ref().map_or(0, |m| m.size))
             .sum(),
         versions: index.versions.len(),
+        trust,
     })
 }
 

@@ -1,6 +1,7 @@
 //! `subvol pull`: brings a pool to a version along the cheapest verified chain.
 //!
-//! 1. Read the index; refuse it unless signed by an accepted key, unexpired, and with a serial
+//! 1. Read the index (of every mirror: `source` and `mirrors`, keeping the newest valid one,
+//!    see [`Mirrors`]); refuse it unless signed by an accepted key, unexpired, and with a serial
 //!    no older than the newest this pool saw for that repository, from that source or by that
 //!    key (`POOL/.subvol/state.json`, see [`super::state`]).
 //! 2. Remove stale staging subvolumes of killed receives, then find the versions the pool
@@ -9,12 +10,15 @@
 //! 3. Plan the cheapest chain ([`super::plan`]) and, when the target's full stream has a
 //!    content map, a seeded full ([`super::seeded`]: the frames the pool lacks fetched by
 //!    range, the rest read from the pool); take the one with fewer bytes to fetch (or the one
-//!    `--plan` names). Check its downloads fit in the space the
-//!    pool's file system can spare, download every file of it (checking size and SHA-256;
-//!    stalled transfers are given up, see [`StallLimits`]), then receive step by step through [`VerifyingSource`] over a zstd decoder:
+//!    `--plan` names). Check, before any stream byte is fetched, that what its steps write
+//!    and the cache's peak fit in the space the pool's file system can spare
+//!    ([`SpaceEstimate`]), then receive step by step through [`VerifyingSource`] over a zstd
+//!    decoder while each file downloads ([`super::flow`]: checked against size and SHA-256
+//!    before its END can complete; stalled transfers are given up, see [`StallLimits`]):
 //!    nothing of a segment is applied before its signature verified, and each version appears
 //!    under its name only after its END verified.
-//! 4. A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
+//! 4. Each file comes from the first mirror that serves it correctly ([`Mirrors::fetch`]).
+//!    A missing or bad file (wrong hash, failed signature, refused stream) is left out and the
 //!    chain planned again from what the pool holds now; versions received as steps stay valid.
 //!    Each receive dedups against the pool's content index ([`crate::content::pool`]): WRITE
 //!    data found in any pool subvolume becomes verified clones. The index is brought up to
@@ -24,8 +28,12 @@
 //!    [`crate::deploy::pinned_versions`]; subvolumes not pulled are never touched).
 
 use super::MirrorError;
-use super::fetch::{FetchError, Progress, Remote, StallLimits, drop_others, spare_space};
-use super::index::{INDEX_FILE, Index, StreamFile};
+use super::fetch::{
+    FetchError, Mirrors, Progress, Remote, StallLimits, all_failed, drop_others, spare_space,
+};
+use super::flow::{Flow, Gate, SpaceEstimate, step_writes};
+use super::index::StreamFile;
+use super::oci::Reference;
 use super::plan::{Plan, Step, plan};
 use super::seeded::{RebuildStats, Rebuilt, SeededPlan, fetch_map, plan_seeded};
 use super::state::{PullState, PulledVersion};
@@ -35,9 +43,10 @@ use crate::pool::{META_DIR, received_in};
 use crate::recv::{self, Event};
 use crate::sign::{KeyId, KeySet, VerifyingSource};
 use crate::stream::Reader;
-use crate::util::fs::{is_btrfs, lock_dir};
+use crate::trust::{self, MAX_ROOT_BYTES, TrustError, verify_trusted_root};
+use crate::util::fs::{is_btrfs, lock_dir, write_atomic};
 use crate::util::{error_chain, unix_now};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -51,10 +60,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct PullOptions {
     /// `http(s)://...`, `oci://...` or a directory.
     pub source: String,
+    /// More mirrors of the same repository, tried after `source` in this order (metadata is
+    /// read from all of them and the newest valid index wins; see [`Mirrors`]).
+    pub mirrors: Vec<String>,
     /// The pool (a directory on btrfs).
     pub pool: PathBuf,
-    /// Accepted signing keys (index and streams).
+    /// Accepted signing keys (index and streams) of a repository without trust metadata.
     pub keys: KeySet,
+    /// A trusted root file (`root/N.json` from the publisher): verify through the trust
+    /// metadata ([`crate::trust`]) instead of `keys`. Without it and without `keys`, the root
+    /// this pool pinned for the source.
+    pub root: Option<PathBuf>,
     /// Target version (default: the newest).
     pub version: Option<String>,
     /// Keep at most N pulled versions.
@@ -69,6 +85,8 @@ pub struct PullOptions {
     pub plan: PlanChoice,
     /// TLS roots for HTTPS and registries instead of the bundled ones (`--ca`).
     pub ca: Option<PathBuf>,
+    /// Download every file of a chain before receiving any (`--no-stream`; for comparison).
+    pub no_stream: bool,
 }
 
 /// How a pull may reach its target.
@@ -97,6 +115,35 @@ pub enum PullEvent<'a> {
         /// Signing key.
         key: KeyId,
     },
+    /// A mirror was skipped: its index (unreachable, refused, stale, another repository's) or
+    /// a file it could not serve correctly (the next mirror is tried).
+    MirrorSkipped {
+        /// The mirror (base URL, registry reference or directory).
+        mirror: &'a str,
+        /// The file, when it failed for one file.
+        file: Option<&'a StreamFile>,
+        /// Why.
+        reason: &'a str,
+    },
+    /// The trust metadata verified (instead of [`PullEvent::Index`]).
+    Trust {
+        /// The repository's name.
+        repository: &'a str,
+        /// Its UUID.
+        uuid: crate::stream::Uuid,
+        /// The newest root version.
+        root_version: u64,
+        /// Root versions walked past the trusted one (rotations).
+        rotations: u64,
+        /// The timestamp's version.
+        timestamp_version: u64,
+        /// Its expiry.
+        timestamp_expires: u64,
+        /// The release serial.
+        serial: u64,
+        /// Number of versions.
+        versions: usize,
+    },
     /// Versions the pool holds (names in the pool).
     Held(&'a [String]),
     /// The chain about to be fetched.
@@ -122,6 +169,23 @@ pub enum PullEvent<'a> {
         file: &'a StreamFile,
         /// From this offset.
         offset: u64,
+    },
+    /// Progress over the whole plan (see [`FlowProgress`]).
+    Progress(FlowProgress),
+    /// What the plan needs in the pool, and what it has (before anything is fetched).
+    Space(&'a SpaceEstimate),
+    /// A step's version was committed: what its file took.
+    Step {
+        /// Step (1-based).
+        step: usize,
+        /// Steps.
+        steps: usize,
+        /// The file.
+        file: &'a StreamFile,
+        /// Bytes fetched for it (network, or read from a directory).
+        fetched: u64,
+        /// Bytes of it found in the cache, left by an earlier pull.
+        reused: u64,
     },
     /// A file was given up; another chain will be tried.
     Refused {
@@ -175,6 +239,25 @@ pub enum PullEvent<'a> {
     },
 }
 
+/// Progress of a pull over its whole plan, in bytes of the plan's files (a seeded full: of
+/// what it fetches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FlowProgress {
+    /// Step being received (1-based).
+    pub step: usize,
+    /// Steps.
+    pub steps: usize,
+    /// Bytes of the plan (to fetch, or found in the cache).
+    pub total: u64,
+    /// Bytes fetched so far (network, or read from a directory repository).
+    pub fetched: u64,
+    /// Bytes found in the cache from an earlier pull (not fetched).
+    pub reused: u64,
+    /// Bytes applied: the committed steps' files, and the share of the current one that its
+    /// receive has applied. Equals `total` once the last step is committed.
+    pub applied: u64,
+}
+
 /// What a pull did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PullReport {
@@ -192,6 +275,11 @@ pub struct PullReport {
     pub steps: Vec<StreamFile>,
     /// Bytes downloaded (or read from the directory).
     pub bytes: u64,
+    /// Bytes of partial downloads found in the cache and used (not downloaded again).
+    pub reused: u64,
+    /// Dry run: the space the plan needs and what the pool has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub space: Option<SpaceEstimate>,
     /// Files given up, with reasons.
     pub refused: Vec<String>,
     /// Subvolumes deleted.
@@ -203,6 +291,122 @@ pub struct PullReport {
     /// Set when the target came as a seeded full: what its rebuild read from the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeded: Option<RebuildStats>,
+    /// Mirrors skipped, as `mirror: reason` or `mirror (file): reason`, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors_skipped: Vec<String>,
+    /// Set when the pull verified trust metadata (`--root`, or the root the pool pinned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustReport>,
+}
+
+/// What a pull verified of a repository's trust metadata.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrustReport {
+    /// The repository's UUID.
+    pub repository: crate::stream::Uuid,
+    /// Its name.
+    pub name: String,
+    /// The newest root version.
+    pub root_version: u64,
+    /// Root versions walked past the trusted one.
+    pub rotations: u64,
+    /// The timestamp's version.
+    pub timestamp_version: u64,
+    /// When the timestamp expires (Unix seconds).
+    pub timestamp_expires: u64,
+    /// Metadata bytes fetched (roots, timestamp, release).
+    pub metadata_bytes: u64,
+}
+
+/// Where a pool keeps the roots it pinned and the release metadata it verified last.
+pub const TRUST_DIR: &str = "trust";
+
+/// Trust files a pull writes with the pool state's next save.
+struct PendingTrust {
+    dir: PathBuf,
+    uuid: crate::stream::Uuid,
+    root: Vec<u8>,
+    release: Vec<u8>,
+}
+
+/// Writes the pending trust files (`TRUST_DIR/<uuid>.root.json`, `.release.json`), once.
+fn persist_trust(pending: &mut Option<PendingTrust>) -> Result<(), MirrorError> {
+    if let Some(p) = pending.take() {
+        fs::create_dir_all(&p.dir).map_err(|e| MirrorError::io("create", &p.dir, e))?;
+        write_atomic(&p.dir, &format!("{}.root.json", p.uuid), &p.root)?;
+        write_atomic(&p.dir, &format!("{}.release.json", p.uuid), &p.release)?;
+    }
+    Ok(())
+}
+
+/// Trust metadata files fetched from a [`Remote`].
+struct RemoteFetch<'r>(&'r Remote);
+
+impl trust::Fetch for RemoteFetch<'_> {
+    fn fetch(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, MirrorError> {
+        self.0.read_capped(rel, max)
+    }
+    fn location(&self, rel: &str) -> String {
+        self.0.location(rel)
+    }
+}
+
+/// The root to start from, and its name for messages: the newer of `--root` and the root this
+/// pool pinned for the repository, or the pinned one alone when neither `--root` nor keys are
+/// given; None for a pull with `--verify` keys (the legacy index).
+fn trusted_root(
+    o: &PullOptions,
+    state: &PullState,
+    source: &str,
+    trust_dir: &Path,
+) -> Result<Option<(Vec<u8>, String)>, MirrorError> {
+    let pinned_uuid = state.pinned_repository(source);
+    let pinned = |uuid: &crate::stream::Uuid| {
+        let p = trust_dir.join(format!("{uuid}.root.json"));
+        let b = fs::read(&p).ok()?;
+        let name = p.display().to_string();
+        let root = verify_trusted_root(&name, &b).ok()?;
+        Some((b, name, root.version))
+    };
+    if o.root.is_some() && Reference::is_oci(&o.source) {
+        return Err(TrustError::Usage(
+            "registries (oci://) carry the legacy index only: pull from them with --verify".into(),
+        )
+        .into());
+    }
+    let Some(path) = &o.root else {
+        if !o.keys.is_empty() {
+            return Ok(None);
+        }
+        return match pinned_uuid.as_ref().and_then(pinned) {
+            Some((b, name, _)) => Ok(Some((b, name))),
+            None => Err(MirrorError::NoKeys),
+        };
+    };
+    let name = path.display().to_string();
+    let given = File::open(path)
+        .and_then(|f| {
+            let mut b = Vec::new();
+            f.take(MAX_ROOT_BYTES + 1).read_to_end(&mut b).map(|_| b)
+        })
+        .map_err(|e| MirrorError::io("read", path, e))?;
+    let root = verify_trusted_root(&name, &given)?;
+    let uuid = root.repository.uuid;
+    if let Some(p) = pinned_uuid
+        && p != uuid
+    {
+        return Err(TrustError::WrongRepository {
+            file: name,
+            got: format!("{uuid} ({})", root.repository.name),
+            want: p.to_string(),
+            why: format!(", the repository this pool pinned for {source} on first contact"),
+        }
+        .into());
+    }
+    Ok(Some(match pinned(&uuid) {
+        Some((b, pname, v)) if v > root.version => (b, pname),
+        _ => (given, name),
+    }))
 }
 
 /// Gives file `f` up for `reason`: said, listed among the failures, and left out of the plans
@@ -236,12 +440,61 @@ impl<R: Read> Read for CorruptIsInvalidData<R> {
     }
 }
 
+/// Counts the bytes read through it (what the receiver parsed of a stream).
+struct Counted<'c, R> {
+    inner: R,
+    count: &'c Cell<u64>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get().saturating_add(n as u64));
+        Ok(n)
+    }
+}
+
 /// The largest file a stream of `stream_bytes` can be compressed into: zstd's bound
 /// (`n + n/256` plus a little) with room for frame headers.
 fn max_file_size(stream_bytes: u64) -> u64 {
     stream_bytes
         .saturating_add(stream_bytes / 128)
         .saturating_add(64 << 10)
+}
+
+/// Space the plan `p` needs in the pool: what its steps write ([`step_writes`]; a seeded full:
+/// its full stream) and the cache's peak (nothing for a directory; the largest file still to
+/// download when streaming, since each file goes once applied; every file with `no_stream`;
+/// a seeded full's fetched ranges).
+fn estimate_space(
+    p: &Plan,
+    seeded: Option<&SeededPlan>,
+    remote: &Remote,
+    cache: &Path,
+    pool: &Path,
+    no_stream: bool,
+) -> Result<SpaceEstimate, Error> {
+    let writes = p.steps.iter().fold(0u64, |sum, s| {
+        sum.saturating_add(step_writes(s.file.stream_bytes))
+    });
+    let cache_bytes = match seeded {
+        Some(s) => s.summary.fetch_bytes,
+        None if no_stream => remote.bytes_to_download(p.steps.iter().map(|s| &s.file), cache),
+        None => p
+            .steps
+            .iter()
+            .map(|s| remote.bytes_to_download([&s.file], cache))
+            .max()
+            .unwrap_or(0),
+    };
+    let (free, reserve) = spare_space(pool)?;
+    Ok(SpaceEstimate {
+        writes,
+        cache: cache_bytes,
+        need: writes.saturating_add(cache_bytes),
+        free,
+        reserve,
+    })
 }
 
 /// Pulls (see the module docs).
@@ -253,9 +506,6 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let pool = fs::canonicalize(&o.pool).map_err(|e| MirrorError::io("open pool", &o.pool, e))?;
     if !is_btrfs(&pool) {
         return Err(MirrorError::PoolNotBtrfs(pool).into());
-    }
-    if o.keys.is_empty() {
-        return Err(MirrorError::NoKeys.into());
     }
     let stop = || {
         o.interrupted
@@ -301,45 +551,153 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         indexed.extend(r.indexed.into_iter().map(|i| i.name));
     }
 
-    let remote = Remote::open(&o.source, o.stall, o.ca.as_deref())?;
-    let bytes = remote.read_small(INDEX_FILE)?;
-    let (index, key) = Index::open(&bytes, &o.keys)?;
     let t = unix_now();
-    if t > index.expires {
-        return Err(MirrorError::Expired {
-            expires: index.expires,
-            now: t,
-        }
-        .into());
-    }
+    let mut mirrors_skipped: Vec<String> = Vec::new();
+    let sources: Vec<String> = std::iter::once(o.source.clone())
+        .chain(o.mirrors.iter().cloned())
+        .collect();
     let mut state = PullState::load(&pool)?;
-    let key_hex = key.to_string();
-    let source_name = remote.identity();
-    if let Some(seen) = state.newest_serial(index.repository.as_ref(), &source_name, &key_hex)
-        && index.serial < seen
-    {
-        return Err(MirrorError::Rollback {
-            serial: index.serial,
-            seen,
+    // Pinned roots and serials are remembered per repository and per source: the first one.
+    let source_name = if Reference::is_oci(&o.source) {
+        Reference::parse(&o.source)
+            .map_err(MirrorError::Registry)?
+            .display()
+    } else {
+        Remote::new(&o.source, o.stall).identity()
+    };
+    let trust_dir = meta.join(TRUST_DIR);
+    let mut pending_trust: Option<PendingTrust> = None;
+    let mut trust_report: Option<TrustReport> = None;
+    let (mirrors, index, keys) = match trusted_root(o, &state, &source_name, &trust_dir)? {
+        Some((root_bytes, root_name)) => {
+            let start = verify_trusted_root(&root_name, &root_bytes).map_err(MirrorError::Trust)?;
+            let uuid = start.repository.uuid;
+            let cached = fs::read(trust_dir.join(format!("{uuid}.release.json"))).ok();
+            // The trust metadata of the first mirror that verifies; the others serve files.
+            let mut verified = None;
+            let mut failures: Vec<(String, MirrorError)> = Vec::new();
+            for src in &sources {
+                let r = Remote::open(src, o.stall, o.ca.as_deref()).and_then(|remote| {
+                    let v = trust::update(
+                        &root_bytes,
+                        &root_name,
+                        state.trust.get(&uuid.to_string()),
+                        state.legacy_serial(&uuid),
+                        cached.as_deref(),
+                        &RemoteFetch(&remote),
+                        t,
+                    )?;
+                    Ok((remote, v))
+                });
+                match r {
+                    Ok(x) => {
+                        verified = Some(x);
+                        break;
+                    }
+                    Err(MirrorError::Interrupted) => return Err(MirrorError::Interrupted.into()),
+                    Err(e) => {
+                        if sources.len() > 1 {
+                            let reason = error_chain(&e);
+                            mirrors_skipped.push(format!("{src}: {reason}"));
+                            on_event(PullEvent::MirrorSkipped {
+                                mirror: src,
+                                file: None,
+                                reason: &reason,
+                            });
+                        }
+                        failures.push((src.clone(), e));
+                    }
+                }
+            }
+            let Some((first, v)) = verified else {
+                return Err(all_failed(failures).into());
+            };
+            if !o.dry_run {
+                // Verified: the newest root is pinned, the release kept (the next pull fetches
+                // only the timestamp when nothing changed) and the numbers remembered, all
+                // with the pool state's next save: a pull refused later (a stream by a
+                // revoked key) leaves the pool as it was.
+                state.trust.insert(uuid.to_string(), v.record.clone());
+                state.trust_sources.insert(source_name.clone(), uuid);
+                pending_trust = Some(PendingTrust {
+                    dir: trust_dir.clone(),
+                    uuid,
+                    root: v.root_text.clone(),
+                    release: v.release_text.clone(),
+                });
+            }
+            trust_report = Some(TrustReport {
+                repository: uuid,
+                name: v.root.repository.name.clone(),
+                root_version: v.root.version,
+                rotations: v.rotations,
+                timestamp_version: v.timestamp.version,
+                timestamp_expires: v.timestamp.expires,
+                metadata_bytes: v.bytes,
+            });
+            on_event(PullEvent::Trust {
+                repository: &v.root.repository.name,
+                uuid,
+                root_version: v.root.version,
+                rotations: v.rotations,
+                timestamp_version: v.timestamp.version,
+                timestamp_expires: v.timestamp.expires,
+                serial: v.release.serial,
+                versions: v.release.index.versions.len(),
+            });
+            let mirrors = Mirrors::with_first(first, &sources, o.stall, o.ca.as_deref())?;
+            (mirrors, v.release.index, v.stream_keys)
         }
-        .into());
-    }
-    if !o.dry_run {
-        state.record_serial(
-            index.repository.as_ref(),
-            &source_name,
-            &key_hex,
-            index.serial,
-            t,
-        );
-        state.save(&pool)?;
-    }
-    on_event(PullEvent::Index {
-        serial: index.serial,
-        expires: index.expires,
-        versions: index.versions.len(),
-        key,
-    });
+        None => {
+            if o.keys.is_empty() {
+                return Err(MirrorError::NoKeys.into());
+            }
+            let (mirrors, index, key) = Mirrors::open_newest(
+                &sources,
+                o.stall,
+                o.ca.as_deref(),
+                &o.keys,
+                t,
+                &mut |(mirror, reason)| {
+                    mirrors_skipped.push(format!("{mirror}: {reason}"));
+                    on_event(PullEvent::MirrorSkipped {
+                        mirror,
+                        file: None,
+                        reason,
+                    });
+                },
+            )?;
+            let key_hex = key.to_string();
+            if let Some(seen) =
+                state.newest_serial(index.repository.as_ref(), &source_name, &key_hex)
+                && index.serial < seen
+            {
+                return Err(MirrorError::Rollback {
+                    serial: index.serial,
+                    seen,
+                }
+                .into());
+            }
+            if !o.dry_run {
+                state.record_serial(
+                    index.repository.as_ref(),
+                    &source_name,
+                    &key_hex,
+                    index.serial,
+                    t,
+                );
+                state.save(&pool)?;
+            }
+            on_event(PullEvent::Index {
+                serial: index.serial,
+                expires: index.expires,
+                versions: index.versions.len(),
+                key,
+            });
+            (mirrors, index, o.keys.clone())
+        }
+    };
+    let remote = mirrors.primary();
     let target = match &o.version {
         Some(v) => index
             .position(v)
@@ -372,11 +730,11 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut received_files: Vec<StreamFile> = Vec::new();
     let mut received_names: Vec<String> = Vec::new();
     let mut downloaded = 0u64;
+    let mut reused = 0u64;
     let mut deduped = 0u64;
     let mut first = true;
     let mut seeded_given_up = false;
     let mut seeded_outcome: Option<RebuildStats> = None;
-    let keys = o.keys.clone();
 
     let already = loop {
         if stop() {
@@ -422,7 +780,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 .iter()
                 .find(|s| s.from.is_none() && s.to == target_name && !excluded.contains(&s.path));
             if let Some((f, m)) = full.and_then(|f| f.map.as_ref().map(|m| (f, m))) {
-                match fetch_map(&remote, f, m) {
+                match fetch_map(remote, f, m) {
                     Ok(map) => {
                         seeded = Some(
                             plan_seeded(f, map, m.size, pool_index.as_ref())
@@ -461,6 +819,16 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             },
             (None, Some(c)) => c,
             (None, None) => {
+                // Versions received as steps of chains that failed further on lead nowhere
+                // now (received as they downloaded, before a later file was found bad).
+                for n in &received_names {
+                    if !held_at_start.contains(n) && crate::pool::delete(&pool.join(n)).is_ok() {
+                        on_event(PullEvent::Removed {
+                            name: n,
+                            reason: "intermediate step of a chain that failed",
+                        });
+                    }
+                }
                 return Err(MirrorError::NoChain {
                     target: target_name,
                     failures: refused,
@@ -468,6 +836,13 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 .into());
             }
         };
+        // Space before bytes: what the steps write into the pool and the cache's peak must
+        // fit in what its file system can spare, before any stream byte is fetched.
+        if !o.dry_run && remote.is_http() {
+            // Leftovers of other chains cannot be resumed by this one and only take space.
+            drop_others(&cache, p.steps.iter().map(|s| &s.file));
+        }
+        let space = estimate_space(&p, seeded.as_ref(), remote, &cache, &pool, o.no_stream)?;
         if o.dry_run {
             return Ok(PullReport {
                 target: target_name,
@@ -475,40 +850,36 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 serial: index.serial,
                 already: false,
                 plan: Some(p),
+                space: Some(space),
                 steps: Vec::new(),
                 bytes: 0,
+                reused: 0,
                 refused,
                 removed: Vec::new(),
                 indexed,
                 deduped: 0,
                 seeded: None,
+                mirrors_skipped,
+                trust: trust_report,
             });
         }
         first = false;
         on_event(PullEvent::Plan(&p));
-        if remote.is_http() {
-            // The whole plan must fit before anything is fetched; leftovers of other
-            // chains cannot be resumed by this one and only take space.
-            drop_others(&cache, p.steps.iter().map(|s| &s.file));
-            let need = match &seeded {
-                Some(s) => s.summary.fetch_bytes,
-                None => remote.bytes_to_download(p.steps.iter().map(|s| &s.file), &cache),
-            };
-            let (free, reserve) = spare_space(&cache)?;
-            if need > free.saturating_sub(reserve) {
-                return Err(MirrorError::NoSpace {
-                    cache,
-                    need,
-                    free,
-                    reserve,
-                }
-                .into());
+        on_event(PullEvent::Space(&space));
+        if !space.fits() {
+            return Err(MirrorError::NoSpace {
+                pool: pool.clone(),
+                need: space.need,
+                writes: space.writes,
+                cache: space.cache,
+                free: space.free,
+                reserve: space.reserve,
             }
+            .into());
         }
         let steps = p.steps.len();
-        // The inputs of the steps, every byte fetched before anything is received: a missing
-        // or bad file is found first. A chain downloads (or checks, for a directory) each file;
-        // a seeded full fetches its ranges into a sparse file and rebuilds the stream from it.
+        // A seeded full fetches its ranges into a sparse file and rebuilds the stream from it
+        // before it is received.
         let seeded_cache = match &seeded {
             Some(s) => {
                 let path = cache.join(format!("{}.seeded", s.file.sha256));
@@ -527,8 +898,9 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             None => None,
         };
         let rebuild_stats = Cell::new(RebuildStats::default());
-        let mut inputs: Vec<Box<dyn Read + '_>> = Vec::new();
-        let mut failed = false;
+        let mut seeded_input: Option<Box<dyn Read + '_>> = None;
+        // Bytes fetched that no Flow counts: a seeded full's ranges and map, directory reads.
+        let fetched_here = Cell::new(0u64);
         if let (Some(s), Some(cache_file)) = (&seeded, &seeded_cache) {
             let f = &s.file;
             let r = remote.fetch_ranges(
@@ -550,19 +922,17 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             );
             match r {
                 Ok(got) => {
-                    downloaded = downloaded
-                        .saturating_add(got.bytes)
-                        .saturating_add(s.summary.map_bytes);
+                    fetched_here.set(got.bytes.saturating_add(s.summary.map_bytes));
                     let rebuilt = Rebuilt::new(
                         s,
                         pool_index.as_ref(),
-                        &remote,
+                        remote,
                         cache_file,
                         &stop,
                         &rebuild_stats,
                     )
                     .map_err(|e| MirrorError::io("start zstd for", remote.location(&f.path), e))?;
-                    inputs.push(Box::new(rebuilt));
+                    seeded_input = Some(Box::new(rebuilt));
                 }
                 Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
                     on_event(PullEvent::Refused {
@@ -571,161 +941,366 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     });
                     refused.push(format!("{} (ranges): {reason}", f.path));
                     seeded_given_up = true;
-                    failed = true;
+                    continue;
                 }
                 Err(FetchError::Fatal(e)) => return Err(e.into()),
             }
-        } else {
-            let mut done_before = 0u64;
-            for (i, s) in p.steps.iter().enumerate() {
-                let f = &s.file;
-                let r = remote.fetch(
-                    f,
-                    &cache,
-                    &mut |pr| match pr {
-                        Progress::Bytes(b) => on_event(PullEvent::Download {
-                            step: i + 1,
-                            steps,
-                            file: f,
-                            bytes: b,
-                            done: done_before.saturating_add(b),
-                            total: p.bytes,
-                        }),
-                        Progress::Resume(offset) => {
-                            on_event(PullEvent::Resume { file: f, offset });
-                        }
-                    },
-                    &stop,
-                );
-                match r {
-                    Ok(file) => {
-                        let dec = zstd::stream::read::Decoder::new(file).map_err(|e| {
-                            MirrorError::io("start zstd for", remote.location(&f.path), e)
-                        })?;
-                        inputs.push(Box::new(CorruptIsInvalidData(dec)));
-                        done_before = done_before.saturating_add(f.size);
-                        downloaded = downloaded.saturating_add(f.size);
-                    }
-                    Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
-                        give_up(f, &reason, on_event, &mut refused, &mut excluded);
-                        failed = true;
-                        break;
-                    }
-                    Err(FetchError::Fatal(e)) => return Err(e.into()),
-                }
-            }
         }
-        if failed {
-            continue;
-        }
-        // Receive step by step.
-        for (i, (s, input)) in p.steps.iter().zip(inputs).enumerate() {
-            let f = &s.file;
-            if stop() {
-                return Err(MirrorError::Interrupted.into());
-            }
-            let reader = Reader::new(BufReader::with_capacity(
-                1 << 20,
-                input.take(f.stream_bytes),
-            ));
-            let mut source = VerifyingSource::new(reader, keys.clone());
-            // Pulled streams come from one signed sender: the default clone-source rule holds.
-            // WRITE data already in the pool (any subvolume) becomes verified clones.
-            let opts = recv::Options {
-                dest: pool.clone(),
-                interrupted: o.interrupted.clone(),
-                dedup_index: pool_index.clone(),
-                ..recv::Options::default()
-            };
-            let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
-                Event::StaleRemoved(n) => on_event(PullEvent::StaleRemoved(n)),
-                Event::Progress { bytes, .. } => on_event(PullEvent::Receiving {
-                    step: i + 1,
-                    steps,
-                    file: f,
-                    bytes,
-                }),
-                Event::Deduped(s) => deduped = deduped.saturating_add(s.cloned),
-                Event::Started { .. }
-                | Event::SeedsIndexed { .. }
-                | Event::Checkpoint { .. }
-                | Event::Resumed { .. }
-                | Event::IncompleteDropped(_)
-                | Event::Kept { .. } => {}
+        // Stream files over HTTP or from a registry are downloaded on a thread while they are
+        // received (see [`super::flow`]); a directory's files are read in place.
+        let streaming = seeded.is_none() && remote.is_http();
+        let flow = Flow::new(
+            p.steps.iter().map(|s| &s.file).collect(),
+            &cache,
+            o.no_stream,
+        );
+        let stop_sync = || stop_flag.is_some_and(|f| f.load(Ordering::Relaxed));
+        // What one step weighs on the plan's bar: its file (a seeded full: all it fetches).
+        let weight = |f: &StreamFile| if seeded.is_some() { p.bytes } else { f.size };
+        let events = RefCell::new(&mut *on_event);
+        // (step index, applied of the current step) and the weight of the steps committed.
+        let current = Cell::new((0usize, 0u64));
+        let applied_before = Cell::new(0u64);
+        // Stream bytes of the current step the receiver has parsed (a signature segment at
+        // most ahead of what it applied).
+        let parsed = Cell::new(0u64);
+        // Mirrors that failed a file (the downloader's notes, said as they come).
+        let skipped_here: RefCell<Vec<String>> = RefCell::new(Vec::new());
+        let report = || {
+            let c = flow.counts();
+            let (i, received) = current.get();
+            let cur = p.steps.get(i).map_or(received, |s| {
+                let w = weight(&s.file);
+                let share = u128::from(w) * u128::from(parsed.get())
+                    / u128::from(s.file.stream_bytes.max(1));
+                u64::try_from(share).unwrap_or(w).clamp(received, w)
             });
-            let _ = fs::remove_file(cache.join(format!("{}.zst", f.sha256)));
-            let got = match r {
-                Ok(got) => got,
-                // Only the stream's own faults give the file up; a fault of this host (disk
-                // full, no mount, a parent missing here) stops the pull with the file kept.
-                // A seeded full that fails is given up as a method (the file itself may be
-                // good: the next round may fetch it whole).
-                Err(e) if e.is_stream_fault() => {
-                    let reason = error_chain(&e);
-                    on_event(PullEvent::Refused {
-                        file: f,
-                        reason: &reason,
-                    });
-                    if p.seeded.is_some() {
-                        refused.push(format!("{} (seeded): {reason}", f.path));
-                        seeded_given_up = true;
-                    } else {
-                        refused.push(format!("{}: {reason}", f.path));
-                        excluded.insert(f.path.clone());
-                    }
-                    failed = true;
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            // The index validated that every stream leads to a listed version.
-            let want = index
-                .version(&f.to)
-                .map(|v| v.uuid)
-                .ok_or_else(|| Error::Bug(format!("stream {} to unlisted version", f.path)))?;
-            let ok = got.len() == 1 && got[0].uuid == want && got[0].name == OsStr::new(&f.to);
-            if !ok {
-                // Signed and hashed, yet not what the index says: the publisher's mistake.
-                for g in &got {
-                    let _ = crate::pool::delete(&g.path);
-                }
-                let reason = format!(
-                    "the stream does not produce version {} (UUID {want}) as the index says",
-                    f.to
-                );
-                give_up(f, &reason, on_event, &mut refused, &mut excluded);
-                failed = true;
-                break;
-            }
-            state.versions.retain(|v| v.name != f.to);
-            state.versions.push(PulledVersion {
-                name: f.to.clone(),
-                uuid: want,
-                pulled: unix_now(),
-                source: Some(o.source.clone()),
-            });
-            state.save(&pool)?;
-            // Hashed right after the receive, while its data is still in the page cache;
-            // an intermediate step (deleted below) is not worth it.
-            if f.to == target_name || held_at_start.contains(&f.to) {
-                let done = content_pool::index_subvolume(&pool, &f.to, &want, stop_flag)
-                    .map_err(MirrorError::content)?;
-                on_event(PullEvent::Indexed(&done));
-                indexed.push(done.name);
-            }
-            if p.seeded.is_some() {
-                seeded_outcome = Some(rebuild_stats.get());
-            }
-            received_files.push(f.clone());
-            received_names.push(f.to.clone());
-            on_event(PullEvent::Received {
+            (*events.borrow_mut())(PullEvent::Progress(FlowProgress {
                 step: i + 1,
                 steps,
-                version: &f.to,
-                path: &got[0].path,
-            });
+                total: p.bytes,
+                fetched: c.fetched.saturating_add(fetched_here.get()),
+                reused: c.reused,
+                applied: applied_before.get().saturating_add(cur),
+            }));
+            for (j, offset) in flow.take_resumes() {
+                (*events.borrow_mut())(PullEvent::Resume {
+                    file: &p.steps[j].file,
+                    offset,
+                });
+            }
+            for (j, mirror, reason) in flow.take_skips() {
+                let file = &p.steps[j].file;
+                skipped_here
+                    .borrow_mut()
+                    .push(format!("{mirror} ({}): {reason}", file.path));
+                (*events.borrow_mut())(PullEvent::MirrorSkipped {
+                    mirror: &mirror,
+                    file: Some(file),
+                    reason: &reason,
+                });
+            }
+        };
+        let outcome: Result<bool, Error> = std::thread::scope(|sc| {
+            if streaming {
+                let (flow, mirrors, stop_sync) = (&flow, &mirrors, &stop_sync);
+                sc.spawn(move || flow.download(mirrors, stop_sync));
+            }
+            let r = (|| -> Result<bool, Error> {
+                for (i, s) in p.steps.iter().enumerate() {
+                    let f = &s.file;
+                    if stop() {
+                        return Err(MirrorError::Interrupted.into());
+                    }
+                    current.set((i, 0));
+                    parsed.set(0);
+                    let input: Box<dyn Read + '_> = if let Some(input) = seeded_input.take() {
+                        input
+                    } else if streaming {
+                        if o.no_stream {
+                            flow.wait_all(&stop);
+                        }
+                        let tail = flow.reader(i, &stop, &report);
+                        let dec = zstd::stream::read::Decoder::new(tail).map_err(|e| {
+                            MirrorError::io("start zstd for", remote.location(&f.path), e)
+                        })?;
+                        Box::new(Gate::new(
+                            CorruptIsInvalidData(dec),
+                            &flow,
+                            i,
+                            f.stream_bytes,
+                            &stop,
+                        ))
+                    } else {
+                        let before = fetched_here.get();
+                        let r = mirrors.fetch(
+                            f,
+                            &cache,
+                            &mut |pr| {
+                                if let Progress::MirrorSkipped { mirror, reason } = &pr {
+                                    skipped_here
+                                        .borrow_mut()
+                                        .push(format!("{mirror} ({}): {reason}", f.path));
+                                    (*events.borrow_mut())(PullEvent::MirrorSkipped {
+                                        mirror,
+                                        file: Some(f),
+                                        reason,
+                                    });
+                                }
+                                if let Progress::Bytes(b) = pr {
+                                    fetched_here.set(before.saturating_add(b));
+                                    (*events.borrow_mut())(PullEvent::Download {
+                                        step: i + 1,
+                                        steps,
+                                        file: f,
+                                        bytes: b,
+                                        done: applied_before.get().saturating_add(b),
+                                        total: p.bytes,
+                                    });
+                                }
+                            },
+                            &stop,
+                        );
+                        match r {
+                            Ok(file) => {
+                                let dec = zstd::stream::read::Decoder::new(file).map_err(|e| {
+                                    MirrorError::io("start zstd for", remote.location(&f.path), e)
+                                })?;
+                                Box::new(CorruptIsInvalidData(dec))
+                            }
+                            Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
+                                give_up(
+                                    f,
+                                    &reason,
+                                    &mut **events.borrow_mut(),
+                                    &mut refused,
+                                    &mut excluded,
+                                );
+                                return Ok(true);
+                            }
+                            Err(FetchError::Fatal(e)) => return Err(e.into()),
+                        }
+                    };
+                    let reader = Reader::new(Counted {
+                        inner: BufReader::with_capacity(1 << 20, input.take(f.stream_bytes)),
+                        count: &parsed,
+                    });
+                    let mut source = VerifyingSource::new(reader, keys.clone());
+                    // Pulled streams come from one signed sender: the default clone-source
+                    // rule holds. WRITE data already in the pool (any subvolume) becomes
+                    // verified clones.
+                    let opts = recv::Options {
+                        dest: pool.clone(),
+                        interrupted: o.interrupted.clone(),
+                        dedup_index: pool_index.clone(),
+                        ..recv::Options::default()
+                    };
+                    let w = weight(f);
+                    let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
+                        Event::StaleRemoved(n) => {
+                            (*events.borrow_mut())(PullEvent::StaleRemoved(n));
+                        }
+                        Event::Progress { bytes, .. } => {
+                            (*events.borrow_mut())(PullEvent::Receiving {
+                                step: i + 1,
+                                steps,
+                                file: f,
+                                bytes,
+                            });
+                            // Applied, in the file's bytes: the stream's share of its weight.
+                            let share = u128::from(w) * u128::from(bytes)
+                                / u128::from(f.stream_bytes.max(1));
+                            current.set((i, u64::try_from(share).unwrap_or(w).min(w)));
+                            report();
+                        }
+                        Event::Deduped(s) => deduped = deduped.saturating_add(s.cloned),
+                        Event::Started { .. }
+                        | Event::SeedsIndexed { .. }
+                        | Event::Checkpoint { .. }
+                        | Event::Resumed { .. }
+                        | Event::IncompleteDropped(_)
+                        | Event::Kept { .. } => {}
+                    });
+                    drop(source);
+                    // A download that failed makes the receive fail: its reason is the
+                    // download's (a fault of the file, or of the network).
+                    if streaming
+                        && r.is_err()
+                        && let Some(e) = flow.failure(i)
+                    {
+                        return match e {
+                            FetchError::Missing(reason) | FetchError::Bad(reason) => {
+                                give_up(
+                                    f,
+                                    &reason,
+                                    &mut **events.borrow_mut(),
+                                    &mut refused,
+                                    &mut excluded,
+                                );
+                                Ok(true)
+                            }
+                            FetchError::Fatal(e) => Err(e.into()),
+                        };
+                    }
+                    if r.is_err() && stop() {
+                        return Err(MirrorError::Interrupted.into());
+                    }
+                    let got = match r {
+                        Ok(got) => got,
+                        // Only the stream's own faults give the file up; a fault of this host
+                        // (disk full, no mount, a parent missing here) stops the pull with the
+                        // file kept. A seeded full that fails is given up as a method (the file
+                        // itself may be good: the next round may fetch it whole).
+                        Err(e) if e.is_stream_fault() => {
+                            // While streaming, the file may still be arriving: its verdict
+                            // tells a damaged file (size, SHA-256) from a bad stream, and is
+                            // the reason given.
+                            if streaming {
+                                match flow.outcome(i, &stop) {
+                                    Ok(()) => {}
+                                    Err(Some(
+                                        FetchError::Missing(reason) | FetchError::Bad(reason),
+                                    )) => {
+                                        give_up(
+                                            f,
+                                            &reason,
+                                            &mut **events.borrow_mut(),
+                                            &mut refused,
+                                            &mut excluded,
+                                        );
+                                        return Ok(true);
+                                    }
+                                    Err(Some(FetchError::Fatal(e))) => return Err(e.into()),
+                                    Err(None) => return Err(MirrorError::Interrupted.into()),
+                                }
+                            }
+                            let reason = error_chain(&e);
+                            (*events.borrow_mut())(PullEvent::Refused {
+                                file: f,
+                                reason: &reason,
+                            });
+                            if p.seeded.is_some() {
+                                refused.push(format!("{} (seeded): {reason}", f.path));
+                                seeded_given_up = true;
+                            } else {
+                                refused.push(format!("{}: {reason}", f.path));
+                                excluded.insert(f.path.clone());
+                            }
+                            return Ok(true);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    // A stream that ended before its file did (the index's stream_bytes too
+                    // small) was committed before the file verified: the file decides.
+                    if streaming && let Err(e) = flow.outcome(i, &stop) {
+                        for g in &got {
+                            let _ = crate::pool::delete(&g.path);
+                        }
+                        return match e {
+                            Some(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
+                                give_up(
+                                    f,
+                                    &reason,
+                                    &mut **events.borrow_mut(),
+                                    &mut refused,
+                                    &mut excluded,
+                                );
+                                Ok(true)
+                            }
+                            Some(FetchError::Fatal(e)) => Err(e.into()),
+                            None => Err(MirrorError::Interrupted.into()),
+                        };
+                    }
+                    // The index validated that every stream leads to a listed version.
+                    let want = index.version(&f.to).map(|v| v.uuid).ok_or_else(|| {
+                        Error::Bug(format!("stream {} to unlisted version", f.path))
+                    })?;
+                    let ok =
+                        got.len() == 1 && got[0].uuid == want && got[0].name == OsStr::new(&f.to);
+                    if !ok {
+                        // Signed and hashed, yet not what the index says: the publisher's
+                        // mistake.
+                        for g in &got {
+                            let _ = crate::pool::delete(&g.path);
+                        }
+                        let reason = format!(
+                            "the stream does not produce version {} (UUID {want}) as the index says",
+                            f.to
+                        );
+                        give_up(
+                            f,
+                            &reason,
+                            &mut **events.borrow_mut(),
+                            &mut refused,
+                            &mut excluded,
+                        );
+                        return Ok(true);
+                    }
+                    // Committed: its cache file goes, the next may be read ahead.
+                    flow.committed(i);
+                    state.versions.retain(|v| v.name != f.to);
+                    state.versions.push(PulledVersion {
+                        name: f.to.clone(),
+                        uuid: want,
+                        pulled: unix_now(),
+                        source: Some(o.source.clone()),
+                    });
+                    persist_trust(&mut pending_trust)?;
+                    state.save(&pool)?;
+                    applied_before.set(applied_before.get().saturating_add(w));
+                    current.set((i, 0));
+                    parsed.set(0);
+                    report();
+                    let c = flow.step_counts(i);
+                    (*events.borrow_mut())(PullEvent::Step {
+                        step: i + 1,
+                        steps,
+                        file: f,
+                        fetched: if streaming {
+                            c.fetched
+                        } else {
+                            fetched_here.get()
+                        },
+                        reused: c.reused,
+                    });
+                    // Hashed right after the receive, while its data is still in the page
+                    // cache; an intermediate step (deleted below) is not worth it.
+                    if f.to == target_name || held_at_start.contains(&f.to) {
+                        let done = content_pool::index_subvolume(&pool, &f.to, &want, stop_flag)
+                            .map_err(MirrorError::content)?;
+                        (*events.borrow_mut())(PullEvent::Indexed(&done));
+                        indexed.push(done.name);
+                    }
+                    if p.seeded.is_some() {
+                        seeded_outcome = Some(rebuild_stats.get());
+                    }
+                    received_files.push(f.clone());
+                    received_names.push(f.to.clone());
+                    (*events.borrow_mut())(PullEvent::Received {
+                        step: i + 1,
+                        steps,
+                        version: &f.to,
+                        path: &got[0].path,
+                    });
+                }
+                Ok(false)
+            })();
+            flow.cancel();
+            r
+        });
+        for (j, mirror, reason) in flow.take_skips() {
+            let path = p.steps.get(j).map_or("", |s| s.file.path.as_str());
+            skipped_here
+                .borrow_mut()
+                .push(format!("{mirror} ({path}): {reason}"));
         }
-        if failed {
+        mirrors_skipped.extend(skipped_here.into_inner());
+        let c = flow.counts();
+        downloaded = downloaded
+            .saturating_add(c.fetched)
+            .saturating_add(fetched_here.get());
+        reused = reused.saturating_add(c.reused);
+        if outcome? {
             continue;
         }
     };
@@ -783,6 +1358,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     }
     let live: HashSet<String> = received_in(&pool)?.into_iter().map(|h| h.0).collect();
     state.versions.retain(|v| live.contains(&v.name));
+    persist_trust(&mut pending_trust)?;
     state.save(&pool)?;
     // The cache holds nothing useful once the target is in.
     if let Ok(rd) = fs::read_dir(&cache) {
@@ -796,12 +1372,16 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         serial: index.serial,
         already,
         plan: None,
+        space: None,
         steps: received_files,
         bytes: downloaded,
+        reused,
         refused,
         removed,
         indexed,
         deduped,
         seeded: seeded_outcome,
+        mirrors_skipped,
+        trust: trust_report,
     })
 }

@@ -4,10 +4,11 @@
 //! A full stream file published with a content map ([`crate::content::map`]) is a sequence of
 //! independently compressed zstd frames: DATA frames hold the block-aligned data of one WRITE,
 //! LITERAL frames everything else. The map (covered by the signed index through its SHA-256)
-//! names each frame's compressed bytes and each 4 KiB piece of a DATA frame's data.
+//! names each frame's compressed bytes and each 4 KiB piece of a DATA frame's data, or the
+//! whole data of a window frame (a DATA frame at a 64 KiB-aligned file offset).
 //!
-//! * [`plan_seeded`] looks every piece up in the pool's content index. A DATA frame all of whose
-//!   pieces this host holds is *local*; every other frame is fetched. The wanted ranges are
+//! * [`plan_seeded`] looks every piece (or window) up in the pool's content index. A DATA frame
+//!   all of whose pieces this host holds is *local*; every other frame is fetched. The wanted ranges are
 //!   coalesced into a few requests ([`super::ranges::coalesce`]); their bytes (plus the map) are
 //!   the plan's cost, compared by the caller with the cheapest delta chain.
 //! * [`Rebuilt`] yields the exact stream bytes in order: a fetched frame is checked against its
@@ -140,7 +141,7 @@ pub fn plan_seeded(
     let mut from: BTreeMap<String, u64> = BTreeMap::new();
     let mut found = Vec::new();
     for f in &map.frames {
-        let mut here = f.kind == FrameKind::Data && pool.is_some();
+        let mut here = f.kind.is_data() && pool.is_some();
         let mut first = None;
         if let (true, Some(pool)) = (here, pool) {
             for k in map.keys_of(f) {
@@ -266,14 +267,28 @@ impl<'a> Rebuilt<'a> {
         })
     }
 
-    /// The frame's bytes from the pool, each piece hashed here; false when a piece is no
-    /// longer there as indexed.
+    /// The frame's bytes from the pool, each piece (or the whole window) hashed here; false
+    /// when they are no longer there as indexed.
     fn fill_local(&mut self, f: &Frame) -> io::Result<bool> {
         self.buf.clear();
         let Some(pool) = self.pool else {
             return Ok(false);
         };
         let keys: &[Key] = self.plan.map.keys_of(f);
+        if f.kind == FrameKind::Window {
+            let (Some(key), Ok(len)) = (keys.first(), usize::try_from(f.stream_len)) else {
+                return Ok(false);
+            };
+            pool.lookup(key, &mut self.found)
+                .map_err(io::Error::other)?;
+            for l in std::mem::take(&mut self.found) {
+                if self.read_piece(pool, l, len)? && block_key(&self.piece) == *key {
+                    std::mem::swap(&mut self.buf, &mut self.piece);
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
         let mut left = f.stream_len;
         for key in keys {
             let n = left.min(crate::content::BLOCK);

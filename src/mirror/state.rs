@@ -55,6 +55,14 @@ pub struct PullState {
     /// Versions pulled (retention only ever deletes these).
     #[serde(default)]
     pub versions: Vec<PulledVersion>,
+    /// Repositories followed through trust metadata, by repository UUID: what their metadata
+    /// was at the last pull (the root itself is `POOL/.subvol/trust/<UUID>.root.json`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trust: BTreeMap<String, crate::trust::RepoTrust>,
+    /// The repository each source was first pulled from with trust metadata: pinned, another
+    /// repository's metadata from that source is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trust_sources: BTreeMap<String, Uuid>,
 }
 
 fn state_path(pool: &Path) -> PathBuf {
@@ -126,6 +134,27 @@ impl PullState {
             raise(&mut self.repositories, n);
         }
         raise(&mut self.indexes, key.to_string());
+    }
+
+    /// The repository this pool pinned for `source`: the one its trust metadata named, or the
+    /// one the legacy index named when it was last pulled from there.
+    #[must_use]
+    pub fn pinned_repository(&self, source: &str) -> Option<Uuid> {
+        self.trust_sources.get(source).copied().or_else(|| {
+            self.repositories.iter().find_map(|(name, seen)| {
+                name.strip_prefix("repository:")
+                    .filter(|_| seen.source == source)
+                    .and_then(|u| u.parse().ok())
+            })
+        })
+    }
+
+    /// The newest legacy index serial seen of `repository`.
+    #[must_use]
+    pub fn legacy_serial(&self, repository: &Uuid) -> Option<u64> {
+        self.repositories
+            .get(&format!("repository:{repository}"))
+            .map(|s| s.serial)
     }
 
     /// The version pulled as the subvolume with received UUID `uuid`, if any.

@@ -84,6 +84,16 @@ pub struct PublishArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// Secret release key signing release/SERIAL.json in a repository with trust metadata
+    /// (repeatable) [default: --key, when the root lists it as a release key]
+    #[arg(long = "release-key", value_name = "SECRET")]
+    pub release_keys: Vec<PathBuf>,
+    /// Secret timestamp key: also write timestamp.json naming the new release
+    #[arg(long = "timestamp-key", value_name = "SECRET")]
+    pub timestamp_key: Option<PathBuf>,
+    /// How long the timestamp written with --timestamp-key stays valid
+    #[arg(long = "timestamp-valid-for", value_name = "DURATION", default_value = "1d", value_parser = duration)]
+    pub timestamp_valid_for: u64,
 }
 
 /// `subvol pull`: bring a pool to a version from a mirror repository.
@@ -91,10 +101,20 @@ pub struct PublishArgs {
 /// Reads the index and refuses it when its signature does not verify with a --verify key, when
 /// it expired, or when its serial is older than one this pool already saw. Finds the versions
 /// the pool holds (by received UUID), plans the cheapest chain of files to the target (fewest
-/// bytes, then fewest steps), downloads it (HTTP(S), resuming partial downloads with Range
-/// requests, or from a directory), checks every file's SHA-256, and receives each step
-/// through the signature-verifying receiver: each version appears as POOL/VERSION only once
-/// complete and verified. A missing or bad file makes it try another chain.
+/// bytes, then fewest steps), and refuses it, before fetching anything, when what its steps
+/// write plus the download cache do not fit in the pool's free space. Then it receives each
+/// step through the signature-verifying receiver while the file downloads (HTTP(S) and
+/// registries, resuming partial downloads with Range requests; a directory's files are read in
+/// place), with the next file read ahead as long as the cache holds no more than the largest
+/// file of the plan; each file's SHA-256 is checked before its version is committed, and each
+/// cache file is deleted once it is. Each version appears as POOL/VERSION only once complete
+/// and verified. A missing or bad file makes it try another chain.
+///
+/// Progress: one bar over the plan (bytes to fetch, fetched, applied, rate, ETA) when stderr is
+/// a terminal (or with --progress); -v prints a line per step. With --json, stderr carries one
+/// JSON object per line for each event ("event": "plan", "space", "progress", "resume",
+/// "refused", "step", "received", "removed"; "progress" at most 4 times a second and after each
+/// step, with "total", "fetched", "reused", "applied") and stdout the final report.
 #[derive(Debug, Args, Clone)]
 #[command(
     after_help = "\
@@ -103,6 +123,8 @@ Examples:
   subvol pull /mnt/usb/repo --into /var/lib/pool --verify vendor.key.pub --version 1.0
   subvol pull http://127.0.0.1:8080/ --into /pool --verify k.pub --dry-run
   subvol pull URL --into /pool --verify k.pub --keep 2
+  subvol pull https://m1.example/repo --mirror https://m2.example/repo --into /pool --verify k.pub
+  subvol pull vendor --into /var/lib/pool          # a remote (subvol remote add)
 
 Versions received only as intermediate steps are deleted afterwards. --keep N deletes the
 oldest versions this pool pulled beyond N (never the target, never other subvolumes).",
@@ -110,15 +132,36 @@ oldest versions this pool pulled beyond N (never the target, never other subvolu
 )]
 pub struct PullArgs {
     /// Repository URL (http:// or https://), registry (oci://HOST[:PORT]/NAME[:TAG], or
-    /// oci+http:// for plain HTTP) or directory
-    #[arg(value_name = "URL|DIR")]
+    /// oci+http:// for plain HTTP), directory, or the name of a remote (`subvol remote add`;
+    /// a name without '/' that is a configured remote is that remote: write ./DIR for a
+    /// directory of that name)
+    #[arg(value_name = "URL|DIR|REMOTE")]
     pub source: String,
     /// The pool: a directory on btrfs (see `subvol pool init`)
     #[arg(long, value_name = "POOL")]
     pub into: PathBuf,
-    /// Accepted public key for the index and the streams (repeatable)
-    #[arg(long = "verify", value_name = "PUB", required = true)]
+    /// Accepted public key for the index and the streams (repeatable), for a repository
+    /// without trust metadata (required unless --root is given or the source is a remote,
+    /// whose keys are added to these)
+    #[arg(long = "verify", value_name = "PUB", conflicts_with = "root")]
     pub verify: Vec<PathBuf>,
+    /// Trusted root of the repository (root/N.json from its publisher): first contact; later
+    /// pulls use the newest root this pool verified (POOL/.subvol/trust/)
+    #[arg(long, value_name = "FILE")]
+    pub root: Option<PathBuf>,
+    /// Another mirror of the repository, tried after the source (and a remote's mirrors) in
+    /// the order given (repeatable): the newest valid index of all of them is used, and each
+    /// file comes from the first mirror that serves it correctly
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirror: Vec<String>,
+    /// Configuration directory of remotes (DIR/remotes.d; also $SUBVOL_CONFIG_DIR)
+    #[arg(
+        long = "config-dir",
+        value_name = "DIR",
+        env = "SUBVOL_CONFIG_DIR",
+        default_value = "/etc/subvol"
+    )]
+    pub config_dir: PathBuf,
     /// Target version (default: the newest)
     #[arg(long, value_name = "V")]
     pub version: Option<String>,
@@ -143,6 +186,13 @@ pub struct PullArgs {
     /// The window --min-rate is measured over
     #[arg(long = "rate-window", value_name = "DURATION", default_value = "60", value_parser = duration)]
     pub rate_window: u64,
+    /// Move at most RATE bytes per second over HTTP (10M, 500k; 0: no limit)
+    #[arg(long = "limit-rate", value_name = "RATE", default_value = "0", value_parser = size)]
+    pub limit_rate: u64,
+    /// Download every file of a chain before receiving any (the way pulls worked before
+    /// streaming; needs space for the whole chain in the cache)
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
     /// Trust the PEM certificates in FILE for HTTPS and registries instead of the bundled
     /// Mozilla roots
     #[arg(long, value_name = "FILE")]
@@ -150,7 +200,10 @@ pub struct PullArgs {
     /// Show progress on stderr even when it is not a terminal
     #[arg(long)]
     pub progress: bool,
-    /// Print the result as JSON
+    /// Print a line per step (bytes fetched, reused from an earlier pull, time)
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Print the result as JSON on stdout, and progress events as JSON lines on stderr
     #[arg(long)]
     pub json: bool,
 }

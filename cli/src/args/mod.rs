@@ -5,16 +5,25 @@ use std::path::PathBuf;
 
 mod deploy;
 mod mirror;
+mod remote;
 mod send;
 mod sign;
+mod trust;
 
 pub use deploy::{DeployArgs, HookArgs, RollbackArgs, StatusArgs};
 pub use mirror::{
     DeleteArgs, ListArgs, PlanChoice, PoolArgs, PublishArgs, PullArgs, PushArgs, ShowArgs,
     SnapshotArgs,
 };
+pub use remote::{
+    RemoteAddArgs, RemoteArgs, RemoteCommand, RemoteListArgs, RemoteRemoveArgs, RemoteShowArgs,
+};
 pub use send::SendArgs;
 pub use sign::{KeygenArgs, SignArgs};
+pub use trust::{
+    RoleKeyArgs, TrustArgs, TrustCommand, TrustInitArgs, TrustRotateArgs, TrustSignArgs,
+    TrustTimestampArgs,
+};
 
 /// The exit codes' text, as a literal (for `concat!`).
 macro_rules! exit_codes {
@@ -113,6 +122,12 @@ pub enum Command {
     /// key id (the first 8 bytes of SHA-256 of the public key, as 16 hex digits), which every
     /// signature block names. Existing files are never overwritten.
     Keygen(KeygenArgs),
+    /// Manage a repository's trust metadata: roles, thresholds, key rotation, the timestamp
+    ///
+    /// A repository with a root (REPO/root/N.json) is pulled with --root instead of --verify:
+    /// offline root keys list who signs releases (k of n), the online timestamp key, and the
+    /// stream keys; new root versions rotate and revoke keys inside the channel.
+    Trust(TrustArgs),
     /// Print a canonical digest of a directory tree (types, modes, owners, contents, xattrs,
     /// hard links, holes, times) to compare received trees
     #[command(
@@ -153,9 +168,15 @@ pub enum Command {
     /// are missing. The directory stays the repository of record; run push after each publish.
     /// Credentials come from $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json,
     /// ~/.config/containers/auth.json or ~/.docker/config.json (auths.HOST.auth, base64
-    /// user:password), never from the command line. oci+http:// talks plain HTTP (a registry on
-    /// 127.0.0.1).
+    /// user:password, or a docker-credential-NAME helper named by credHelpers or credsStore),
+    /// never from the command line. oci+http:// talks plain HTTP (a registry on 127.0.0.1).
     Push(PushArgs),
+    /// Manage remotes: named lists of mirror URLs with the keys to trust, kept as configuration
+    ///
+    /// One file per remote, DIR/remotes.d/NAME.conf (DIR: /etc/subvol, --config-dir or
+    /// $SUBVOL_CONFIG_DIR), with the keys and root file given at `remote add` copied next to it.
+    /// `subvol pull NAME --into POOL` then pulls from the remote's mirrors with its keys.
+    Remote(RemoteArgs),
     /// Manage pools (directories on btrfs holding received versions)
     Pool(PoolArgs),
     /// List the subvolumes under a directory on btrfs

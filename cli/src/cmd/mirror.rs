@@ -1,12 +1,13 @@
 //! `subvol publish`, `pull`, `pool`, `list`, `show`, `snapshot`, `delete`.
 
 use super::interrupt_flag;
-use super::progress::Status;
+use super::progress::{PlanBar, Status};
 use crate::args;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 use subvol::mirror::{
     self, Plan, PublishEvent, PublishOptions, PullEvent, PullOptions, PullState, StreamFile,
+    remotes,
 };
 use subvol::sign::{KeySet, SecretKey};
 use subvol::util::{escape, human_size as human};
@@ -35,12 +36,16 @@ pub(super) fn esc_path(p: &std::path::Path) -> String {
     escape(p.as_os_str().as_encoded_bytes())
 }
 
-fn short(f: &StreamFile) -> String {
-    let what = match &f.from {
+/// "full V" or "delta A → B", escaped.
+fn what(f: &StreamFile) -> String {
+    match &f.from {
         None => format!("full {}", esc(&f.to)),
         Some(from) => format!("delta {} → {}", esc(from), esc(&f.to)),
-    };
-    format!("{what:<24} {:>10}  {}", human(f.size), esc(&f.path))
+    }
+}
+
+fn short(f: &StreamFile) -> String {
+    format!("{:<24} {:>10}  {}", what(f), human(f.size), esc(&f.path))
 }
 
 /// The lines describing a plan (the `plan` event and `--dry-run`).
@@ -84,12 +89,35 @@ fn plan_lines(p: &Plan) -> Vec<String> {
     out
 }
 
+/// The space a plan needs, for a person.
+fn space_line(s: &mirror::SpaceEstimate) -> String {
+    format!(
+        "space: needs {} ({} written by the steps, {} of downloads in the cache); {} free, {} kept in reserve{}",
+        human(s.need),
+        human(s.writes),
+        human(s.cache),
+        human(s.free),
+        human(s.reserve),
+        if s.fits() { "" } else { ": does not fit" }
+    )
+}
+
 /// `subvol publish`.
 ///
 /// # Errors
 /// Key, tree, send, signing or repository errors.
 pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
     let key = SecretKey::load(&a.key)?;
+    let release_keys = a
+        .release_keys
+        .iter()
+        .map(|p| SecretKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let timestamp_key = a
+        .timestamp_key
+        .as_deref()
+        .map(SecretKey::load)
+        .transpose()?;
     let o = PublishOptions {
         repo: a.repo.clone(),
         key,
@@ -102,6 +130,9 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         proto: a.proto,
         deltas: !a.no_deltas,
         threads: a.threads,
+        release_keys,
+        timestamp_key,
+        timestamp_valid_for: a.timestamp_valid_for,
     };
     let mut line = Status::new(false);
     let json = a.json;
@@ -166,6 +197,27 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
         )
         .map_err(w)?;
     }
+    if let Some(tr) = &r.trust {
+        writeln!(
+            out,
+            "wrote {} ({}){}",
+            tr.release.path,
+            if tr.threshold_met {
+                "release threshold met"
+            } else {
+                "below the release threshold: add signatures with `subvol trust sign`, then `subvol trust timestamp`"
+            },
+            match &tr.timestamp {
+                Some(ts) => format!(
+                    "; timestamp version {} valid until {}",
+                    ts.version,
+                    time(ts.expires)
+                ),
+                None => "; timestamp not written (no --timestamp-key)".into(),
+            }
+        )
+        .map_err(w)?;
+    }
     writeln!(
         out,
         "index serial {}, valid until {}; {} version(s), {} in stream and map files; trees in {}",
@@ -222,10 +274,30 @@ pub fn push(a: &args::PushArgs) -> Result<(), Error> {
 /// # Errors
 /// Refused index, no chain, download or receive errors.
 pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
-    let keys = KeySet::load(&a.verify)?;
+    let mut keys = KeySet::load(&a.verify)?;
+    let mut source = a.source.clone();
+    let mut mirrors: Vec<String> = Vec::new();
+    let mut root = None;
+    // A bare name (no '/', no scheme) that is a configured remote: its mirrors and trust.
+    if !a.source.contains('/') && remotes::exists(&a.config_dir, &a.source) {
+        let r = remotes::show(&a.config_dir, &a.source)?;
+        for k in remotes::load_keys(&r)? {
+            keys.add(k);
+        }
+        let mut urls = r.urls.into_iter();
+        if let Some(first) = urls.next() {
+            source = first;
+        }
+        mirrors.extend(urls);
+        root = r.root;
+    }
+    mirrors.extend(a.mirror.iter().cloned());
     let interrupted = interrupt_flag()?;
     let o = PullOptions {
-        source: a.source.clone(),
+        source,
+        mirrors,
+        // --root wins over the remote's root.
+        root: a.root.clone().or(root),
         pool: a.into.clone(),
         keys,
         version: a.version.clone(),
@@ -236,7 +308,9 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             timeout: Duration::from_secs(a.timeout.max(1)),
             min_rate: a.min_rate,
             window: Duration::from_secs(a.rate_window.max(1)),
+            limit_rate: a.limit_rate,
         },
+        no_stream: a.no_stream,
         plan: match a.plan {
             args::PlanChoice::Auto => mirror::PlanChoice::Auto,
             args::PlanChoice::Chain => mirror::PlanChoice::Chain,
@@ -245,13 +319,26 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         ca: a.ca.clone(),
     };
     let json = a.json;
+    let verbose = a.verbose;
     let mut line = Status::new(a.progress);
+    let mut plan_bar = PlanBar::new(a.progress);
     let start = Instant::now();
     let mut dl_start: Option<(Instant, u64)> = None;
-    let say = |line: &mut Status, s: String| {
+    let mut step_start = Instant::now();
+    let mut last_progress: Option<Instant> = None;
+    let say = |line: &mut Status, bar: &mut PlanBar, s: String| {
         line.clear();
+        bar.clear();
         if !json {
             eprintln!("{s}");
+        }
+    };
+    // --json: one object per line on stderr for each event (stdout keeps the report).
+    let emit = |v: serde_json::Value| {
+        if json {
+            let mut err = io::stderr().lock();
+            let _ = serde_json::to_writer(&mut err, &v);
+            let _ = writeln!(err);
         }
     };
     let report = mirror::pull(&o, &mut |ev| match ev {
@@ -260,28 +347,156 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             expires,
             versions,
             key,
-        } => say(
-            &mut line,
-            format!(
-                "index serial {serial} signed by key {key}: {versions} version(s), valid until {}",
-                time(expires)
-            ),
-        ),
-        PullEvent::Held(names) => say(
-            &mut line,
-            if names.is_empty() {
-                "pool holds no version yet".into()
-            } else {
-                let names: Vec<String> = names.iter().map(|n| esc(n)).collect();
-                format!("pool holds: {}", names.join(", "))
-            },
-        ),
+        } => {
+            emit(
+                serde_json::json!({"event": "index", "serial": serial, "expires": expires,
+                "versions": versions, "key": key.to_string()}),
+            );
+            say(
+                &mut line,
+                &mut plan_bar,
+                format!(
+                    "index serial {serial} signed by key {key}: {versions} version(s), valid until {}",
+                    time(expires)
+                ),
+            );
+        }
+        PullEvent::MirrorSkipped {
+            mirror,
+            file,
+            reason,
+        } => {
+            emit(
+                serde_json::json!({"event": "mirror_skipped", "mirror": mirror,
+                "file": file.map(|f| f.path.clone()), "reason": reason}),
+            );
+            say(
+                &mut line,
+                &mut plan_bar,
+                match file {
+                    Some(f) => format!(
+                        "mirror {} skipped for {}: {}; trying the next mirror",
+                        esc(mirror),
+                        esc(&f.path),
+                        super::escape_controls(reason)
+                    ),
+                    None => format!(
+                        "mirror {} skipped: {}",
+                        esc(mirror),
+                        super::escape_controls(reason)
+                    ),
+                },
+            );
+        }
+        PullEvent::Trust {
+            repository,
+            uuid,
+            root_version,
+            rotations,
+            timestamp_version,
+            timestamp_expires,
+            serial,
+            versions,
+        } => {
+            emit(
+                serde_json::json!({"event": "trust", "repository": repository,
+                "uuid": uuid.to_string(), "root_version": root_version, "rotations": rotations,
+                "timestamp_version": timestamp_version, "timestamp_expires": timestamp_expires,
+                "serial": serial, "versions": versions}),
+            );
+            say(
+                &mut line,
+                &mut plan_bar,
+                format!(
+                    "repository {} ({uuid}): root version {root_version}{}, timestamp {timestamp_version} valid until {}, release serial {serial}: {versions} version(s)",
+                    esc(repository),
+                    if rotations > 0 {
+                        format!(" ({rotations} rotation(s) verified)")
+                    } else {
+                        String::new()
+                    },
+                    time(timestamp_expires)
+                ),
+            );
+        }
+        PullEvent::Held(names) => {
+            emit(serde_json::json!({"event": "held", "versions": names}));
+            say(
+                &mut line,
+                &mut plan_bar,
+                if names.is_empty() {
+                    "pool holds no version yet".into()
+                } else {
+                    let names: Vec<String> = names.iter().map(|n| esc(n)).collect();
+                    format!("pool holds: {}", names.join(", "))
+                },
+            );
+        }
         PullEvent::Plan(p) => {
+            emit(serde_json::json!({"event": "plan", "plan": p}));
             if !json {
                 line.clear();
+                plan_bar.clear();
                 for l in plan_lines(p) {
                     eprintln!("{l}");
                 }
+            }
+            step_start = Instant::now();
+        }
+        PullEvent::Space(s) => {
+            emit(serde_json::json!({"event": "space", "space": s}));
+            if verbose {
+                say(&mut line, &mut plan_bar, space_line(s));
+            }
+        }
+        PullEvent::Progress(p) => {
+            let last = p.applied >= p.total;
+            if json
+                && (last || last_progress.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)))
+            {
+                last_progress = Some(Instant::now());
+                emit(
+                    serde_json::json!({"event": "progress", "step": p.step, "steps": p.steps,
+                    "total": p.total, "fetched": p.fetched, "reused": p.reused,
+                    "applied": p.applied}),
+                );
+            }
+            if !json {
+                line.clear();
+                plan_bar.update(&p);
+            }
+        }
+        PullEvent::Step {
+            step,
+            steps,
+            file,
+            fetched,
+            reused,
+        } => {
+            let secs = step_start.elapsed().as_secs_f64();
+            step_start = Instant::now();
+            emit(
+                serde_json::json!({"event": "step", "step": step, "steps": steps,
+                "file": file.path, "to": file.to, "size": file.size,
+                "stream_bytes": file.stream_bytes, "fetched": fetched, "reused": reused,
+                "seconds": secs}),
+            );
+            if verbose {
+                say(
+                    &mut line,
+                    &mut plan_bar,
+                    format!(
+                        "step {step}/{steps}: {}: {} fetched{}, its {} stream applied, in {secs:.1}s",
+                        what(file),
+                        human(fetched),
+                        if reused > 0 {
+                            format!(", {} reused from an earlier pull", human(reused))
+                        } else {
+                            String::new()
+                        },
+                        human(file.stream_bytes)
+                    ),
+                );
             }
         }
         PullEvent::Download {
@@ -292,6 +507,9 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             ..
         } => {
             let (t0, b0) = *dl_start.get_or_insert((Instant::now(), done));
+            if !json {
+                plan_bar.clear();
+            }
             line.show(|| {
                 let secs = t0.elapsed().as_secs_f64().max(1e-3);
                 let rate = done.saturating_sub(b0) as f64 / secs;
@@ -301,7 +519,7 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                     "?".into()
                 };
                 format!(
-                    "pull: step {step}/{steps} downloading {} of {} ({:.0}%) {}/s ETA {eta}",
+                    "pull: step {step}/{steps} fetching {} of {} ({:.0}%) {}/s ETA {eta}",
                     human(done),
                     human(total),
                     done as f64 * 100.0 / total.max(1) as f64,
@@ -309,57 +527,66 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                 )
             });
         }
-        PullEvent::Resume { file, offset } => say(
-            &mut line,
-            format!(
-                "resuming {} at byte {offset} of {}",
-                esc(&file.path),
-                file.size
-            ),
-        ),
-        PullEvent::Refused { file, reason } => say(
-            &mut line,
-            format!(
-                "refused {}: {}; trying another chain",
-                esc(&file.path),
-                super::escape_controls(reason)
-            ),
-        ),
-        PullEvent::Receiving {
-            step,
-            steps,
-            file,
-            bytes,
-        } => line.show(|| {
-            format!(
-                "pull: step {step}/{steps} receiving {}: {} of {} ({:.0}%)",
-                file.to,
-                human(bytes),
-                human(file.stream_bytes),
-                bytes as f64 * 100.0 / file.stream_bytes.max(1) as f64
-            )
-        }),
+        PullEvent::Resume { file, offset } => {
+            emit(
+                serde_json::json!({"event": "resume", "file": file.path, "offset": offset,
+                "size": file.size}),
+            );
+            say(
+                &mut line,
+                &mut plan_bar,
+                format!(
+                    "resuming {} at byte {offset} of {}",
+                    esc(&file.path),
+                    file.size
+                ),
+            );
+        }
+        PullEvent::Refused { file, reason } => {
+            emit(serde_json::json!({"event": "refused", "file": file.path, "reason": reason}));
+            say(
+                &mut line,
+                &mut plan_bar,
+                format!(
+                    "refused {}: {}; trying another chain",
+                    esc(&file.path),
+                    super::escape_controls(reason)
+                ),
+            );
+        }
+        // The plan's bar shows receiving ([`PullEvent::Progress`]).
+        PullEvent::Receiving { .. } => {}
         PullEvent::Received {
             step,
             steps,
             version,
             path,
-        } => say(
-            &mut line,
-            format!(
-                "step {step}/{steps}: received version {} as {}",
-                esc(version),
-                esc_path(path)
-            ),
-        ),
-        PullEvent::Removed { name, reason } => {
+        } => {
+            emit(
+                serde_json::json!({"event": "received", "step": step, "steps": steps,
+                "version": version, "path": path}),
+            );
             say(
                 &mut line,
+                &mut plan_bar,
+                format!(
+                    "step {step}/{steps}: received version {} as {}",
+                    esc(version),
+                    esc_path(path)
+                ),
+            );
+        }
+        PullEvent::Removed { name, reason } => {
+            emit(serde_json::json!({"event": "removed", "name": name, "reason": reason}));
+            say(
+                &mut line,
+                &mut plan_bar,
                 format!("deleted {} ({})", esc(name), super::escape_controls(reason)),
             );
         }
         PullEvent::StaleRemoved(n) => say(
             &mut line,
+            &mut plan_bar,
             format!(
                 "removed stale staging subvolume {} left by an interrupted receive",
                 escape(n.as_encoded_bytes())
@@ -367,6 +594,7 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         ),
         PullEvent::Indexed(i) => say(
             &mut line,
+            &mut plan_bar,
             format!(
                 "indexed content of {}: {} file(s), {}, index {}",
                 esc(&i.name),
@@ -377,6 +605,7 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         ),
         PullEvent::IndexDropped(files) => say(
             &mut line,
+            &mut plan_bar,
             format!(
                 "dropped {} content index file(s) of subvolumes no longer in the pool",
                 files.len()
@@ -384,6 +613,7 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         ),
         PullEvent::IndexCorrupt { file, reason } => say(
             &mut line,
+            &mut plan_bar,
             format!(
                 "content index {} is unusable ({}); indexing again",
                 esc(file),
@@ -392,6 +622,7 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         ),
     });
     line.clear();
+    plan_bar.clear();
     let r = report?;
     if a.json {
         return print_json(&r);
@@ -401,6 +632,9 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
     if let Some(p) = &r.plan {
         for l in plan_lines(p) {
             writeln!(out, "{l}").map_err(w)?;
+        }
+        if let Some(s) = &r.space {
+            writeln!(out, "{}", space_line(s)).map_err(w)?;
         }
         return writeln!(out, "dry run: nothing fetched or changed").map_err(w);
     }
@@ -430,9 +664,14 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
     } else {
         String::new()
     };
+    let reused = if r.reused > 0 {
+        format!(" (+{} reused from an earlier pull)", human(r.reused))
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{} is version {}: {how}, {} fetched{shared} in {:.1}s",
+        "{} is version {}: {how}, {} fetched{reused}{shared} in {:.1}s",
         esc_path(&r.path),
         esc(&r.target),
         human(r.bytes),

@@ -7,9 +7,11 @@ mod input;
 mod mirror;
 mod progress;
 mod recv;
+mod remote;
 mod send;
 mod sign;
 mod trace;
+mod trust;
 mod verify;
 
 pub use deploy::{deploy, rollback, status};
@@ -17,8 +19,10 @@ pub use dump::dump;
 pub use input::ThreadedInput;
 pub use mirror::{delete, list, pool, publish, pull, push, show, snapshot};
 pub use recv::{Style, recv};
+pub use remote::remote;
 pub use send::send;
 pub use sign::{keygen, sign};
+pub use trust::trust;
 pub use verify::verify;
 
 pub use progress::Progress;
@@ -123,10 +127,12 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Send(a) => send(&a),
         Command::Sign(a) => sign(&a),
         Command::Keygen(a) => keygen(&a),
+        Command::Trust(a) => trust(&a),
         Command::Digest(a) => digest(&a),
         Command::Publish(a) => publish(&a),
         Command::Pull(a) => pull(&a),
         Command::Push(a) => push(&a),
+        Command::Remote(a) => remote(&a),
         Command::Pool(a) => pool(&a),
         Command::List(a) => list(&a),
         Command::Show(a) => show(&a),

@@ -145,3 +145,76 @@ impl Status {
         self.bar.clear();
     }
 }
+
+/// One bar over a whole pull plan: bytes applied of the plan's bytes, with what was fetched
+/// (and at what rate), what an earlier pull left in the cache, and an ETA. Cleared by
+/// [`PlanBar::clear`] (before a line of its own is printed) and on drop; a later update draws
+/// it again.
+pub struct PlanBar {
+    force: bool,
+    bar: Shown,
+    /// When the first byte was fetched, and the count then.
+    fetch_start: Option<(Instant, u64)>,
+}
+
+impl PlanBar {
+    /// A bar, drawn when stderr is a terminal or with `force`.
+    #[must_use]
+    pub fn new(force: bool) -> PlanBar {
+        PlanBar {
+            force,
+            bar: Shown::default(),
+            fetch_start: None,
+        }
+    }
+
+    /// Shows `p`.
+    pub fn update(&mut self, p: &subvol::mirror::FlowProgress) {
+        use subvol::util::human_size as human;
+        let (t0, f0) = *self.fetch_start.get_or_insert((Instant::now(), p.fetched));
+        if self.bar.0.is_none() {
+            self.bar.0 = bar(
+                self.force,
+                Some(p.total.max(1)),
+                "{prefix} [{bar:24}] {msg}",
+                "pull",
+            );
+        }
+        let Some(b) = &self.bar.0 else { return };
+        let secs = t0.elapsed().as_secs_f64();
+        let rate = if secs > 0.5 {
+            p.fetched.saturating_sub(f0) as f64 / secs
+        } else {
+            0.0
+        };
+        let to_fetch = p.total.saturating_sub(p.fetched.saturating_add(p.reused));
+        let eta = if to_fetch == 0 {
+            String::new()
+        } else if rate > 0.0 {
+            format!(" ETA {:.0}s", to_fetch as f64 / rate)
+        } else {
+            " ETA ?".to_string()
+        };
+        let reused = if p.reused > 0 {
+            format!(" (+{} reused)", human(p.reused))
+        } else {
+            String::new()
+        };
+        b.set_length(p.total.max(1));
+        b.set_position(p.applied.min(p.total));
+        b.set_message(format!(
+            "{}/{} fetched {}{reused} {}/s, applied {} of {}{eta}",
+            p.step,
+            p.steps,
+            human(p.fetched),
+            human(rate as u64),
+            human(p.applied),
+            human(p.total)
+        ));
+    }
+
+    /// Removes the bar (the next [`PlanBar::update`] draws a new one).
+    pub fn clear(&mut self) {
+        self.bar.clear();
+    }
+}
