@@ -44,6 +44,9 @@ struct StepState {
     /// The download failed; the error, until taken by [`Flow::outcome`].
     failed: bool,
     error: Option<FetchError>,
+    /// A mirror failed this file (and another one served it): what a receiver read of the
+    /// file while it arrived may be the failed mirror's bytes, not the verified ones.
+    mirror_failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +170,7 @@ impl<'p> Flow<'p> {
                         }
                         Progress::Resume(offset) => g.resumes.push((j, offset)),
                         Progress::MirrorSkipped { mirror, reason } => {
+                            g.steps[j].mirror_failed = true;
                             g.skips.push((j, mirror, reason));
                         }
                     }
@@ -286,6 +290,12 @@ impl<'p> Flow<'p> {
             fetched: g.steps[j].fetched,
             reused: g.steps[j].reused,
         }
+    }
+
+    /// True when a mirror failed file `j` before another served it (see
+    /// [`StepState::mirror_failed`]).
+    pub(super) fn mirror_failed(&self, j: usize) -> bool {
+        self.lock().steps[j].mirror_failed
     }
 
     /// Mirrors that failed a file since the last call: (step, mirror, reason).

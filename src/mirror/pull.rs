@@ -1152,6 +1152,10 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             // the reason given.
                             if streaming {
                                 match flow.outcome(i, &stop) {
+                                    // The bytes read came (in part) from a mirror that then
+                                    // failed the file; the verified file is in the cache now:
+                                    // receive it again from there.
+                                    Ok(()) if flow.mirror_failed(i) => return Ok(true),
                                     Ok(()) => {}
                                     Err(Some(
                                         FetchError::Missing(reason) | FetchError::Bad(reason),
@@ -1284,10 +1288,15 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             r
         });
         for (j, mirror, reason) in flow.take_skips() {
-            let path = p.steps.get(j).map_or("", |s| s.file.path.as_str());
+            let Some(s) = p.steps.get(j) else { continue };
             skipped_here
                 .borrow_mut()
-                .push(format!("{mirror} ({path}): {reason}"));
+                .push(format!("{mirror} ({}): {reason}", s.file.path));
+            (*events.borrow_mut())(PullEvent::MirrorSkipped {
+                mirror: &mirror,
+                file: Some(&s.file),
+                reason: &reason,
+            });
         }
         mirrors_skipped.extend(skipped_here.into_inner());
         let c = flow.counts();
