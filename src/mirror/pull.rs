@@ -352,8 +352,9 @@ impl trust::Fetch for RemoteFetch<'_> {
 }
 
 /// The root to start from, and its name for messages: the newer of `--root` and the root this
-/// pool pinned for the repository, or the pinned one alone when neither `--root` nor keys are
-/// given; None for a pull with `--verify` keys (the legacy index).
+/// pool pinned for the repository, or the pinned one alone without `--root` (even with keys);
+/// None for a pull with `--verify` keys from a source without a pinned root (the legacy
+/// index).
 fn trusted_root(
     o: &PullOptions,
     state: &PullState,
@@ -375,11 +376,11 @@ fn trusted_root(
         .into());
     }
     let Some(path) = &o.root else {
-        if !o.keys.is_empty() {
-            return Ok(None);
-        }
+        // A source whose root this pool pinned is verified through it even when --verify
+        // keys are given: the legacy index would bypass the root's revocations.
         return match pinned_uuid.as_ref().and_then(pinned) {
             Some((b, name, _)) => Ok(Some((b, name))),
+            None if !o.keys.is_empty() => Ok(None),
             None => Err(MirrorError::NoKeys),
         };
     };
