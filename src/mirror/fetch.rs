@@ -889,8 +889,15 @@ impl Mirrors {
         let mut failures: Vec<String> = Vec::new();
         let mut refused: Option<bool> = None; // Some(true): some mirror lacks it (Missing)
         let mut last: Option<MirrorError> = None;
-        for m in &self.current {
-            let reason = match m.fetch(f, cache, progress, stop) {
+        for (k, m) in self.current.iter().enumerate() {
+            let mut r = m.fetch(f, cache, progress, stop);
+            // This mirror may have resumed a partial file an earlier one left (a stall keeps
+            // it): a bad hash may be that mirror's prefix, not this one's bytes. The bad file
+            // is gone now; ask this mirror once more, from zero.
+            if k > 0 && matches!(r, Err(FetchError::Bad(_))) {
+                r = m.fetch(f, cache, progress, stop);
+            }
+            let reason = match r {
                 Ok(file) => return Ok(file),
                 Err(FetchError::Fatal(e)) if !is_mirror_fault(&e) => {
                     return Err(FetchError::Fatal(e));

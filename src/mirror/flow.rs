@@ -44,6 +44,12 @@ struct StepState {
     /// The download failed; the error, until taken by [`Flow::outcome`].
     failed: bool,
     error: Option<FetchError>,
+    /// A mirror failed this file (and another one served it): what a receiver read of the
+    /// file while it arrived may be the failed mirror's bytes, not the verified ones.
+    mirror_failed: bool,
+    /// Bumped whenever the bytes already written may change (another mirror takes over, a
+    /// download restarts from zero): a reader of an older generation must not go on.
+    generation: u64,
 }
 
 #[derive(Debug, Default)]
@@ -163,10 +169,15 @@ impl<'p> Flow<'p> {
                             // A restart from zero (a server ignoring Range) re-fetches what
                             // counted as reused.
                             s.reused = s.reused.min(b);
+                            if b < s.written {
+                                s.generation += 1;
+                            }
                             s.written = b;
                         }
                         Progress::Resume(offset) => g.resumes.push((j, offset)),
                         Progress::MirrorSkipped { mirror, reason } => {
+                            g.steps[j].mirror_failed = true;
+                            g.steps[j].generation += 1;
                             g.skips.push((j, mirror, reason));
                         }
                     }
@@ -288,6 +299,12 @@ impl<'p> Flow<'p> {
         }
     }
 
+    /// True when a mirror failed file `j` before another served it (see
+    /// [`StepState::mirror_failed`]).
+    pub(super) fn mirror_failed(&self, j: usize) -> bool {
+        self.lock().steps[j].mirror_failed
+    }
+
     /// Mirrors that failed a file since the last call: (step, mirror, reason).
     pub(super) fn take_skips(&self) -> Vec<(usize, String, String)> {
         std::mem::take(&mut self.lock().skips)
@@ -312,6 +329,7 @@ impl<'p> Flow<'p> {
             size: self.files[j].size,
             pos: 0,
             file: None,
+            generation: None,
             stop,
             tick,
             last_tick: Instant::now(),
@@ -342,6 +360,8 @@ pub(super) struct TailReader<'a, 'p> {
     size: u64,
     pos: u64,
     file: Option<File>,
+    /// The generation of the file's bytes this reader started on.
+    generation: Option<u64>,
     stop: &'a dyn Fn() -> bool,
     tick: &'a dyn Fn(),
     last_tick: Instant,
@@ -384,6 +404,14 @@ impl Read for TailReader<'_, '_> {
                 if s.failed {
                     return Err(io::Error::other("the download of this file failed"));
                 }
+                // Bytes read before another mirror took over (or a restart) may not be the
+                // file's: a stream fault, so the verified file is received again.
+                if *self.generation.get_or_insert(s.generation) != s.generation {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the file was replaced while it was read (another mirror took over)",
+                    ));
+                }
                 let end = if s.ok {
                     self.size
                 } else if s.open {
@@ -412,7 +440,9 @@ impl Read for TailReader<'_, '_> {
             let pos = self.pos;
             let n = self.open()?.read_at(&mut buf[..want], pos)?;
             if n == 0 {
-                // The file was cut back (a download restarted from zero): wait for its bytes.
+                // The file was cut back or replaced: the generation (checked above) tells;
+                // wait for the downloader's next word rather than spin.
+                drop(self.flow.wait(self.flow.lock()));
                 continue;
             }
             self.pos += n as u64;

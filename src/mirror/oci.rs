@@ -343,7 +343,10 @@ fn run_helper(
         return Err(bad("not a valid helper name".into()));
     }
     let program = format!("docker-credential-{helper}");
+    // Only absolute directories: an empty or relative $PATH entry would run a helper from
+    // wherever the update service happens to be.
     let exe = std::env::split_paths(search)
+        .filter(|d| d.is_absolute())
         .map(|d| d.join(&program))
         .find(|p| {
             use std::os::unix::fs::PermissionsExt as _;

@@ -352,8 +352,9 @@ impl trust::Fetch for RemoteFetch<'_> {
 }
 
 /// The root to start from, and its name for messages: the newer of `--root` and the root this
-/// pool pinned for the repository, or the pinned one alone when neither `--root` nor keys are
-/// given; None for a pull with `--verify` keys (the legacy index).
+/// pool pinned for the repository, or the pinned one alone without `--root` (even with keys);
+/// None for a pull with `--verify` keys from a source without a pinned root (the legacy
+/// index).
 fn trusted_root(
     o: &PullOptions,
     state: &PullState,
@@ -375,11 +376,11 @@ fn trusted_root(
         .into());
     }
     let Some(path) = &o.root else {
-        if !o.keys.is_empty() {
-            return Ok(None);
-        }
+        // A source whose root this pool pinned is verified through it even when --verify
+        // keys are given: the legacy index would bypass the root's revocations.
         return match pinned_uuid.as_ref().and_then(pinned) {
             Some((b, name, _)) => Ok(Some((b, name))),
+            None if !o.keys.is_empty() => Ok(None),
             None => Err(MirrorError::NoKeys),
         };
     };
@@ -1157,6 +1158,10 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             // the reason given.
                             if streaming {
                                 match flow.outcome(i, &stop) {
+                                    // The bytes read came (in part) from a mirror that then
+                                    // failed the file; the verified file is in the cache now:
+                                    // receive it again from there.
+                                    Ok(()) if flow.mirror_failed(i) => return Ok(true),
                                     Ok(()) => {}
                                     Err(Some(
                                         FetchError::Missing(reason) | FetchError::Bad(reason),
@@ -1289,10 +1294,15 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             r
         });
         for (j, mirror, reason) in flow.take_skips() {
-            let path = p.steps.get(j).map_or("", |s| s.file.path.as_str());
+            let Some(s) = p.steps.get(j) else { continue };
             skipped_here
                 .borrow_mut()
-                .push(format!("{mirror} ({path}): {reason}"));
+                .push(format!("{mirror} ({}): {reason}", s.file.path));
+            (*events.borrow_mut())(PullEvent::MirrorSkipped {
+                mirror: &mirror,
+                file: Some(&s.file),
+                reason: &reason,
+            });
         }
         mirrors_skipped.extend(skipped_here.into_inner());
         let c = flow.counts();

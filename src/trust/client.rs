@@ -219,6 +219,17 @@ pub fn update(
             ..RepoTrust::default()
         },
     };
+    // The root reached must not be older than one this pool verified before (a lost pinned
+    // file and an old --root must not roll the trusted keys back).
+    if root.version < record.root_version {
+        return Err(TrustError::Rollback {
+            file: trusted_name.to_string(),
+            what: "root version",
+            got: root.version,
+            seen: record.root_version,
+        }
+        .into());
+    }
     if record.timestamp_keys != ts_keys {
         record.timestamp_version = 0;
     }
