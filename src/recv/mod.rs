@@ -19,7 +19,10 @@
 //! guarded by a lock file beside it that is locked before it appears. On any error or signal
 //! the staging subvolume is deleted; after a kill -9 or power loss, the next receive into the
 //! same DEST finds staging subvolumes whose lock is free and deletes them (reporting each).
-//! Staging subvolumes are never parents or clone sources.
+//! Staging subvolumes are never parents or clone sources. With checkpoints
+//! ([`Options::checkpoint_bytes`], [`resume`]), an interruption that is not the stream's fault
+//! keeps the last checkpoint instead, and so does the cleanup (for 7 days), for a later
+//! receive of the same stream to resume from ([`Options::resume`]).
 //!
 //! Confinement ([`beneath`]): every path is resolved beneath the staging root without following
 //! symlinks; files are written only after checking they are regular files; clone sources are the
@@ -38,7 +41,7 @@ mod dest;
 mod fuse;
 mod handles;
 pub mod mounts;
-mod resume;
+pub mod resume;
 mod staging;
 
 pub use resume::{
