@@ -23,7 +23,7 @@ _subvol__recv() {
 
     case "${cmd}" in
         subvol__recv)
-            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --keep-incomplete --chroot --dump --dump-format --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --help --version"
+            opts="-f -e -E -C -m -q -v -h -V --file --max-errors --keep-incomplete --chroot --dump --dump-format --force-decompress --quiet --verbose --progress --verify --clone-from-any --dedup-from --checkpoint-every --checkpoint-overhead --no-resume --resume-from --resume-offset --list-incomplete --json --drop-incomplete --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -58,6 +58,18 @@ _subvol__recv() {
                     return 0
                     ;;
                 --dedup-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --checkpoint-every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --checkpoint-overhead)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resume-from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -66,6 +66,9 @@ complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dump-format -d 'W
 progs-6.10\t'btrfs-progs 6.9.1, 6.10 and later: every name and value escaped'"
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l verify -d 'Require every segment to be signed by one of these public keys, and apply nothing before its signature verified (repeatable); nothing is committed before the whole input verified' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l dedup-from -d 'Clone WRITE data found in the files under DIR instead of writing it (repeatable)' -r -F
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l checkpoint-every -d 'Take a checkpoint of the subvolume being received every BYTES of input (0: never)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l checkpoint-overhead -d 'Skip checkpoints that would take more than PERCENT of the receive\'s time so far (100: take every one)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l resume-from -d 'The input is the stream from byte OFFSET on (as `--resume-offset` printed): take up the interrupted receive in DEST that restarts there' -r
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s e -d 'Stop after the first END command (for streams made with `btrfs send -e`)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l keep-incomplete -d 'With -E: commit the subvolumes even though commands failed and were skipped (btrfs receive\'s behaviour); they are read-only and carry the received UUID, but are incomplete. The exit status stays non-zero'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s C -l chroot -d 'Confine the receive to DEST (subvol always resolves every stream path beneath the new subvolume, so this changes nothing but is accepted)'
@@ -75,6 +78,11 @@ complete -c subvol -n "__fish_subvol_using_subcommand recv" -s q -l quiet -d 'Pr
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s v -l verbose -d 'Print more (repeat for more detail; subvol-recv prints btrfs receive\'s lines: -v each subvolume, WRITE and CLONE, -vv every command)'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l progress -d 'Show a progress line on stderr even when it is not a terminal'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -l clone-from-any -d 'Let CLONE read from any read-only subvolume on DEST\'s file system that the stream names by its own UUID'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l no-resume -d 'Do not resume an interrupted receive of this stream: start over (removing it)'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l resume-offset -d 'Print the input offset where the interrupted receive in DEST restarts (0 if there is none) and exit'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l list-incomplete -d 'List the interrupted receives kept for resume in DEST and exit'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l json -d 'With --list-incomplete: print JSON'
+complete -c subvol -n "__fish_subvol_using_subcommand recv" -l drop-incomplete -d 'Remove the interrupted receives kept for resume in DEST and exit'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c subvol -n "__fish_subvol_using_subcommand recv" -s V -l version -d 'Print version'
 complete -c subvol -n "__fish_subvol_using_subcommand send" -s p -l parent -d 'Send incrementally from PARENT (a read-only subvolume, or a directory tree with a tree SOURCE)' -r -F

@@ -35,11 +35,39 @@ pub trait Source {
     fn offset(&self) -> u64;
     /// Commands yielded so far.
     fn commands(&self) -> u64;
+    /// Called right after an item was yielded: where a receive of this input could restart
+    /// after that item, when this is a point to restart from (a reader keeping a digest offers
+    /// one now and then; a verifying source only at the end of a verified segment). The state
+    /// is taken at once, so a filter running ahead on another thread can pass it along.
+    fn resume_state(&mut self) -> Option<ResumeState> {
+        None
+    }
+}
+
+/// Where an input can be taken up again after an item: the source's own position (what
+/// [`Source::offset`] and [`Source::commands`] said right after the item), the reader's state
+/// there, and a verifying source's state.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumeState {
+    /// [`Source::commands`] after the item: the index the next command will have.
+    pub index: u64,
+    /// The byte reader's state: the offset to restart reading at, and the digest before it.
+    pub reader: crate::stream::ReaderState,
+    /// A signature verifier's state (signed input only).
+    pub verifier: Option<crate::sign::VerifierState>,
 }
 
 impl<R: std::io::Read> Source for Reader<R> {
     fn next_item(&mut self, out: &mut Command) -> Result<Option<Item>, Error> {
         Ok(self.next(out)?)
+    }
+    fn resume_state(&mut self) -> Option<ResumeState> {
+        let reader = self.offer_state()?;
+        Some(ResumeState {
+            index: reader.commands,
+            reader,
+            verifier: None,
+        })
     }
     fn offset(&self) -> u64 {
         Reader::offset(self)
@@ -58,6 +86,9 @@ impl<S: Source + ?Sized> Source for &mut S {
     }
     fn commands(&self) -> u64 {
         (**self).commands()
+    }
+    fn resume_state(&mut self) -> Option<ResumeState> {
+        (**self).resume_state()
     }
 }
 

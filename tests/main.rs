@@ -17,6 +17,7 @@ mod ranges;
 mod recv;
 mod recv_btrfs_output;
 mod remotes;
+mod resume;
 mod send_kernel;
 mod send_tree;
 mod sign;

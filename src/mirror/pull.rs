@@ -1115,7 +1115,12 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             report();
                         }
                         Event::Deduped(s) => deduped = deduped.saturating_add(s.cloned),
-                        Event::Started { .. } | Event::SeedsIndexed { .. } => {}
+                        Event::Started { .. }
+                        | Event::SeedsIndexed { .. }
+                        | Event::Checkpoint { .. }
+                        | Event::Resumed { .. }
+                        | Event::IncompleteDropped(_)
+                        | Event::Kept { .. } => {}
                     });
                     drop(source);
                     // A download that failed makes the receive fail: its reason is the

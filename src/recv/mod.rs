@@ -19,7 +19,10 @@
 //! guarded by a lock file beside it that is locked before it appears. On any error or signal
 //! the staging subvolume is deleted; after a kill -9 or power loss, the next receive into the
 //! same DEST finds staging subvolumes whose lock is free and deletes them (reporting each).
-//! Staging subvolumes are never parents or clone sources.
+//! Staging subvolumes are never parents or clone sources. With checkpoints
+//! ([`Options::checkpoint_bytes`], [`resume`]), an interruption that is not the stream's fault
+//! keeps the last checkpoint instead, and so does the cleanup (for 7 days), for a later
+//! receive of the same stream to resume from ([`Options::resume`]).
 //!
 //! Confinement ([`beneath`]): every path is resolved beneath the staging root without following
 //! symlinks; files are written only after checking they are regular files; clone sources are the
@@ -38,9 +41,15 @@ mod dest;
 mod fuse;
 mod handles;
 pub mod mounts;
+pub mod resume;
 mod staging;
 
-use crate::pipeline::{self, CommandSink, Hook, Position, Source, Totals};
+pub use resume::{
+    DEFAULT_CHECKPOINT_BYTES, Incomplete, KEEP_FOR_SECS, SkipError, Skipped, StreamStart,
+    drop_incomplete, list_incomplete, peek_start, skip_checked,
+};
+
+use crate::pipeline::{self, CommandSink, Hook, Position, ResumeState, Source, Totals};
 use crate::stream::{AttrError, Command, Op, Uuid, proto};
 use crate::{Error, ExitCode};
 use apply::Tree;
@@ -54,6 +63,7 @@ use std::ops::ControlFlow;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -221,7 +231,7 @@ pub enum RecvError {
         failure: Failure,
     },
     /// SIGINT or SIGTERM arrived; the staging subvolume was removed.
-    #[error("interrupted by a signal; partial subvolume removed")]
+    #[error("interrupted by a signal")]
     Interrupted,
     /// With [`Tolerance::max_errors`] other than 1, commands failed and were skipped (each was
     /// reported to [`receive_tolerant`]'s `on_skip`); the input was read to its end.
@@ -294,6 +304,23 @@ pub struct Options {
     /// given). Its seeds must be reachable through DEST's mount for clones to happen; a
     /// refused clone is written instead.
     pub dedup_index: Option<crate::content::ContentIndex>,
+    /// Take a checkpoint of the subvolume being received at the first point to restart from
+    /// after this many input bytes since the last one (see [`resume`]); an interrupted
+    /// receive then keeps its last checkpoint for a later resume. None (or 0): no
+    /// checkpoints. Only the first subvolume of an input is checkpointed, and not with
+    /// dedup or a tolerance of failed commands. The source must offer points to restart
+    /// from: a [`crate::stream::Reader`] made [`crate::stream::Reader::with_prefix_digest`]
+    /// (also beneath a verifying source).
+    pub checkpoint_bytes: Option<u64>,
+    /// Skip a checkpoint that would bring the time spent taking checkpoints above this share
+    /// of the receive's time so far (the next one is assumed to cost what the last did); None:
+    /// no limit. A checkpoint commits a btrfs transaction, some tens of milliseconds.
+    pub checkpoint_max_share: Option<f64>,
+    /// Take up this interrupted receive (from [`list_incomplete`]) instead of starting the
+    /// first subvolume: the source must yield the input from [`Incomplete::offset`] on
+    /// ([`Incomplete::reader`], under a [`crate::sign::VerifyingSource::resume`] for a
+    /// signed stream).
+    pub resume: Option<Incomplete>,
 }
 
 /// How many failed commands a receive goes past (`btrfs receive -E N`), and what it does with
@@ -349,6 +376,83 @@ pub enum Event<'a> {
     },
     /// What dedup did (after the input, whether or not it succeeded).
     Deduped(DedupStats),
+    /// A checkpoint was taken: a resume restarts at this input offset.
+    Checkpoint {
+        /// Input offset.
+        offset: u64,
+        /// How long it took (snapshot, which commits a transaction, and record).
+        took: std::time::Duration,
+    },
+    /// An interrupted receive was taken up again at its checkpoint.
+    Resumed {
+        /// Final name.
+        name: &'a OsStr,
+        /// Input offset the receive continues at.
+        offset: u64,
+    },
+    /// An interrupted receive of the same final name was removed (this input starts over).
+    IncompleteDropped(&'a str),
+    /// The receive failed where it can be resumed: its last checkpoint is kept.
+    Kept {
+        /// Final name.
+        name: &'a OsStr,
+        /// Input offset a resume restarts at.
+        offset: u64,
+    },
+}
+
+/// True if a receive that failed with `e` can be taken up again from its last checkpoint: an
+/// interruption, an input that ended early or could not be read, a host error (I/O, a full
+/// file system). Not for a stream at fault (malformed, refused, failed verification).
+#[must_use]
+pub fn is_resumable_failure(e: &Error) -> bool {
+    use crate::stream::StreamErrorKind as K;
+    // A full file system is not resumed: the checkpoint would keep holding the space.
+    let full = |errno: Option<i32>| {
+        errno.is_some_and(|e| {
+            e == rustix::io::Errno::NOSPC.raw_os_error()
+                || e == rustix::io::Errno::DQUOT.raw_os_error()
+        })
+    };
+    match e {
+        Error::Interrupted | Error::Recv(RecvError::Interrupted) => true,
+        Error::Io { source, .. } => !full(source.raw_os_error()),
+        Error::Stream(se) => match &se.kind {
+            K::Io(e) => !full(e.raw_os_error()),
+            K::Truncated { .. } | K::MissingEnd => true,
+            _ => false,
+        },
+        Error::Recv(RecvError::Command { failure, .. }) => match failure {
+            Failure::Os { source, .. } => !full(source.raw_os_error()),
+            Failure::Ioctl(e) => !full(Some(e.errno())),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Passes the source's points to restart from to the receiver (same thread, item by item).
+struct Tap<'s> {
+    inner: &'s mut dyn Source,
+    cell: Rc<RefCell<Option<ResumeState>>>,
+}
+
+impl Source for Tap<'_> {
+    fn next_item(&mut self, out: &mut Command) -> Result<Option<crate::stream::Item>, Error> {
+        let item = self.inner.next_item(out)?;
+        *self.cell.borrow_mut() = if item.is_some() {
+            self.inner.resume_state()
+        } else {
+            None
+        };
+        Ok(item)
+    }
+    fn offset(&self) -> u64 {
+        self.inner.offset()
+    }
+    fn commands(&self) -> u64 {
+        self.inner.commands()
+    }
 }
 
 /// A committed subvolume.
@@ -404,9 +508,20 @@ pub fn receive_tolerant(
     };
     let interrupted = opts.interrupted.as_deref();
     let mut stats = None;
+    let cell = Rc::new(RefCell::new(None));
+    let mut tap = Tap {
+        inner: source,
+        cell: Rc::clone(&cell),
+    };
+    let source = &mut tap;
     let result = Receiver::new(opts, &mut sink_events).and_then(|mut rx| {
         rx.tolerance = tolerance;
         rx.on_skip = Some(on_skip);
+        let dedup = !(opts.dedup_from.is_empty() && opts.dedup_index.is_none());
+        if tolerance.max_errors == 1 && !dedup {
+            rx.checkpoint_every = opts.checkpoint_bytes.filter(|&b| b > 0);
+            rx.resume_cell = cell;
+        }
         let mut hook = Hook::none().progress(&mut on_progress);
         if let Some(flag) = interrupted {
             hook = hook.cancel(flag);
@@ -436,7 +551,14 @@ pub fn receive_tolerant(
             stats = Some(s);
             (pumped, rx)
         };
-        // Dropping the receiver removes an uncommitted staging subvolume before we return.
+        // Dropping the receiver removes an uncommitted staging subvolume before we return,
+        // unless it can be resumed.
+        let mut rx = rx;
+        if let Err(e) = &pumped
+            && (is_resumable_failure(e) || interrupted.is_some_and(|f| f.load(Ordering::Relaxed)))
+        {
+            rx.keep_for_resume();
+        }
         let received = rx.into_received();
         pumped.map(|_| received)
     });
@@ -473,6 +595,21 @@ pub struct Receiver<'a> {
     skipped: Option<(u64, ExitCode)>,
     on_skip: Option<&'a mut dyn FnMut(&Error)>,
     on_event: &'a mut dyn FnMut(Event<'_>),
+    /// Checkpoint every this many input bytes (None: never).
+    checkpoint_every: Option<u64>,
+    /// Input offset of the last checkpoint (or of the resume).
+    last_checkpoint: u64,
+    /// See [`Options::checkpoint_max_share`]; when the receive started, the time spent in
+    /// checkpoints, and the last one's.
+    checkpoint_share: Option<f64>,
+    started: std::time::Instant,
+    checkpoint_spent: std::time::Duration,
+    checkpoint_last: std::time::Duration,
+    /// Where the input could restart after the item last read (see [`Tap`]).
+    resume_cell: Rc<RefCell<Option<ResumeState>>>,
+    /// The subvolume being received when the input failed: removed when the receiver is
+    /// dropped, or kept for resume ([`Receiver::keep_for_resume`]).
+    aborted: Option<Current>,
 }
 
 impl std::fmt::Debug for Receiver<'_> {
@@ -504,24 +641,112 @@ impl<'a> Receiver<'a> {
         opts: &Options,
         on_event: &'a mut dyn FnMut(Event<'_>),
     ) -> Result<Receiver<'a>, Error> {
-        let dest = dest::Dest::open(&opts.dest, opts.root_mount.clone())?;
+        let mut dest = dest::Dest::open(&opts.dest, opts.root_mount.clone())?;
         staging::remove_stale(&dest, on_event)?;
+        let mut current = None;
+        let mut last_checkpoint = 0;
+        if let Some(inc) = &opts.resume {
+            let (staging, root) = staging::Staging::adopt(&dest, inc)?;
+            let parent = match inc.parent_uuid {
+                Some(p) => {
+                    let fd = dest.open_subvol_by_uuid(&p, "parent", true).map_err(|f| {
+                        RecvError::Dest {
+                            dest: opts.dest.clone(),
+                            reason: format!("resuming {}: {f}", inc.name),
+                            source: None,
+                        }
+                    })?;
+                    Some((p, fd))
+                }
+                None => None,
+            };
+            current = Some(Current {
+                tree: Tree::new(root, opts.force_decompress),
+                clones: clones::CloneSources::new(inc.uuid, parent, opts.clone_from_any),
+                staging,
+            });
+            last_checkpoint = inc.offset;
+            on_event(Event::Resumed {
+                name: OsStr::new(&inc.name),
+                offset: inc.offset,
+            });
+        }
         Ok(Receiver {
             dest,
             stop_at_end: opts.stop_at_end,
             force_decompress: opts.force_decompress,
             clone_from_any: opts.clone_from_any,
             interrupted: opts.interrupted.clone(),
-            current: None,
+            current,
             staged: Vec::new(),
             bare_header: None,
             done: Vec::new(),
-            end_offset: 0,
+            end_offset: last_checkpoint,
             tolerance: Tolerance::default(),
             skipped: None,
             on_skip: None,
             on_event,
+            checkpoint_every: None,
+            last_checkpoint,
+            checkpoint_share: opts.checkpoint_max_share,
+            started: std::time::Instant::now(),
+            checkpoint_spent: std::time::Duration::ZERO,
+            // Until one was taken: what one costs on an idle SSD, give or take.
+            checkpoint_last: std::time::Duration::from_millis(50),
+            resume_cell: Rc::default(),
+            aborted: None,
         })
+    }
+
+    /// The input failed where it can be resumed: keeps the last checkpoint of the subvolume
+    /// being received (if one was taken) when the receiver is dropped.
+    pub fn keep_for_resume(&mut self) {
+        if let Some(cur) = self.aborted.as_mut()
+            && cur.staging.keep_for_resume()
+        {
+            (self.on_event)(Event::Kept {
+                name: cur.staging.name(),
+                offset: self.last_checkpoint,
+            });
+        }
+    }
+
+    /// After the command before index `next_index` was applied: takes a checkpoint if the
+    /// source offered a point to restart from right there and enough input passed.
+    fn maybe_checkpoint(&mut self, next_index: u64) -> Result<(), Error> {
+        let Some(every) = self.checkpoint_every else {
+            return Ok(());
+        };
+        let offset = match self.resume_cell.borrow().as_ref() {
+            Some(s) if s.index == next_index => s.reader.offset,
+            _ => return Ok(()),
+        };
+        if offset.saturating_sub(self.last_checkpoint) < every
+            || !self.staged.is_empty()
+            || self.skipped.is_some()
+        {
+            return Ok(());
+        }
+        if let Some(share) = self.checkpoint_share {
+            let next = (self.checkpoint_spent + self.checkpoint_last).as_secs_f64();
+            if next > share * self.started.elapsed().as_secs_f64() {
+                return Ok(());
+            }
+        }
+        let Some(state) = self.resume_cell.borrow_mut().take() else {
+            return Ok(());
+        };
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let t = std::time::Instant::now();
+        cur.staging.checkpoint(&self.dest, cur.tree.root(), state)?;
+        let took = t.elapsed();
+        self.checkpoint_last = took;
+        self.checkpoint_spent += took;
+        self.last_checkpoint = offset;
+        (self.on_event)(Event::Checkpoint { offset, took });
+        Ok(())
     }
 
     /// The subvolumes committed so far; an uncommitted one is removed.
@@ -544,6 +769,18 @@ impl<'a> Receiver<'a> {
         ctransid: u64,
         parent: Option<Uuid>,
     ) -> Result<OsString, Failure> {
+        // An interrupted receive of the same name is not this one's (or it would have been
+        // resumed): this input starts over.
+        let dropped =
+            resume::drop_where(&self.dest, |b| b.name.as_bytes() == path).map_err(|e| {
+                Failure::Os {
+                    op: "remove an interrupted receive of the same name",
+                    source: io::Error::other(e.to_string()),
+                }
+            })?;
+        for name in &dropped {
+            (self.on_event)(Event::IncompleteDropped(name));
+        }
         // An earlier subvolume of this input (sealed, not yet committed), else a committed one.
         let parent = match parent {
             Some(p) => {
@@ -673,6 +910,7 @@ impl Drop for Receiver<'_> {
     fn drop(&mut self) {
         // Close the tree's handles before the staging subvolume goes (see `Current`).
         self.current = None;
+        self.aborted = None;
         self.staged.clear();
     }
 }
@@ -742,6 +980,7 @@ impl CommandSink for Receiver<'_> {
                     let e = command_error(c, at, apply::path_of(&op), f);
                     return if skip { self.skip(e) } else { Err(e) };
                 }
+                self.maybe_checkpoint(at.index + 1)?;
             }
         }
         Ok(ControlFlow::Continue(()))
@@ -787,7 +1026,8 @@ impl CommandSink for Receiver<'_> {
     }
 
     fn abort(&mut self) {
-        self.current = None;
+        // Removed when the receiver is dropped, unless kept for resume.
+        self.aborted = self.current.take();
         self.staged.clear();
     }
 }
@@ -808,9 +1048,14 @@ impl fuse::CreateRenamed for Receiver<'_> {
         let cur = self
             .current()
             .map_err(|f| command_error(rename, rename_at, Some(to), f))?;
-        cur.tree
+        let created = cur
+            .tree
             .create(to, &what, true)
-            .map_err(|f| command_error(rename, rename_at, Some(to), f))
+            .map_err(|f| command_error(rename, rename_at, Some(to), f))?;
+        if created {
+            self.maybe_checkpoint(rename_at.index + 1)?;
+        }
+        Ok(created)
     }
 }
 

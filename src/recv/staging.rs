@@ -11,6 +11,7 @@
 //! the names still refer to the inodes it locked and opened.
 
 use super::dest::Dest;
+use super::resume::{self, Checkpoints};
 use super::{Event, Failure, Received, RecvError, os, show};
 use crate::stream::Uuid;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
@@ -55,6 +56,11 @@ pub(super) struct Staging {
     ctransid: u64,
     parent_uuid: Option<Uuid>,
     state: State,
+    /// Checkpoints taken of it (see [`resume`]).
+    checkpoints: Checkpoints,
+    /// Interrupted where it can be resumed: dropping it keeps the checkpoint, its record and
+    /// the lock file (unlocked), and removes only the working subvolume.
+    keep: bool,
 }
 
 fn open_dir_nofollow(dir: impl AsFd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
@@ -173,6 +179,12 @@ impl Staging {
             ctransid,
             parent_uuid: parent.map(|(u, _)| u),
             state: State::Writing,
+            checkpoints: Checkpoints {
+                seq: 0,
+                current: None,
+                started: 0,
+            },
+            keep: false,
         };
         match parent {
             Some((_, fd)) => {
@@ -186,6 +198,71 @@ impl Staging {
         rfs::flock(&root, rfs::FlockOperation::NonBlockingLockExclusive)
             .map_err(os("lock staging subvolume"))?;
         Ok((staging, root))
+    }
+
+    /// Takes up the interrupted receive `inc` (see [`resume::adopt`]).
+    ///
+    /// # Errors
+    /// It is in use, its checkpoint changed, ioctl errors.
+    pub(super) fn adopt(
+        dest: &Dest,
+        inc: &resume::Incomplete,
+    ) -> Result<(Staging, OwnedFd), crate::Error> {
+        let (lock, staging_name, root, checkpoints) = resume::adopt(dest, inc)?;
+        let mut lock_name = staging_name.clone();
+        lock_name.push(LOCK_SUFFIX);
+        let dest_dir = dest
+            .dir()
+            .try_clone_to_owned()
+            .map_err(|e| RecvError::Dest {
+                dest: dest.path().to_path_buf(),
+                reason: "dup".into(),
+                source: Some(e),
+            })?;
+        let staging = Staging {
+            dest_dir,
+            staging_name,
+            lock_name,
+            lock,
+            root: None,
+            name: OsString::from(&inc.name),
+            uuid: inc.uuid,
+            ctransid: inc.ctransid,
+            parent_uuid: inc.parent_uuid,
+            state: State::Writing,
+            checkpoints,
+            keep: false,
+        };
+        Ok((staging, root))
+    }
+
+    /// Takes a checkpoint of the subvolume being received (root `root`), valid for `state`.
+    ///
+    /// # Errors
+    /// ioctl and I/O errors.
+    pub(super) fn checkpoint(
+        &mut self,
+        dest: &Dest,
+        root: BorrowedFd<'_>,
+        state: crate::pipeline::ResumeState,
+    ) -> Result<(), crate::Error> {
+        resume::checkpoint(
+            dest,
+            &self.staging_name,
+            root,
+            &mut self.checkpoints,
+            &self.name,
+            self.uuid,
+            self.ctransid,
+            self.parent_uuid,
+            state,
+        )
+    }
+
+    /// Keeps what a resume needs when this is dropped, if a checkpoint was taken. True if so.
+    pub(super) fn keep_for_resume(&mut self) -> bool {
+        self.keep = self.state == State::Writing && self.checkpoints.current.is_some();
+        self.keep
     }
 
     /// The final name.
@@ -267,6 +344,20 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         self.root = None;
+        if self.keep {
+            // The checkpoint, its record and the lock file stay; the lock goes with `lock`.
+            let _ = subvol_ioctl::subvol_destroy(&self.dest_dir, &self.staging_name);
+            return;
+        }
+        // The record first: no record may name a checkpoint that is gone.
+        let _ = rfs::unlinkat(
+            &self.dest_dir,
+            resume::record_name(&self.staging_name).as_bytes(),
+            AtFlags::empty(),
+        );
+        if let Some(ckpt) = self.checkpoints.current.take() {
+            let _ = subvol_ioctl::subvol_destroy(&self.dest_dir, &ckpt);
+        }
         if self.state != State::Committed
             && subvol_ioctl::subvol_destroy(&self.dest_dir, &self.staging_name).is_err()
         {
@@ -296,8 +387,8 @@ pub(super) fn remove_stale(
     for entry in entries.flatten() {
         let name = entry.file_name();
         let bytes = name.as_bytes();
-        if !is_staging_name(bytes) {
-            continue;
+        if !is_staging_name(bytes) || resume::owner_of(bytes).is_some() {
+            continue; // a checkpoint or record: removed with its staging subvolume
         }
         let removed = match bytes.strip_suffix(LOCK_SUFFIX.as_bytes()) {
             Some(subvol) => remove_locked(dest, &name, OsStr::from_bytes(subvol)),
@@ -346,12 +437,80 @@ fn remove_locked(
     if !same_inode(dest.dir(), lock_name, &lock) {
         return Ok(None);
     }
-    let removed = destroy_staging(dest, subvol_name)?;
-    match rfs::unlinkat(dest.dir(), lock_name.as_bytes(), AtFlags::empty()) {
+    if resume::keep_for_resume(dest, subvol_name) {
+        return Ok(None); // kept for a resume (see `resume`)
+    }
+    let removed = remove_set(dest, subvol_name, &lock)?;
+    Ok(removed.then(|| subvol_name.to_os_string()))
+}
+
+/// Deletes staging subvolume `base` with its checkpoint record and snapshots, then its lock
+/// file (the caller holds `lock`, the lock file's lock). True if the subvolume was there.
+pub(super) fn remove_set(dest: &Dest, base: &OsStr, lock: &OwnedFd) -> io::Result<bool> {
+    match rfs::unlinkat(
+        dest.dir(),
+        resume::record_name(base).as_bytes(),
+        AtFlags::empty(),
+    ) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => {}
         Err(e) => return Err(e.into()),
     }
-    Ok(removed.then(|| subvol_name.to_os_string()))
+    for ckpt in resume::ckpts_of(dest.path(), base) {
+        destroy_staging(dest, &ckpt)?;
+    }
+    let removed = destroy_staging(dest, base)?;
+    let mut lock_name = base.to_os_string();
+    lock_name.push(LOCK_SUFFIX);
+    if same_inode(dest.dir(), &lock_name, lock) {
+        match rfs::unlinkat(dest.dir(), lock_name.as_bytes(), AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(removed)
+}
+
+/// Deletes subvolume `name` (a staging name or checkpoint, whose lock the caller holds) if
+/// it is there.
+pub(super) fn destroy_subvol(dest: &Dest, name: &OsStr) -> io::Result<()> {
+    destroy_staging(dest, name).map(|_| ())
+}
+
+/// Staging names in DEST that have a lock file.
+pub(super) fn locked_bases(dest: &Dest) -> Result<Vec<OsString>, RecvError> {
+    let entries = std::fs::read_dir(dest.path()).map_err(|e| RecvError::Dest {
+        dest: dest.path().to_path_buf(),
+        reason: "cannot list".into(),
+        source: Some(e),
+    })?;
+    Ok(entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let base = name.as_bytes().strip_suffix(LOCK_SUFFIX.as_bytes())?;
+            is_staging_name(base).then(|| OsStr::from_bytes(base).to_os_string())
+        })
+        .collect())
+}
+
+/// Takes the lock of staging subvolume `base` if its receive is gone: the lock file, locked.
+pub(super) fn try_lock(dest: &Dest, base: &OsStr) -> Option<OwnedFd> {
+    let mut lock_name = base.to_os_string();
+    lock_name.push(LOCK_SUFFIX);
+    let lock = rfs::openat(
+        dest.dir(),
+        lock_name.as_bytes(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .ok()?;
+    if !rfs::fstat(&lock)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+    {
+        return None;
+    }
+    rfs::flock(&lock, rfs::FlockOperation::NonBlockingLockExclusive).ok()?;
+    same_inode(dest.dir(), &lock_name, &lock).then_some(lock)
 }
 
 /// A staging subvolume without a lock file (left by a receiver that predates lock files):

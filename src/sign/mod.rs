@@ -27,7 +27,7 @@ mod verifier;
 pub use block::{Block, FORMAT_VERSION, Kind, SIGNATURE_CMD};
 pub use keys::{KeyId, KeySet, PublicKey, SecretKey, hex as hex_id, keygen, pub_path};
 pub use signer::{SignSummary, Signer, derived_stream_id, sign_stream};
-pub use verifier::{VerifyReport, VerifyingSource};
+pub use verifier::{VerifierState, VerifyReport, VerifyingSource};
 
 use crate::ExitCode;
 use std::fmt;

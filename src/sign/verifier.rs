@@ -43,6 +43,22 @@ pub struct VerifyReport {
     pub complete: bool,
 }
 
+/// A verifier's state at the end of a verified segment: what it needs to verify the rest of
+/// the stream read from there on (the chain of signatures continues from `prev_sig`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifierState {
+    /// The next segment's number.
+    pub segment: u64,
+    /// The last verified block's signature (hex): the next block signs over it.
+    pub prev_sig: String,
+    /// The signing key (hex id).
+    pub key_id: String,
+    /// The signed stream's id (hex).
+    pub stream_id: String,
+    /// Commands released so far.
+    pub yielded: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum After {
     /// Reading (or about to read) a segment.
@@ -158,6 +174,44 @@ impl<R: Read> VerifyingSource<R> {
             max_segment: MAX_SEGMENT_BYTES,
             report: VerifyReport::default(),
         }
+    }
+
+    /// Continues verifying a stream at a segment boundary: `reader` reads the input from the
+    /// offset where `state` was taken (see [`crate::pipeline::Source::resume_state`]). The key
+    /// must be one of `keys`.
+    ///
+    /// # Errors
+    /// A state that does not parse, or whose key is not in `keys`.
+    pub fn resume(
+        reader: Reader<R>,
+        keys: KeySet,
+        state: &VerifierState,
+    ) -> Result<VerifyingSource<R>, Error> {
+        let bad = |what: &str| Error::Invalid(format!("resume state: bad {what}"));
+        let mut prev_sig = [0u8; 64];
+        ::hex::decode_to_slice(&state.prev_sig, &mut prev_sig).map_err(|_| bad("signature"))?;
+        let mut key = [0u8; 8];
+        ::hex::decode_to_slice(&state.key_id, &mut key).map_err(|_| bad("key id"))?;
+        let mut stream_id = [0u8; 16];
+        ::hex::decode_to_slice(&state.stream_id, &mut stream_id).map_err(|_| bad("stream id"))?;
+        let key_id = KeyId(key);
+        if keys.get(key_id).is_none() {
+            return Err(Error::Invalid(format!(
+                "resume state: the stream was signed by key {}, which is not among the keys given",
+                hex(&key)
+            )));
+        }
+        let mut v = VerifyingSource::new(reader, keys);
+        v.segment = state.segment;
+        v.prev_sig = prev_sig;
+        v.yielded = state.yielded;
+        v.report = VerifyReport {
+            segments: state.segment,
+            key_id: Some(key_id),
+            stream_id: Some(stream_id),
+            complete: false,
+        };
+        Ok(v)
     }
 
     /// What was verified so far.
@@ -573,5 +627,28 @@ impl<R: Read> Source for VerifyingSource<R> {
     /// Commands yielded (signature blocks are not counted).
     fn commands(&self) -> u64 {
         self.yielded
+    }
+
+    /// Only right after the last item of a verified segment (before the next is read), and
+    /// only where more segments follow (not before END), if the reader keeps a digest.
+    fn resume_state(&mut self) -> Option<crate::pipeline::ResumeState> {
+        if self.releasing || self.after != After::Segment {
+            return None;
+        }
+        let (Some(key_id), Some(stream_id)) = (self.report.key_id, self.report.stream_id) else {
+            return None;
+        };
+        let reader = self.reader.state()?;
+        Some(crate::pipeline::ResumeState {
+            index: self.yielded,
+            reader,
+            verifier: Some(VerifierState {
+                segment: self.segment,
+                prev_sig: ::hex::encode(self.prev_sig),
+                key_id: ::hex::encode(key_id.0),
+                stream_id: ::hex::encode(stream_id),
+                yielded: self.yielded,
+            }),
+        })
     }
 }

@@ -11,6 +11,6 @@ mod writer;
 pub use command::{AttrError, Builder, Command, Op, Timespec, Uuid, end_command};
 pub use frame::{command_header, stream_header};
 pub use proto::{attr, cmd};
-pub use reader::{Item, Reader, StreamError, StreamErrorKind};
+pub use reader::{Item, RESUME_OFFER_BYTES, Reader, ReaderState, StreamError, StreamErrorKind};
 pub use threaded::ThreadedSource;
 pub use writer::Writer;

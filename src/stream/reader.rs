@@ -111,7 +111,65 @@ pub struct Reader<R> {
     commands: u64,
     max_payload: Option<u32>,
     check_crc: bool,
+    /// BLAKE3 of every byte consumed since the last link of `links` (from offset 0 if none),
+    /// kept for resumable receives.
+    prefix: Option<Box<blake3::Hasher>>,
+    /// Earlier parts of the input, each hashed on its own (see [`ReaderState::links`]).
+    links: Vec<DigestLink>,
+    /// Offset of the last [`ResumePoint`] offered through `pipeline::Source`.
+    last_offered: u64,
 }
+
+/// Where a [`Reader`] stands between two items, enough to start another reader there on the
+/// rest of the input: the byte offset, the counts and the stream version, and the BLAKE3
+/// digest of every byte before the offset (so that a resumed receive can check that the bytes
+/// it skips are the ones that were applied).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReaderState {
+    /// Bytes consumed.
+    pub offset: u64,
+    /// Commands read (over all streams).
+    pub commands: u64,
+    /// Stream headers read.
+    pub streams: u64,
+    /// Version of the stream being read, None between streams.
+    pub version: Option<u32>,
+    /// BLAKE3 of the bytes from the end of the last link (0 if none) to `offset`.
+    #[serde(with = "hex_digest")]
+    pub prefix_digest: [u8; 32],
+    /// The bytes before that, as consecutive parts each with its own digest: a receive resumed
+    /// from a stream that starts at an offset (whose earlier bytes it never sees) goes on with
+    /// a new part there.
+    #[serde(default)]
+    pub links: Vec<DigestLink>,
+}
+
+/// One part of an input's bytes, from the end of the previous part (or 0) to `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DigestLink {
+    /// Offset where the part ends.
+    pub end: u64,
+    /// BLAKE3 of its bytes.
+    #[serde(with = "hex_digest")]
+    pub digest: [u8; 32],
+}
+
+mod hex_digest {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub(super) fn serialize<S: Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(d))
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// A [`Reader`] offers a resume point (through `pipeline::Source::resume_state`) at most this
+/// often: finishing a BLAKE3 digest costs a few compressions, not worth paying per command.
+pub const RESUME_OFFER_BYTES: u64 = 64 << 10;
 
 impl<R: Read> Reader<R> {
     /// A reader over `inner` (wrap files in a `BufReader` of generous size).
@@ -124,7 +182,70 @@ impl<R: Read> Reader<R> {
             commands: 0,
             max_payload: None,
             check_crc: true,
+            prefix: None,
+            links: Vec::new(),
+            last_offered: 0,
         }
+    }
+
+    /// Also keeps a BLAKE3 digest of every byte read, so that [`Reader::state`] can say where
+    /// a resumed receive restarts and what the bytes before it were.
+    #[must_use]
+    pub fn with_prefix_digest(mut self) -> Reader<R> {
+        self.prefix = Some(Box::new(blake3::Hasher::new()));
+        self
+    }
+
+    /// A reader over `inner`, the rest of an input whose first `state.offset` bytes were read
+    /// before (by a reader that was then at `state`), keeping a digest as
+    /// [`Reader::with_prefix_digest`] does. `prefix` is the digest state of the bytes since
+    /// `state`'s last link, when the caller read them again (and checked them); without it
+    /// the part up to `state.offset` becomes a link and a new part starts there.
+    pub fn resume(inner: R, state: &ReaderState, prefix: Option<blake3::Hasher>) -> Reader<R> {
+        let mut links = state.links.clone();
+        let prefix = prefix.unwrap_or_else(|| {
+            links.push(DigestLink {
+                end: state.offset,
+                digest: state.prefix_digest,
+            });
+            blake3::Hasher::new()
+        });
+        Reader {
+            inner,
+            offset: state.offset,
+            version: state.version,
+            streams: state.streams,
+            commands: state.commands,
+            max_payload: None,
+            check_crc: true,
+            prefix: Some(Box::new(prefix)),
+            links,
+            last_offered: state.offset,
+        }
+    }
+
+    /// Where this reader stands, if it keeps a digest (see [`Reader::with_prefix_digest`]).
+    #[must_use]
+    pub fn state(&self) -> Option<ReaderState> {
+        let h = self.prefix.as_ref()?;
+        Some(ReaderState {
+            offset: self.offset,
+            commands: self.commands,
+            streams: self.streams,
+            version: self.version,
+            prefix_digest: *h.finalize().as_bytes(),
+            links: self.links.clone(),
+        })
+    }
+
+    /// [`Reader::state`], but only once [`RESUME_OFFER_BYTES`] passed since the last one
+    /// offered (and never inside a stream header's bytes, which the reader never stops in).
+    pub(crate) fn offer_state(&mut self) -> Option<ReaderState> {
+        if self.prefix.is_none() || self.offset - self.last_offered < RESUME_OFFER_BYTES {
+            return None;
+        }
+        self.last_offered = self.offset;
+        self.state()
     }
 
     /// Overrides the per-version payload cap (never raise it for untrusted input).
@@ -180,6 +301,9 @@ impl<R: Read> Reader<R> {
             }
         }
         self.offset += got as u64;
+        if let Some(h) = self.prefix.as_mut() {
+            h.update(&buf[..got]);
+        }
         Ok(got)
     }
 

@@ -30,6 +30,8 @@ struct Entry {
     /// The source's offset and command count after this item.
     offset: u64,
     commands: u64,
+    /// Where the input could be taken up again after this item.
+    resume: Option<crate::pipeline::ResumeState>,
 }
 
 #[derive(Default)]
@@ -67,6 +69,7 @@ pub struct ThreadedSource {
     spent: Vec<Command>,
     offset: u64,
     commands: u64,
+    resume: Option<crate::pipeline::ResumeState>,
     finished: bool,
 }
 
@@ -85,6 +88,11 @@ impl ThreadedSource {
             loop {
                 let mut cmd = spare.pop().unwrap_or_default();
                 let got = source.next_item(&mut cmd);
+                let resume = if matches!(got, Ok(Some(_))) {
+                    source.resume_state()
+                } else {
+                    None
+                };
                 let mut st = shared.lock();
                 match got {
                     Ok(Some(item)) => {
@@ -107,6 +115,7 @@ impl ThreadedSource {
                             cmd,
                             offset: source.offset(),
                             commands: source.commands(),
+                            resume,
                         };
                         st.items.push_back(entry);
                         spare.append(&mut st.spare);
@@ -130,6 +139,7 @@ impl ThreadedSource {
             spent: Vec::new(),
             offset: 0,
             commands: 0,
+            resume: None,
             finished: false,
         }
     }
@@ -183,7 +193,12 @@ impl Source for ThreadedSource {
         }
         self.offset = e.offset;
         self.commands = e.commands;
+        self.resume = e.resume;
         Ok(Some(e.item))
+    }
+
+    fn resume_state(&mut self) -> Option<crate::pipeline::ResumeState> {
+        self.resume.take()
     }
 
     fn offset(&self) -> u64 {

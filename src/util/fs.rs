@@ -195,6 +195,7 @@ impl AtomicFile {
             }
             Pending::InPlace | Pending::Done => {}
         }
+        self.sync_named()?;
         sync_dir(&self.dir)
     }
 
@@ -224,6 +225,7 @@ impl AtomicFile {
             }
             Pending::InPlace | Pending::Done => {}
         }
+        self.sync_named()?;
         sync_dir(&self.dir)
     }
 
@@ -241,6 +243,15 @@ impl AtomicFile {
             .sync_all()
             .map_err(|e| PathError::new("fsync", &self.target, e))?;
         Ok(false)
+    }
+
+    /// fsyncs the file again now that it has its name: on btrfs, an `O_TMPFILE` inode fsynced
+    /// before it was linked comes back empty after a crash when only the directory is fsynced
+    /// after the link (seen in vm-tests/power-loss.sh: a 0-byte file under the final name).
+    fn sync_named(&self) -> Result<(), PathError> {
+        self.file
+            .sync_all()
+            .map_err(|e| PathError::new("fsync", &self.target, e))
     }
 
     /// Gives the unnamed inode the name `to` (fails if `to` exists).

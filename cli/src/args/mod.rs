@@ -63,7 +63,14 @@ exits with the codes above, so that a caller can tell a damaged stream (3) or a 
 from an I/O error (6) or an interruption (130). Every failure is non-zero for both, so tests \
 such as `if subvol-recv ...` or `set -e` behave the same; a script that compares the status with \
 1 sees a difference for codes 3 to 6 and 130, and for a bad command line (2, where btrfs \
-receive exits 1)."
+receive exits 1).
+
+Resume: an interrupted receive keeps its last checkpoint (a snapshot beside the staging \
+subvolume, see --checkpoint-every) for 7 days; receiving the same stream into DEST again \
+continues from it, after checking the bytes it skips. For a stream sent from elsewhere: \
+N=$(subvol-recv --resume-offset DEST); ssh host \"tail -c +$((N + 1)) FILE\" | subvol-recv \
+--resume-from $N DEST. --list-incomplete and --drop-incomplete show and remove them. See \
+docs/resume.md."
 );
 
 /// btrfs-native subvolume manager: send-stream codec, hardened atomic receive, signed streams.
@@ -343,6 +350,51 @@ pub struct RecvArgs {
     /// option, and each received subvolume is added to it.
     #[arg(long = "dedup-from", value_name = "DIR")]
     pub dedup_from: Vec<PathBuf>,
+    /// Take a checkpoint of the subvolume being received every BYTES of input (0: never)
+    ///
+    /// A checkpoint is a read-only snapshot of the staging subvolume (durable when made) and a
+    /// record beside it of where the stream restarts. A receive interrupted by a signal, an
+    /// input that ends early or an I/O error keeps its last checkpoint for 7 days; receiving
+    /// the same stream again into DEST (from a file or a pipe) then skips what was applied,
+    /// checking that the skipped bytes are the same, and continues from there. Signed streams
+    /// are checkpointed at the end of a verified segment. Only the first subvolume of an input
+    /// is checkpointed, and not with --dedup-from, -E or a pool's content index.
+    #[arg(long = "checkpoint-every", value_name = "BYTES", default_value_t = subvol::recv::DEFAULT_CHECKPOINT_BYTES)]
+    pub checkpoint_every: u64,
+    /// Skip checkpoints that would take more than PERCENT of the receive's time so far
+    /// (100: take every one)
+    ///
+    /// A checkpoint commits a btrfs transaction (some tens of milliseconds); on a fast local
+    /// receive they become rarer than --checkpoint-every says, on a slow stream they do not.
+    #[arg(long = "checkpoint-overhead", value_name = "PERCENT", default_value_t = 5,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub checkpoint_overhead: u8,
+    /// Do not resume an interrupted receive of this stream: start over (removing it)
+    #[arg(long = "no-resume", conflicts_with = "resume_from")]
+    pub no_resume: bool,
+    /// The input is the stream from byte OFFSET on (as `--resume-offset` printed): take up the
+    /// interrupted receive in DEST that restarts there
+    ///
+    /// For a stream that comes through a pipe from far away: `tail -c +$((OFFSET + 1)) FILE`
+    /// sends a file from OFFSET on. The skipped bytes cannot be checked here (a signed
+    /// stream's signatures still chain from the checkpoint); the receive goes on taking
+    /// checkpoints, and a later resume from the whole stream checks the bytes before OFFSET
+    /// against the digest the first receive recorded.
+    #[arg(long = "resume-from", value_name = "OFFSET")]
+    pub resume_from: Option<u64>,
+    /// Print the input offset where the interrupted receive in DEST restarts (0 if there is
+    /// none) and exit
+    #[arg(long = "resume-offset", conflicts_with_all = ["list_incomplete", "drop_incomplete"])]
+    pub resume_offset: bool,
+    /// List the interrupted receives kept for resume in DEST and exit
+    #[arg(long = "list-incomplete", conflicts_with = "drop_incomplete")]
+    pub list_incomplete: bool,
+    /// With --list-incomplete: print JSON
+    #[arg(long, requires = "list_incomplete")]
+    pub json: bool,
+    /// Remove the interrupted receives kept for resume in DEST and exit
+    #[arg(long = "drop-incomplete")]
+    pub drop_incomplete: bool,
 }
 
 /// `subvol digest`.

@@ -3,6 +3,7 @@
 use super::{Progress, ThreadedInput, dump, open_input, trace};
 use crate::args;
 use std::cell::RefCell;
+use std::io::Read as _;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -40,6 +41,30 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
         .dest
         .clone()
         .ok_or_else(|| Error::Invalid("DEST is required".into()))?;
+    if a.list_incomplete {
+        return list_incomplete(&dest, a.json);
+    }
+    if a.drop_incomplete {
+        for name in recv::drop_incomplete(&dest, None)? {
+            eprintln!("removed the interrupted receive of {name}");
+        }
+        return Ok(());
+    }
+    if a.resume_offset {
+        let incomplete = recv::list_incomplete(&dest)?;
+        match incomplete.as_slice() {
+            [] => println!("0"),
+            [one] => println!("{}", one.offset),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{} interrupted receives in {}: see --list-incomplete",
+                    incomplete.len(),
+                    dest.display()
+                )));
+            }
+        }
+        return Ok(());
+    }
     // A read-only or unwritable DEST fails before the stream is read, naming DEST.
     subvol::util::fs::check_writable_dir(&dest, "receive into")?;
     // SIGINT/SIGTERM set a flag checked between commands; the receiver then removes its staging
@@ -50,6 +75,7 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
             .map_err(|e| Error::io("install signal handler for", "SIGINT/SIGTERM", e))?;
     }
     let (input, size) = open_input(a.input.file.as_deref())?;
+    let (input, resume, prefix) = find_resume(a, &dest, input, size)?;
     // A pipe is read on a thread of its own (a silent sender must not delay a signal); a regular
     // file never blocks for long, and reading it directly saves a copy.
     let input: Box<dyn std::io::Read + Send> = if size.is_some() {
@@ -57,7 +83,11 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
     } else {
         Box::new(ThreadedInput::spawn(input, Some(Arc::clone(&interrupted))))
     };
-    let reader = Reader::new(input);
+    let reader = match &resume {
+        Some(inc) => inc.reader(input, prefix),
+        None if a.checkpoint_every > 0 => Reader::new(input).with_prefix_digest(),
+        None => Reader::new(input),
+    };
     // Parsing, CRC checks and signature verification run on their own thread.
     let source = if a.verify_keys.is_empty() {
         ThreadedSource::spawn(reader)
@@ -65,7 +95,15 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
         // Nothing of a segment reaches the receiver before its signature verified, and END
         // (hence the commit) only after the block covering it verified.
         let keys = subvol::sign::KeySet::load(&a.verify_keys)?;
-        ThreadedSource::spawn(subvol::sign::VerifyingSource::new(reader, keys))
+        let verifier = match resume
+            .as_ref()
+            .and_then(|r| r.resume_state().verifier.as_ref())
+        {
+            // The chain of signatures continues from the checkpoint's.
+            Some(state) => subvol::sign::VerifyingSource::resume(reader, keys, state)?,
+            None => subvol::sign::VerifyingSource::new(reader, keys),
+        };
+        ThreadedSource::spawn(verifier)
     };
     let into_pool = content_pool::is_pool(&dest);
     let opts = recv::Options {
@@ -82,6 +120,10 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
         } else {
             None
         },
+        checkpoint_bytes: Some(a.checkpoint_every),
+        checkpoint_max_share: (a.checkpoint_overhead < 100)
+            .then(|| f64::from(a.checkpoint_overhead) / 100.0),
+        resume,
     };
     // progs' verbosity: 1 by default, each -v one more, -q 0.
     let level = match (style, a.quiet) {
@@ -115,6 +157,40 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
             tolerance,
             &mut on_skip,
             &mut |ev| match ev {
+                Event::Checkpoint { offset, took } => {
+                    if verbose > 0 && style == Style::Subvol {
+                        progress.borrow_mut().finish();
+                        eprintln!(
+                            "checkpoint at byte {offset} ({:.1} ms)",
+                            took.as_secs_f64() * 1000.0
+                        );
+                    }
+                }
+                Event::Resumed { name, offset } => {
+                    if !quiet {
+                        progress.borrow_mut().finish();
+                        eprintln!(
+                            "resuming the interrupted receive of {} at byte {offset}",
+                            escape(name.as_bytes())
+                        );
+                    }
+                }
+                Event::Kept { name, offset } => {
+                    progress.borrow_mut().finish();
+                    eprintln!(
+                        "kept the interrupted receive of {} for resume at byte {offset}: \
+                         receive the same stream into {} again to continue (--drop-incomplete \
+                         removes it)",
+                        escape(name.as_bytes()),
+                        dest.display()
+                    );
+                }
+                Event::IncompleteDropped(name) => {
+                    eprintln!(
+                        "removed the interrupted receive of {}: this input starts it over",
+                        escape(name.as_bytes())
+                    );
+                }
                 Event::StaleRemoved(name) => {
                     eprintln!(
                         "removed stale staging subvolume {} left by an interrupted receive",
@@ -201,6 +277,117 @@ pub fn recv(a: &args::RecvArgs, style: Style) -> Result<(), Error> {
                 r.ctransid
             );
         }
+    }
+    Ok(())
+}
+
+type Input = Box<dyn std::io::Read + Send>;
+
+/// Finds the interrupted receive this input takes up again, if any: with --resume-from, the
+/// one that restarts at that offset; otherwise one of the same stream (its first command
+/// names the same subvolume), whose skipped bytes are then read and checked. Returns the
+/// input positioned where the receive goes on, and the digest state of the bytes skipped.
+fn find_resume(
+    a: &args::RecvArgs,
+    dest: &std::path::Path,
+    input: Input,
+    size: Option<u64>,
+) -> Result<(Input, Option<recv::Incomplete>, Option<recv::Skipped>), Error> {
+    let signed = !a.verify_keys.is_empty();
+    if let Some(offset) = a.resume_from {
+        if offset == 0 {
+            return Ok((input, None, None));
+        }
+        let found: Vec<_> = recv::list_incomplete(dest)?
+            .into_iter()
+            .filter(|i| i.offset == offset)
+            .collect();
+        let [inc] = <[recv::Incomplete; 1]>::try_from(found).map_err(|f| {
+            Error::Invalid(format!(
+                "{} interrupted receives in {} restart at byte {offset} (see --list-incomplete)",
+                f.len(),
+                dest.display()
+            ))
+        })?;
+        if inc.signed != signed {
+            return Err(Error::Invalid(format!(
+                "the interrupted receive of {} is of a {} stream: {}",
+                inc.name,
+                if inc.signed { "signed" } else { "unsigned" },
+                if inc.signed {
+                    "give --verify"
+                } else {
+                    "it cannot be taken up with --verify"
+                }
+            )));
+        }
+        return Ok((input, Some(inc), None));
+    }
+    if a.no_resume || a.checkpoint_every == 0 {
+        return Ok((input, None, None));
+    }
+    let candidates: Vec<_> = recv::list_incomplete(dest)?
+        .into_iter()
+        .filter(|i| i.signed == signed)
+        .collect();
+    if candidates.is_empty() {
+        return Ok((input, None, None));
+    }
+    let mut input = input;
+    let (start, bytes) =
+        recv::peek_start(&mut input).map_err(|e| Error::io("read", input_name(a), e))?;
+    let mut rest: Input = Box::new(std::io::Cursor::new(bytes).chain(input));
+    let Some(inc) = start.and_then(|s| candidates.into_iter().find(|c| c.matches(&s))) else {
+        return Ok((rest, None, None));
+    };
+    match recv::skip_checked(&mut rest, &inc) {
+        Ok(prefix) => Ok((rest, Some(inc), Some(prefix))),
+        Err(e) => {
+            eprintln!(
+                "subvol: not resuming the interrupted receive of {}: {e}",
+                inc.name
+            );
+            // Receiving this input removes it (same final name).
+            if size.is_some() {
+                Ok((open_input(a.input.file.as_deref())?.0, None, None))
+            } else {
+                recv::drop_incomplete(dest, Some(&inc.name))?;
+                Err(Error::Invalid(format!(
+                    "the piped input was read up to the checkpoint and is not the stream it was \
+                     taken of; the interrupted receive of {} was removed: send the stream again",
+                    inc.name
+                )))
+            }
+        }
+    }
+}
+
+fn input_name(a: &args::RecvArgs) -> std::path::PathBuf {
+    a.input
+        .file
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("-"))
+}
+
+/// `--list-incomplete`.
+fn list_incomplete(dest: &std::path::Path, json: bool) -> Result<(), Error> {
+    let list = recv::list_incomplete(dest)?;
+    if json {
+        let text = serde_json::to_string_pretty(&list)
+            .map_err(|e| Error::Bug(format!("encoding JSON: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    for i in &list {
+        println!(
+            "{}\tbyte {}\t{}\tuuid {}\tkept until {}\t{}",
+            escape(i.name.as_bytes()),
+            i.offset,
+            if i.signed { "signed" } else { "unsigned" },
+            i.uuid,
+            i.expires,
+            i.staging
+        );
     }
     Ok(())
 }

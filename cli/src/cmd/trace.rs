@@ -70,6 +70,9 @@ impl<S: Source> Source for ProgsTrace<S> {
         }
         Ok(item)
     }
+    fn resume_state(&mut self) -> Option<subvol::pipeline::ResumeState> {
+        self.inner.resume_state()
+    }
     fn offset(&self) -> u64 {
         self.inner.offset()
     }
