@@ -890,7 +890,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__publish)
-            opts="-h --repo --key --version --trees --prune --valid-for --level --proto --no-deltas --threads --json --release-key --timestamp-key --timestamp-valid-for --help"
+            opts="-h --repo --key --version --trees --prune --valid-for --level --proto --no-deltas --threads --json --release-key --timestamp-key --timestamp-valid-for --push --ca --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -941,6 +941,14 @@ _subvol() {
                     return 0
                     ;;
                 --timestamp-valid-for)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --push)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -167,6 +167,8 @@ complete -c subvol -n "__fish_subvol_using_subcommand publish" -l threads -d 'Th
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l release-key -d 'Secret release key signing release/SERIAL.json in a repository with trust metadata (repeatable) [default: --key, when the root lists it as a release key]' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l timestamp-key -d 'Secret timestamp key: also write timestamp.json naming the new release' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l timestamp-valid-for -d 'How long the timestamp written with --timestamp-key stays valid' -r
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l push -d 'Then push the repository to this OCI registry (oci://HOST[:PORT]/NAME[:CHANNEL], oci+http:// for plain HTTP) as `subvol push` does (repeatable): the directory stays the repository of record (its tree store makes the next deltas)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand publish" -l ca -d 'For --push: trust the PEM certificates in FILE instead of the bundled Mozilla roots' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l no-deltas -d 'Write only the full stream (and its content map) of SOURCE, no deltas: pulls then fetch the parts of the full stream whose data the pool lacks'
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -l json -d 'Print the result as JSON'
 complete -c subvol -n "__fish_subvol_using_subcommand publish" -s h -l help -d 'Print help (see more with \'--help\')'

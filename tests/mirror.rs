@@ -26,7 +26,7 @@ pub(crate) struct Fixture {
     pub(crate) key: PathBuf,
     pub(crate) public: PathBuf,
     /// Source trees, index 0 = version "1".
-    trees: Vec<PathBuf>,
+    pub(crate) trees: Vec<PathBuf>,
     /// The index as it was after each publish (index i = after version i+1).
     saved_index: Vec<PathBuf>,
 }

@@ -539,3 +539,58 @@ fn a_registry_that_ignores_range_gets_whole_blob_requests() {
     pull_ok(f, &dest, &pool, &no_auth, &["--plan", "chain"]);
     check_version(f, &pool, VERSIONS);
 }
+
+/// Issue 17: `publish --push` adds a version to the directory repository and then pushes it to
+/// the registry; a pull from the registry gets exactly the new tree.
+#[test]
+fn publish_with_push_reaches_the_registry() {
+    let Some(f) = fixture() else { return };
+    let Some(reg) = Registry::start(None, false) else {
+        return;
+    };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let no_auth = reg.dir().join("no-auth.json");
+    let dest = reg.url("vendor/os");
+    let work = tempfile::tempdir().unwrap();
+    let repo = repo_copy(f, work.path());
+    let trees = work.path().join("trees");
+    copy_tree(&f.dir.join("repo.trees"), &trees);
+    push_ok(&repo, &dest, &no_auth, &[]);
+    // Version 6: version 5 with one file changed.
+    let src = work.path().join("v6");
+    copy_tree(&f.trees[VERSIONS - 1], &src);
+    crate::support::tree::write(
+        &src.join("new-in-6.bin"),
+        &crate::support::tree::bytes(66, 300_000),
+    );
+    let out = run(subvol()
+        .arg("publish")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--trees")
+        .arg(&trees)
+        .arg("--push")
+        .arg(&dest)
+        .arg("--json")
+        .arg(&src)
+        .env("REGISTRY_AUTH_FILE", &no_auth));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["version"]["name"], "6", "{r}");
+    assert_eq!(r["pushed"][0]["serial"], VERSIONS as u64 + 1, "{r}");
+    // The new full, its map and the deltas to 6, plus the index: nothing else uploaded.
+    let new_files = index_of(&repo)["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["to"] == "6")
+        .map(|s| 1 + u64::from(!s["map"].is_null()))
+        .sum::<u64>();
+    assert_eq!(r["pushed"][0]["uploaded"], new_files + 1, "{r}");
+    let pool = new_pool(&btrfs, "pool");
+    pull_ok(f, &dest, &pool, &no_auth, &[]);
+    crate::support::tree::assert_same_tree(&src, &pool.join("6"), "version 6 from the registry");
+}

@@ -94,6 +94,14 @@ pub struct PublishArgs {
     /// How long the timestamp written with --timestamp-key stays valid
     #[arg(long = "timestamp-valid-for", value_name = "DURATION", default_value = "1d", value_parser = duration)]
     pub timestamp_valid_for: u64,
+    /// Then push the repository to this OCI registry (oci://HOST[:PORT]/NAME[:CHANNEL],
+    /// oci+http:// for plain HTTP) as `subvol push` does (repeatable): the directory stays the
+    /// repository of record (its tree store makes the next deltas)
+    #[arg(long = "push", value_name = "REFERENCE")]
+    pub push: Vec<String>,
+    /// For --push: trust the PEM certificates in FILE instead of the bundled Mozilla roots
+    #[arg(long, value_name = "FILE", requires = "push")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `subvol pull`: bring a pool to a version from a mirror repository.

@@ -169,11 +169,37 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
     });
     line.clear();
     let r = report?;
+    // Registries get the repository once the directory has it (the format of record).
+    let mut pushed = Vec::new();
+    for dest in &a.push {
+        match push_to(&a.repo, dest, a.ca.as_deref(), 30, json) {
+            Ok(p) => pushed.push(p),
+            Err(e) => {
+                // The directory has the new version: say how to finish, then the error.
+                eprintln!(
+                    "subvol: published to {}, but not pushed to {}; retry with `subvol push {} {}`",
+                    esc_path(&a.repo),
+                    esc(dest),
+                    esc_path(&a.repo),
+                    esc(dest)
+                );
+                return Err(e);
+            }
+        }
+    }
     if a.json {
-        return print_json(&r);
+        let mut v = serde_json::to_value(&r).map_err(|e| Error::output(io::Error::other(e)))?;
+        if !pushed.is_empty() {
+            v["pushed"] =
+                serde_json::to_value(&pushed).map_err(|e| Error::output(io::Error::other(e)))?;
+        }
+        return print_json(&v);
     }
     let mut out = io::stdout().lock();
     let w = |e| Error::output(e);
+    for p in &pushed {
+        writeln!(out, "{}", pushed_line(p)).map_err(w)?;
+    }
     if let Some(v) = &r.version {
         writeln!(
             out,
@@ -235,13 +261,28 @@ pub fn publish(a: &args::PublishArgs) -> Result<(), Error> {
 /// # Errors
 /// Unreadable repository, registry, credential and network errors.
 pub fn push(a: &args::PushArgs) -> Result<(), Error> {
+    let report = push_to(&a.repo, &a.dest, a.ca.as_deref(), a.timeout, a.json)?;
+    if a.json {
+        return print_json(&report);
+    }
+    writeln!(io::stdout(), "{}", pushed_line(&report)).map_err(Error::output)
+}
+
+/// Pushes directory repository `repo` to registry `dest` (uploads said on stderr unless
+/// `quiet`).
+fn push_to(
+    repo: &std::path::Path,
+    dest: &str,
+    ca: Option<&std::path::Path>,
+    timeout: u64,
+    quiet: bool,
+) -> Result<mirror::oci::PushReport, Error> {
     let limits = mirror::StallLimits {
-        timeout: Duration::from_secs(a.timeout.max(1)),
+        timeout: Duration::from_secs(timeout.max(1)),
         ..mirror::StallLimits::default()
     };
-    let json = a.json;
-    let report = mirror::oci::push(&a.repo, &a.dest, a.ca.as_deref(), limits, &mut |ev| {
-        if json {
+    Ok(mirror::oci::push(repo, dest, ca, limits, &mut |ev| {
+        if quiet {
             return;
         }
         match ev {
@@ -251,13 +292,11 @@ pub fn push(a: &args::PushArgs) -> Result<(), Error> {
             mirror::oci::PushEvent::Present { .. } => {}
             mirror::oci::PushEvent::Tagged(t) => eprintln!("  tagged {}", esc(t)),
         }
-    })?;
-    if json {
-        return print_json(&report);
-    }
-    let w = Error::output;
-    writeln!(
-        io::stdout(),
+    })?)
+}
+
+fn pushed_line(report: &mirror::oci::PushReport) -> String {
+    format!(
         "pushed serial {} to {}: {} blob(s) uploaded ({}), {} already there; manifest {}",
         report.serial,
         esc(&report.reference),
@@ -266,7 +305,6 @@ pub fn push(a: &args::PushArgs) -> Result<(), Error> {
         report.present,
         report.manifest
     )
-    .map_err(w)
 }
 
 /// `subvol pull`.
