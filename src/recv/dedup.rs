@@ -67,6 +67,11 @@ pub(super) trait SeedTarget: CreateRenamed {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), Error>;
+    /// The WRITE `c` was applied in parts (written and cloned): the receiver may take a
+    /// checkpoint after it, as after any command it applied itself.
+    fn applied(&mut self, _c: &Command, _at: Position) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 fn seed_error(dir: &Path, reason: String, source: Option<std::io::Error>) -> Error {
@@ -307,6 +312,7 @@ impl<K: SeedTarget> Dedup<K> {
             self.stats.written += end - pos;
         }
         self.runs = runs;
+        self.inner.applied(c, at)?;
         Ok(ControlFlow::Continue(()))
     }
 }
