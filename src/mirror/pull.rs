@@ -1252,10 +1252,16 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         Some((inc, skipped)) => {
                             let reader = inc.reader(counted, Some(skipped));
                             let state = inc.resume_state().verifier.as_ref().ok_or_else(|| {
-                                Error::Bug(format!("signed checkpoint of {} without state", inc.name))
+                                Error::Bug(format!(
+                                    "signed checkpoint of {} without state",
+                                    inc.name
+                                ))
                             })?;
                             // The chain of signatures continues from the checkpoint's.
-                            (VerifyingSource::resume(reader, keys.clone(), state)?, Some(inc))
+                            (
+                                VerifyingSource::resume(reader, keys.clone(), state)?,
+                                Some(inc),
+                            )
                         }
                         None if checkpoints => (
                             VerifyingSource::new(
@@ -1264,7 +1270,10 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             ),
                             None,
                         ),
-                        None => (VerifyingSource::new(Reader::new(counted), keys.clone()), None),
+                        None => (
+                            VerifyingSource::new(Reader::new(counted), keys.clone()),
+                            None,
+                        ),
                     };
                     // Pulled streams come from one signed sender: the default clone-source
                     // rule holds. WRITE data already in the pool (any subvolume) becomes

@@ -629,7 +629,10 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                 say(
                     &mut line,
                     &mut plan_bar,
-                    format!("step {step}: checkpoint at byte {offset} of {}", esc(&file.path)),
+                    format!(
+                        "step {step}: checkpoint at byte {offset} of {}",
+                        esc(&file.path)
+                    ),
                 );
             }
         }
