@@ -202,7 +202,7 @@ impl PlanBar {
         };
         // Applied by an interrupted pull and taken up from its checkpoint: not this run's work.
         let resumed = if p.resumed > 0 {
-            format!(" (+{} resumed)", human(p.resumed))
+            format!(" ({} of it resumed)", human(p.resumed))
         } else {
             String::new()
         };
