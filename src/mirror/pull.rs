@@ -1288,6 +1288,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         ..recv::Options::default()
                     };
                     let w = weight(f);
+                    let kept = Cell::new(false);
                     let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
                         Event::StaleRemoved(n) => {
                             (*events.borrow_mut())(PullEvent::StaleRemoved(n));
@@ -1333,6 +1334,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             });
                         }
                         Event::Kept { offset, .. } => {
+                            kept.set(true);
                             (*events.borrow_mut())(PullEvent::Kept {
                                 step: i + 1,
                                 file: f,
@@ -1344,6 +1346,14 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         | Event::IncompleteDropped(_) => {}
                     });
                     drop(source);
+                    // A file given up takes the checkpoint its receive kept with it (its
+                    // reading failed: not the stream's fault to the receiver); an
+                    // interruption or a fault of this host keeps it for the next pull.
+                    let drop_kept = || {
+                        if kept.get() {
+                            let _ = recv::drop_incomplete(&pool, Some(&f.to));
+                        }
+                    };
                     // A download that failed makes the receive fail: its reason is the
                     // download's (a fault of the file, or of the network).
                     if streaming
@@ -1352,6 +1362,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     {
                         return match e {
                             FetchError::Missing(reason) | FetchError::Bad(reason) => {
+                                drop_kept();
                                 give_up(
                                     f,
                                     &reason,
@@ -1387,6 +1398,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                                     Err(Some(
                                         FetchError::Missing(reason) | FetchError::Bad(reason),
                                     )) => {
+                                        drop_kept();
                                         give_up(
                                             f,
                                             &reason,
@@ -1400,6 +1412,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                                     Err(None) => return Err(MirrorError::Interrupted.into()),
                                 }
                             }
+                            drop_kept();
                             let reason = error_chain(&e);
                             (*events.borrow_mut())(PullEvent::Refused {
                                 file: f,
