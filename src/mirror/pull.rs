@@ -4,7 +4,8 @@
 //!    see [`Mirrors`]); refuse it unless signed by an accepted key, unexpired, and with a serial
 //!    no older than the newest this pool saw for that repository, from that source or by that
 //!    key (`POOL/.subvol/state.json`, see [`super::state`]).
-//! 2. Remove stale staging subvolumes of killed receives, then find the versions the pool
+//! 2. Remove stale staging subvolumes of killed receives (keeping those with a valid
+//!    checkpoint, see [`crate::recv::resume`]), then find the versions the pool
 //!    holds: read-only subvolumes directly in the pool (never staging ones) whose received UUID
 //!    is a version's UUID.
 //! 3. Plan the cheapest chain ([`super::plan`]) and, when the target's full stream has a
@@ -23,6 +24,10 @@
 //!    Each receive dedups against the pool's content index ([`crate::content::pool`]): WRITE
 //!    data found in any pool subvolume becomes verified clones. The index is brought up to
 //!    date when a pull starts and extended after each version it keeps.
+//!    Each receive takes checkpoints ([`PullOptions::checkpoint_bytes`]); an interrupted pull
+//!    keeps the step's last one with its partial download, and the next pull of that stream
+//!    reads the bytes before the checkpoint from the cache, checks them against the record,
+//!    and applies only the rest ([`PullEvent::ApplyResumed`]).
 //! 5. Intermediate versions received only as steps are deleted; `--keep N` deletes the oldest
 //!    pulled versions beyond N (the target and the versions deployments use always stay, see
 //!    [`crate::deploy::pinned_versions`]; subvolumes not pulled are never touched).
