@@ -960,7 +960,7 @@ _subvol() {
             return 0
             ;;
         subvol__subcmd__pull)
-            opts="-v -h --into --verify --root --mirror --config-dir --version --keep --dry-run --plan --timeout --min-rate --rate-window --limit-rate --no-stream --ca --progress --verbose --json --help"
+            opts="-v -h --into --verify --root --mirror --config-dir --version --keep --dry-run --plan --timeout --min-rate --rate-window --limit-rate --no-stream --checkpoint-every --checkpoint-overhead --ca --progress --verbose --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1011,6 +1011,14 @@ _subvol() {
                     return 0
                     ;;
                 --limit-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --checkpoint-every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --checkpoint-overhead)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -186,6 +186,8 @@ complete -c subvol -n "__fish_subvol_using_subcommand pull" -l timeout -d 'Give 
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l min-rate -d 'Give an HTTP transfer up when it moves fewer bytes per second than this over --rate-window (0: no minimum)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l rate-window -d 'The window --min-rate is measured over' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l limit-rate -d 'Move at most RATE bytes per second over HTTP (10M, 500k; 0: no limit)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l checkpoint-every -d 'Take a checkpoint of each step\'s receive every BYTES of its stream (0: never)' -r
+complete -c subvol -n "__fish_subvol_using_subcommand pull" -l checkpoint-overhead -d 'Skip checkpoints that would take more than PERCENT of the step\'s receive time so far (100: take every one)' -r
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l ca -d 'Trust the PEM certificates in FILE for HTTPS and registries instead of the bundled Mozilla roots' -r -F
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l dry-run -d 'Print the plan (steps and sizes) and change nothing'
 complete -c subvol -n "__fish_subvol_using_subcommand pull" -l no-stream -d 'Download every file of a chain before receiving any (the way pulls worked before streaming; needs space for the whole chain in the cache)'

@@ -686,3 +686,183 @@ fn an_interrupted_streaming_pull_keeps_its_partial_file_for_the_next() {
         Some(format!("bytes={kept}-").as_str())
     );
 }
+
+/// Starts `subvol pull` of the full of the newest version over `nginx`, throttled so that it
+/// takes a few seconds, with a checkpoint at every signature segment, and kills it with SIGKILL
+/// once a checkpoint was recorded. Returns the offset `recv --list-incomplete` then shows, the
+/// cache file kept and its length, the stream file's path and size, and the events seen.
+fn pull_killed_after_a_checkpoint(
+    f: &Fixture,
+    nginx: &Nginx,
+    pool: &Path,
+) -> (u64, PathBuf, u64, String, u64, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let (full, size) = stream(&index_of(&f.repo), None, &VERSIONS.to_string());
+    let mut child = subvol()
+        .arg("pull")
+        .arg(nginx.url())
+        .arg("--into")
+        .arg(pool)
+        .arg("--verify")
+        .arg(&f.public)
+        .args([
+            "--json",
+            "--checkpoint-every",
+            "1",
+            "--checkpoint-overhead",
+            "100",
+        ])
+        .args(["--limit-rate", &(size / 6).max(1).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    let mut killed = false;
+    loop {
+        let mut l = String::new();
+        if err.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&l);
+        let v: Value = serde_json::from_str(&l).unwrap();
+        if v["event"] == "checkpoint" && v["offset"].as_u64().unwrap() > 0 {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        killed,
+        "no checkpoint before the pull ended ({status}):\n{text}"
+    );
+    assert_eq!(pool_versions(pool), Vec::<String>::new(), "{text}");
+    // The checkpoint is recorded and listed.
+    let out = subvol()
+        .args(["recv", "--list-incomplete", "--json"])
+        .arg(pool)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().expect("a list of incomplete receives");
+    assert_eq!(list.len(), 1, "{list:?}\n{text}");
+    let offset = list[0]["offset"].as_u64().unwrap();
+    assert!(offset > 0, "{list:?}");
+    assert_eq!(list[0]["name"], VERSIONS.to_string(), "{list:?}");
+    // The step's partial download is kept too.
+    let sha = full.trim_start_matches("streams/").trim_end_matches(".zst");
+    let cache = pool.join(".subvol/cache");
+    let part = [format!("{sha}.part"), format!("{sha}.zst")]
+        .into_iter()
+        .map(|n| cache.join(n))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no cache file of {full}:\n{text}"));
+    let kept = fs::metadata(&part).unwrap().len();
+    assert!(kept > 0, "{text}");
+    (offset, part, kept, full, size, text)
+}
+
+/// A pull killed with SIGKILL after its receive took a checkpoint keeps the checkpoint and
+/// the partial download; the next pull resumes the apply at the checkpoint (the `apply_resumed`
+/// event, the report and the progress say so), fetches only the rest of the file with one
+/// Range request (no byte of the stream again), and the tree is exact.
+#[test]
+fn a_pull_killed_after_a_checkpoint_resumes_its_apply() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let Some(nginx) = Nginx::start(&f.repo) else {
+        return;
+    };
+    let pool = new_pool(&btrfs, "pool");
+    let (offset, _part, kept, full, size, text) = pull_killed_after_a_checkpoint(f, &nginx, &pool);
+
+    nginx.clear_log();
+    let (r, events) = pull_events(f, &nginx.url(), &pool, &["-v"]);
+    check_version(f, &pool, VERSIONS);
+    let resumed = of_kind(&events, "apply_resumed");
+    assert_eq!(resumed.len(), 1, "{events:?}\nfirst run:\n{text}");
+    assert_eq!(resumed[0]["offset"].as_u64(), Some(offset), "{resumed:?}");
+    assert_eq!(resumed[0]["file"].as_str(), Some(full.as_str()));
+    assert_eq!(r["resumed"][0]["offset"].as_u64(), Some(offset), "{r}");
+    // Progress: what the earlier pull applied is counted as resumed, inside `applied`.
+    let last = of_kind(&events, "progress")
+        .into_iter()
+        .last()
+        .cloned()
+        .unwrap();
+    assert!(last["resumed"].as_u64().unwrap() > 0, "{last}");
+    assert_eq!(last["applied"], last["total"], "{last}");
+    // Only the rest of the file was fetched, with one Range request.
+    assert_eq!(r["reused"].as_u64(), Some(kept), "{r}");
+    assert_eq!(r["bytes"].as_u64(), Some(size - kept), "{r}");
+    let reqs: Vec<_> = nginx
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == full)
+        .collect();
+    if kept < size {
+        assert_eq!(reqs.len(), 1, "{reqs:?}");
+        assert_eq!(
+            reqs[0].range.as_deref(),
+            Some(format!("bytes={kept}-").as_str())
+        );
+        assert_eq!(reqs[0].sent, size - kept, "{reqs:?}");
+    } else {
+        assert!(reqs.is_empty(), "{reqs:?}");
+    }
+    // Nothing of the interrupted receive is left.
+    let left: Vec<_> = fs::read_dir(&pool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".subvol-recv"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A killed pull whose checkpoint record was tampered with: the next pull does not use it
+/// (the cleanup removes the staging subvolume), receives the step from its first byte, and
+/// the tree is exact.
+#[test]
+fn a_tampered_checkpoint_of_a_killed_pull_restarts_cleanly() {
+    let Some(f) = fixture() else { return };
+    let Some(btrfs) = BtrfsFs::new_or_skip() else {
+        return;
+    };
+    let Some(nginx) = Nginx::start(&f.repo) else {
+        return;
+    };
+    let pool = new_pool(&btrfs, "pool");
+    let (_, _, _, _, _, text) = pull_killed_after_a_checkpoint(f, &nginx, &pool);
+    let record = fs::read_dir(&pool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "resume"))
+        .unwrap_or_else(|| panic!("no .resume record:\n{text}"));
+    let mut bytes = fs::read(&record).unwrap();
+    let s = String::from_utf8(bytes.clone()).unwrap();
+    let at = s.find("\"offset\":").expect("an offset in the record") + "\"offset\":".len();
+    // One digit of the offset changed: a record that no longer matches its checksum.
+    let d = bytes[at..].iter().position(u8::is_ascii_digit).unwrap() + at;
+    bytes[d] = if bytes[d] == b'1' { b'2' } else { b'1' };
+    fs::write(&record, &bytes).unwrap();
+
+    let (r, events) = pull_events(f, &nginx.url(), &pool, &["-v"]);
+    check_version(f, &pool, VERSIONS);
+    assert!(of_kind(&events, "apply_resumed").is_empty(), "{events:?}");
+    assert_eq!(r["resumed"].as_array().map(Vec::len), Some(0), "{r}");
+    let left: Vec<_> = fs::read_dir(&pool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".subvol-recv"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -34,7 +34,9 @@ pub use flow::SpaceEstimate;
 pub use index::{Index, MapFile, Sha256Digest, StreamFile, Version};
 pub use plan::{Plan, Step};
 pub use publish::{PublishEvent, PublishOptions, PublishReport, TrustPublished, publish};
-pub use pull::{FlowProgress, PlanChoice, PullEvent, PullOptions, PullReport, TrustReport, pull};
+pub use pull::{
+    FlowProgress, PlanChoice, PullEvent, PullOptions, PullReport, ResumedStep, TrustReport, pull,
+};
 pub use ranges::{RangeFetch, coalesce};
 pub use state::{PullState, PulledVersion, SeenIndex};
 

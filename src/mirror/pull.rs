@@ -4,7 +4,8 @@
 //!    see [`Mirrors`]); refuse it unless signed by an accepted key, unexpired, and with a serial
 //!    no older than the newest this pool saw for that repository, from that source or by that
 //!    key (`POOL/.subvol/state.json`, see [`super::state`]).
-//! 2. Remove stale staging subvolumes of killed receives, then find the versions the pool
+//! 2. Remove stale staging subvolumes of killed receives (keeping those with a valid
+//!    checkpoint, see [`crate::recv::resume`]), then find the versions the pool
 //!    holds: read-only subvolumes directly in the pool (never staging ones) whose received UUID
 //!    is a version's UUID.
 //! 3. Plan the cheapest chain ([`super::plan`]) and, when the target's full stream has a
@@ -23,6 +24,10 @@
 //!    Each receive dedups against the pool's content index ([`crate::content::pool`]): WRITE
 //!    data found in any pool subvolume becomes verified clones. The index is brought up to
 //!    date when a pull starts and extended after each version it keeps.
+//!    Each receive takes checkpoints ([`PullOptions::checkpoint_bytes`]); an interrupted pull
+//!    keeps the step's last one with its partial download, and the next pull of that stream
+//!    reads the bytes before the checkpoint from the cache, checks them against the record,
+//!    and applies only the rest ([`PullEvent::ApplyResumed`]).
 //! 5. Intermediate versions received only as steps are deleted; `--keep N` deletes the oldest
 //!    pulled versions beyond N (the target and the versions deployments use always stay, see
 //!    [`crate::deploy::pinned_versions`]; subvolumes not pulled are never touched).
@@ -87,6 +92,12 @@ pub struct PullOptions {
     pub ca: Option<PathBuf>,
     /// Download every file of a chain before receiving any (`--no-stream`; for comparison).
     pub no_stream: bool,
+    /// Each step's receive takes a checkpoint after this many stream bytes (at the end of a
+    /// signed segment; see [`recv::Options::checkpoint_bytes`]), and takes up the checkpoint
+    /// of an interrupted pull of the same stream. None or 0: neither.
+    pub checkpoint_bytes: Option<u64>,
+    /// See [`recv::Options::checkpoint_max_share`].
+    pub checkpoint_max_share: Option<f64>,
 }
 
 /// How a pull may reach its target.
@@ -225,6 +236,47 @@ pub enum PullEvent<'a> {
     },
     /// A stale staging subvolume of an interrupted receive was removed.
     StaleRemoved(&'a OsStr),
+    /// A step's receive took up the checkpoint an interrupted pull kept: its stream bytes
+    /// before `offset` were read from the cache and checked, not applied again.
+    ApplyResumed {
+        /// Step (1-based).
+        step: usize,
+        /// Steps.
+        steps: usize,
+        /// The file.
+        file: &'a StreamFile,
+        /// Stream offset the receive continued at (bytes applied before, reused).
+        offset: u64,
+    },
+    /// A step's receive took a checkpoint: an interruption from now on resumes at `offset`.
+    Checkpoint {
+        /// Step (1-based).
+        step: usize,
+        /// The file.
+        file: &'a StreamFile,
+        /// Stream offset a resume continues at.
+        offset: u64,
+    },
+    /// The step's receive was interrupted: its last checkpoint (and the cache file) is kept
+    /// for the next pull to resume at `offset`.
+    Kept {
+        /// Step (1-based).
+        step: usize,
+        /// The file.
+        file: &'a StreamFile,
+        /// Stream offset the next pull resumes at.
+        offset: u64,
+    },
+    /// A kept checkpoint of this step's stream was not used (the bytes before its offset are
+    /// not those it was taken after): it was removed and the step starts over.
+    ResumeRefused {
+        /// The file.
+        file: &'a StreamFile,
+        /// The subvolume's final name.
+        name: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
     /// A subvolume's content was indexed (after its receive, or at the start for one without
     /// a usable index file).
     Indexed(&'a Indexed),
@@ -256,6 +308,9 @@ pub struct FlowProgress {
     /// Bytes applied: the committed steps' files, and the share of the current one that its
     /// receive has applied. Equals `total` once the last step is committed.
     pub applied: u64,
+    /// Of `applied`: bytes an earlier, interrupted pull had applied, taken up from its
+    /// checkpoints ([`PullEvent::ApplyResumed`]), not applied by this run.
+    pub resumed: u64,
 }
 
 /// What a pull did.
@@ -288,6 +343,9 @@ pub struct PullReport {
     pub indexed: Vec<String>,
     /// WRITE bytes applied as clones of data already in the pool (verified).
     pub deduped: u64,
+    /// Steps whose receive took up the checkpoint of an interrupted pull: the file and the
+    /// stream offset it continued at (bytes before it applied by the earlier pull).
+    pub resumed: Vec<ResumedStep>,
     /// Set when the target came as a seeded full: what its rebuild read from the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeded: Option<RebuildStats>,
@@ -297,6 +355,17 @@ pub struct PullReport {
     /// Set when the pull verified trust metadata (`--root`, or the root the pool pinned).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustReport>,
+}
+
+/// A step whose receive took up an interrupted pull's checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ResumedStep {
+    /// The stream file's path in the repository.
+    pub file: String,
+    /// The version it leads to.
+    pub to: String,
+    /// Stream offset the receive continued at.
+    pub offset: u64,
 }
 
 /// What a pull verified of a repository's trust metadata.
@@ -438,6 +507,50 @@ impl<R: Read> Read for CorruptIsInvalidData<R> {
                 e
             }
         })
+    }
+}
+
+/// Why a kept checkpoint could not be taken up.
+enum ResumeFailure {
+    /// The input before the checkpoint is not what it was taken after (or ends before it):
+    /// the interrupted receive's final name, and why.
+    Other(String, String),
+    /// The input could not be read (a download that failed or stopped).
+    Read(io::Error),
+}
+
+/// Finds the interrupted receive in `pool` of the stream `input` starts, and reads (checking
+/// them) its bytes up to the checkpoint. Returns the input where the receive goes on, and
+/// the receive to take up with the digest of the bytes skipped. Pulled streams are signed:
+/// only signed checkpoints are candidates.
+#[allow(clippy::type_complexity)]
+fn find_resume<'r>(
+    pool: &Path,
+    mut input: Box<dyn Read + 'r>,
+) -> Result<
+    (
+        Box<dyn Read + 'r>,
+        Option<(recv::Incomplete, recv::Skipped)>,
+    ),
+    ResumeFailure,
+> {
+    let candidates: Vec<_> = match recv::list_incomplete(pool) {
+        Ok(list) => list.into_iter().filter(|c| c.signed).collect(),
+        // Unreadable records are not resumable; the receive's cleanup deals with them.
+        Err(_) => Vec::new(),
+    };
+    if candidates.is_empty() {
+        return Ok((input, None));
+    }
+    let (start, head) = recv::peek_start(&mut input).map_err(ResumeFailure::Read)?;
+    let mut rest: Box<dyn Read + 'r> = Box::new(io::Cursor::new(head).chain(input));
+    let Some(inc) = start.and_then(|s| candidates.into_iter().find(|c| c.matches(&s))) else {
+        return Ok((rest, None));
+    };
+    match recv::skip_checked(&mut rest, &inc) {
+        Ok(skipped) => Ok((rest, Some((inc, skipped)))),
+        Err(recv::SkipError::Io(e)) => Err(ResumeFailure::Read(e)),
+        Err(e) => Err(ResumeFailure::Other(inc.name, e.to_string())),
     }
 }
 
@@ -733,6 +846,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
     let mut downloaded = 0u64;
     let mut reused = 0u64;
     let mut deduped = 0u64;
+    let mut resumed_steps: Vec<ResumedStep> = Vec::new();
     let mut first = true;
     let mut seeded_given_up = false;
     let mut seeded_outcome: Option<RebuildStats> = None;
@@ -859,6 +973,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 removed: Vec::new(),
                 indexed,
                 deduped: 0,
+                resumed: Vec::new(),
                 seeded: None,
                 mirrors_skipped,
                 trust: trust_report,
@@ -962,6 +1077,9 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         // (step index, applied of the current step) and the weight of the steps committed.
         let current = Cell::new((0usize, 0u64));
         let applied_before = Cell::new(0u64);
+        // Applied bytes taken up from checkpoints of an earlier, interrupted pull (in `applied`,
+        // not work of this run).
+        let resumed = Cell::new(0u64);
         // Stream bytes of the current step the receiver has parsed (a signature segment at
         // most ahead of what it applied).
         let parsed = Cell::new(0u64);
@@ -983,6 +1101,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                 fetched: c.fetched.saturating_add(fetched_here.get()),
                 reused: c.reused,
                 applied: applied_before.get().saturating_add(cur),
+                resumed: resumed.get(),
             }));
             for (j, offset) in flow.take_resumes() {
                 (*events.borrow_mut())(PullEvent::Resume {
@@ -1082,21 +1201,99 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             Err(FetchError::Fatal(e)) => return Err(e.into()),
                         }
                     };
-                    let reader = Reader::new(Counted {
-                        inner: BufReader::with_capacity(1 << 20, input.take(f.stream_bytes)),
+                    // An interrupted receive of this step's stream (a killed pull kept its
+                    // checkpoint) is taken up where it stopped: its bytes up to there are
+                    // read from the cache file and checked, not applied again.
+                    let checkpoints = o.checkpoint_bytes.is_some_and(|b| b > 0);
+                    let (input, resume) = if checkpoints {
+                        match find_resume(&pool, input) {
+                            Ok(found) => found,
+                            Err(ResumeFailure::Other(inc, reason)) => {
+                                // Not the bytes it was taken after: this step starts over
+                                // (a round of its own, reading the file from its start).
+                                recv::drop_incomplete(&pool, Some(&inc))?;
+                                (*events.borrow_mut())(PullEvent::ResumeRefused {
+                                    file: f,
+                                    name: &inc,
+                                    reason: &reason,
+                                });
+                                return Ok(true);
+                            }
+                            Err(ResumeFailure::Read(e)) => {
+                                if stop() {
+                                    return Err(MirrorError::Interrupted.into());
+                                }
+                                if streaming && let Some(e) = flow.failure(i) {
+                                    return match e {
+                                        FetchError::Missing(reason) | FetchError::Bad(reason) => {
+                                            give_up(
+                                                f,
+                                                &reason,
+                                                &mut **events.borrow_mut(),
+                                                &mut refused,
+                                                &mut excluded,
+                                            );
+                                            Ok(true)
+                                        }
+                                        FetchError::Fatal(e) => Err(e.into()),
+                                    };
+                                }
+                                return Err(MirrorError::io("read", &cache, e).into());
+                            }
+                        }
+                    } else {
+                        (input, None)
+                    };
+                    let resumed_at = resume.as_ref().map_or(0, |(inc, _)| inc.offset);
+                    parsed.set(resumed_at);
+                    let counted = Counted {
+                        inner: BufReader::with_capacity(
+                            1 << 20,
+                            input.take(f.stream_bytes.saturating_sub(resumed_at)),
+                        ),
                         count: &parsed,
-                    });
-                    let mut source = VerifyingSource::new(reader, keys.clone());
+                    };
+                    let (mut source, resume) = match resume {
+                        Some((inc, skipped)) => {
+                            let reader = inc.reader(counted, Some(skipped));
+                            let state = inc.resume_state().verifier.as_ref().ok_or_else(|| {
+                                Error::Bug(format!(
+                                    "signed checkpoint of {} without state",
+                                    inc.name
+                                ))
+                            })?;
+                            // The chain of signatures continues from the checkpoint's.
+                            (
+                                VerifyingSource::resume(reader, keys.clone(), state)?,
+                                Some(inc),
+                            )
+                        }
+                        None if checkpoints => (
+                            VerifyingSource::new(
+                                Reader::new(counted).with_prefix_digest(),
+                                keys.clone(),
+                            ),
+                            None,
+                        ),
+                        None => (
+                            VerifyingSource::new(Reader::new(counted), keys.clone()),
+                            None,
+                        ),
+                    };
                     // Pulled streams come from one signed sender: the default clone-source
                     // rule holds. WRITE data already in the pool (any subvolume) becomes
-                    // verified clones.
+                    // verified clones. Checkpoints as `subvol recv` takes them.
                     let opts = recv::Options {
                         dest: pool.clone(),
                         interrupted: o.interrupted.clone(),
                         dedup_index: pool_index.clone(),
+                        checkpoint_bytes: o.checkpoint_bytes,
+                        checkpoint_max_share: o.checkpoint_max_share,
+                        resume,
                         ..recv::Options::default()
                     };
                     let w = weight(f);
+                    let kept = Cell::new(false);
                     let r = recv::receive(&mut source, &opts, &mut |ev| match ev {
                         Event::StaleRemoved(n) => {
                             (*events.borrow_mut())(PullEvent::StaleRemoved(n));
@@ -1115,14 +1312,53 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             report();
                         }
                         Event::Deduped(s) => deduped = deduped.saturating_add(s.cloned),
+                        Event::Resumed { offset, .. } => {
+                            let share = u128::from(w) * u128::from(offset)
+                                / u128::from(f.stream_bytes.max(1));
+                            let share = u64::try_from(share).unwrap_or(w).min(w);
+                            resumed.set(resumed.get().saturating_add(share));
+                            resumed_steps.push(ResumedStep {
+                                file: f.path.clone(),
+                                to: f.to.clone(),
+                                offset,
+                            });
+                            current.set((i, share));
+                            (*events.borrow_mut())(PullEvent::ApplyResumed {
+                                step: i + 1,
+                                steps,
+                                file: f,
+                                offset,
+                            });
+                            report();
+                        }
+                        Event::Checkpoint { offset, .. } => {
+                            (*events.borrow_mut())(PullEvent::Checkpoint {
+                                step: i + 1,
+                                file: f,
+                                offset,
+                            });
+                        }
+                        Event::Kept { offset, .. } => {
+                            kept.set(true);
+                            (*events.borrow_mut())(PullEvent::Kept {
+                                step: i + 1,
+                                file: f,
+                                offset,
+                            });
+                        }
                         Event::Started { .. }
                         | Event::SeedsIndexed { .. }
-                        | Event::Checkpoint { .. }
-                        | Event::Resumed { .. }
-                        | Event::IncompleteDropped(_)
-                        | Event::Kept { .. } => {}
+                        | Event::IncompleteDropped(_) => {}
                     });
                     drop(source);
+                    // A file given up takes the checkpoint its receive kept with it (its
+                    // reading failed: not the stream's fault to the receiver); an
+                    // interruption or a fault of this host keeps it for the next pull.
+                    let drop_kept = || {
+                        if kept.get() {
+                            let _ = recv::drop_incomplete(&pool, Some(&f.to));
+                        }
+                    };
                     // A download that failed makes the receive fail: its reason is the
                     // download's (a fault of the file, or of the network).
                     if streaming
@@ -1131,6 +1367,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                     {
                         return match e {
                             FetchError::Missing(reason) | FetchError::Bad(reason) => {
+                                drop_kept();
                                 give_up(
                                     f,
                                     &reason,
@@ -1166,6 +1403,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                                     Err(Some(
                                         FetchError::Missing(reason) | FetchError::Bad(reason),
                                     )) => {
+                                        drop_kept();
                                         give_up(
                                             f,
                                             &reason,
@@ -1179,6 +1417,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                                     Err(None) => return Err(MirrorError::Interrupted.into()),
                                 }
                             }
+                            drop_kept();
                             let reason = error_chain(&e);
                             (*events.borrow_mut())(PullEvent::Refused {
                                 file: f,
@@ -1390,6 +1629,7 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
         removed,
         indexed,
         deduped,
+        resumed: resumed_steps,
         seeded: seeded_outcome,
         mirrors_skipped,
         trust: trust_report,

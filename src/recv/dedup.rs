@@ -67,6 +67,11 @@ pub(super) trait SeedTarget: CreateRenamed {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), Error>;
+    /// The WRITE `c` was applied in parts (written and cloned): the receiver may take a
+    /// checkpoint after it, as after any command it applied itself.
+    fn applied(&mut self, _c: &Command, _at: Position) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 fn seed_error(dir: &Path, reason: String, source: Option<std::io::Error>) -> Error {
@@ -307,6 +312,7 @@ impl<K: SeedTarget> Dedup<K> {
             self.stats.written += end - pos;
         }
         self.runs = runs;
+        self.inner.applied(c, at)?;
         Ok(ControlFlow::Continue(()))
     }
 }
@@ -363,6 +369,8 @@ mod tests {
         files: HashMap<Vec<u8>, Vec<u8>>,
         clones: Vec<(u64, u64, u64)>,
         whole_writes: usize,
+        /// WRITEs reported applied in parts.
+        applied: usize,
         corrupt: bool,
     }
 
@@ -441,6 +449,10 @@ mod tests {
             buf.copy_from_slice(&f[offset as usize..offset as usize + buf.len()]);
             Ok(())
         }
+        fn applied(&mut self, _: &Command, _: Position) -> Result<(), Error> {
+            self.applied += 1;
+            Ok(())
+        }
     }
 
     fn bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -483,6 +495,21 @@ mod tests {
         for c in cmds {
             assert!(d.command(c, Position::default()).unwrap().is_continue());
         }
+    }
+
+    /// Every WRITE reaches the receiver once as applied: whole (`command`, after which it may
+    /// checkpoint) or in parts (`applied`, the same point to checkpoint at).
+    #[test]
+    fn every_write_is_reported_applied_once_whole_or_in_parts() {
+        let seed = bytes(6, 4 * 4096);
+        let (_d, _s, mut d) = filter(&seed, Mem::default());
+        run(
+            &mut d,
+            &[write(0, &seed), write(1 << 20, &bytes(7, 3 * 4096))],
+        );
+        let (mem, _) = d.into_parts();
+        assert_eq!(mem.clones.len(), 1);
+        assert_eq!((mem.applied, mem.whole_writes), (1, 1));
     }
 
     #[test]

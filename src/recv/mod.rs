@@ -307,8 +307,8 @@ pub struct Options {
     /// Take a checkpoint of the subvolume being received at the first point to restart from
     /// after this many input bytes since the last one (see [`resume`]); an interrupted
     /// receive then keeps its last checkpoint for a later resume. None (or 0): no
-    /// checkpoints. Only the first subvolume of an input is checkpointed, and not with
-    /// dedup or a tolerance of failed commands. The source must offer points to restart
+    /// checkpoints. Only the first subvolume of an input is checkpointed, and not with a
+    /// tolerance of failed commands (dedup is fine: it holds nothing back). The source must offer points to restart
     /// from: a [`crate::stream::Reader`] made [`crate::stream::Reader::with_prefix_digest`]
     /// (also beneath a verifying source).
     pub checkpoint_bytes: Option<u64>,
@@ -517,8 +517,9 @@ pub fn receive_tolerant(
     let result = Receiver::new(opts, &mut sink_events).and_then(|mut rx| {
         rx.tolerance = tolerance;
         rx.on_skip = Some(on_skip);
-        let dedup = !(opts.dedup_from.is_empty() && opts.dedup_index.is_none());
-        if tolerance.max_errors == 1 && !dedup {
+        // Dedup holds nothing back (a WRITE is written or cloned before the next command) and
+        // reports WRITEs it applied in parts (`SeedTarget::applied`): checkpoints work behind it.
+        if tolerance.max_errors == 1 {
             rx.checkpoint_every = opts.checkpoint_bytes.filter(|&b| b > 0);
             rx.resume_cell = cell;
         }
@@ -1107,6 +1108,10 @@ impl dedup::SeedTarget for Receiver<'_> {
         self.current()
             .and_then(|cur| cur.tree.read_at(path, offset, buf))
             .map_err(|f| command_error(c, at, Some(path), f))
+    }
+
+    fn applied(&mut self, _c: &Command, at: Position) -> Result<(), Error> {
+        self.maybe_checkpoint(at.index + 1)
     }
 }
 

@@ -201,6 +201,21 @@ pub struct PullArgs {
     /// streaming; needs space for the whole chain in the cache)
     #[arg(long = "no-stream")]
     pub no_stream: bool,
+    /// Take a checkpoint of each step's receive every BYTES of its stream (0: never)
+    ///
+    /// As `subvol recv --checkpoint-every` (at the end of a verified signature segment). A
+    /// pull that is interrupted (a signal, kill -9, a cut network, an I/O error) keeps the
+    /// step's last checkpoint and its partial download in POOL/.subvol/cache; the next pull
+    /// of the same stream reads the bytes before the checkpoint from the cache, checks them,
+    /// and applies only the rest. See docs/resume.md.
+    #[arg(long = "checkpoint-every", value_name = "BYTES",
+          default_value_t = subvol::recv::DEFAULT_CHECKPOINT_BYTES)]
+    pub checkpoint_every: u64,
+    /// Skip checkpoints that would take more than PERCENT of the step's receive time so far
+    /// (100: take every one)
+    #[arg(long = "checkpoint-overhead", value_name = "PERCENT", default_value_t = 5,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub checkpoint_overhead: u8,
     /// Trust the PEM certificates in FILE for HTTPS and registries instead of the bundled
     /// Mozilla roots
     #[arg(long, value_name = "FILE")]

@@ -358,7 +358,7 @@ pub struct RecvArgs {
     /// the same stream again into DEST (from a file or a pipe) then skips what was applied,
     /// checking that the skipped bytes are the same, and continues from there. Signed streams
     /// are checkpointed at the end of a verified segment. Only the first subvolume of an input
-    /// is checkpointed, and not with --dedup-from, -E or a pool's content index.
+    /// is checkpointed, and not with -E.
     #[arg(long = "checkpoint-every", value_name = "BYTES", default_value_t = subvol::recv::DEFAULT_CHECKPOINT_BYTES)]
     pub checkpoint_every: u64,
     /// Skip checkpoints that would take more than PERCENT of the receive's time so far

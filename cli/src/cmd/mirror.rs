@@ -349,6 +349,9 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
             limit_rate: a.limit_rate,
         },
         no_stream: a.no_stream,
+        checkpoint_bytes: Some(a.checkpoint_every),
+        checkpoint_max_share: (a.checkpoint_overhead < 100)
+            .then(|| f64::from(a.checkpoint_overhead) / 100.0),
         plan: match a.plan {
             args::PlanChoice::Auto => mirror::PlanChoice::Auto,
             args::PlanChoice::Chain => mirror::PlanChoice::Chain,
@@ -496,7 +499,7 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                 emit(
                     serde_json::json!({"event": "progress", "step": p.step, "steps": p.steps,
                     "total": p.total, "fetched": p.fetched, "reused": p.reused,
-                    "applied": p.applied}),
+                    "applied": p.applied, "resumed": p.resumed}),
                 );
             }
             if !json {
@@ -630,6 +633,78 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
                 escape(n.as_encoded_bytes())
             ),
         ),
+        PullEvent::ApplyResumed {
+            step,
+            steps,
+            file,
+            offset,
+        } => {
+            emit(
+                serde_json::json!({"event": "apply_resumed", "step": step, "steps": steps,
+                "file": file.path, "to": file.to, "offset": offset,
+                "stream_bytes": file.stream_bytes}),
+            );
+            if verbose {
+                say(
+                    &mut line,
+                    &mut plan_bar,
+                    format!(
+                        "step {step}/{steps}: {}: resuming the interrupted receive at byte {offset} \
+                         of {} ({} applied by an earlier pull)",
+                        what(file),
+                        file.stream_bytes,
+                        human(offset)
+                    ),
+                );
+            }
+        }
+        PullEvent::Checkpoint { step, file, offset } => {
+            emit(
+                serde_json::json!({"event": "checkpoint", "step": step, "file": file.path,
+                "offset": offset}),
+            );
+            if verbose {
+                say(
+                    &mut line,
+                    &mut plan_bar,
+                    format!(
+                        "step {step}: checkpoint at byte {offset} of {}",
+                        esc(&file.path)
+                    ),
+                );
+            }
+        }
+        PullEvent::Kept { step, file, offset } => {
+            emit(
+                serde_json::json!({"event": "kept", "step": step, "file": file.path,
+                "offset": offset}),
+            );
+            say(
+                &mut line,
+                &mut plan_bar,
+                format!(
+                    "kept the interrupted receive of step {step} ({}) for the next pull to \
+                     resume at byte {offset}",
+                    esc(&file.path)
+                ),
+            );
+        }
+        PullEvent::ResumeRefused { file, name, reason } => {
+            emit(
+                serde_json::json!({"event": "resume_refused", "file": file.path, "name": name,
+                "reason": reason}),
+            );
+            say(
+                &mut line,
+                &mut plan_bar,
+                format!(
+                    "not resuming the interrupted receive of {}: {}; removed it, starting {} over",
+                    esc(name),
+                    super::escape_controls(reason),
+                    esc(&file.path)
+                ),
+            );
+        }
         PullEvent::Indexed(i) => say(
             &mut line,
             &mut plan_bar,
@@ -706,6 +781,15 @@ pub fn pull(a: &args::PullArgs) -> Result<(), Error> {
         format!(" (+{} reused from an earlier pull)", human(r.reused))
     } else {
         String::new()
+    };
+    let resumed: u64 = r.resumed.iter().map(|s| s.offset).sum();
+    let shared = if resumed > 0 {
+        format!(
+            "{shared}, {} of stream applied by an interrupted pull (resumed)",
+            human(resumed)
+        )
+    } else {
+        shared
     };
     writeln!(
         out,

@@ -200,10 +200,16 @@ impl PlanBar {
         } else {
             String::new()
         };
+        // Applied by an interrupted pull and taken up from its checkpoint: not this run's work.
+        let resumed = if p.resumed > 0 {
+            format!(" ({} of it resumed)", human(p.resumed))
+        } else {
+            String::new()
+        };
         b.set_length(p.total.max(1));
         b.set_position(p.applied.min(p.total));
         b.set_message(format!(
-            "{}/{} fetched {}{reused} {}/s, applied {} of {}{eta}",
+            "{}/{} fetched {}{reused} {}/s, applied {}{resumed} of {}{eta}",
             p.step,
             p.steps,
             human(p.fetched),
