@@ -330,6 +330,12 @@ fn sigint_then_resume_from_a_piped_offset() {
 fn interrupt(stream: &Path, dest: &Path, extra: &[String]) -> PathBuf {
     let bytes = fs::read(stream).unwrap();
     let (mut child, stdin) = start_cut(&bytes, bytes.len() * 3 / 5, dest, extra);
+    // A loaded machine may take longer than start_cut's pause to reach a checkpoint: wait for
+    // its record (the input stays open, so the receiver waits for more and keeps it).
+    let t = std::time::Instant::now();
+    while records(dest).is_empty() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     child.kill().unwrap();
     let _ = child.wait();
     drop(stdin);
