@@ -16,4 +16,7 @@ cargo deb --version 2>/dev/null | grep -qx "cargo-deb 3.8.0" ||
 bash scripts/package.sh --check >/dev/null
 if [ "${SUBVOL_VM_TESTS:-1}" = 1 ] && [ -x vm-tests/run ]; then
   vm-tests/run
+  # A power cut (sysrq b) in the middle of a resumable receive, then the receive again after
+  # the reboot: resumed or started over, never a wrong tree (docs/resume.md).
+  bash vm-tests/power-loss.sh 1
 fi
