@@ -839,3 +839,26 @@ fn slow_retrieval_a_silent_mirror_is_given_up() {
     assert!(t.elapsed() < std::time::Duration::from_secs(30), "{err}");
     assert_eq!(pool_state(&pool), before, "{err}");
 }
+
+/// Mirrors that block updates: a stale mirror listed first (an older but unexpired timestamp)
+/// cannot hold a pool back while another mirror serves the newer release.
+#[test]
+fn a_stale_mirror_listed_first_does_not_hold_the_pool_back() {
+    let Some((fs_, mut r, _pool)) = setup(2) else {
+        return;
+    };
+    let stale_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    copy_tree(&r.repo, &stale_dir.path().join("repo"));
+    let stale = Nginx::start(stale_dir.path()).unwrap();
+    let stale_url = format!("{}repo", stale.url());
+    r.publish();
+    let pool = new_pool(&fs_, "fresh");
+    let out = pull_ok(&stale_url, &pool, Some(&r.root1()), &["--mirror", &r.url()]);
+    assert_eq!(out["target"], "3", "{out}");
+    check(&pool, 3);
+    let skipped = out["mirrors_skipped"].to_string();
+    assert!(
+        skipped.contains(&stale_url) && skipped.contains("older than another mirror"),
+        "{out}"
+    );
+}

@@ -687,40 +687,82 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
             let start = verify_trusted_root(&root_name, &root_bytes).map_err(MirrorError::Trust)?;
             let uuid = start.repository.uuid;
             let cached = fs::read(trust_dir.join(format!("{uuid}.release.json"))).ok();
-            // The trust metadata of the first mirror that verifies; the others serve files.
-            let mut verified = None;
-            let mut failures: Vec<(String, MirrorError)> = Vec::new();
-            for src in &sources {
-                let r = Remote::open(src, o.stall, o.ca.as_deref()).and_then(|remote| {
+            // The trust metadata of every mirror (in parallel: a silent one costs one
+            // --timeout), and the newest that verifies: a stale mirror cannot hold the pool
+            // back while another serves the new release. The others serve files.
+            let pinned = state.trust.get(&uuid.to_string());
+            let legacy = state.legacy_serial(&uuid);
+            let verify = |src: &String| {
+                Remote::open(src, o.stall, o.ca.as_deref()).and_then(|remote| {
                     let v = trust::update(
                         &root_bytes,
                         &root_name,
-                        state.trust.get(&uuid.to_string()),
-                        state.legacy_serial(&uuid),
+                        pinned,
+                        legacy,
                         cached.as_deref(),
                         &RemoteFetch(&remote),
                         t,
                     )?;
                     Ok((remote, v))
-                });
+                })
+            };
+            let results: Vec<Result<_, MirrorError>> = if sources.len() > 1 {
+                std::thread::scope(|sc| {
+                    let handles: Vec<_> = sources.iter().map(|s| sc.spawn(|| verify(s))).collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(MirrorError::Bug("verifying a mirror panicked".into()))
+                            })
+                        })
+                        .collect()
+                })
+            } else {
+                sources.iter().map(verify).collect()
+            };
+            let mut failures: Vec<(String, MirrorError)> = Vec::new();
+            let mut valid = Vec::new();
+            for (src, r) in sources.iter().zip(results) {
                 match r {
-                    Ok(x) => {
-                        verified = Some(x);
-                        break;
-                    }
+                    Ok(x) => valid.push((src, x)),
                     Err(MirrorError::Interrupted) => return Err(MirrorError::Interrupted.into()),
-                    Err(e) => {
-                        if sources.len() > 1 {
-                            let reason = error_chain(&e);
-                            mirrors_skipped.push(format!("{src}: {reason}"));
-                            on_event(PullEvent::MirrorSkipped {
-                                mirror: src,
-                                file: None,
-                                reason: &reason,
-                            });
-                        }
-                        failures.push((src.clone(), e));
+                    Err(e) => failures.push((src.clone(), e)),
+                }
+            }
+            let newest = valid
+                .iter()
+                .map(|(_, (_, v))| (v.timestamp.version, v.release.serial))
+                .max();
+            let mut verified = None;
+            for (src, (remote, v)) in valid {
+                let here = Some((v.timestamp.version, v.release.serial));
+                if here == newest {
+                    if verified.is_none() {
+                        verified = Some((remote, v));
                     }
+                } else {
+                    let why = format!(
+                        "its timestamp version {} (release serial {}) is older than another mirror's",
+                        v.timestamp.version, v.release.serial
+                    );
+                    mirrors_skipped.push(format!("{src}: {why}"));
+                    on_event(PullEvent::MirrorSkipped {
+                        mirror: src,
+                        file: None,
+                        reason: &why,
+                    });
+                }
+            }
+            if sources.len() > 1 {
+                for (src, e) in &failures {
+                    let reason = error_chain(e);
+                    mirrors_skipped.push(format!("{src}: {reason}"));
+                    on_event(PullEvent::MirrorSkipped {
+                        mirror: src,
+                        file: None,
+                        reason: &reason,
+                    });
                 }
             }
             let Some((first, v)) = verified else {
