@@ -124,7 +124,13 @@ pub fn update(
             )
             .into());
         }
-        let Some(b) = fetch.fetch(&rel, MAX_ROOT_BYTES)? else {
+        let got = match fetch.fetch(&rel, MAX_ROOT_BYTES) {
+            // Object stores (S3 and its kind) answer 403, not 404, for an object that does not
+            // exist: for this probe it is the same answer.
+            Err(MirrorError::HttpStatus { status: 403, .. }) => None,
+            r => r?,
+        };
+        let Some(b) = got else {
             break;
         };
         bytes += b.len() as u64;

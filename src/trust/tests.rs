@@ -187,6 +187,40 @@ fn a_publish_verifies_and_delegates_the_stream_keys() {
     r.update(None).unwrap();
 }
 
+/// A mirror answering 403 for a missing object (an object store), 404 never.
+struct ForbiddenWhenMissing(DirFetch);
+
+impl Fetch for ForbiddenWhenMissing {
+    fn fetch(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, MirrorError> {
+        match self.0.fetch(rel, max)? {
+            Some(b) => Ok(Some(b)),
+            None => Err(MirrorError::HttpStatus {
+                url: rel.to_string(),
+                status: 403,
+            }),
+        }
+    }
+    fn location(&self, rel: &str) -> String {
+        self.0.location(rel)
+    }
+}
+
+#[test]
+fn a_403_for_the_next_root_version_means_there_is_none() {
+    let r = repo();
+    r.publish(2, 2, &[&key(4)], &key(5));
+    let fetch = ForbiddenWhenMissing(DirFetch(r.path.clone()));
+    let v = update(&r.root1(), "root.json", None, None, None, &fetch, NOW + 60).unwrap();
+    assert_eq!((v.root.version, v.release.serial), (1, 2));
+    // Elsewhere a 403 stays an error: with the timestamp gone, the update fails.
+    fs::remove_file(r.path.join(TIMESTAMP_FILE)).unwrap();
+    let e = update(&r.root1(), "root.json", None, None, None, &fetch, NOW + 60).unwrap_err();
+    assert!(
+        matches!(e, MirrorError::HttpStatus { status: 403, .. }),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn a_bad_signature_is_refused() {
     let r = repo();
