@@ -493,6 +493,25 @@ fn give_up(
     excluded.insert(f.path.clone());
 }
 
+/// A stream file's failed download: a missing or bad file is given up (`Ok(true)`: plan
+/// another chain); any other failure (this host's, the network's, an interruption) stops the
+/// pull.
+fn settle_download(
+    e: FetchError,
+    f: &StreamFile,
+    on_event: &mut dyn FnMut(PullEvent<'_>),
+    refused: &mut Vec<String>,
+    excluded: &mut HashSet<String>,
+) -> Result<bool, Error> {
+    match e {
+        FetchError::Missing(reason) | FetchError::Bad(reason) => {
+            give_up(f, &reason, on_event, refused, excluded);
+            Ok(true)
+        }
+        FetchError::Fatal(e) => Err(e.into()),
+    }
+}
+
 /// Marks the zstd decoder's own errors (corrupt compressed data, which carry no OS error) as
 /// [`io::ErrorKind::InvalidData`], so [`Error::is_stream_fault`] tells a corrupt file (give it
 /// up, try another chain) from a failing disk (stop).
@@ -1230,17 +1249,15 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                                 })?;
                                 Box::new(CorruptIsInvalidData(dec))
                             }
-                            Err(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
-                                give_up(
+                            Err(e) => {
+                                return settle_download(
+                                    e,
                                     f,
-                                    &reason,
                                     &mut **events.borrow_mut(),
                                     &mut refused,
                                     &mut excluded,
                                 );
-                                return Ok(true);
                             }
-                            Err(FetchError::Fatal(e)) => return Err(e.into()),
                         }
                     };
                     // An interrupted receive of this step's stream (a killed pull kept its
@@ -1266,19 +1283,13 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                                     return Err(MirrorError::Interrupted.into());
                                 }
                                 if streaming && let Some(e) = flow.failure(i) {
-                                    return match e {
-                                        FetchError::Missing(reason) | FetchError::Bad(reason) => {
-                                            give_up(
-                                                f,
-                                                &reason,
-                                                &mut **events.borrow_mut(),
-                                                &mut refused,
-                                                &mut excluded,
-                                            );
-                                            Ok(true)
-                                        }
-                                        FetchError::Fatal(e) => Err(e.into()),
-                                    };
+                                    return settle_download(
+                                        e,
+                                        f,
+                                        &mut **events.borrow_mut(),
+                                        &mut refused,
+                                        &mut excluded,
+                                    );
                                 }
                                 return Err(MirrorError::io("read", &cache, e).into());
                             }
@@ -1407,20 +1418,16 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                         && r.is_err()
                         && let Some(e) = flow.failure(i)
                     {
-                        return match e {
-                            FetchError::Missing(reason) | FetchError::Bad(reason) => {
-                                drop_kept();
-                                give_up(
-                                    f,
-                                    &reason,
-                                    &mut **events.borrow_mut(),
-                                    &mut refused,
-                                    &mut excluded,
-                                );
-                                Ok(true)
-                            }
-                            FetchError::Fatal(e) => Err(e.into()),
-                        };
+                        if !matches!(e, FetchError::Fatal(_)) {
+                            drop_kept();
+                        }
+                        return settle_download(
+                            e,
+                            f,
+                            &mut **events.borrow_mut(),
+                            &mut refused,
+                            &mut excluded,
+                        );
                     }
                     if r.is_err() && stop() {
                         return Err(MirrorError::Interrupted.into());
@@ -1442,20 +1449,18 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                                     // receive it again from there.
                                     Ok(()) if flow.mirror_failed(i) => return Ok(true),
                                     Ok(()) => {}
-                                    Err(Some(
-                                        FetchError::Missing(reason) | FetchError::Bad(reason),
-                                    )) => {
-                                        drop_kept();
-                                        give_up(
+                                    Err(Some(e)) => {
+                                        if !matches!(e, FetchError::Fatal(_)) {
+                                            drop_kept();
+                                        }
+                                        return settle_download(
+                                            e,
                                             f,
-                                            &reason,
                                             &mut **events.borrow_mut(),
                                             &mut refused,
                                             &mut excluded,
                                         );
-                                        return Ok(true);
                                     }
-                                    Err(Some(FetchError::Fatal(e))) => return Err(e.into()),
                                     Err(None) => return Err(MirrorError::Interrupted.into()),
                                 }
                             }
@@ -1483,17 +1488,13 @@ pub fn pull(o: &PullOptions, on_event: &mut dyn FnMut(PullEvent<'_>)) -> Result<
                             let _ = crate::pool::delete(&g.path);
                         }
                         return match e {
-                            Some(FetchError::Missing(reason) | FetchError::Bad(reason)) => {
-                                give_up(
-                                    f,
-                                    &reason,
-                                    &mut **events.borrow_mut(),
-                                    &mut refused,
-                                    &mut excluded,
-                                );
-                                Ok(true)
-                            }
-                            Some(FetchError::Fatal(e)) => Err(e.into()),
+                            Some(e) => settle_download(
+                                e,
+                                f,
+                                &mut **events.borrow_mut(),
+                                &mut refused,
+                                &mut excluded,
+                            ),
                             None => Err(MirrorError::Interrupted.into()),
                         };
                     }
